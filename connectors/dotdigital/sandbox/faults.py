@@ -27,6 +27,9 @@ FAULT_KEYS = {
     "drop_rate": float,
     "drop_burst": int,
     "drop_after_processing": bool,
+    # A bug inside the sandbox itself, to prove a handler failure answers a JSON 500.
+    "crash_rate": float,
+    "crash_burst": int,
 }
 
 
@@ -39,6 +42,7 @@ class Plan:
     error_status: int | None = None
     rate_limited: bool = False
     hang_s: float = 0.0
+    crash: bool = False
     tags: list[str] = field(default_factory=list)
 
 
@@ -103,6 +107,9 @@ class Faults:
             elif self._take("hang"):
                 plan.hang_s = float(self.config.get("hang_seconds", 130.0))
                 plan.tags.append("hang")
+            elif self._take("crash"):
+                plan.crash = True
+                plan.tags.append("crash")
             for tag in plan.tags:
                 self.injected[tag] = self.injected.get(tag, 0) + 1
         return plan

@@ -295,8 +295,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
                                description="The requested resource does not support this method")
             raise ApiError(404, message="No HTTP resource was found that matches the request URI.",
                            code="server:notFound", description="Resource not found")
-        reply = handler(ctx, **params)
-        return reply
+        if plan.crash:
+            raise RuntimeError("injected sandbox crash (faults: crash)")
+        return handler(ctx, **params)
 
     def account_failure(self, ctx: Ctx) -> None:
         failure = ctx.app.account.get("failure")

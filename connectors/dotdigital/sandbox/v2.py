@@ -81,7 +81,7 @@ def delete_data_field(ctx: Ctx, name: str) -> Reply:
         if row is None:
             raise v2(404, "ERROR_DATAFIELD_NOTFOUND", "Data field not found.")
         if row["system"]:
-            return Reply(409, {"result": False,
+            return Reply(200, {"result": False,
                                "dependencies": [f"{row['name']} is a reserved system field"]})
         ctx.db.execute("DELETE FROM data_fields WHERE name = ?", (row["name"],))
     return Reply(200, {"result": True, "dependencies": None})

@@ -71,9 +71,9 @@ SPEC_FAULTS = {
         "sibling branch adds resubscribeOptions, so no documented PATCH with resubscribeOptions "
         "can pass."
     ),
-    "data-field-default-null": (
-        "The 3.1 data-fields document types defaultValue as string, yet its own 201 example "
-        "returns null and DotDigital documents null as the default."
+    "data-field-nulls": (
+        "The 3.1 data-fields document types defaultValue (request) and dependencies (delete "
+        "response) without null, yet its own examples send and return null for them."
     ),
 }
 
@@ -203,6 +203,9 @@ def fault_data_fields(name: str, spec: dict[str, Any]) -> None:
         if path == "/v2/data-fields" and method == "post":
             schema = op["requestBody"]["content"]["application/json"]["schema"]
             schema["properties"]["defaultValue"]["type"] = ["string", "null"]
+        if path == "/v2/data-fields/{name}" and method == "delete":
+            schema = op["responses"]["200"]["content"]["application/json"]["schema"]
+            schema["properties"]["dependencies"]["type"] = ["array", "null"]
 
 
 PATCHES: list[Callable[[str, dict[str, Any]], None]] = [
