@@ -1,0 +1,16 @@
+"""The Celery app: configured from Django settings (CELERY_*), tasks found in each app's tasks.py."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("syncdesk")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+# Two lanes with their own workers, so a slow bulk import never delays a dispatch.
+app.conf.task_queues = (Queue("realtime"), Queue("bulk"))
+app.autodiscover_tasks()

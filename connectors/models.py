@@ -1,0 +1,90 @@
+"""Connection: one account in an outside system (a DotDigital account, a WMS, an ERP)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from django.db import models
+from django.utils import timezone
+
+from accounts.fields import EncryptedJSONField, Secrets
+from accounts.models import Workspace
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Connection(models.Model):
+    class Kind(models.TextChoices):
+        DOTDIGITAL = "dotdigital", "DotDigital"
+        CANONICAL = "canonical", "Canonical webhook (any WMS or ERP)"
+        MINTSOFT = "mintsoft", "Mintsoft"
+        BRIGHTPEARL = "brightpearl", "Brightpearl"
+        ORDERWISE = "orderwise", "Orderwise"
+        STOKLY = "stokly", "Stokly"
+        PATCHWORKS = "patchworks", "Patchworks"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="connections")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    name = models.CharField(max_length=120)
+    credentials = EncryptedJSONField(
+        default=Secrets, blank=True, help_text="Encrypted at rest; never rendered back."
+    )
+    options = models.JSONField(
+        default=dict, blank=True, help_text="Non-secret settings: endpoint, region, account id."
+    )
+    webhook_token_hash = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    paused_reason = models.TextField(blank=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    last_tested_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_kind_display()})"
+
+    def rotate_webhook_token(self) -> str:
+        """Give the connection a new webhook token and return it: the only time it is seen."""
+        token = secrets.token_urlsafe(32)
+        self.webhook_token_hash = hash_token(token)
+        if self.pk:
+            self.save(update_fields=["webhook_token_hash"])
+        return token
+
+    @classmethod
+    def for_webhook_token(cls, token: str) -> Connection | None:
+        digest = hash_token(token)
+        conn = cls.objects.select_related("workspace").filter(webhook_token_hash=digest).first()
+        if conn is None or not hmac.compare_digest(conn.webhook_token_hash or "", digest):
+            return None
+        return conn
+
+    @property
+    def is_paused(self) -> bool:
+        return self.status == self.Status.PAUSED
+
+    def pause(self, reason: str) -> bool:
+        """Pause (once): True if this call paused it, False if it already was."""
+        changed = Connection.objects.filter(pk=self.pk, status=self.Status.ACTIVE).update(
+            status=self.Status.PAUSED, paused_reason=reason, paused_at=timezone.now()
+        )
+        self.refresh_from_db(fields=["status", "paused_reason", "paused_at"])
+        return bool(changed)
+
+    def resume(self) -> bool:
+        changed = Connection.objects.filter(pk=self.pk, status=self.Status.PAUSED).update(
+            status=self.Status.ACTIVE, paused_reason="", paused_at=None
+        )
+        self.refresh_from_db(fields=["status", "paused_reason", "paused_at"])
+        return bool(changed)

@@ -1,0 +1,107 @@
+"""Run the whole product in the foreground: web, a worker per queue and beat. Ctrl-C stops all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Run web (gunicorn), a realtime and a bulk Celery worker, and beat, until Ctrl-C."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--port", type=int, default=int(os.environ.get("DEMO_PORT", "8000")))
+
+    def processes(self, port: int) -> dict[str, list[str]]:
+        bindir = os.path.dirname(sys.executable)
+        celery = [os.path.join(bindir, "celery"), "-A", "config"]
+        return {
+            "web": [
+                os.path.join(bindir, "gunicorn"),
+                "config.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--access-logfile",
+                "-",
+            ],
+            "worker-realtime": [
+                *celery,
+                "worker",
+                "-Q",
+                "realtime",
+                "-n",
+                "realtime@%h",
+                "--concurrency",
+                "2",
+                "--loglevel",
+                "INFO",
+            ],
+            "worker-bulk": [
+                *celery,
+                "worker",
+                "-Q",
+                "bulk",
+                "-n",
+                "bulk@%h",
+                "--concurrency",
+                "2",
+                "--loglevel",
+                "INFO",
+            ],
+            "beat": [
+                *celery,
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(settings.VAR_DIR / "celerybeat-schedule"),
+            ],
+        }
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        broker = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+        for key in ("data_folder_in", "control_folder"):
+            if key in broker:
+                os.makedirs(str(broker[key]), exist_ok=True)
+        children: dict[str, subprocess.Popen[bytes]] = {}
+        stopping = False
+
+        def stop(signum: int, frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        for name, argv in self.processes(options["port"]).items():
+            children[name] = subprocess.Popen(argv)
+            self.stdout.write(f"started {name} (pid {children[name].pid})")
+        self.stdout.write(f"Syncdesk is at http://127.0.0.1:{options['port']}/  (Ctrl-C stops all)")
+        exit_code = 0
+        while not stopping:
+            for name, proc in children.items():
+                if proc.poll() is not None:
+                    self.stderr.write(f"{name} exited with {proc.returncode}; stopping the demo")
+                    stopping, exit_code = True, 1
+                    break
+            time.sleep(0.5)
+        for proc in children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in children.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        sys.exit(exit_code)

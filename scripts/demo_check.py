@@ -1,0 +1,74 @@
+"""make demo-check: start `make demo`, wait for /healthz and the sign-in page, then stop it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+PORT = int(os.environ.get("DEMO_PORT", "8000"))
+BASE = f"http://127.0.0.1:{PORT}"
+BUDGET_SECONDS = 120
+
+
+def get(path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(BASE + path, timeout=5) as resp:
+            return resp.status, resp.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", "replace")
+
+
+def main() -> int:
+    os.makedirs("var", exist_ok=True)
+    log = open("var/demo-check.log", "wb")  # noqa: SIM115 (closed in finally, after the demo stops)
+    demo = subprocess.Popen(
+        ["make", "--no-print-directory", "demo"],
+        env={**os.environ, "DEMO_PORT": str(PORT)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    started = time.monotonic()
+    ok = False
+    try:
+        while time.monotonic() - started < BUDGET_SECONDS:
+            if demo.poll() is not None:
+                print(f"make demo exited early with {demo.returncode}; see var/demo-check.log")
+                break
+            try:
+                status, body = get("/healthz")
+            except OSError:
+                time.sleep(1)
+                continue
+            if status == 200:
+                page_status, page = get("/login/")
+                ok = page_status == 200 and "Sign in" in page
+                print(f"/healthz 200 after {time.monotonic() - started:.1f}s: {body}")
+                print(f"/login/ {page_status}, sign-in form {'shown' if ok else 'MISSING'}")
+                break
+            time.sleep(1)
+        else:
+            print(f"no healthy answer from {BASE}/healthz within {BUDGET_SECONDS}s")
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGINT)
+            try:
+                demo.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(demo.pid, signal.SIGKILL)
+                demo.wait()
+        log.close()
+    if not ok:
+        with open("var/demo-check.log") as fh:
+            sys.stdout.write(fh.read()[-4000:])
+    print("demo-check:", "passed" if ok else "FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

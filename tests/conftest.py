@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+
+from accounts.models import Workspace
+from tests.factories import make_member, make_workspace
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests(settings, tmp_path):
+    # Test speed-ups, never production behaviour.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        # Each test gets its own broker folders, so no test sees another's messages.
+        options: dict[str, Any] = {
+            "data_folder_in": str(tmp_path / "broker" / "queue"),
+            "data_folder_out": str(tmp_path / "broker" / "queue"),
+            "control_folder": str(tmp_path / "broker" / "control"),
+            "store_processed": False,
+        }
+        for key in ("data_folder_in", "control_folder"):
+            (tmp_path / "broker" / options[key].rsplit("/", 1)[1]).mkdir(
+                parents=True, exist_ok=True
+            )
+        settings.CELERY_BROKER_TRANSPORT_OPTIONS = options
+
+
+@dataclass
+class World:
+    """One retailer's workspace with each persona, and a second workspace for the outsider."""
+
+    workspace: Workspace
+    other: Workspace
+    member: User  # in the workspace, in no team
+    teammate: User  # in the workspace and in the ops team
+    admin: User  # the workspace's admin
+    outsider: User  # only in the other workspace
+
+
+@pytest.fixture
+def world(db) -> World:
+    workspace = make_workspace("acme")
+    other = make_workspace("other")
+    return World(
+        workspace=workspace,
+        other=other,
+        member=make_member(workspace, "member"),
+        teammate=make_member(workspace, "teammate", teams=["ops"]),
+        admin=make_member(workspace, "admin", role="admin", teams=["admins"]),
+        outsider=make_member(other, "outsider"),
+    )
+
+
+def service_answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+redis_answers = service_answers("127.0.0.1", 6379)
+rabbitmq_answers = service_answers("127.0.0.1", 5672)
