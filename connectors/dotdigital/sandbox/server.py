@@ -159,6 +159,8 @@ class App:
 
 class SandboxHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle on, keep-alive clients wait ~40 ms.
+    disable_nagle_algorithm = True
     server_version = "DotDigitalSandbox/1.0"
     app: App
 
