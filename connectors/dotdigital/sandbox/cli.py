@@ -18,15 +18,25 @@ DEFAULT_USER = "apiuser-sandbox@apiconnector.com:sandbox-password"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m connectors.dotdigital.sandbox",
-                                description="A local DotDigital API for tests and demos.")
+    p = argparse.ArgumentParser(
+        prog="python -m connectors.dotdigital.sandbox",
+        description="A local DotDigital API for tests and demos.",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8099, help="0 picks a free port")
     p.add_argument("--db", required=True, help="the sandbox's own SQLite file")
-    p.add_argument("--profile", default="fast",
-                   help="fast, realistic, or a JSON file of settings (see profiles.py)")
-    p.add_argument("--api-user", action="append", default=[], metavar="USER:PASSWORD[:SCHEME]",
-                   help=f"an API user (repeatable; SCHEME tiered or flat); default {DEFAULT_USER}")
+    p.add_argument(
+        "--profile",
+        default="fast",
+        help="fast, realistic, or a JSON file of settings (see profiles.py)",
+    )
+    p.add_argument(
+        "--api-user",
+        action="append",
+        default=[],
+        metavar="USER:PASSWORD[:SCHEME]",
+        help=f"an API user (repeatable; SCHEME tiered or flat); default {DEFAULT_USER}",
+    )
     p.add_argument("--reset", action="store_true", help="wipe the state before starting")
     return p
 

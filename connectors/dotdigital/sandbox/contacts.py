@@ -231,6 +231,7 @@ def render(
 
 
 def find(db: sqlite3.Connection, identifier: str, value: str) -> dict[str, Any] | None:
+    arg: str | int | None
     if identifier == "email":
         sql, arg = "SELECT * FROM contacts WHERE email = ?", normalise_email(value)
     elif identifier == "mobileNumber":
@@ -541,7 +542,7 @@ class ContactWriter:
         return ""
 
     def new_row(self) -> dict[str, Any]:
-        row = {
+        row: dict[str, Any] = {
             "id": self.next_id,
             "email": None,
             "mobile": None,
@@ -825,7 +826,8 @@ def list_contacts(ctx: Ctx) -> Reply:
         if decoded is None:
             raise ctx.bad_param("marker", marker)
         after = decoded
-    where, args = ["id > ?"], [after]
+    where: list[str] = ["id > ?"]
+    args: list[Any] = [after]
     if modified is not None:
         where.append("updated >= ?")
         args.append(modified)

@@ -43,7 +43,7 @@ def handle(
     if handler.client_address[0] not in LOOPBACK:
         return Reply(403, {"error": "the sandbox control surface answers loopback callers only"})
     app = handler.app
-    name = path[len("/_sandbox"):].strip("/") or "page"
+    name = path[len("/_sandbox") :].strip("/") or "page"
     try:
         data = json.loads(body) if body.strip() else {}
         action = ACTIONS.get((method, name))
@@ -55,8 +55,11 @@ def handle(
 
 
 def show_page(app: App, data: Any, query: dict[str, str]) -> Reply:
-    return Reply(200, page.render(state(app, int(query.get("limit", 200)))),
-                 content_type="text/html; charset=utf-8")
+    return Reply(
+        200,
+        page.render(state(app, int(query.get("limit", 200)))),
+        content_type="text/html; charset=utf-8",
+    )
 
 
 def health(app: App, data: Any, query: dict[str, str]) -> Reply:
@@ -102,8 +105,13 @@ def set_account(app: App, data: dict[str, Any], query: dict[str, str]) -> Reply:
 
 
 def get_users(app: App, data: Any, query: dict[str, str]) -> Reply:
-    return Reply(200, [{"username": u, "scheme": s or app.profile.default_scheme}
-                       for u, (_, s) in app.users().items()])
+    return Reply(
+        200,
+        [
+            {"username": u, "scheme": s or app.profile.default_scheme}
+            for u, (_, s) in app.users().items()
+        ],
+    )
 
 
 def add_user(app: App, data: dict[str, Any], query: dict[str, str]) -> Reply:
@@ -121,8 +129,11 @@ def clock(app: App, data: dict[str, Any], query: dict[str, str]) -> Reply:
 
 def settle(app: App, data: Any, query: dict[str, str]) -> Reply:
     with app.store.connect() as db:
-        applied = imports.settle(app.store, db, insight.Limits(
-            app.profile.insight_max_string, app.profile.insight_max_key))
+        applied = imports.settle(
+            app.store,
+            db,
+            insight.Limits(app.profile.insight_max_string, app.profile.insight_max_key),
+        )
     return Reply(200, {"applied": applied})
 
 
@@ -136,8 +147,8 @@ def since_value(raw: str | None) -> float:
 
 
 def calls(app: App, data: Any, query: dict[str, str]) -> Reply:
-    where, args = ["ts >= ?", "id > ?"], [since_value(query.get("since")),
-                                         int(query.get("after_id", 0))]
+    where = ["ts >= ?", "id > ?"]
+    args: list[Any] = [since_value(query.get("since")), int(query.get("after_id", 0))]
     if query.get("path"):
         where.append("path LIKE ?")
         args.append(query["path"] + "%")
@@ -147,17 +158,29 @@ def calls(app: App, data: Any, query: dict[str, str]) -> Reply:
             args,
         ).fetchall()
     items = [call_json(r) for r in rows]
-    return Reply(200, {"calls": items, "last_id": items[-1]["id"] if items else
-                       int(query.get("after_id", 0))})
+    return Reply(
+        200,
+        {"calls": items, "last_id": items[-1]["id"] if items else int(query.get("after_id", 0))},
+    )
 
 
 def call_json(row: sqlite3.Row) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": row["id"], "time": iso(row["ts"]), "epoch": row["ts"],
-                           "method": row["method"], "path": row["path"], "tier": row["tier"],
-                           "status": row["status"], "api_user": row["api_user"]}
+    out: dict[str, Any] = {
+        "id": row["id"],
+        "time": iso(row["ts"]),
+        "epoch": row["ts"],
+        "method": row["method"],
+        "path": row["path"],
+        "tier": row["tier"],
+        "status": row["status"],
+        "api_user": row["api_user"],
+    }
     if row["import_id"]:
-        out["import"] = {"id": row["import_id"], "kind": row["import_kind"],
-                         "records": row["records"]}
+        out["import"] = {
+            "id": row["import_id"],
+            "kind": row["import_kind"],
+            "records": row["records"],
+        }
     note = json.loads(row["note"]) if row["note"] else {}
     if row["records"] is not None and not row["import_id"]:
         note["records"] = row["records"]
@@ -172,13 +195,23 @@ def enrolments(app: App, data: Any, query: dict[str, str]) -> Reply:
 
 
 def enrolment_state(db: sqlite3.Connection) -> dict[str, Any]:
-    log = [{"id": r["id"], "programId": r["program_id"], "contacts": json.loads(r["contacts"]),
-            "addressBooks": json.loads(r["address_books"]), "dateCreated": iso(r["created"])}
-           for r in db.execute("SELECT * FROM enrolments ORDER BY created")]
-    counts = [{"programId": r["program_id"], "contactId": r["contact_id"], "count": r["n"]}
-              for r in db.execute(
-                  "SELECT program_id, contact_id, COUNT(*) AS n FROM enrolment_contacts "
-                  "GROUP BY program_id, contact_id ORDER BY program_id, contact_id")]
+    log = [
+        {
+            "id": r["id"],
+            "programId": r["program_id"],
+            "contacts": json.loads(r["contacts"]),
+            "addressBooks": json.loads(r["address_books"]),
+            "dateCreated": iso(r["created"]),
+        }
+        for r in db.execute("SELECT * FROM enrolments ORDER BY created")
+    ]
+    counts = [
+        {"programId": r["program_id"], "contactId": r["contact_id"], "count": r["n"]}
+        for r in db.execute(
+            "SELECT program_id, contact_id, COUNT(*) AS n FROM enrolment_contacts "
+            "GROUP BY program_id, contact_id ORDER BY program_id, contact_id"
+        )
+    ]
     return {"log": log, "counts": counts}
 
 
@@ -189,44 +222,65 @@ def state_action(app: App, data: Any, query: dict[str, str]) -> Reply:
 def state(app: App, limit: int) -> dict[str, Any]:
     store = app.store
     with store.connect() as db:
-        imports.settle(store, db, insight.Limits(app.profile.insight_max_string,
-                                                 app.profile.insight_max_key))
+        imports.settle(
+            store, db, insight.Limits(app.profile.insight_max_string, app.profile.insight_max_key)
+        )
         now = store.now()
 
         def count(table: str) -> int:
             return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
-        contact_rows = [contacts.row_dict(r) for r in db.execute(
-            "SELECT * FROM contacts ORDER BY id LIMIT ?", (limit,))]
+        contact_rows = [
+            contacts.row_dict(r)
+            for r in db.execute("SELECT * FROM contacts ORDER BY id LIMIT ?", (limit,))
+        ]
         field_names = list(contacts.data_field_types(db))
         collections = []
         for c in db.execute("SELECT * FROM collections ORDER BY name"):
-            records = [insight.render_record(r) for r in db.execute(
-                "SELECT * FROM records WHERE collection = ? ORDER BY key LIMIT ?",
-                (c["name"], limit))]
-            collections.append({
-                "name": c["name"], "scope": c["scope"], "type": c["type"],
-                "schema": insight.schema_listing(json.loads(c["schema"])),
-                "recordCount": db.execute("SELECT COUNT(*) FROM records WHERE collection = ?",
-                                          (c["name"],)).fetchone()[0],
-                "records": records,
-            })
+            records = [
+                insight.render_record(r)
+                for r in db.execute(
+                    "SELECT * FROM records WHERE collection = ? ORDER BY key LIMIT ?",
+                    (c["name"], limit),
+                )
+            ]
+            collections.append(
+                {
+                    "name": c["name"],
+                    "scope": c["scope"],
+                    "type": c["type"],
+                    "schema": insight.schema_listing(json.loads(c["schema"])),
+                    "recordCount": db.execute(
+                        "SELECT COUNT(*) FROM records WHERE collection = ?", (c["name"],)
+                    ).fetchone()[0],
+                    "records": records,
+                }
+            )
         import_rows = []
-        for r in db.execute("SELECT id, kind, submitted, finish_at, records, applied, collection, "
-                            "result FROM imports ORDER BY submitted DESC LIMIT ?", (limit,)):
+        for r in db.execute(
+            "SELECT id, kind, submitted, finish_at, records, applied, collection, "
+            "result FROM imports ORDER BY submitted DESC LIMIT ?",
+            (limit,),
+        ):
             result = json.loads(r["result"]) if r["result"] else {}
-            import_rows.append({
-                "id": r["id"], "kind": r["kind"], "records": r["records"],
-                "collection": r["collection"], "submitted": iso(r["submitted"]),
-                "finishAt": iso(r["finish_at"]),
-                "status": "Finished" if r["applied"] else "NotFinished",
-                "summary": result.get("summary"),
-                "failures": len(result.get("failures", [])),
-            })
+            import_rows.append(
+                {
+                    "id": r["id"],
+                    "kind": r["kind"],
+                    "records": r["records"],
+                    "collection": r["collection"],
+                    "submitted": iso(r["submitted"]),
+                    "finishAt": iso(r["finish_at"]),
+                    "status": "Finished" if r["applied"] else "NotFinished",
+                    "summary": result.get("summary"),
+                    "failures": len(result.get("failures", [])),
+                }
+            )
         per_minute: dict[str, dict[str, int]] = {}
         for r in db.execute(
             "SELECT tier, CAST(ts / 60 AS INTEGER) AS minute, COUNT(*) AS n FROM calls "
-            "WHERE ts >= ? GROUP BY tier, minute ORDER BY minute", (now - 3600,)
+            "WHERE ts >= ? GROUP BY tier, minute ORDER BY minute",
+            (now - 3600,),
         ):
             per_minute.setdefault(r["tier"] or "none", {})[iso(r["minute"] * 60) or ""] = r["n"]
         return {
@@ -235,35 +289,60 @@ def state(app: App, limit: int) -> dict[str, Any]:
             "profile": app.profile.to_dict(),
             "account": app.account,
             "faults": app.faults.describe(),
-            "counts": {t: count(t) for t in ("contacts", "records", "suppressions", "imports",
-                                             "calls", "enrolments")},
+            "counts": {
+                t: count(t)
+                for t in ("contacts", "records", "suppressions", "imports", "calls", "enrolments")
+            },
             "contacts": [contacts.render(db, r, field_names) for r in contact_rows],
-            "data_fields": [dict(r) | {"default_value": json.loads(r["default_value"])}
-                            for r in db.execute("SELECT * FROM data_fields ORDER BY name")],
-            "lists": [{"id": r["id"], "name": r["name"], "visibility": r["visibility"],
-                       "contacts": r["n"]} for r in db.execute(
-                "SELECT l.*, (SELECT COUNT(*) FROM list_members m WHERE m.list_id = l.id) AS n "
-                "FROM lists l ORDER BY id")],
+            "data_fields": [
+                dict(r) | {"default_value": json.loads(r["default_value"])}
+                for r in db.execute("SELECT * FROM data_fields ORDER BY name")
+            ],
+            "lists": [
+                {
+                    "id": r["id"],
+                    "name": r["name"],
+                    "visibility": r["visibility"],
+                    "contacts": r["n"],
+                }
+                for r in db.execute(
+                    "SELECT l.*, (SELECT COUNT(*) FROM list_members m WHERE m.list_id = l.id) AS n "
+                    "FROM lists l ORDER BY id"
+                )
+            ],
             "collections": collections,
             "imports": import_rows,
-            "suppressions": [{"contactId": r["contact_id"], "email": r["email"],
-                              "reason": r["reason"], "dateRemoved": iso(r["date_removed"])}
-                             for r in db.execute(
-                "SELECT s.*, c.email FROM suppressions s LEFT JOIN contacts c "
-                "ON c.id = s.contact_id ORDER BY s.date_removed LIMIT ?", (limit,))],
+            "suppressions": [
+                {
+                    "contactId": r["contact_id"],
+                    "email": r["email"],
+                    "reason": r["reason"],
+                    "dateRemoved": iso(r["date_removed"]),
+                }
+                for r in db.execute(
+                    "SELECT s.*, c.email FROM suppressions s LEFT JOIN contacts c "
+                    "ON c.id = s.contact_id ORDER BY s.date_removed LIMIT ?",
+                    (limit,),
+                )
+            ],
             "resubscribe_challenges": [
                 {"contactId": r["contact_id"], "time": iso(r["ts"])}
-                for r in db.execute("SELECT * FROM challenges ORDER BY ts LIMIT ?", (limit,))],
-            "programs": [{"id": r["id"], "name": r["name"], "status": r["status"]}
-                         for r in db.execute("SELECT * FROM programs ORDER BY id")],
+                for r in db.execute("SELECT * FROM challenges ORDER BY ts LIMIT ?", (limit,))
+            ],
+            "programs": [
+                {"id": r["id"], "name": r["name"], "status": r["status"]}
+                for r in db.execute("SELECT * FROM programs ORDER BY id")
+            ],
             "enrolments": enrolment_state(db),
             "calls_per_minute": per_minute,
             "rate_limits": app.limiter.usage(now, app.profile),
-            "imports_in_flight": {k: imports.in_flight(db, k, now)
-                                  for k in (imports.CONTACTS, imports.INSIGHT)},
+            "imports_in_flight": {
+                k: imports.in_flight(db, k, now) for k in (imports.CONTACTS, imports.INSIGHT)
+            },
             "peak_imports_in_flight": {
                 k: int(Store.get_meta(db, f"peak_in_flight_{k}", 0))
-                for k in (imports.CONTACTS, imports.INSIGHT)},
+                for k in (imports.CONTACTS, imports.INSIGHT)
+            },
         }
 
 
@@ -286,17 +365,27 @@ def plant(app: App, data: dict[str, Any], query: dict[str, str]) -> Reply:
     with store.connect() as db, store.write(db):
         now = store.now()
         for f in data.get("data_fields", []):
-            db.execute("INSERT OR REPLACE INTO data_fields (name, type, visibility, default_value) "
-                       "VALUES (?,?,?,?)", (f["name"].upper(), f["type"],
-                                            f.get("visibility", "Private"),
-                                            json.dumps(f.get("defaultValue"))))
+            db.execute(
+                "INSERT OR REPLACE INTO data_fields (name, type, visibility, default_value) "
+                "VALUES (?,?,?,?)",
+                (
+                    f["name"].upper(),
+                    f["type"],
+                    f.get("visibility", "Private"),
+                    json.dumps(f.get("defaultValue")),
+                ),
+            )
         for lst in data.get("lists", []):
-            cur = db.execute("INSERT INTO lists (id, name, visibility, created) VALUES (?,?,?,?)",
-                             (lst.get("id"), lst["name"], lst.get("visibility", "Private"), now))
+            cur = db.execute(
+                "INSERT INTO lists (id, name, visibility, created) VALUES (?,?,?,?)",
+                (lst.get("id"), lst["name"], lst.get("visibility", "Private"), now),
+            )
             out.setdefault("lists", []).append(cur.lastrowid)
         for p in data.get("programs", []):
-            db.execute("INSERT OR REPLACE INTO programs (id, name, status, created) VALUES (?,?,?,?)",
-                       (p["id"], p["name"], p.get("status", "Active"), now))
+            db.execute(
+                "INSERT OR REPLACE INTO programs (id, name, status, created) VALUES (?,?,?,?)",
+                (p["id"], p["name"], p.get("status", "Active"), now),
+            )
             out.setdefault("programs", []).append(p["id"])
         for c in data.get("contacts", []):
             out.setdefault("contacts", []).append(plant_contact(db, c, now))
@@ -305,11 +394,17 @@ def plant(app: App, data: dict[str, Any], query: dict[str, str]) -> Reply:
             if reason not in contacts.REASON_TO_STATUS:
                 raise ControlError(f"unknown suppression reason {reason!r}")
             when = parse_iso(s["dateRemoved"]) if s.get("dateRemoved") else now
-            cid = plant_contact(db, {"email": s["email"],
-                                     "status": contacts.REASON_TO_STATUS[reason]}, now,
-                                suppression=False)
-            db.execute("INSERT OR REPLACE INTO suppressions (contact_id, reason, date_removed) "
-                       "VALUES (?,?,?)", (cid, reason, when))
+            cid = plant_contact(
+                db,
+                {"email": s["email"], "status": contacts.REASON_TO_STATUS[reason]},
+                now,
+                suppression=False,
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO suppressions (contact_id, reason, date_removed) "
+                "VALUES (?,?,?)",
+                (cid, reason, when),
+            )
             out.setdefault("suppressions", []).append(cid)
         for c in data.get("collections", []):
             if insight.collection(db, c["name"]) is None:
@@ -320,23 +415,31 @@ def plant(app: App, data: dict[str, Any], query: dict[str, str]) -> Reply:
                 raise ControlError(f"no collection {r['collection']!r}")
             owner = None
             if r.get("email") or r.get("contactId"):
-                row = (contacts.find(db, "email", r["email"]) if r.get("email")
-                       else contacts.find(db, "contactId", str(r["contactId"])))
+                row = (
+                    contacts.find(db, "email", r["email"])
+                    if r.get("email")
+                    else contacts.find(db, "contactId", str(r["contactId"]))
+                )
                 if row is None:
                     raise ControlError(f"no contact for record {r['key']!r}")
                 owner = row["id"]
             schema = json.loads(coll["schema"])
             schema = insight.merge_fields(schema, r["json"], "", insight.Limits())
-            db.execute("UPDATE collections SET schema = ? WHERE name = ?",
-                       (json.dumps(schema), coll["name"]))
-            db.execute("INSERT OR REPLACE INTO records (collection, key, contact_id, json, created, "
-                       "updated) VALUES (?,?,?,?,?,?)",
-                       (coll["name"], str(r["key"]), owner, json.dumps(r["json"]), now, now))
+            db.execute(
+                "UPDATE collections SET schema = ? WHERE name = ?",
+                (json.dumps(schema), coll["name"]),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO records (collection, key, contact_id, json, created, "
+                "updated) VALUES (?,?,?,?,?,?)",
+                (coll["name"], str(r["key"]), owner, json.dumps(r["json"]), now, now),
+            )
     return Reply(200, {"ok": True, "ids": out})
 
 
-def plant_contact(db: sqlite3.Connection, c: dict[str, Any], now: float,
-                  suppression: bool = True) -> int:
+def plant_contact(
+    db: sqlite3.Connection, c: dict[str, Any], now: float, suppression: bool = True
+) -> int:
     email = contacts.normalise_email(c.get("email"))
     mobile = str(c["mobileNumber"]).lstrip("+") if c.get("mobileNumber") else None
     row = None
@@ -348,33 +451,54 @@ def plant_contact(db: sqlite3.Connection, c: dict[str, Any], now: float,
         raise ControlError("a planted contact needs an email or mobileNumber")
     created = parse_iso(c["created"]) if c.get("created") else now
     updated = parse_iso(c["updated"]) if c.get("updated") else now
-    status = c.get("status") or (row["email_status"] if row else
-                                 "subscribed" if email else "noSubscription")
+    status = c.get("status") or (
+        row["email_status"] if row else "subscribed" if email else "noSubscription"
+    )
     data = dict(row["data"]) if row else {}
     data.update({k.upper(): v for k, v in (c.get("dataFields") or {}).items()})
     data = {k: v for k, v in data.items() if v is not None}
-    opt_in = contacts.OPT_IN_TYPES.get(str(c.get("optInType", "")).lower(),
-                                       row["opt_in_type"] if row else "Unknown")
-    email_type = contacts.EMAIL_TYPES.get(str(c.get("emailType", "")).lower(),
-                                          row["email_type"] if row else "Html")
+    opt_in = contacts.OPT_IN_TYPES.get(
+        str(c.get("optInType", "")).lower(), row["opt_in_type"] if row else "Unknown"
+    )
+    email_type = contacts.EMAIL_TYPES.get(
+        str(c.get("emailType", "")).lower(), row["email_type"] if row else "Html"
+    )
     if row is None:
         cur = db.execute(
             "INSERT INTO contacts (email, mobile, email_status, email_type, opt_in_type, "
             "sms_status, data, consent, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (email, mobile, status, email_type, opt_in, "noSubscription", json.dumps(data), "[]",
-             created, updated))
+            (
+                email,
+                mobile,
+                status,
+                email_type,
+                opt_in,
+                "noSubscription",
+                json.dumps(data),
+                "[]",
+                created,
+                updated,
+            ),
+        )
         cid = int(cur.lastrowid or 0)
     else:
         cid = int(row["id"])
-        db.execute("UPDATE contacts SET email_status = ?, email_type = ?, opt_in_type = ?, "
-                   "data = ?, updated = ?, mobile = COALESCE(?, mobile) WHERE id = ?",
-                   (status, email_type, opt_in, json.dumps(data), updated, mobile, cid))
+        db.execute(
+            "UPDATE contacts SET email_status = ?, email_type = ?, opt_in_type = ?, "
+            "data = ?, updated = ?, mobile = COALESCE(?, mobile) WHERE id = ?",
+            (status, email_type, opt_in, json.dumps(data), updated, mobile, cid),
+        )
     for lid in c.get("lists", []):
-        db.execute("INSERT OR IGNORE INTO list_members (list_id, contact_id, status) "
-                   "VALUES (?, ?, 'subscribed')", (lid, cid))
+        db.execute(
+            "INSERT OR IGNORE INTO list_members (list_id, contact_id, status) "
+            "VALUES (?, ?, 'subscribed')",
+            (lid, cid),
+        )
     if suppression and status in contacts.STATUS_TO_REASON and status != "softBounced":
-        db.execute("INSERT OR REPLACE INTO suppressions (contact_id, reason, date_removed) "
-                   "VALUES (?,?,?)", (cid, contacts.STATUS_TO_REASON[status], updated))
+        db.execute(
+            "INSERT OR REPLACE INTO suppressions (contact_id, reason, date_removed) VALUES (?,?,?)",
+            (cid, contacts.STATUS_TO_REASON[status], updated),
+        )
     elif suppression and status == "subscribed":
         db.execute("DELETE FROM suppressions WHERE contact_id = ?", (cid,))
     return cid

@@ -21,8 +21,11 @@ CONTACTS, INSIGHT = "contacts", "insight"
 
 
 def in_flight(db: sqlite3.Connection, kind: str, now: float) -> int:
-    return int(db.execute("SELECT COUNT(*) FROM imports WHERE kind = ? AND finish_at > ?",
-                          (kind, now)).fetchone()[0])
+    return int(
+        db.execute(
+            "SELECT COUNT(*) FROM imports WHERE kind = ? AND finish_at > ?", (kind, now)
+        ).fetchone()[0]
+    )
 
 
 def submit(ctx: Ctx, kind: str, payload: dict[str, Any], count: int, collection: str | None) -> str:
@@ -34,14 +37,20 @@ def submit(ctx: Ctx, kind: str, payload: dict[str, Any], count: int, collection:
         active = in_flight(db, kind, now)
         if active >= cap:
             if kind == CONTACTS:
-                raise ApiError(429, code="contacts:tooManyActiveImports",
-                               description="Your import request cannot be accepted as too many "
-                                           "imports are being processed for you account. Please "
-                                           "wait for an import to complete and then resubmit.")
-            raise ApiError(429, code="insightData:tooManyActiveImports",
-                           description=f"Your import request cannot be accepted as {cap} insight "
-                                       "data imports are already being processed for your "
-                                       "account. Please wait for one to complete and resubmit.")
+                raise ApiError(
+                    429,
+                    code="contacts:tooManyActiveImports",
+                    description="Your import request cannot be accepted as too many "
+                    "imports are being processed for you account. Please "
+                    "wait for an import to complete and then resubmit.",
+                )
+            raise ApiError(
+                429,
+                code="insightData:tooManyActiveImports",
+                description=f"Your import request cannot be accepted as {cap} insight "
+                "data imports are already being processed for your "
+                "account. Please wait for one to complete and resubmit.",
+            )
         import_id = str(uuid.uuid4())
         finish = now + profile.import_base_s + count * profile.import_per_record_ms / 1000
         db.execute(
@@ -66,15 +75,18 @@ def settle(store: Store, db: sqlite3.Connection, limits: insight.Limits) -> int:
     ).fetchall()
     for (import_id,) in due:
         with store.write(db):
-            row = db.execute("SELECT * FROM imports WHERE id = ? AND applied = 0",
-                             (import_id,)).fetchone()
+            row = db.execute(
+                "SELECT * FROM imports WHERE id = ? AND applied = 0", (import_id,)
+            ).fetchone()
             if row is None:
                 continue
             payload = json.loads(row["payload"])
             apply = apply_contacts if row["kind"] == CONTACTS else apply_insight
             result = apply(db, payload, row["finish_at"], limits)
-            db.execute("UPDATE imports SET applied = 1, payload = NULL, result = ? WHERE id = ?",
-                       (json.dumps(result), import_id))
+            db.execute(
+                "UPDATE imports SET applied = 1, payload = NULL, result = ? WHERE id = ?",
+                (json.dumps(result), import_id),
+            )
     return len(due)
 
 
@@ -84,34 +96,56 @@ def settle(store: Store, db: sqlite3.Connection, limits: insight.Limits) -> int:
 def put_contact_import(ctx: Ctx) -> Reply:
     body = ctx.json()
     if not isinstance(body, dict) or not isinstance(body.get("contacts"), list):
-        raise ApiError(400, code="contacts:badJson", description="The request JSON is badly formed",
-                       details=[detail("contacts", "contacts must be a non-empty array")])
+        raise ApiError(
+            400,
+            code="contacts:badJson",
+            description="The request JSON is badly formed",
+            details=[detail("contacts", "contacts must be a non-empty array")],
+        )
     items = body["contacts"]
     if not items:
-        raise ApiError(400, code="contacts:badJson", description="The request JSON is badly formed",
-                       details=[detail("contacts", "At least one contact is required")])
+        raise ApiError(
+            400,
+            code="contacts:badJson",
+            description="The request JSON is badly formed",
+            details=[detail("contacts", "At least one contact is required")],
+        )
     option = body.get("mergeOption", "overwrite")
     if option not in ("overwrite", "overwriteIfNotEmpty", "overwriteIfEmpty"):
-        raise ApiError(400, code="contacts:badJson", description="The request JSON is badly formed",
-                       details=[detail("mergeOption", f"'{option}' is not a valid merge option")])
+        raise ApiError(
+            400,
+            code="contacts:badJson",
+            description="The request JSON is badly formed",
+            details=[detail("mergeOption", f"'{option}' is not a valid merge option")],
+        )
     import_id = submit(ctx, CONTACTS, body, len(items), None)
     return Reply(202, {"importId": import_id})
 
 
-def apply_contacts(db: sqlite3.Connection, payload: dict[str, Any], now: float,
-                   limits: insight.Limits) -> dict[str, Any]:
+def apply_contacts(
+    db: sqlite3.Connection, payload: dict[str, Any], now: float, limits: insight.Limits
+) -> dict[str, Any]:
     items = [c if isinstance(c, dict) else {} for c in payload["contacts"]]
     option = contacts.MERGE_OPTIONS[str(payload.get("mergeOption", "overwrite")).lower()]
     writer = contacts.ContactWriter(db, now, option)
     outcomes = writer.apply(items)
-    created, updated, failures = [], [], []
-    summary = {"newContacts": 0, "updatedContacts": 0, "globallySuppressed": 0,
-               "invalidEntries": 0, "duplicateIdentifiers": 0}
+    created: list[dict[str, Any]] = []
+    updated: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    summary = {
+        "newContacts": 0,
+        "updatedContacts": 0,
+        "globallySuppressed": 0,
+        "invalidEntries": 0,
+        "duplicateIdentifiers": 0,
+    }
     for outcome in outcomes:
         item = outcome.request
         if outcome.contact is not None and outcome.kind in ("created", "updated"):
-            ref = {"contactId": outcome.contact["id"],
-                   "identifiers": reference_identifiers(outcome.contact)}
+            ref = {
+                "contactId": outcome.contact["id"],
+                "identifiers": reference_identifiers(outcome.contact),
+            }
             (created if outcome.kind == "created" else updated).append(ref)
             summary["newContacts" if outcome.kind == "created" else "updatedContacts"] += 1
         elif outcome.failures:
@@ -126,8 +160,9 @@ def apply_contacts(db: sqlite3.Connection, payload: dict[str, Any], now: float,
             entry: dict[str, Any] = {
                 "matchIdentifier": str(item.get("matchIdentifier") or "email")[:50] or "email",
                 "identifiers": safe_identifiers(item.get("identifiers")),
-                "failures": [{"failureCode": f.code, "description": f.description}
-                             for f in outcome.failures],
+                "failures": [
+                    {"failureCode": f.code, "description": f.description} for f in outcome.failures
+                ],
             }
             if outcome.contact is not None:
                 entry["contactId"] = outcome.contact["id"]
@@ -163,12 +198,16 @@ def get_contact_import(ctx: Ctx, import_id: str) -> Reply:
 
 def load(ctx: Ctx, import_id: str, kind: str) -> sqlite3.Row:
     settle(ctx.app.store, ctx.db, insight.limits_of(ctx))
-    row = ctx.db.execute("SELECT * FROM imports WHERE id = ? AND kind = ?",
-                         (import_id, kind)).fetchone()
+    row = ctx.db.execute(
+        "SELECT * FROM imports WHERE id = ? AND kind = ?", (import_id, kind)
+    ).fetchone()
     if row is None:
         service = "contacts" if kind == CONTACTS else "insightData"
-        raise ApiError(404, code=f"{service}:importNotFound",
-                       description=f"The import request '{import_id}' could not be found!")
+        raise ApiError(
+            404,
+            code=f"{service}:importNotFound",
+            description=f"The import request '{import_id}' could not be found!",
+        )
     return row
 
 
@@ -179,8 +218,12 @@ def put_insight_import(ctx: Ctx) -> Reply:
     body = ctx.json()
 
     def bad(item: str, text: str) -> ApiError:
-        return ApiError(400, code="insightData:badJson",
-                        description="The request JSON is badly formed", details=[detail(item, text)])
+        return ApiError(
+            400,
+            code="insightData:badJson",
+            description="The request JSON is badly formed",
+            details=[detail(item, text)],
+        )
 
     if not isinstance(body, dict):
         raise bad("body", "Expected a JSON object")
@@ -195,18 +238,24 @@ def put_insight_import(ctx: Ctx) -> Reply:
         raise bad("collectionType", f"'{kind}' is not a collection type")
     records = body.get("records")
     if not isinstance(records, list) or not records:
-        raise ApiError(400, code="insightData:noRecordsSpecified",
-                       description="No records were specified", details=[detail("records", "Empty")])
+        raise ApiError(
+            400,
+            code="insightData:noRecordsSpecified",
+            description="No records were specified",
+            details=[detail("records", "Empty")],
+        )
     existing = insight.collection(ctx.db, name)
     if existing is not None and existing["scope"] != scope:
-        raise bad("collectionScope",
-                  f"The collection '{name}' exists with scope '{existing['scope']}'")
+        raise bad(
+            "collectionScope", f"The collection '{name}' exists with scope '{existing['scope']}'"
+        )
     import_id = submit(ctx, INSIGHT, body, len(records), name)
     return Reply(202, {"importId": import_id})
 
 
-def apply_insight(db: sqlite3.Connection, payload: dict[str, Any], now: float,
-                  limits: insight.Limits) -> dict[str, Any]:
+def apply_insight(
+    db: sqlite3.Connection, payload: dict[str, Any], now: float, limits: insight.Limits
+) -> dict[str, Any]:
     name, scope = payload["collectionName"], payload["collectionScope"]
     row = insight.collection(db, name)
     if row is None:
@@ -221,7 +270,7 @@ def apply_insight(db: sqlite3.Connection, payload: dict[str, Any], now: float,
     keys = [str(r.get("key")) for r in records if isinstance(r, dict) and r.get("key") is not None]
     existing_owner: dict[str, int | None] = {}
     for start in range(0, len(keys), contacts.CHUNK):
-        chunk = keys[start:start + contacts.CHUNK]
+        chunk = keys[start : start + contacts.CHUNK]
         marks = ",".join("?" * len(chunk))
         for rec in db.execute(
             f"SELECT key, contact_id FROM records WHERE collection = ? AND key IN ({marks})",
@@ -237,7 +286,8 @@ def apply_insight(db: sqlite3.Connection, payload: dict[str, Any], now: float,
             seen.add(key)
             if key in existing_owner and existing_owner[key] != contact_id:
                 raise insight.RecordRejected(
-                    "DuplicateKey", f"The key '{key}' exists for a different contact")
+                    "DuplicateKey", f"The key '{key}' exists for a different contact"
+                )
             schema = insight.merge_fields(schema, doc, "", limits)
         except insight.RecordRejected as exc:
             failures.append(failure_entry(record, scope, exc))
@@ -253,8 +303,11 @@ def apply_insight(db: sqlite3.Connection, payload: dict[str, Any], now: float,
     )
     result: dict[str, Any] = {
         "collectionName": name,
-        "summary": {"totalRecords": len(records), "totalImported": len(upserts),
-                    "totalRejected": len(failures)},
+        "summary": {
+            "totalRecords": len(records),
+            "totalImported": len(upserts),
+            "totalRejected": len(failures),
+        },
     }
     if failures:
         result["failures"] = failures
@@ -277,7 +330,7 @@ def resolve_owners(db: sqlite3.Connection, records: list[Any]) -> dict[tuple[str
         }[identifier]
         listed = sorted({norm(v) for v in values})
         for start in range(0, len(listed), contacts.CHUNK):
-            chunk = listed[start:start + contacts.CHUNK]
+            chunk = listed[start : start + contacts.CHUNK]
             marks = ",".join("?" * len(chunk))
             sql = f"SELECT id, {columns[identifier]} AS v FROM contacts WHERE {columns[identifier]} IN ({marks})"
             for row in db.execute(sql, chunk):
@@ -291,8 +344,11 @@ def check_record(
     if not isinstance(record, dict):
         raise insight.RecordRejected("InvalidJson", "The record is not a JSON object")
     key = record.get("key")
-    if isinstance(key, bool) or not isinstance(key, str | int) or str(key) == "" or (
-        len(str(key)) > limits.max_key
+    if (
+        isinstance(key, bool)
+        or not isinstance(key, str | int)
+        or str(key) == ""
+        or (len(str(key)) > limits.max_key)
     ):
         raise insight.RecordRejected("InvalidClientKey", f"The key {json.dumps(key)} is invalid")
     doc = record.get("json")
@@ -302,15 +358,17 @@ def check_record(
     if scope == "contact":
         identity = record.get("contactIdentity")
         if not isinstance(identity, dict) or not identity.get("value"):
-            raise insight.RecordRejected("InvalidContactIdentifier",
-                                         "contactIdentity is required for a contact collection")
+            raise insight.RecordRejected(
+                "InvalidContactIdentifier", "contactIdentity is required for a contact collection"
+            )
         identifier, value = identity.get("identifier"), str(identity["value"])
         norm = value.strip().lower() if identifier == "email" else value.lstrip("+")
         contact_id = owners.get((str(identifier), norm))
         if contact_id is None:
-            reason = {"email": "ContactEmailDoesNotExist",
-                      "contactId": "ContactIdDoesNotExist"}.get(str(identifier),
-                                                                "InvalidContactIdentifier")
+            reason = {
+                "email": "ContactEmailDoesNotExist",
+                "contactId": "ContactIdDoesNotExist",
+            }.get(str(identifier), "InvalidContactIdentifier")
             raise insight.RecordRejected(reason, value)
     return str(key), contact_id, doc
 
@@ -320,12 +378,18 @@ def failure_entry(record: Any, scope: str, exc: insight.RecordRejected) -> dict[
     owner: dict[str, Any] = {"ownerType": scope}
     identity = record.get("contactIdentity")
     if scope == "contact" and isinstance(identity, dict):
-        owner["contactIdentity"] = {"identifier": str(identity.get("identifier", "")),
-                                    "value": None if identity.get("value") is None
-                                    else str(identity.get("value"))}
+        owner["contactIdentity"] = {
+            "identifier": str(identity.get("identifier", "")),
+            "value": None if identity.get("value") is None else str(identity.get("value")),
+        }
     doc = record.get("json")
-    return {"collectionOwner": owner, "failureReason": exc.reason, "details": [exc.text],
-            "key": str(record.get("key", "")), "json": doc if isinstance(doc, dict) else {}}
+    return {
+        "collectionOwner": owner,
+        "failureReason": exc.reason,
+        "details": [exc.text],
+        "key": str(record.get("key", "")),
+        "json": doc if isinstance(doc, dict) else {},
+    }
 
 
 def get_insight_import(ctx: Ctx, import_id: str) -> Reply:

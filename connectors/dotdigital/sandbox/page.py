@@ -49,28 +49,60 @@ def render(state: dict[str, Any]) -> str:
         "<h2>Imports</h2>",
         f"<p>In flight {cell(state['imports_in_flight'])} · peak "
         f"{cell(state['peak_imports_in_flight'])}</p>",
-        table(state["imports"], ["id", "kind", "collection", "records", "status", "submitted",
-                                 "finishAt", "summary", "failures"]),
+        table(
+            state["imports"],
+            [
+                "id",
+                "kind",
+                "collection",
+                "records",
+                "status",
+                "submitted",
+                "finishAt",
+                "summary",
+                "failures",
+            ],
+        ),
         "<h2>Contacts</h2>",
-        table(state["contacts"], ["contactId", "status", "identifiers", "dataFields",
-                                  "channelProperties", "lists", "updated"]),
+        table(
+            state["contacts"],
+            [
+                "contactId",
+                "status",
+                "identifiers",
+                "dataFields",
+                "channelProperties",
+                "lists",
+                "updated",
+            ],
+        ),
         "<h2>Data fields</h2>",
         table(state["data_fields"], ["name", "type", "visibility", "default_value", "system"]),
-        "<h2>Lists</h2>", table(state["lists"]),
-        "<h2>Suppressions</h2>", table(state["suppressions"]),
-        "<h2>Resubscribe challenges</h2>", table(state["resubscribe_challenges"]),
+        "<h2>Lists</h2>",
+        table(state["lists"]),
+        "<h2>Suppressions</h2>",
+        table(state["suppressions"]),
+        "<h2>Resubscribe challenges</h2>",
+        table(state["resubscribe_challenges"]),
         "<h2>Insight collections</h2>",
     ]
     for coll in state["collections"]:
-        parts.append(f"<h3>{escape(coll['name'])} <span class='muted'>{escape(coll['scope'])}, "
-                     f"{escape(coll['type'])}, {coll['recordCount']} records</span></h3>")
-        parts.append(f"<details><summary>schema</summary><pre>"
-                     f"{escape(json.dumps(coll['schema'], indent=1))}</pre></details>")
+        parts.append(
+            f"<h3>{escape(coll['name'])} <span class='muted'>{escape(coll['scope'])}, "
+            f"{escape(coll['type'])}, {coll['recordCount']} records</span></h3>"
+        )
+        parts.append(
+            f"<details><summary>schema</summary><pre>"
+            f"{escape(json.dumps(coll['schema'], indent=1))}</pre></details>"
+        )
         parts.append(table(coll["records"]))
     parts += [
-        "<h2>Programs</h2>", table(state["programs"]),
-        "<h2>Enrolments</h2>", table(state["enrolments"]["log"]),
-        "<h3>Per program and contact</h3>", table(state["enrolments"]["counts"]),
+        "<h2>Programs</h2>",
+        table(state["programs"]),
+        "<h2>Enrolments</h2>",
+        table(state["enrolments"]["log"]),
+        "<h3>Per program and contact</h3>",
+        table(state["enrolments"]["counts"]),
         "</body></html>",
     ]
     return "".join(parts)

@@ -55,14 +55,22 @@ ROUTES: list[tuple[str, str, Handler, str]] = [
     ("GET", r"/v2/address-books", v2.list_address_books, "read"),
     ("POST", r"/v2/address-books", v2.create_address_book, "single"),
     ("GET", r"/v2/address-books/(?P<list_id>\d+)", v2.get_address_book, "read"),
-    ("DELETE", r"/v2/address-books/(?P<list_id>\d+)/contacts/(?P<contact_id>\d+)",
-     v2.remove_from_address_book, "single"),
+    (
+        "DELETE",
+        r"/v2/address-books/(?P<list_id>\d+)/contacts/(?P<contact_id>\d+)",
+        v2.remove_from_address_book,
+        "single",
+    ),
     ("GET", r"/v2/contacts/suppressed-since/(?P<date>[^/]+)", v2.suppressed_since, "read"),
     ("POST", r"/v2/contacts/unsubscribe", v2.unsubscribe, "single"),
     ("GET", r"/v2/programs", v2.list_programs, "read"),
     ("POST", r"/v2/programs/enrolments", v2.enrol, "single"),
-    ("GET", r"/v2/programs/enrolments/(?P<enrolment_id>[0-9a-fA-F-]{36})", v2.get_enrolment,
-     "status"),
+    (
+        "GET",
+        r"/v2/programs/enrolments/(?P<enrolment_id>[0-9a-fA-F-]{36})",
+        v2.get_enrolment,
+        "status",
+    ),
     ("GET", r"/v2/programs/(?P<program_id>\d+)", v2.get_program, "read"),
     ("PUT", r"/contacts/v3/import", imports.put_contact_import, "import"),
     ("GET", r"/contacts/v3/import/(?P<import_id>[^/]+)", imports.get_contact_import, "status"),
@@ -132,8 +140,10 @@ class App:
 
     def users(self) -> dict[str, tuple[str, str | None]]:
         with self.store.connect() as db:
-            return {r["username"]: (r["password"], r["scheme"])
-                    for r in db.execute("SELECT * FROM api_users")}
+            return {
+                r["username"]: (r["password"], r["scheme"])
+                for r in db.execute("SELECT * FROM api_users")
+            }
 
     def add_user(self, username: str, password: str, scheme: str | None = None) -> None:
         if scheme not in (None, "tiered", "flat"):
@@ -151,8 +161,13 @@ class App:
         while not self.stop.wait(0.2):
             try:
                 with self.store.connect() as db:
-                    imports.settle(self.store, db, insight.Limits(
-                        self.profile.insight_max_string, self.profile.insight_max_key))
+                    imports.settle(
+                        self.store,
+                        db,
+                        insight.Limits(
+                            self.profile.insight_max_string, self.profile.insight_max_key
+                        ),
+                    )
             except Exception:
                 traceback.print_exc(file=sys.stderr)
 
@@ -232,8 +247,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
         path = parts.path.rstrip("/") or "/"
         query = parse_qs(parts.query, keep_blank_values=True)
         if path == "/_sandbox" or path.startswith("/_sandbox/"):
-            body = self.read_body(app.profile.max_body_bytes) or b""
-            self.send(control.handle(self, method, path, query, body))
+            control_body = self.read_body(app.profile.max_body_bytes) or b""
+            self.send(control.handle(self, method, path, query, control_body))
             return
         family = family_of(path)
         handler, params, tier, known = route(method, path)
@@ -253,9 +268,15 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 reply = Reply(exc.status, exc.body(family), dict(exc.headers))
             except Exception:
                 traceback.print_exc(file=sys.stderr)
-                reply = Reply(500, ApiError(
-                    500, message="An error has occurred. ERROR_UNKNOWN", code="server:internalError",
-                    description="An internal error occurred").body(family))
+                reply = Reply(
+                    500,
+                    ApiError(
+                        500,
+                        message="An error has occurred. ERROR_UNKNOWN",
+                        code="server:internalError",
+                        description="An internal error occurred",
+                    ).body(family),
+                )
             reply.headers = {**ctx.rate_headers, **reply.headers}
             self.log_call(method, path, tier, reply.status, ctx.api_user, ctx.note, db)
         if plan.drop:
@@ -267,7 +288,12 @@ class SandboxHandler(BaseHTTPRequestHandler):
         self.send(reply)
 
     def dispatch(
-        self, ctx: Ctx, handler: Handler | None, params: dict[str, str], tier: str, known: bool,
+        self,
+        ctx: Ctx,
+        handler: Handler | None,
+        params: dict[str, str],
+        tier: str,
+        known: bool,
         plan: Any,
     ) -> Reply:
         app = ctx.app
@@ -283,8 +309,12 @@ class SandboxHandler(BaseHTTPRequestHandler):
         scheme = scheme or app.profile.default_scheme
         if scheme == "flat":
             if not app.limiter.flat(app.profile, ctx.now).allowed:
-                raise ApiError(400, message=FLAT_MESSAGE, code="server:apiUsageExceeded",
-                               description=FLAT_MESSAGE)
+                raise ApiError(
+                    400,
+                    message=FLAT_MESSAGE,
+                    code="server:apiUsageExceeded",
+                    description=FLAT_MESSAGE,
+                )
         else:
             decision = app.limiter.tiered(tier, app.profile, ctx.now)
             ctx.rate_headers = decision.headers
@@ -292,11 +322,18 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 raise too_many(decision.headers)
         if handler is None:
             if known:
-                raise ApiError(405, message="The requested resource does not support this method.",
-                               code="server:methodNotAllowed",
-                               description="The requested resource does not support this method")
-            raise ApiError(404, message="No HTTP resource was found that matches the request URI.",
-                           code="server:notFound", description="Resource not found")
+                raise ApiError(
+                    405,
+                    message="The requested resource does not support this method.",
+                    code="server:methodNotAllowed",
+                    description="The requested resource does not support this method",
+                )
+            raise ApiError(
+                404,
+                message="No HTTP resource was found that matches the request URI.",
+                code="server:notFound",
+                description="Resource not found",
+            )
         if plan.crash:
             raise RuntimeError("injected sandbox crash (faults: crash)")
         return handler(ctx, **params)
@@ -309,19 +346,33 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if match and not ctx.path.startswith(match):
             return
         if failure == "password_changed":
-            raise ApiError(401, message=AUTH_DENIED, code="server:unauthorized",
-                           description=AUTH_DENIED, headers={"WWW-Authenticate": 'Basic realm="api"'})
+            raise ApiError(
+                401,
+                message=AUTH_DENIED,
+                code="server:unauthorized",
+                description=AUTH_DENIED,
+                headers={"WWW-Authenticate": 'Basic realm="api"'},
+            )
         if failure == "feature_not_active":
             text = "This feature is not active for your account. ERROR_FEATURENOTACTIVE"
             raise ApiError(403, message=text, code="server:featureNotActive", description=text)
         if failure == "wrong_region" and ctx.path != "/v2/account-info":
-            raise ApiError(403, message="Access is denied.", code="server:forbidden",
-                           description="Access is denied.")
+            raise ApiError(
+                403,
+                message="Access is denied.",
+                code="server:forbidden",
+                description="Access is denied.",
+            )
 
     def authenticate(self) -> tuple[str, str | None]:
         header = self.headers.get("Authorization") or ""
-        denied = ApiError(401, message=AUTH_DENIED, code="server:unauthorized",
-                          description=AUTH_DENIED, headers={"WWW-Authenticate": 'Basic realm="api"'})
+        denied = ApiError(
+            401,
+            message=AUTH_DENIED,
+            code="server:unauthorized",
+            description=AUTH_DENIED,
+            headers={"WWW-Authenticate": 'Basic realm="api"'},
+        )
         if not header.lower().startswith("basic "):
             raise denied
         try:
@@ -333,16 +384,37 @@ class SandboxHandler(BaseHTTPRequestHandler):
             raise denied
         return username, known[1]
 
-    def log_call(self, method: str, path: str, tier: str, status: int, user: str | None,
-                 note: dict[str, Any] | None, db: Any = None) -> None:
+    def log_call(
+        self,
+        method: str,
+        path: str,
+        tier: str,
+        status: int,
+        user: str | None,
+        note: dict[str, Any] | None,
+        db: Any = None,
+    ) -> None:
         note = note or {}
         store = self.app.store
-        values = (store.now(), method, path, tier, status, user, note.get("import_id"),
-                  note.get("import_kind"), note.get("records"),
-                  json.dumps({k: v for k, v in note.items()
-                              if k not in ("import_id", "import_kind", "records")}) or None)
-        sql = ("INSERT INTO calls (ts, method, path, tier, status, api_user, import_id, "
-               "import_kind, records, note) VALUES (?,?,?,?,?,?,?,?,?,?)")
+        values = (
+            store.now(),
+            method,
+            path,
+            tier,
+            status,
+            user,
+            note.get("import_id"),
+            note.get("import_kind"),
+            note.get("records"),
+            json.dumps(
+                {k: v for k, v in note.items() if k not in ("import_id", "import_kind", "records")}
+            )
+            or None,
+        )
+        sql = (
+            "INSERT INTO calls (ts, method, path, tier, status, api_user, import_id, "
+            "import_kind, records, note) VALUES (?,?,?,?,?,?,?,?,?,?)"
+        )
         if db is not None:
             with store.write(db):
                 db.execute(sql, values)
@@ -352,23 +424,36 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
 
 def too_many(headers: dict[str, str]) -> ApiError:
-    return ApiError(429, code="server:tooManyRequests", description="Too Many Requests",
-                    message="Too Many Requests", headers=headers)
+    return ApiError(
+        429,
+        code="server:tooManyRequests",
+        description="Too Many Requests",
+        message="Too Many Requests",
+        headers=headers,
+    )
 
 
 def server_error(status: int) -> ApiError:
     if status == 503:
         text = "The service is temporarily unavailable. ERROR_SYSTEM_SERVICETEMPORARILYUNAVAILABLE"
         return ApiError(503, message=text, code="server:serviceUnavailable", description=text)
-    return ApiError(status, message="An error has occurred. ERROR_UNKNOWN",
-                    code="server:internalError", description="An internal error occurred")
+    return ApiError(
+        status,
+        message="An error has occurred. ERROR_UNKNOWN",
+        code="server:internalError",
+        description="An internal error occurred",
+    )
 
 
 def too_large(family: str, limit: int) -> ApiError:
     text = f"The request body exceeds the maximum size of {limit // (1024 * 1024)} MB"
     service = {"v3c": "contacts", "v3i": "insightData"}.get(family, "server")
-    return ApiError(413, message=f"{text}. ERROR_REQUEST_TOO_LARGE", code=f"{service}:requestTooLarge",
-                    description=text)
+    return ApiError(
+        413,
+        message=f"{text}. ERROR_REQUEST_TOO_LARGE",
+        code=f"{service}:requestTooLarge",
+        description=text,
+    )
 
 
 def make_server(app: App) -> ThreadingHTTPServer:

@@ -27,8 +27,9 @@ def account_info(ctx: Ctx) -> Reply:
         ("APILocale", "String", "en-GB"),
         ("AvailableEmailSendsCredits", "Int", "100000"),
     ]
-    return Reply(200, {"id": 1, "properties": [{"name": n, "type": t, "value": v}
-                                               for n, t, v in props]})
+    return Reply(
+        200, {"id": 1, "properties": [{"name": n, "type": t, "value": v} for n, t, v in props]}
+    )
 
 
 def server_time(ctx: Ctx) -> Reply:
@@ -39,8 +40,12 @@ def server_time(ctx: Ctx) -> Reply:
 
 
 def field_json(row: sqlite3.Row) -> dict[str, Any]:
-    return {"name": row["name"], "type": row["type"], "visibility": row["visibility"],
-            "defaultValue": json.loads(row["default_value"])}
+    return {
+        "name": row["name"],
+        "type": row["type"],
+        "visibility": row["visibility"],
+        "defaultValue": json.loads(row["default_value"]),
+    }
 
 
 def list_data_fields(ctx: Ctx) -> Reply:
@@ -70,19 +75,21 @@ def create_data_field(ctx: Ctx) -> Reply:
             "INSERT INTO data_fields (name, type, visibility, default_value) VALUES (?,?,?,?)",
             (name, kind, visibility, json.dumps(stored)),
         )
-    return Reply(201, {"name": name, "type": kind, "visibility": visibility,
-                       "defaultValue": stored})
+    return Reply(
+        201, {"name": name, "type": kind, "visibility": visibility, "defaultValue": stored}
+    )
 
 
 def delete_data_field(ctx: Ctx, name: str) -> Reply:
     with ctx.app.store.write(ctx.db):
-        row = ctx.db.execute("SELECT * FROM data_fields WHERE name = ?",
-                             (name.upper(),)).fetchone()
+        row = ctx.db.execute("SELECT * FROM data_fields WHERE name = ?", (name.upper(),)).fetchone()
         if row is None:
             raise v2(404, "ERROR_DATAFIELD_NOTFOUND", "Data field not found.")
         if row["system"]:
-            return Reply(200, {"result": False,
-                               "dependencies": [f"{row['name']} is a reserved system field"]})
+            return Reply(
+                200,
+                {"result": False, "dependencies": [f"{row['name']} is a reserved system field"]},
+            )
         ctx.db.execute("DELETE FROM data_fields WHERE name = ?", (row["name"],))
     return Reply(200, {"result": True, "dependencies": None})
 
@@ -91,17 +98,23 @@ def delete_data_field(ctx: Ctx, name: str) -> Reply:
 
 
 def list_json(db: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
-    count = db.execute("SELECT COUNT(*) FROM list_members WHERE list_id = ?",
-                       (row["id"],)).fetchone()[0]
-    return {"id": row["id"], "name": row["name"], "visibility": row["visibility"],
-            "contacts": count}
+    count = db.execute(
+        "SELECT COUNT(*) FROM list_members WHERE list_id = ?", (row["id"],)
+    ).fetchone()[0]
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "visibility": row["visibility"],
+        "contacts": count,
+    }
 
 
 def list_address_books(ctx: Ctx) -> Reply:
     select = ctx.q_int("select", 1000, 1, 1000)
     skip = ctx.q_int("skip", 0, 0, 10**9)
-    rows = ctx.db.execute("SELECT * FROM lists ORDER BY id LIMIT ? OFFSET ?",
-                          (select, skip)).fetchall()
+    rows = ctx.db.execute(
+        "SELECT * FROM lists ORDER BY id LIMIT ? OFFSET ?", (select, skip)
+    ).fetchall()
     return Reply(200, [list_json(ctx.db, r) for r in rows])
 
 
@@ -121,13 +134,20 @@ def create_address_book(ctx: Ctx) -> Reply:
     if visibility not in VISIBILITIES:
         raise v2(400, "ERROR_PARAMETER_INVALID", "Visibility is invalid.")
     if name.strip().lower() in ("test", "all contacts"):
-        raise v2(400, "ERROR_ADDRESSBOOK_DUPLICATE", "That name is reserved, please choose another.")
+        raise v2(
+            400, "ERROR_ADDRESSBOOK_DUPLICATE", "That name is reserved, please choose another."
+        )
     with ctx.app.store.write(ctx.db):
         if ctx.db.execute("SELECT 1 FROM lists WHERE name = ?", (name,)).fetchone():
-            raise v2(400, "ERROR_ADDRESSBOOK_DUPLICATE",
-                     "That name is in use already, please choose another.")
-        cur = ctx.db.execute("INSERT INTO lists (name, visibility, created) VALUES (?,?,?)",
-                             (name, visibility, ctx.now))
+            raise v2(
+                400,
+                "ERROR_ADDRESSBOOK_DUPLICATE",
+                "That name is in use already, please choose another.",
+            )
+        cur = ctx.db.execute(
+            "INSERT INTO lists (name, visibility, created) VALUES (?,?,?)",
+            (name, visibility, ctx.now),
+        )
         row = ctx.db.execute("SELECT * FROM lists WHERE id = ?", (cur.lastrowid,)).fetchone()
     return Reply(201, list_json(ctx.db, row))
 
@@ -138,12 +158,20 @@ def remove_from_address_book(ctx: Ctx, list_id: str, contact_id: str) -> Reply:
         if row is None:
             raise v2(404, "ERROR_ADDRESSBOOK_NOT_FOUND")
         if not row["writable"]:
-            raise v2(400, "ERROR_ADDRESSBOOK_NOTWRITABLE",
-                     "Address book cannot be written to via the API.")
-        if ctx.db.execute("SELECT 1 FROM contacts WHERE id = ?", (int(contact_id),)).fetchone() is None:
+            raise v2(
+                400,
+                "ERROR_ADDRESSBOOK_NOTWRITABLE",
+                "Address book cannot be written to via the API.",
+            )
+        if (
+            ctx.db.execute("SELECT 1 FROM contacts WHERE id = ?", (int(contact_id),)).fetchone()
+            is None
+        ):
             raise v2(404, "ERROR_CONTACT_NOT_FOUND")
-        ctx.db.execute("DELETE FROM list_members WHERE list_id = ? AND contact_id = ?",
-                       (int(list_id), int(contact_id)))
+        ctx.db.execute(
+            "DELETE FROM list_members WHERE list_id = ? AND contact_id = ?",
+            (int(list_id), int(contact_id)),
+        )
         ctx.db.execute("UPDATE contacts SET updated = ? WHERE id = ?", (ctx.now, int(contact_id)))
     return Reply(204)
 
@@ -155,8 +183,14 @@ def v2_contact(row: dict[str, Any]) -> dict[str, Any]:
     status = contacts.STATUS_TO_REASON.get(row["email_status"], "Subscribed")
     if row["email_status"] == "pendingOptIn":
         status = "PendingOptIn"
-    return {"id": row["id"], "email": row["email"] or "", "optInType": row["opt_in_type"],
-            "emailType": row["email_type"], "dataFields": None, "status": status}
+    return {
+        "id": row["id"],
+        "email": row["email"] or "",
+        "optInType": row["opt_in_type"],
+        "emailType": row["email_type"],
+        "dataFields": None,
+        "status": status,
+    }
 
 
 def suppressed_since(ctx: Ctx, date: str) -> Reply:
@@ -172,8 +206,9 @@ def suppressed_since(ctx: Ctx, date: str) -> Reply:
         "LIMIT ? OFFSET ?",
         (since, select, skip),
     ).fetchall()
-    return Reply(200, [suppression_json(contacts.row_dict(r), r["reason"], r["date_removed"])
-                       for r in rows])
+    return Reply(
+        200, [suppression_json(contacts.row_dict(r), r["reason"], r["date_removed"]) for r in rows]
+    )
 
 
 def suppression_json(row: dict[str, Any], reason: str, when: float) -> dict[str, Any]:
@@ -187,14 +222,21 @@ def unsubscribe(ctx: Ctx) -> Reply:
         raise v2(400, "ERROR_PARAMETER_INVALID", "Email is not a valid email address.")
     with ctx.app.store.write(ctx.db):
         writer = contacts.ContactWriter(ctx.db, ctx.now, "overwrite")
-        (outcome,) = writer.apply([{
-            "matchIdentifier": "email", "identifiers": {"email": email},
-            "channelProperties": {"email": {"status": "unsubscribed"}},
-        }], single=True)
+        (outcome,) = writer.apply(
+            [
+                {
+                    "matchIdentifier": "email",
+                    "identifiers": {"email": email},
+                    "channelProperties": {"email": {"status": "unsubscribed"}},
+                }
+            ],
+            single=True,
+        )
         row = outcome.contact
         assert row is not None
-        supp = ctx.db.execute("SELECT * FROM suppressions WHERE contact_id = ?",
-                              (row["id"],)).fetchone()
+        supp = ctx.db.execute(
+            "SELECT * FROM suppressions WHERE contact_id = ?", (row["id"],)
+        ).fetchone()
     reason = supp["reason"] if supp else "Unsubscribed"
     when = supp["date_removed"] if supp else ctx.now
     return Reply(200, suppression_json(row, reason, when))
@@ -204,15 +246,20 @@ def unsubscribe(ctx: Ctx) -> Reply:
 
 
 def program_json(row: sqlite3.Row) -> dict[str, Any]:
-    return {"id": row["id"], "name": row["name"], "status": row["status"],
-            "dateCreated": iso(row["created"])}
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "status": row["status"],
+        "dateCreated": iso(row["created"]),
+    }
 
 
 def list_programs(ctx: Ctx) -> Reply:
     select = ctx.q_int("select", 1000, 1, 1000)
     skip = ctx.q_int("skip", 0, 0, 10**9)
-    rows = ctx.db.execute("SELECT * FROM programs ORDER BY id LIMIT ? OFFSET ?",
-                          (select, skip)).fetchall()
+    rows = ctx.db.execute(
+        "SELECT * FROM programs ORDER BY id LIMIT ? OFFSET ?", (select, skip)
+    ).fetchall()
     return Reply(200, [program_json(r) for r in rows])
 
 
@@ -224,10 +271,14 @@ def get_program(ctx: Ctx, program_id: str) -> Reply:
 
 
 def enrolment_json(row: sqlite3.Row, now: float) -> dict[str, Any]:
-    return {"id": row["id"], "programId": row["program_id"],
-            "status": "Finished" if now - row["created"] >= 1 else "Processing",
-            "dateCreated": iso(row["created"]), "contacts": json.loads(row["contacts"]),
-            "addressBooks": json.loads(row["address_books"])}
+    return {
+        "id": row["id"],
+        "programId": row["program_id"],
+        "status": "Finished" if now - row["created"] >= 1 else "Processing",
+        "dateCreated": iso(row["created"]),
+        "contacts": json.loads(row["contacts"]),
+        "addressBooks": json.loads(row["address_books"]),
+    }
 
 
 def enrol(ctx: Ctx) -> Reply:
@@ -249,28 +300,38 @@ def enrol(ctx: Ctx) -> Reply:
         if program["status"] != "Active":
             raise v2(422, "ERROR_PROGRAM_NOT_ACTIVE")
         now = ctx.now
-        used = db.execute("SELECT COUNT(*) FROM enrolments WHERE created > ?",
-                          (now - 3600,)).fetchone()[0]
+        used = db.execute(
+            "SELECT COUNT(*) FROM enrolments WHERE created > ?", (now - 3600,)
+        ).fetchone()[0]
         if used >= ctx.app.profile.enrolments_per_hour:
-            raise v2(400, "ERROR_ENROLMENT_ALLOWANCE_EXCEEDED",
-                     f"You have reached the limit of {ctx.app.profile.enrolments_per_hour} calls "
-                     "per hour for creating program enrolments across all programs.")
+            raise v2(
+                400,
+                "ERROR_ENROLMENT_ALLOWANCE_EXCEEDED",
+                f"You have reached the limit of {ctx.app.profile.enrolments_per_hour} calls "
+                "per hour for creating program enrolments across all programs.",
+            )
         for cid in ids:
-            if not isinstance(cid, int) or db.execute(
-                "SELECT 1 FROM contacts WHERE id = ?", (cid,)
-            ).fetchone() is None:
+            if (
+                not isinstance(cid, int)
+                or db.execute("SELECT 1 FROM contacts WHERE id = ?", (cid,)).fetchone() is None
+            ):
                 raise v2(400, "ERROR_CONTACT_NOT_FOUND", f"Contact {cid} was not found.")
         for lid in books:
-            if not isinstance(lid, int) or db.execute(
-                "SELECT 1 FROM lists WHERE id = ?", (lid,)
-            ).fetchone() is None:
+            if (
+                not isinstance(lid, int)
+                or db.execute("SELECT 1 FROM lists WHERE id = ?", (lid,)).fetchone() is None
+            ):
                 raise v2(400, "ERROR_ADDRESSBOOK_NOT_FOUND", f"Address book {lid} was not found.")
         enrolment_id = str(uuid.uuid4())
-        db.execute("INSERT INTO enrolments (id, program_id, contacts, address_books, created) "
-                   "VALUES (?,?,?,?,?)",
-                   (enrolment_id, program_id, json.dumps(ids), json.dumps(books), now))
-        db.executemany("INSERT INTO enrolment_contacts (enrolment_id, program_id, contact_id) "
-                       "VALUES (?,?,?)", [(enrolment_id, program_id, cid) for cid in ids])
+        db.execute(
+            "INSERT INTO enrolments (id, program_id, contacts, address_books, created) "
+            "VALUES (?,?,?,?,?)",
+            (enrolment_id, program_id, json.dumps(ids), json.dumps(books), now),
+        )
+        db.executemany(
+            "INSERT INTO enrolment_contacts (enrolment_id, program_id, contact_id) VALUES (?,?,?)",
+            [(enrolment_id, program_id, cid) for cid in ids],
+        )
         row = db.execute("SELECT * FROM enrolments WHERE id = ?", (enrolment_id,)).fetchone()
     ctx.note.update({"enrolment_id": enrolment_id, "records": len(ids)})
     return Reply(201, enrolment_json(row, now))

@@ -21,8 +21,16 @@ class Command(BaseCommand):
         parser.add_argument("--reset", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        argv = ["--host", options["host"], "--port", str(options["port"]), "--db", options["db"],
-                "--profile", options["profile"]]
+        argv = [
+            "--host",
+            options["host"],
+            "--port",
+            str(options["port"]),
+            "--db",
+            options["db"],
+            "--profile",
+            options["profile"],
+        ]
         for user in options["api_user"]:
             argv += ["--api-user", user]
         if options["reset"]:

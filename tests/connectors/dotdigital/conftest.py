@@ -8,6 +8,7 @@ API user, `.api` a `requests.Session` authenticated as that user, and the contro
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -42,10 +43,22 @@ class SandboxProcess:
         log = self.log_path.open("ab")
         offset = self.log_path.stat().st_size
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "connectors.dotdigital.sandbox", "--port", str(port),
-             "--db", str(self.db_path), "--profile", self.profile,
-             "--api-user", f"{USER[0]}:{USER[1]}"],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "connectors.dotdigital.sandbox",
+                "--port",
+                str(port),
+                "--db",
+                str(self.db_path),
+                "--profile",
+                self.profile,
+                "--api-user",
+                f"{USER[0]}:{USER[1]}",
+            ],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
@@ -81,8 +94,9 @@ class SandboxProcess:
     # -- control helpers ------------------------------------------------------------------------
 
     def control(self, method: str, name: str, body: Any = None, **params: Any) -> Any:
-        r = requests.request(method, f"{self.url}/_sandbox/{name}", json=body, params=params,
-                             timeout=30)
+        r = requests.request(
+            method, f"{self.url}/_sandbox/{name}", json=body, params=params, timeout=30
+        )
         assert r.status_code == 200, f"/_sandbox/{name}: {r.status_code} {r.text}"
         return r.json()
 
@@ -116,8 +130,9 @@ class SandboxProcess:
         self.control("POST", "clock", {"advance_seconds": seconds})
 
     def add_api_user(self, username: str, password: str, scheme: str | None = None) -> None:
-        self.control("POST", "api-users",
-                     {"username": username, "password": password, "scheme": scheme})
+        self.control(
+            "POST", "api-users", {"username": username, "password": password, "scheme": scheme}
+        )
 
 
 @pytest.fixture(scope="session")
@@ -141,6 +156,5 @@ def sandbox(dotdigital_sandbox: SandboxProcess) -> SandboxProcess:
 
 @pytest.fixture(scope="session")
 def contract(dotdigital_sandbox: SandboxProcess) -> Any:
-    from openapi_contract import Contract
-
-    return Contract(dotdigital_sandbox.url)
+    # Imported by name: pytest puts this folder on sys.path (it is not a package).
+    return importlib.import_module("openapi_contract").Contract(dotdigital_sandbox.url)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from openapi_core import OpenAPI
@@ -83,13 +84,21 @@ V3_ERROR = {
     "properties": {
         "errorCode": {"type": "string"},
         "description": {"type": "string"},
-        "details": {"type": "array", "items": {
-            "type": "object", "required": ["item", "description"],
-            "properties": {"item": {"type": "string"}, "description": {"type": "string"}}}},
+        "details": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["item", "description"],
+                "properties": {"item": {"type": "string"}, "description": {"type": "string"}},
+            },
+        },
     },
 }
-V2_ERROR = {"type": "object", "required": ["message"],
-            "properties": {"message": {"type": "string", "minLength": 1}}}
+V2_ERROR = {
+    "type": "object",
+    "required": ["message"],
+    "properties": {"message": {"type": "string", "minLength": 1}},
+}
 
 
 def walk(node: Any) -> Iterator[dict[str, Any]]:
@@ -168,10 +177,13 @@ def fault_undeclared_error_statuses(name: str, spec: dict[str, Any]) -> None:
         for code, response in list(responses.items()):
             if code.startswith(("4", "5")) and "content" not in resolve(spec, response):
                 del responses[code]
-        responses.setdefault("default", {
-            "description": "DotDigital error envelope",
-            "content": {"application/json": {"schema": envelope}},
-        })
+        responses.setdefault(
+            "default",
+            {
+                "description": "DotDigital error envelope",
+                "content": {"application/json": {"schema": envelope}},
+            },
+        )
 
 
 def fault_insight(name: str, spec: dict[str, Any]) -> None:
@@ -193,7 +205,8 @@ def fault_contacts(name: str, spec: dict[str, Any]) -> None:
     email = schemas["channelProperties_channelProperties_email"]
     email["properties"]["resubscribeOptions"] = {
         "$ref": "#/components/schemas/"
-                "channelPropertiesWithResubscribe_channelProperties_email_resubscribeOptions"}
+        "channelPropertiesWithResubscribe_channelProperties_email_resubscribeOptions"
+    }
 
 
 def fault_data_fields(name: str, spec: dict[str, Any]) -> None:
@@ -209,7 +222,10 @@ def fault_data_fields(name: str, spec: dict[str, Any]) -> None:
 
 
 PATCHES: list[Callable[[str, dict[str, Any]], None]] = [
-    fault_undeclared_error_statuses, fault_insight, fault_contacts, fault_data_fields,
+    fault_undeclared_error_statuses,
+    fault_insight,
+    fault_contacts,
+    fault_data_fields,
 ]
 
 
@@ -250,19 +266,21 @@ class Contract:
     def check(self, response: requests.Response, *, request: bool = True) -> requests.Response:
         """Validate the call's request (unless told not to) and its response; returns it."""
         prepared = response.request
-        path = requests.utils.urlparse(prepared.url).path
+        path = urlsplit(str(prepared.url)).path
         app = self.spec(self.spec_name(path))
         openapi_request = RequestsOpenAPIRequest(prepared)
         if request:
             errors = list(app.iter_request_errors(openapi_request))
             if errors:
                 raise ContractError(
-                    f"{prepared.method} {path}: request breaks the spec: {describe(errors)}")
+                    f"{prepared.method} {path}: request breaks the spec: {describe(errors)}"
+                )
         errors = list(app.iter_response_errors(openapi_request, RequestsOpenAPIResponse(response)))
         if errors:
             raise ContractError(
                 f"{prepared.method} {path} -> {response.status_code}: response breaks the spec: "
-                f"{describe(errors)}\nbody: {response.text[:2000]}")
+                f"{describe(errors)}\nbody: {response.text[:2000]}"
+            )
         return response
 
 
@@ -273,9 +291,13 @@ def describe(errors: list[Exception]) -> str:
         cause = error.__cause__
         schema_errors = getattr(cause, "schema_errors", None)
         if schema_errors:
-            text += " [" + "; ".join(
-                f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in schema_errors
-            ) + "]"
+            text += (
+                " ["
+                + "; ".join(
+                    f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in schema_errors
+                )
+                + "]"
+            )
         elif cause is not None:
             text += f" (cause: {cause})"
         parts.append(text)

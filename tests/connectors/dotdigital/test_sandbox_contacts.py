@@ -14,15 +14,21 @@ def patch(sandbox: Any, email: str, body: dict[str, Any], **params: str) -> requ
 
 
 def test_patch_creates_then_updates_a_contact_with_v3_casing(sandbox, contract):
-    body = {"identifiers": {"email": EMAIL}, "dataFields": {"FIRSTNAME": "Jane"},
-            "channelProperties": {"email": {"emailType": "html", "optInType": "single"}}}
+    body = {
+        "identifiers": {"email": EMAIL},
+        "dataFields": {"FIRSTNAME": "Jane"},
+        "channelProperties": {"email": {"emailType": "html", "optInType": "single"}},
+    }
     created = contract.check(patch(sandbox, EMAIL, body))
     assert created.status_code == 201
     contact = created.json()
     assert contact["identifiers"] == {"email": EMAIL}
     assert contact["status"] == "subscribed"
     assert contact["channelProperties"]["email"] == {
-        "emailType": "Html", "optInType": "Single", "status": "subscribed"}
+        "emailType": "Html",
+        "optInType": "Single",
+        "status": "subscribed",
+    }
     updated = contract.check(patch(sandbox, EMAIL, {"dataFields": {"LASTNAME": "Doe"}}))
     assert updated.status_code == 200
     assert updated.json()["contactId"] == contact["contactId"]
@@ -32,11 +38,23 @@ def test_patch_creates_then_updates_a_contact_with_v3_casing(sandbox, contract):
 
 def test_null_clears_a_data_field_and_merge_options_are_honoured(sandbox, contract):
     patch(sandbox, EMAIL, {"dataFields": {"FIRSTNAME": "Jane", "LASTNAME": "Doe"}})
-    kept = contract.check(patch(sandbox, EMAIL, {"dataFields": {"FIRSTNAME": None}},
-                                **{"merge-option": "overwrite-if-not-empty"}))
+    kept = contract.check(
+        patch(
+            sandbox,
+            EMAIL,
+            {"dataFields": {"FIRSTNAME": None}},
+            **{"merge-option": "overwrite-if-not-empty"},
+        )
+    )
     assert kept.json()["dataFields"]["FIRSTNAME"] == "Jane"
-    untouched = contract.check(patch(sandbox, EMAIL, {"dataFields": {"LASTNAME": "Other"}},
-                                     **{"merge-option": "overwrite-if-empty"}))
+    untouched = contract.check(
+        patch(
+            sandbox,
+            EMAIL,
+            {"dataFields": {"LASTNAME": "Other"}},
+            **{"merge-option": "overwrite-if-empty"},
+        )
+    )
     assert untouched.json()["dataFields"]["LASTNAME"] == "Doe"
     cleared = contract.check(patch(sandbox, EMAIL, {"dataFields": {"FIRSTNAME": None}}))
     assert cleared.json()["dataFields"]["FIRSTNAME"] is None
@@ -52,8 +70,10 @@ def test_patch_naming_an_unknown_data_field_is_rejected(sandbox, contract):
 
 def test_patch_with_a_value_of_the_wrong_type_is_rejected(sandbox, contract):
     for name, kind in (("LTV", "Numeric"), ("REFUNDED", "Boolean"), ("LAST_ORDER", "Date")):
-        r = sandbox.api.post(f"{sandbox.url}/v2/data-fields",
-                             json={"name": name, "type": kind, "visibility": "Private"})
+        r = sandbox.api.post(
+            f"{sandbox.url}/v2/data-fields",
+            json={"name": name, "type": kind, "visibility": "Private"},
+        )
         assert contract.check(r).status_code == 201
     for fields in ({"LTV": "a lot"}, {"REFUNDED": "maybe"}, {"LAST_ORDER": "yesterday"}):
         r = contract.check(patch(sandbox, EMAIL, {"dataFields": fields}))
@@ -74,12 +94,15 @@ def test_invalid_email_in_the_path_is_a_v3_invalid_id(sandbox, contract):
 def test_changing_email_to_one_already_taken_is_a_conflict(sandbox, contract):
     patch(sandbox, EMAIL, {})
     other = patch(sandbox, "john@emailsim.io", {}).json()["contactId"]
-    r = sandbox.api.patch(f"{sandbox.url}/contacts/v3/contactId/{other}",
-                          json={"identifiers": {"email": EMAIL}})
+    r = sandbox.api.patch(
+        f"{sandbox.url}/contacts/v3/contactId/{other}", json={"identifiers": {"email": EMAIL}}
+    )
     assert contract.check(r).status_code == 409
     assert r.json()["errorCode"] == "contacts:idAlreadyExists"
-    renamed = sandbox.api.patch(f"{sandbox.url}/contacts/v3/contactId/{other}",
-                                json={"identifiers": {"email": "johnny@emailsim.io"}})
+    renamed = sandbox.api.patch(
+        f"{sandbox.url}/contacts/v3/contactId/{other}",
+        json={"identifiers": {"email": "johnny@emailsim.io"}},
+    )
     assert contract.check(renamed).json()["identifiers"]["email"] == "johnny@emailsim.io"
 
 
@@ -91,23 +114,54 @@ def test_get_unknown_contact_is_contact_not_found(sandbox, contract):
 
 def test_unsubscribed_contact_resubscribes_only_without_challenge(sandbox, contract):
     patch(sandbox, EMAIL, {"channelProperties": {"email": {"status": "unsubscribed"}}})
-    challenged = contract.check(patch(sandbox, EMAIL, {"channelProperties": {"email": {
-        "status": "subscribed",
-        "resubscribeOptions": {"resubscribeWithNoChallenge": False}}}}))
+    challenged = contract.check(
+        patch(
+            sandbox,
+            EMAIL,
+            {
+                "channelProperties": {
+                    "email": {
+                        "status": "subscribed",
+                        "resubscribeOptions": {"resubscribeWithNoChallenge": False},
+                    }
+                }
+            },
+        )
+    )
     assert challenged.json()["channelProperties"]["email"]["status"] == "pendingOptIn"
     state = sandbox.state()
     assert [s["email"] for s in state["suppressions"]] == [EMAIL]
     assert len(state["resubscribe_challenges"]) == 1
-    resubscribed = contract.check(patch(sandbox, EMAIL, {"channelProperties": {"email": {
-        "status": "subscribed", "resubscribeOptions": {"resubscribeWithNoChallenge": True}}}}))
+    resubscribed = contract.check(
+        patch(
+            sandbox,
+            EMAIL,
+            {
+                "channelProperties": {
+                    "email": {
+                        "status": "subscribed",
+                        "resubscribeOptions": {"resubscribeWithNoChallenge": True},
+                    }
+                }
+            },
+        )
+    )
     assert resubscribed.json()["status"] == "subscribed"
     assert sandbox.state()["suppressions"] == []
 
 
 def test_globally_suppressed_contact_is_left_alone(sandbox, contract):
     sandbox.plant(suppressions=[{"email": EMAIL, "reason": "HardBounced"}])
-    r = contract.check(patch(sandbox, EMAIL, {"dataFields": {"FIRSTNAME": "Jane"},
-                                              "channelProperties": {"email": {"status": "subscribed"}}}))
+    r = contract.check(
+        patch(
+            sandbox,
+            EMAIL,
+            {
+                "dataFields": {"FIRSTNAME": "Jane"},
+                "channelProperties": {"email": {"status": "subscribed"}},
+            },
+        )
+    )
     assert r.status_code == 200
     assert r.json()["status"] == "suppressed"
     assert r.json()["channelProperties"]["email"]["status"] == "hardBounced"
@@ -115,18 +169,27 @@ def test_globally_suppressed_contact_is_left_alone(sandbox, contract):
 
 
 def test_double_opt_in_leaves_a_new_contact_pending(sandbox, contract):
-    r = contract.check(patch(sandbox, EMAIL, {"channelProperties": {"email": {"optInType": "double"}}}))
+    r = contract.check(
+        patch(sandbox, EMAIL, {"channelProperties": {"email": {"optInType": "double"}}})
+    )
     assert r.json()["status"] == "pendingOptIn"
 
 
 def test_contacts_are_listed_by_marker_and_filtered_by_modified(sandbox, contract):
-    sandbox.plant(contacts=[{"email": f"old{i}@emailsim.io", "updated": "2020-01-01T00:00:00Z"}
-                            for i in range(3)])
+    sandbox.plant(
+        contacts=[
+            {"email": f"old{i}@emailsim.io", "updated": "2020-01-01T00:00:00Z"} for i in range(3)
+        ]
+    )
     for i in range(5):
         patch(sandbox, f"new{i}@emailsim.io", {"dataFields": {"FIRSTNAME": f"N{i}"}})
     seen: list[str] = []
-    params: dict[str, Any] = {"~modified": "gte::2021-01-01T00:00:00Z", "limit": 2,
-                              "data-fields": "FIRSTNAME", "include": "channelProperties"}
+    params: dict[str, Any] = {
+        "~modified": "gte::2021-01-01T00:00:00Z",
+        "limit": 2,
+        "data-fields": "FIRSTNAME",
+        "include": "channelProperties",
+    }
     while True:
         page = contract.check(sandbox.api.get(f"{sandbox.url}/contacts/v3", params=params)).json()
         seen += [c["identifiers"]["email"] for c in page["_items"]]
@@ -144,17 +207,24 @@ def test_bad_modified_filter_is_invalid_filter(sandbox, contract):
 
 
 def test_list_membership_follows_the_contact_and_can_be_removed(sandbox, contract):
-    book = contract.check(sandbox.api.post(f"{sandbox.url}/v2/address-books",
-                                           json={"name": "Dispatched today"})).json()
+    book = contract.check(
+        sandbox.api.post(f"{sandbox.url}/v2/address-books", json={"name": "Dispatched today"})
+    ).json()
     assert book["contacts"] == 0
     contact = contract.check(patch(sandbox, EMAIL, {"lists": [book["id"]]})).json()
-    assert contact["lists"] == [{"id": book["id"], "name": "Dispatched today",
-                                 "status": "subscribed"}]
+    assert contact["lists"] == [
+        {"id": book["id"], "name": "Dispatched today", "status": "subscribed"}
+    ]
     books = contract.check(sandbox.api.get(f"{sandbox.url}/v2/address-books")).json()
-    assert {"id": book["id"], "name": "Dispatched today", "visibility": "Private",
-            "contacts": 1} in books
+    assert {
+        "id": book["id"],
+        "name": "Dispatched today",
+        "visibility": "Private",
+        "contacts": 1,
+    } in books
     r = sandbox.api.delete(
-        f"{sandbox.url}/v2/address-books/{book['id']}/contacts/{contact['contactId']}")
+        f"{sandbox.url}/v2/address-books/{book['id']}/contacts/{contact['contactId']}"
+    )
     assert contract.check(r).status_code == 204
     again = contract.check(sandbox.api.get(f"{sandbox.url}/contacts/v3/email/{EMAIL}")).json()
     assert again["lists"] == []
@@ -174,27 +244,39 @@ def test_duplicate_list_name_is_a_v2_error(sandbox, contract):
 
 
 def test_data_fields_are_listed_created_and_deleted(sandbox, contract):
-    r = contract.check(sandbox.api.post(
-        f"{sandbox.url}/v2/data-fields",
-        json={"name": "LTV", "type": "Numeric", "visibility": "Private", "defaultValue": None}))
-    assert r.json() == {"name": "LTV", "type": "Numeric", "visibility": "Private",
-                        "defaultValue": None}
-    names = [f["name"] for f in contract.check(
-        sandbox.api.get(f"{sandbox.url}/v2/data-fields")).json()]
+    r = contract.check(
+        sandbox.api.post(
+            f"{sandbox.url}/v2/data-fields",
+            json={"name": "LTV", "type": "Numeric", "visibility": "Private", "defaultValue": None},
+        )
+    )
+    assert r.json() == {
+        "name": "LTV",
+        "type": "Numeric",
+        "visibility": "Private",
+        "defaultValue": None,
+    }
+    names = [
+        f["name"] for f in contract.check(sandbox.api.get(f"{sandbox.url}/v2/data-fields")).json()
+    ]
     assert "LTV" in names and "FIRSTNAME" in names
-    dup = contract.check(sandbox.api.post(f"{sandbox.url}/v2/data-fields",
-                                          json={"name": "LTV", "type": "String"}))
+    dup = contract.check(
+        sandbox.api.post(f"{sandbox.url}/v2/data-fields", json={"name": "LTV", "type": "String"})
+    )
     assert dup.status_code == 400
     assert dup.json() == {"message": "Field already exists. ERROR_NON_UNIQUE_DATAFIELD"}
     gone = contract.check(sandbox.api.delete(f"{sandbox.url}/v2/data-fields/LTV"))
     assert gone.json() == {"result": True, "dependencies": None}
-    reserved = contract.check(sandbox.api.delete(f"{sandbox.url}/v2/data-fields/FIRSTNAME"),
-                              request=False)
+    reserved = contract.check(
+        sandbox.api.delete(f"{sandbox.url}/v2/data-fields/FIRSTNAME"), request=False
+    )
     assert reserved.json()["result"] is False
 
 
 def test_contact_can_be_deleted(sandbox, contract):
     patch(sandbox, EMAIL, {})
-    assert contract.check(sandbox.api.delete(
-        f"{sandbox.url}/contacts/v3/email/{EMAIL}")).status_code == 200
+    assert (
+        contract.check(sandbox.api.delete(f"{sandbox.url}/contacts/v3/email/{EMAIL}")).status_code
+        == 200
+    )
     assert sandbox.api.get(f"{sandbox.url}/contacts/v3/email/{EMAIL}").status_code == 404

@@ -47,8 +47,7 @@ def test_a_429_storm_looks_like_an_exhausted_bucket(sandbox, contract):
 def test_a_hang_outlasts_the_callers_timeout_but_the_write_still_lands(sandbox):
     sandbox.faults(hang_burst=1, hang_seconds=2)
     with pytest.raises(requests.exceptions.ReadTimeout):
-        sandbox.api.patch(f"{sandbox.url}/contacts/v3/email/slow@emailsim.io", json={},
-                          timeout=0.3)
+        sandbox.api.patch(f"{sandbox.url}/contacts/v3/email/slow@emailsim.io", json={}, timeout=0.3)
     assert get(sandbox, "/contacts/v3/email/slow@emailsim.io").status_code == 200
 
 
@@ -63,8 +62,12 @@ def test_a_dropped_connection_closes_without_an_answer(sandbox):
 def test_drop_after_processing_applies_the_write(sandbox):
     sandbox.faults(drop_burst=1, drop_after_processing=True)
     with pytest.raises(requests.exceptions.ConnectionError):
-        requests.patch(f"{sandbox.url}/contacts/v3/email/applied@emailsim.io", json={},
-                       auth=sandbox.auth, timeout=5)
+        requests.patch(
+            f"{sandbox.url}/contacts/v3/email/applied@emailsim.io",
+            json={},
+            auth=sandbox.auth,
+            timeout=5,
+        )
     assert get(sandbox, "/contacts/v3/email/applied@emailsim.io").status_code == 200
 
 

@@ -8,15 +8,27 @@ import requests
 
 
 def contact_import(sandbox: Any, contacts: list[dict[str, Any]], **extra: Any) -> requests.Response:
-    return sandbox.api.put(f"{sandbox.url}/contacts/v3/import",
-                           json={"contacts": contacts, **extra})
+    return sandbox.api.put(
+        f"{sandbox.url}/contacts/v3/import", json={"contacts": contacts, **extra}
+    )
 
 
-def insight_import(sandbox: Any, records: list[dict[str, Any]], name: str = "Orders",
-                   scope: str = "contact", kind: str = "orders") -> requests.Response:
-    return sandbox.api.put(f"{sandbox.url}/insightData/v3/import", json={
-        "collectionName": name, "collectionScope": scope, "collectionType": kind,
-        "records": records})
+def insight_import(
+    sandbox: Any,
+    records: list[dict[str, Any]],
+    name: str = "Orders",
+    scope: str = "contact",
+    kind: str = "orders",
+) -> requests.Response:
+    return sandbox.api.put(
+        f"{sandbox.url}/insightData/v3/import",
+        json={
+            "collectionName": name,
+            "collectionScope": scope,
+            "collectionType": kind,
+            "records": records,
+        },
+    )
 
 
 def by_email(email: str, **extra: Any) -> dict[str, Any]:
@@ -36,27 +48,42 @@ def status(sandbox: Any, contract: Any, kind: str, import_id: str) -> dict[str, 
 
 
 def test_contact_import_reports_per_record_failures(sandbox, contract):
-    sandbox.plant(contacts=[{"email": "known@emailsim.io"}],
-                  data_fields=[{"name": "LTV", "type": "Numeric"}])
-    r = contract.check(contact_import(sandbox, [
-        by_email("new@emailsim.io", dataFields={"LTV": 10}),
-        by_email("known@emailsim.io", dataFields={"FIRSTNAME": "Kim"}),
-        by_email("bad@emailsim@io.com"),
-        by_email("typed@emailsim.io", dataFields={"LTV": "lots"}),
-        by_email("unknown@emailsim.io", dataFields={"TIER": "Gold"}),
-        by_email("new@emailsim.io"),
-    ], mergeOption="overwrite"))
+    sandbox.plant(
+        contacts=[{"email": "known@emailsim.io"}], data_fields=[{"name": "LTV", "type": "Numeric"}]
+    )
+    r = contract.check(
+        contact_import(
+            sandbox,
+            [
+                by_email("new@emailsim.io", dataFields={"LTV": 10}),
+                by_email("known@emailsim.io", dataFields={"FIRSTNAME": "Kim"}),
+                by_email("bad@emailsim@io.com"),
+                by_email("typed@emailsim.io", dataFields={"LTV": "lots"}),
+                by_email("unknown@emailsim.io", dataFields={"TIER": "Gold"}),
+                by_email("new@emailsim.io"),
+            ],
+            mergeOption="overwrite",
+        )
+    )
     assert r.status_code == 202
     result = status(sandbox, contract, "contacts", r.json()["importId"])
     assert result["status"] == "Finished"
-    assert result["summary"] == {"newContacts": 1, "updatedContacts": 1, "globallySuppressed": 0,
-                                 "invalidEntries": 3, "duplicateIdentifiers": 1}
+    assert result["summary"] == {
+        "newContacts": 1,
+        "updatedContacts": 1,
+        "globallySuppressed": 0,
+        "invalidEntries": 3,
+        "duplicateIdentifiers": 1,
+    }
     assert [c["identifiers"]["email"] for c in result["created"]] == ["new@emailsim.io"]
     assert [c["identifiers"]["email"] for c in result["updated"]] == ["known@emailsim.io"]
     codes = {f["identifiers"]["email"]: f["failures"][0]["failureCode"] for f in result["failures"]}
-    assert codes == {"bad@emailsim@io.com": "invalidEmail", "typed@emailsim.io":
-                     "invalidDataFieldValue", "unknown@emailsim.io": "dataFieldNotFound",
-                     "new@emailsim.io": "duplicateIdentifier"}
+    assert codes == {
+        "bad@emailsim@io.com": "invalidEmail",
+        "typed@emailsim.io": "invalidDataFieldValue",
+        "unknown@emailsim.io": "dataFieldNotFound",
+        "new@emailsim.io": "duplicateIdentifier",
+    }
 
 
 def test_contact_import_skips_globally_suppressed_contacts(sandbox, contract):
@@ -70,8 +97,10 @@ def test_contact_import_skips_globally_suppressed_contacts(sandbox, contract):
 def test_import_is_not_finished_until_its_time_then_applies(sandbox, contract):
     sandbox.set_profile(base="fast", import_base_s=600)
     import_id = contact_import(sandbox, [by_email("later@emailsim.io")]).json()["importId"]
-    assert status(sandbox, contract, "contacts", import_id) == {"importId": import_id,
-                                                                 "status": "NotFinished"}
+    assert status(sandbox, contract, "contacts", import_id) == {
+        "importId": import_id,
+        "status": "NotFinished",
+    }
     assert sandbox.api.get(f"{sandbox.url}/contacts/v3/email/later@emailsim.io").status_code == 404
     sandbox.advance_clock(601)
     assert status(sandbox, contract, "contacts", import_id)["status"] == "Finished"
@@ -97,8 +126,9 @@ def test_at_most_25_contact_imports_are_active(sandbox, contract):
 
 
 def test_empty_or_shapeless_import_is_bad_json(sandbox, contract):
-    r = contract.check(sandbox.api.put(f"{sandbox.url}/contacts/v3/import",
-                                       json={"contacts": {}}), request=False)
+    r = contract.check(
+        sandbox.api.put(f"{sandbox.url}/contacts/v3/import", json={"contacts": {}}), request=False
+    )
     assert r.status_code == 400
     assert r.json()["errorCode"] == "contacts:badJson"
 
@@ -113,10 +143,15 @@ def test_import_over_the_size_limit_is_refused(sandbox, contract):
 
 def test_insight_import_rejects_unknown_contacts_per_record_and_answers_202(sandbox, contract):
     sandbox.plant(contacts=[{"email": "joe@emailsim.io"}])
-    r = contract.check(insight_import(sandbox, [
-        order("1", "joe@emailsim.io", {"total": 10.5, "placed": "2024-01-01T10:00:00Z"}),
-        order("2", "ghost@emailsim.io", {"total": 3}),
-    ]))
+    r = contract.check(
+        insight_import(
+            sandbox,
+            [
+                order("1", "joe@emailsim.io", {"total": 10.5, "placed": "2024-01-01T10:00:00Z"}),
+                order("2", "ghost@emailsim.io", {"total": 3}),
+            ],
+        )
+    )
     assert r.status_code == 202
     result = status(sandbox, contract, "insight", r.json()["importId"])
     assert result["status"] == "Finished"
@@ -127,25 +162,35 @@ def test_insight_import_rejects_unknown_contacts_per_record_and_answers_202(sand
 
 def test_insight_schema_locks_on_first_write(sandbox, contract):
     sandbox.plant(contacts=[{"email": "joe@emailsim.io"}])
-    first = insight_import(sandbox, [order("1", "joe@emailsim.io",
-                                           {"total": 10, "lines": [{"sku": "A"}]})])
+    first = insight_import(
+        sandbox, [order("1", "joe@emailsim.io", {"total": 10, "lines": [{"sku": "A"}]})]
+    )
     status(sandbox, contract, "insight", first.json()["importId"])
-    second = insight_import(sandbox, [
-        order("2", "joe@emailsim.io", {"total": "ten"}),
-        order("3", "joe@emailsim.io", {"total": 3, "lines": {"sku": "B"}}),
-        order("4", "joe@emailsim.io", {"total": 4, "note": "objects are extendable"}),
-        order("5", "joe@emailsim.io", {"grid": [[1, 2]]}),
-    ])
+    second = insight_import(
+        sandbox,
+        [
+            order("2", "joe@emailsim.io", {"total": "ten"}),
+            order("3", "joe@emailsim.io", {"total": 3, "lines": {"sku": "B"}}),
+            order("4", "joe@emailsim.io", {"total": 4, "note": "objects are extendable"}),
+            order("5", "joe@emailsim.io", {"grid": [[1, 2]]}),
+        ],
+    )
     result = status(sandbox, contract, "insight", second.json()["importId"])
     reasons = {f["key"]: f["failureReason"] for f in result["failures"]}
-    assert reasons == {"2": "JsonValueIncompatibleWithSchema",
-                       "3": "JsonValueIncompatibleWithSchema", "5": "JsonContainsNestedArray"}
+    assert reasons == {
+        "2": "JsonValueIncompatibleWithSchema",
+        "3": "JsonValueIncompatibleWithSchema",
+        "5": "JsonContainsNestedArray",
+    }
     assert "of type Numeric already exists" in result["failures"][0]["details"][0]
-    schema = contract.check(sandbox.api.get(
-        f"{sandbox.url}/insightData/v3/collections/Orders/schema")).json()["schema"]
+    schema = contract.check(
+        sandbox.api.get(f"{sandbox.url}/insightData/v3/collections/Orders/schema")
+    ).json()["schema"]
     assert [(f["name"], f["type"], f["mode"]) for f in schema] == [
-        ("total", "FLOAT", "NULLABLE"), ("lines", "RECORD", "REPEATED"),
-        ("note", "STRING", "NULLABLE")]
+        ("total", "FLOAT", "NULLABLE"),
+        ("lines", "RECORD", "REPEATED"),
+        ("note", "STRING", "NULLABLE"),
+    ]
 
 
 def test_at_most_5_insight_imports_run_at_once(sandbox, contract):
@@ -156,8 +201,12 @@ def test_at_most_5_insight_imports_run_at_once(sandbox, contract):
     refused = contract.check(insight_import(sandbox, catalog, "Catalog", "account", "catalog"))
     assert refused.status_code == 429
     assert refused.json()["errorCode"] == "insightData:tooManyActiveImports"
-    in_flight = status(sandbox, contract, "insight", sandbox.calls(path="/insightData/v3/import")[0]
-                       ["import"]["id"])
+    in_flight = status(
+        sandbox,
+        contract,
+        "insight",
+        sandbox.calls(path="/insightData/v3/import")[0]["import"]["id"],
+    )
     assert in_flight["status"] == "Processing"
     assert sandbox.state()["peak_imports_in_flight"]["insight"] == 5
 

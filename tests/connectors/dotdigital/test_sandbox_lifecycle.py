@@ -8,11 +8,15 @@ import requests
 def test_state_survives_a_kill_and_restart_mid_import(sandbox, contract):
     sandbox.set_profile(base="fast", import_base_s=600)
     sandbox.api.patch(f"{sandbox.url}/contacts/v3/email/kept@emailsim.io", json={})
-    body = {"contacts": [{"matchIdentifier": "email", "identifiers": {"email": "queued@emailsim.io"}}]}
+    body = {
+        "contacts": [{"matchIdentifier": "email", "identifiers": {"email": "queued@emailsim.io"}}]
+    }
     import_id = sandbox.api.put(f"{sandbox.url}/contacts/v3/import", json=body).json()["importId"]
     sandbox.restart()
     try:
-        assert sandbox.api.get(f"{sandbox.url}/contacts/v3/email/kept@emailsim.io").status_code == 200
+        assert (
+            sandbox.api.get(f"{sandbox.url}/contacts/v3/email/kept@emailsim.io").status_code == 200
+        )
         # The restart brings back the start profile (fast): the import is due from its stored time.
         sandbox.advance_clock(601)
         status = contract.check(sandbox.api.get(f"{sandbox.url}/contacts/v3/import/{import_id}"))
@@ -35,30 +39,49 @@ def test_reset_wipes_the_account_back_to_its_starting_state(sandbox):
 
 def test_malformed_json_gets_dotdigitals_bad_request_never_a_stack_trace(sandbox, contract):
     log_start = len(sandbox.log())
-    v3 = sandbox.api.patch(f"{sandbox.url}/contacts/v3/email/x@emailsim.io", data=b'{"a": ',
-                           headers={"Content-Type": "application/json"})
+    v3 = sandbox.api.patch(
+        f"{sandbox.url}/contacts/v3/email/x@emailsim.io",
+        data=b'{"a": ',
+        headers={"Content-Type": "application/json"},
+    )
     assert v3.status_code == 400
     assert v3.json()["errorCode"] == "server:badRequest"
     assert v3.json()["details"][0]["item"].startswith("line 1, position")
     contract.check(v3, request=False)
-    v2 = sandbox.api.post(f"{sandbox.url}/v2/address-books", data=b"[oops",
-                          headers={"Content-Type": "application/json"})
+    v2 = sandbox.api.post(
+        f"{sandbox.url}/v2/address-books",
+        data=b"[oops",
+        headers={"Content-Type": "application/json"},
+    )
     assert v2.status_code == 400
     assert v2.json()["message"].endswith("ERROR_MALFORMED_REQUEST")
-    insight = sandbox.api.put(f"{sandbox.url}/insightData/v3/import", data=b"nope",
-                              headers={"Content-Type": "application/json"})
+    insight = sandbox.api.put(
+        f"{sandbox.url}/insightData/v3/import",
+        data=b"nope",
+        headers={"Content-Type": "application/json"},
+    )
     assert insight.status_code == 400 and "Traceback" not in insight.text
     assert "Traceback" not in sandbox.log()[log_start:]
 
 
 def test_state_page_and_json_show_the_account(sandbox):
-    sandbox.api.patch(f"{sandbox.url}/contacts/v3/email/shown@emailsim.io",
-                      json={"dataFields": {"FIRSTNAME": "Shown"}})
+    sandbox.api.patch(
+        f"{sandbox.url}/contacts/v3/email/shown@emailsim.io",
+        json={"dataFields": {"FIRSTNAME": "Shown"}},
+    )
     state = sandbox.state()
     assert state["contacts"][0]["identifiers"]["email"] == "shown@emailsim.io"
-    assert set(state) >= {"contacts", "data_fields", "lists", "collections", "imports",
-                          "suppressions", "enrolments", "calls_per_minute",
-                          "peak_imports_in_flight"}
+    assert set(state) >= {
+        "contacts",
+        "data_fields",
+        "lists",
+        "collections",
+        "imports",
+        "suppressions",
+        "enrolments",
+        "calls_per_minute",
+        "peak_imports_in_flight",
+    }
     page = requests.get(f"{sandbox.url}/_sandbox/")
     assert page.status_code == 200
     assert page.headers["Content-Type"].startswith("text/html")
@@ -71,7 +94,8 @@ def test_the_call_log_can_be_read_incrementally(sandbox):
     sandbox.api.get(f"{sandbox.url}/v2/address-books")
     later = sandbox.calls(after_id=first[-1]["id"])
     assert [(c["method"], c["path"], c["status"]) for c in later] == [
-        ("GET", "/v2/address-books", 200)]
+        ("GET", "/v2/address-books", 200)
+    ]
     assert later[0]["time"].endswith("Z")
 
 
@@ -79,8 +103,12 @@ def test_concurrent_writes_are_all_applied(sandbox):
     from concurrent.futures import ThreadPoolExecutor
 
     def write(i: int) -> int:
-        return requests.patch(f"{sandbox.url}/contacts/v3/email/c{i}@emailsim.io", json={},
-                              auth=sandbox.auth, timeout=30).status_code
+        return requests.patch(
+            f"{sandbox.url}/contacts/v3/email/c{i}@emailsim.io",
+            json={},
+            auth=sandbox.auth,
+            timeout=30,
+        ).status_code
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         statuses = list(pool.map(write, range(64)))

@@ -6,8 +6,10 @@ import requests
 
 
 def small_tiers(sandbox, **limits):
-    sandbox.set_profile(base="fast", tier_limits={"single": 100, "import": 100, "status": 100,
-                                                  "read": 100, **limits})
+    sandbox.set_profile(
+        base="fast",
+        tier_limits={"single": 100, "import": 100, "status": 100, "read": 100, **limits},
+    )
 
 
 def test_every_call_carries_rate_limit_headers_for_its_tier(sandbox, contract):
@@ -28,8 +30,10 @@ def test_exhausted_tier_answers_429_until_the_window_resets(sandbox, contract):
     assert [sandbox.api.get(url).status_code for _ in range(3)] == [404, 404, 404]
     limited = contract.check(sandbox.api.get(url))
     assert limited.status_code == 429
-    assert limited.json() == {"errorCode": "server:tooManyRequests",
-                              "description": "Too Many Requests"}
+    assert limited.json() == {
+        "errorCode": "server:tooManyRequests",
+        "description": "Too Many Requests",
+    }
     assert limited.headers["X-RateLimit-Remaining"] == "0"
     other_tier = sandbox.api.get(f"{sandbox.url}/v2/data-fields")
     assert other_tier.status_code == 200
