@@ -179,10 +179,19 @@ def reference_identifiers(row: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def safe_identifiers(value: Any) -> dict[str, str]:
+def safe_identifiers(value: Any) -> dict[str, Any]:
+    """The identifiers as sent, typed as the spec types them (contactId an integer)."""
     if not isinstance(value, dict):
         return {}
-    return {str(k): str(v) for k, v in value.items() if v is not None}
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if item is None:
+            continue
+        if key == "contactId" and str(item).isdigit():
+            out[key] = int(item)
+        elif key != "contactId":
+            out[str(key)] = str(item)
+    return out
 
 
 def get_contact_import(ctx: Ctx, import_id: str) -> Reply:

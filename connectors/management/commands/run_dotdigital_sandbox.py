@@ -10,6 +10,8 @@ from connectors.dotdigital.sandbox import cli
 
 
 class Command(BaseCommand):
+    # The sandbox needs nothing from Django; skipping the checks keeps its start-up instant.
+    requires_system_checks: list[str] = []
     help = "Run the local DotDigital sandbox (the same server as python -m connectors.dotdigital.sandbox)."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,11 @@ USER = ("apiuser-test@apiconnector.com", "test-password")
 
 
 class SandboxProcess:
-    def __init__(self, workdir: Path, profile: str = "fast") -> None:
+    def __init__(
+        self, workdir: Path, profile: str = "fast", command: list[str] | None = None
+    ) -> None:
         self.workdir = workdir
+        self.command = command or [sys.executable, "-m", "connectors.dotdigital.sandbox"]
         self.db_path = workdir / "sandbox.sqlite3"
         self.log_path = workdir / "sandbox.log"
         self.profile = profile
@@ -44,9 +47,7 @@ class SandboxProcess:
         offset = self.log_path.stat().st_size
         self.process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "connectors.dotdigital.sandbox",
+                *self.command,
                 "--port",
                 str(port),
                 "--db",
@@ -152,6 +153,25 @@ def sandbox(dotdigital_sandbox: SandboxProcess) -> SandboxProcess:
         dotdigital_sandbox.start(dotdigital_sandbox.port)
     dotdigital_sandbox.reset()
     return dotdigital_sandbox
+
+
+@pytest.fixture
+def start_sandbox(tmp_path: Path) -> Iterator[Callable[..., SandboxProcess]]:
+    """Start extra sandbox processes (e.g. another profile or entry point); stopped afterwards."""
+    started: list[SandboxProcess] = []
+
+    def start(profile: str = "fast", command: list[str] | None = None) -> SandboxProcess:
+        workdir = tmp_path / f"sandbox-{len(started)}"
+        workdir.mkdir()
+        process = SandboxProcess(workdir, profile, command)
+        started.append(process)
+        process.start()
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+        process.api.close()
 
 
 @pytest.fixture(scope="session")

@@ -280,3 +280,20 @@ def test_contact_can_be_deleted(sandbox, contract):
         == 200
     )
     assert sandbox.api.get(f"{sandbox.url}/contacts/v3/email/{EMAIL}").status_code == 404
+
+
+def test_consent_records_are_kept_and_returned_with_their_creation_time(sandbox, contract):
+    consent = {
+        "text": "Yes please",
+        "dateTimeConsented": "2024-01-26T21:29:00Z",
+        "url": "https://shop.example/signup",
+        "ipAddress": "129.168.0.2",
+        "userAgent": "Mozilla/5.0",
+    }
+    r = contract.check(patch(sandbox, EMAIL, {"consentRecords": [consent]}))
+    (kept,) = r.json()["consentRecords"]
+    assert kept.items() >= consent.items() and kept["dateTimeCreated"].endswith("Z")
+    incomplete = contract.check(
+        patch(sandbox, EMAIL, {"consentRecords": [{"text": "Yes"}]}), request=False
+    )
+    assert incomplete.status_code == 400

@@ -222,3 +222,36 @@ def test_insight_import_with_a_bad_collection_name_is_invalid_id(sandbox, contra
     r = insight_import(sandbox, [{"key": "1", "json": {}}], name="my orders", scope="account")
     assert contract.check(r, request=False).status_code == 400
     assert r.json()["errorCode"] == "insightData:invalidId"
+
+
+def test_import_matching_on_contact_id_changes_the_email_of_the_same_contact(sandbox, contract):
+    contact_id = sandbox.plant(contacts=[{"email": "old@emailsim.io"}])["ids"]["contacts"][0]
+    r = contract.check(
+        contact_import(
+            sandbox,
+            [
+                {
+                    "matchIdentifier": "contactId",
+                    "identifiers": {"contactId": contact_id, "email": "new@emailsim.io"},
+                },
+                {"matchIdentifier": "contactId", "identifiers": {"contactId": 999999}},
+            ],
+            mergeOption="overwriteIfNotEmpty",
+        )
+    )
+    result = status(sandbox, contract, "contacts", r.json()["importId"])
+    assert result["updated"] == [
+        {"contactId": contact_id, "identifiers": {"email": "new@emailsim.io"}}
+    ]
+    assert result["failures"][0]["failures"][0]["failureCode"] == "invalidContactId"
+
+
+def test_import_honours_resubscribe_without_challenge_false(sandbox, contract):
+    sandbox.plant(suppressions=[{"email": "out@emailsim.io", "reason": "Unsubscribed"}])
+    email = {"status": "subscribed", "resubscribeOptions": {"resubscribeWithNoChallenge": False}}
+    r = contact_import(sandbox, [by_email("out@emailsim.io", channelProperties={"email": email})])
+    assert contract.check(r).status_code == 202
+    status(sandbox, contract, "contacts", r.json()["importId"])
+    contact = sandbox.api.get(f"{sandbox.url}/contacts/v3/email/out@emailsim.io").json()
+    assert contact["channelProperties"]["email"]["status"] == "pendingOptIn"
+    assert [s["email"] for s in sandbox.state()["suppressions"]] == ["out@emailsim.io"]

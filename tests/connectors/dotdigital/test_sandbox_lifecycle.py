@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 import requests
 
 
@@ -114,3 +117,29 @@ def test_concurrent_writes_are_all_applied(sandbox):
         statuses = list(pool.map(write, range(64)))
     assert statuses == [201] * 64
     assert sandbox.state()["counts"]["contacts"] == 64
+
+
+def test_a_profile_file_is_loaded_and_printed_at_start(start_sandbox, tmp_path):
+    profile = tmp_path / "tight.json"
+    profile.write_text(
+        json.dumps({"base": "realistic", "latency_ms": 0, "tier_limits": {"single": 2}})
+    )
+    process = start_sandbox(profile=str(profile))
+    assert '"name": "tight"' in process.log()
+    active = process.control("GET", "profile")
+    assert active["import_base_s"] == 1.0 and active["tier_limits"]["import"] == 120
+    url = f"{process.url}/contacts/v3/email/x@emailsim.io"
+    assert [process.api.get(url).status_code for _ in range(3)] == [404, 404, 429]
+
+
+def test_the_realistic_profile_matches_the_documented_numbers(sandbox):
+    realistic = sandbox.set_profile(name="realistic")
+    assert realistic["latency_ms"] == 50
+    assert realistic["import_base_s"] == 1.0 and realistic["import_per_record_ms"] == 0.05
+    assert realistic["tier_limits"] == {"single": 600, "import": 120, "status": 1200, "read": 300}
+    assert (realistic["max_contact_imports"], realistic["max_insight_imports"]) == (25, 5)
+
+
+def test_the_management_command_runs_the_same_server(start_sandbox):
+    process = start_sandbox(command=[sys.executable, "manage.py", "run_dotdigital_sandbox"])
+    assert process.api.get(f"{process.url}/v2/data-fields").status_code == 200
