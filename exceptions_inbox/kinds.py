@@ -1,0 +1,266 @@
+"""The registry of exception kinds: what each is called, who owns it by default, how to fix it,
+and the hooks the engine registers for it.
+
+The inbox imports no engine code: `monitoring` registers its hooks per kind when its app is ready
+(`register_hooks`), and the inbox calls only those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from exceptions_inbox.models import ExceptionGroup, Occurrence
+
+# retry(occurrences): re-run the blocked events from the stage that failed, with today's mappings.
+RetryHook = Callable[[Sequence["Occurrence"]], None]
+# fix(group, data, actor): apply the kind's fix (e.g. add a SKU alias) and retry what it blocked;
+# returns a message for the person, or raises ValueError with a message for the field.
+FixHook = Callable[["ExceptionGroup", dict[str, Any], "User"], str]
+# render_occurrence(occurrence): the blocked event and its payload, as context for a template.
+RenderHook = Callable[["Occurrence"], dict[str, Any]]
+# on_resolve / on_ignore(group, occurrences, actor, note): the blocked events become skipped.
+CloseHook = Callable[["ExceptionGroup", Sequence["Occurrence"], "User | None", str], None]
+# on_acknowledge(group, actor): e.g. an alert stops escalating.
+AcknowledgeHook = Callable[["ExceptionGroup", "User | None"], None]
+
+
+@dataclass
+class Kind:
+    slug: str
+    title: str
+    description: str
+    runbook: str
+    default_team: str
+    fix_label: str = ""
+    retry: RetryHook | None = None
+    fix: FixHook | None = None
+    render_occurrence: RenderHook | None = None
+    on_resolve: CloseHook | None = None
+    on_ignore: CloseHook | None = None
+    on_acknowledge: AcknowledgeHook | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def define(kind: Kind) -> Kind:
+    KINDS[kind.slug] = kind
+    return kind
+
+
+def get_kind(slug: str) -> Kind:
+    """The kind, or a generic one for a slug no code defines (old rows stay readable)."""
+    return KINDS.get(slug) or Kind(
+        slug=slug,
+        title=slug.replace("_", " ").capitalize(),
+        description="An exception of a kind this version of Syncdesk does not describe.",
+        runbook="Look at the occurrences and their payloads.",
+        default_team="admins",
+    )
+
+
+def register_hooks(slug: str, **hooks: Any) -> None:
+    kind = KINDS[slug]
+    for name, hook in hooks.items():
+        if name not in {
+            "retry",
+            "fix",
+            "render_occurrence",
+            "on_resolve",
+            "on_ignore",
+            "on_acknowledge",
+        }:
+            raise TypeError(f"unknown hook {name!r}")
+        setattr(kind, name, hook)
+
+
+def choices() -> list[tuple[str, str]]:
+    return sorted(((k.slug, k.title) for k in KINDS.values()), key=lambda c: c[1])
+
+
+define(
+    Kind(
+        slug="sku_mapping_gap",
+        title="SKU not in the catalogue",
+        description="Order lines name a SKU that, after cleaning rules and aliases, matches no product in "
+        "the workspace's catalogue. The events wait so DotDigital never gets a product it cannot show.",
+        runbook="Check the SKU against the catalogue. If it is another spelling of a product, add an alias "
+        "(the nearest catalogue SKUs are suggested): every event it blocked is retried. If the product is "
+        "new, wait for the next catalogue sync, then retry.",
+        default_team="ops",
+        fix_label="Add SKU alias",
+    )
+)
+define(
+    Kind(
+        slug="contact_without_email",
+        title="Contact without an email",
+        description="A customer or order arrived with no email address (phone, in-store or B2B), so "
+        "DotDigital cannot hold a contact for it.",
+        runbook="Find the customer's email in the source system. Record it here to retry the events, or "
+        "resolve the group if the customer should not be in DotDigital.",
+        default_team="ops",
+        fix_label="Record the email",
+    )
+)
+define(
+    Kind(
+        slug="orphan_expired",
+        title="Waited too long for its order",
+        description="A shipment, refund or return referred to an order Syncdesk never received within the "
+        "hold's deadline.",
+        runbook="Check that the order exists in the source and that the flow carrying orders is healthy; "
+        "backfill the order, then retry.",
+        default_team="ops",
+    )
+)
+define(
+    Kind(
+        slug="out_of_sequence",
+        title="Event out of sequence",
+        description="An event arrived that contradicts a newer state Syncdesk already holds.",
+        runbook="Compare the event with the order's timeline; retry once the source has settled.",
+        default_team="ops",
+    )
+)
+define(
+    Kind(
+        slug="guest_policy",
+        title="Guest order excluded by policy",
+        description="A guest checkout was held because the flow's guest policy excludes guests.",
+        runbook="Change the flow's guest policy to merge guests, or ignore the group.",
+        default_team="ops",
+    )
+)
+define(
+    Kind(
+        slug="lag",
+        title="Flow lagging",
+        description="Events are taking longer than the flow's lag threshold to reach DotDigital.",
+        runbook="Open the flow: check the backlog, the connection's health and DotDigital's rate limits. "
+        "Acknowledge to stop escalation while you work on it.",
+        default_team="ops",
+    )
+)
+define(
+    Kind(
+        slug="stalled_flow",
+        title="Flow stalled",
+        description="No events arrived within the flow's grace period during trading hours.",
+        runbook="Check the source system's webhook or poller and the connection's last error.",
+        default_team="ops",
+    )
+)
+define(
+    Kind(
+        slug="order_total_mismatch",
+        title="Order total does not add up",
+        description="The order's total differs from its lines, shipping, discounts and tax by more than "
+        "one minor unit per line, so its value in DotDigital would be wrong.",
+        runbook="Compare the order in the source with its parts. Fix the order at source and retry, or "
+        "resolve the group to skip the events.",
+        default_team="finance",
+    )
+)
+define(
+    Kind(
+        slug="currency_mismatch",
+        title="Order in another currency",
+        description="The order's currency is not the workspace's, so it cannot be added to lifetime value.",
+        runbook="Check the store's currency settings; resolve to skip, or retry after correcting.",
+        default_team="finance",
+    )
+)
+define(
+    Kind(
+        slug="refund_mismatch",
+        title="Refund does not match its order",
+        description="A refund exceeds what is left of its order's total.",
+        runbook="Check the credit note against the order in the source.",
+        default_team="finance",
+    )
+)
+define(
+    Kind(
+        slug="reconciliation_difference",
+        title="DotDigital differs from the source",
+        description="A scheduled reconciliation found a value in DotDigital that differs from the source of "
+        "truth.",
+        runbook="Open the reconciliation report; repair re-sends the source's value.",
+        default_team="finance",
+    )
+)
+define(
+    Kind(
+        slug="consent_sync_failed",
+        title="Opt-out not written back",
+        description="An opt-out made in DotDigital could not be written back to the source system.",
+        runbook="Check the source connection, then retry. Until then the person may be mailed by other "
+        "systems that read the source.",
+        default_team="marketing",
+    )
+)
+define(
+    Kind(
+        slug="segment_gap",
+        title="Contacts missing from a segment",
+        description="Contacts the source says belong in a list are not in it in DotDigital.",
+        runbook="Check the list's mapping and retry.",
+        default_team="marketing",
+    )
+)
+define(
+    Kind(
+        slug="schema_mismatch",
+        title="Value does not fit DotDigital's field or schema",
+        description="A value's type does not match its DotDigital data field, or an insight record does not "
+        "match its collection's locked schema. Caught before sending.",
+        runbook="Fix the field mapping's transform, or the data field's type in DotDigital, then retry.",
+        default_team="admins",
+    )
+)
+define(
+    Kind(
+        slug="field_mapping_missing",
+        title="No field mapping",
+        description="An event carries a value that no field mapping sends to DotDigital.",
+        runbook="Create the mapping from the group page; the events it blocked are retried.",
+        default_team="admins",
+        fix_label="Create mapping",
+    )
+)
+define(
+    Kind(
+        slug="dotdigital_rejected",
+        title="DotDigital rejected a record",
+        description="DotDigital refused a record (its code and text are on each occurrence).",
+        runbook="Read DotDigital's code; fix the mapping or the data, then retry.",
+        default_team="admins",
+    )
+)
+define(
+    Kind(
+        slug="malformed_payload",
+        title="Malformed webhook",
+        description="A webhook body could not be read as events (bad JSON, wrong content type, schema "
+        "errors). It is stored whole.",
+        runbook="Read the stored body and the field errors; fix the sender, then ask it to resend.",
+        default_team="admins",
+    )
+)
+define(
+    Kind(
+        slug="connection_paused",
+        title="Connection paused",
+        description="An outside system refused the connection itself (password changed, wrong region, "
+        "feature off). Work stays queued until a test of the connection succeeds.",
+        runbook="Fix the credentials or the account, then use Test connection to resume.",
+        default_team="admins",
+    )
+)

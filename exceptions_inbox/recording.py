@@ -1,0 +1,215 @@
+"""How the engine opens and clears exceptions: the only write API it uses.
+
+`record_occurrence` files a blocked event under its group (created, reopened as a regression, or
+counted toward a snooze); `clear_occurrences` marks an event's occurrences as got through, and a
+group with nothing left blocking resolves itself, recorded as done by the system.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import Team, Workspace
+from exceptions_inbox.kinds import get_kind
+from exceptions_inbox.models import Activity, ExceptionGroup, Occurrence, RoutingRule, fingerprint
+
+
+def route_team(
+    workspace: Workspace, kind: str, flow_key: str, team_slug: str | None = None
+) -> Team | None:
+    """The owning team: a rule for this kind and flow, else for this kind, else the caller's
+    suggestion (e.g. reconciliation picks finance or marketing by field), else the kind's default."""
+    rules = {
+        r.flow_key: r.team
+        for r in RoutingRule.objects.filter(
+            workspace=workspace, kind=kind, flow_key__in=[flow_key, ""]
+        ).select_related("team")
+    }
+    if flow_key in rules:
+        return rules[flow_key]
+    if "" in rules:
+        return rules[""]
+    slug = team_slug or get_kind(kind).default_team
+    return workspace.teams.filter(slug=slug).first()
+
+
+def record_occurrence(
+    *,
+    workspace: Workspace,
+    kind: str,
+    event_key: str,
+    stage: str,
+    message: str,
+    title: str = "",
+    flow_key: str = "",
+    flow_label: str = "",
+    subject_key: str = "",
+    subject_label: str = "",
+    detail: dict[str, Any] | None = None,
+    source_event_id: str = "",
+    order_number: str = "",
+    sku: str = "",
+    email: str = "",
+    team_slug: str | None = None,
+) -> Occurrence:
+    """File one blocked event. Idempotent per (group, event): recording it again counts a sighting.
+
+    The caller should look at ``occurrence.group.state``: in an ignored group the event is to be
+    skipped straight away (the person who ignored the group decided so).
+    """
+    now = timezone.now()
+    fp = fingerprint(kind, flow_key, subject_key)
+    with transaction.atomic():
+        group = _get_or_create_group(
+            workspace,
+            kind,
+            fp,
+            now,
+            title=title or f"{get_kind(kind).title}: {subject_label or subject_key or flow_label}",
+            flow_key=flow_key,
+            flow_label=flow_label,
+            subject_key=subject_key,
+            subject_label=subject_label,
+            order_number=order_number,
+            sku=sku,
+            email=email,
+            team_slug=team_slug,
+        )
+        occurrence, created = Occurrence.objects.get_or_create(
+            group=group,
+            event_key=event_key,
+            defaults={
+                "workspace": workspace,
+                "stage": stage,
+                "message": message,
+                "detail": detail or {},
+                "source_event_id": source_event_id,
+                "order_number": order_number,
+                "sku": sku,
+                "email": email,
+                "first_seen": now,
+                "last_seen": now,
+            },
+        )
+        newly_blocking = created
+        if not created:
+            newly_blocking = occurrence.state != Occurrence.State.OPEN
+            Occurrence.objects.filter(pk=occurrence.pk).update(
+                stage=stage,
+                message=message,
+                detail=detail or {},
+                last_seen=now,
+                state=Occurrence.State.OPEN,
+                times_seen=F("times_seen") + 1,
+            )
+            occurrence.refresh_from_db()
+        updates: dict[str, Any] = {"last_seen": now}
+        if newly_blocking:
+            updates["occurrence_count"] = F("occurrence_count") + 1
+            updates["open_count"] = F("open_count") + 1
+        ExceptionGroup.objects.filter(pk=group.pk).update(**updates)
+        group.refresh_from_db()
+        if newly_blocking:
+            _wake(group, now)
+    occurrence.group = group
+    return occurrence
+
+
+def _get_or_create_group(
+    workspace: Workspace, kind: str, fp: str, now: Any, *, team_slug: str | None, **fields: Any
+) -> ExceptionGroup:
+    group = (
+        ExceptionGroup.objects.select_for_update()
+        .filter(workspace=workspace, fingerprint=fp)
+        .first()
+    )
+    if group is not None:
+        return group
+    try:
+        with transaction.atomic():
+            group = ExceptionGroup.objects.create(
+                workspace=workspace,
+                kind=kind,
+                fingerprint=fp,
+                first_seen=now,
+                last_seen=now,
+                team=route_team(workspace, kind, fields["flow_key"], team_slug),
+                **fields,
+            )
+    except IntegrityError:  # another worker created it first
+        return ExceptionGroup.objects.select_for_update().get(workspace=workspace, fingerprint=fp)
+    Activity.objects.create(group=group, kind=Activity.Kind.CREATED, after={"state": group.state})
+    return group
+
+
+def _wake(group: ExceptionGroup, now: Any) -> None:
+    """A new blocking occurrence: reopen a resolved group as a regression; end a count snooze."""
+    State = ExceptionGroup.State
+    if group.state == State.RESOLVED:
+        _set_state(group, State.OPEN, Activity.Kind.REGRESSED, is_regression=True, closed_at=None)
+    elif (
+        group.state == State.SNOOZED
+        and group.snooze_until_count is not None
+        and group.occurrence_count >= group.snooze_until_count
+    ):
+        _set_state(
+            group,
+            State.OPEN,
+            Activity.Kind.UNSNOOZED,
+            snoozed_until=None,
+            snooze_until_count=None,
+            note=f"{group.occurrence_count} occurrences reached",
+        )
+
+
+def _set_state(
+    group: ExceptionGroup, state: str, activity: str, *, note: str = "", **fields: Any
+) -> None:
+    before = {"state": group.state}
+    ExceptionGroup.objects.filter(pk=group.pk).update(state=state, **fields)
+    group.refresh_from_db()
+    Activity.objects.create(
+        group=group, kind=activity, note=note, before=before, after={"state": state}
+    )
+
+
+def clear_occurrences(
+    workspace: Workspace, event_keys: Iterable[str], *, stage: str | None = None
+) -> int:
+    """The events got past where they were blocked: clear their open occurrences, and resolve (as
+    the system) each group left with nothing blocking. Returns how many occurrences cleared."""
+    keys = list(event_keys)
+    if not keys:
+        return 0
+    cleared = 0
+    with transaction.atomic():
+        qs = Occurrence.objects.filter(
+            workspace=workspace, event_key__in=keys, state=Occurrence.State.OPEN
+        )
+        if stage is not None:
+            qs = qs.filter(stage=stage)
+        by_group: dict[int, int] = {}
+        for group_id in qs.values_list("group_id", flat=True):
+            by_group[group_id] = by_group.get(group_id, 0) + 1
+        if not by_group:
+            return 0
+        cleared = qs.update(state=Occurrence.State.CLEARED, last_seen=timezone.now())
+        for group in ExceptionGroup.objects.select_for_update().filter(pk__in=by_group):
+            ExceptionGroup.objects.filter(pk=group.pk).update(
+                open_count=F("open_count") - by_group[group.pk]
+            )
+            group.refresh_from_db()
+            if group.open_count <= 0 and not group.is_closed:
+                _set_state(
+                    group,
+                    ExceptionGroup.State.RESOLVED,
+                    Activity.Kind.AUTO_RESOLVED,
+                    closed_at=timezone.now(),
+                    open_count=0,
+                )
+    return cleared
