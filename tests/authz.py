@@ -10,8 +10,10 @@ Entries are built with small helpers so each row reads as a rule rather than a r
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 PERSONAS = ("anon", "outsider", "member", "teammate", "admin")
@@ -81,3 +83,11 @@ RULES: dict[str, Rule] = {
 
 # Namespaces tested elsewhere: the Django admin is superuser-only (tests/accounts/test_admin.py).
 EXEMPT_NAMESPACES = ("admin",)
+
+# Each app's rows live in tests/authz_<app>.py (RULES there), merged here, so that work on one app
+# never edits another's rows.
+for _module in sorted(Path(__file__).parent.glob("authz_*.py")):
+    _rules = importlib.import_module(f"tests.{_module.stem}").RULES
+    _clash = set(_rules) & set(RULES)
+    assert not _clash, f"{_module.name} redefines {_clash}"
+    RULES.update(_rules)
