@@ -456,9 +456,14 @@ def too_large(family: str, limit: int) -> ApiError:
     )
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # Many workers connect at once in chaos tests; the default backlog of 5 drops SYNs.
+    request_queue_size = 128
+
+
 def make_server(app: App) -> ThreadingHTTPServer:
     handler = type("BoundHandler", (SandboxHandler,), {"app": app})
-    server = ThreadingHTTPServer((app.host, app.port), handler)
-    server.daemon_threads = True
+    server = Server((app.host, app.port), handler)
     app.port = server.server_address[1]
     return server

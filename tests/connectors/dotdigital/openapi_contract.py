@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable, Iterator
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -244,6 +243,10 @@ class ContractError(AssertionError):
 
 
 class Contract:
+    spec_dir = SPEC_DIR
+    faults = SPEC_FAULTS
+    Error = ContractError
+
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
         self._specs: dict[str, OpenAPI] = {}
@@ -258,10 +261,6 @@ class Contract:
         if name not in self._specs:
             self._specs[name] = load_spec(name, self.base_url)
         return self._specs[name]
-
-    @cached_property
-    def fault_names(self) -> list[str]:
-        return sorted(SPEC_FAULTS)
 
     def check(self, response: requests.Response, *, request: bool = True) -> requests.Response:
         """Validate the call's request (unless told not to) and its response; returns it."""
