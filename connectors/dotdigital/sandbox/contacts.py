@@ -329,6 +329,17 @@ class ContactWriter:
             failures.append(
                 Failure("invalidContactId", "Invalid value for 'contactId'", "contactId")
             )
+        channels = item.get("channelProperties") or {}
+        if (
+            not isinstance(channels, dict)
+            or not all(
+                isinstance(channels.get(name) or {}, dict) for name in ("email", "sms", "whatsApp")
+            )
+            or not isinstance((channels.get("email") or {}).get("resubscribeOptions") or {}, dict)
+        ):
+            failures.append(
+                Failure("apiSchemaViolation", "channelProperties is malformed", "channelProperties")
+            )
         fields = item.get("dataFields") or {}
         if not isinstance(fields, dict):
             failures.append(

@@ -271,7 +271,9 @@ def state(app: App, limit: int) -> dict[str, Any]:
                     "collection": r["collection"],
                     "submitted": iso(r["submitted"]),
                     "finishAt": iso(r["finish_at"]),
-                    "status": "Finished" if r["applied"] else "NotFinished",
+                    "status": ("Failed" if result.get("failed") else "Finished")
+                    if r["applied"]
+                    else "NotFinished",
                     "summary": result.get("summary"),
                     "failures": len(result.get("failures", [])),
                 }

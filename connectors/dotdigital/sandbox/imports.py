@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
+import traceback
 import uuid
 from typing import Any
 
@@ -82,7 +84,16 @@ def settle(store: Store, db: sqlite3.Connection, limits: insight.Limits) -> int:
                 continue
             payload = json.loads(row["payload"])
             apply = apply_contacts if row["kind"] == CONTACTS else apply_insight
-            result = apply(db, payload, row["finish_at"], limits)
+            db.execute("SAVEPOINT apply_import")
+            try:
+                result = apply(db, payload, row["finish_at"], limits)
+                db.execute("RELEASE apply_import")
+            except Exception:
+                # A sandbox bug must not wedge the queue: the import fails, nothing of it lands.
+                traceback.print_exc(file=sys.stderr)
+                db.execute("ROLLBACK TO apply_import")
+                db.execute("RELEASE apply_import")
+                result = {"failed": True}
             db.execute(
                 "UPDATE imports SET applied = 1, payload = NULL, result = ? WHERE id = ?",
                 (json.dumps(result), import_id),
@@ -201,6 +212,8 @@ def get_contact_import(ctx: Ctx, import_id: str) -> Reply:
         body["status"] = "NotFinished"
         return Reply(200, body)
     result = json.loads(row["result"])
+    if result.pop("failed", False):
+        return Reply(200, {**body, "status": "Failed"})
     body.update({"status": "Finished", **result})
     return Reply(200, body)
 
@@ -408,5 +421,8 @@ def get_insight_import(ctx: Ctx, import_id: str) -> Reply:
         # In flight: "Processing" is in the published enum (see the client's status handling).
         body.update({"status": "Processing", "collectionName": row["collection"]})
         return Reply(200, body)
-    body.update({"status": "Finished", **json.loads(row["result"])})
+    result = json.loads(row["result"])
+    if result.pop("failed", False):
+        return Reply(200, {**body, "status": "Failed", "collectionName": row["collection"]})
+    body.update({"status": "Finished", **result})
     return Reply(200, body)

@@ -7,7 +7,7 @@ from typing import Any
 import requests
 
 
-def contact_import(sandbox: Any, contacts: list[dict[str, Any]], **extra: Any) -> requests.Response:
+def contact_import(sandbox: Any, contacts: list[Any], **extra: Any) -> requests.Response:
     return sandbox.api.put(
         f"{sandbox.url}/contacts/v3/import", json={"contacts": contacts, **extra}
     )
@@ -255,3 +255,19 @@ def test_import_honours_resubscribe_without_challenge_false(sandbox, contract):
     contact = sandbox.api.get(f"{sandbox.url}/contacts/v3/email/out@emailsim.io").json()
     assert contact["channelProperties"]["email"]["status"] == "pendingOptIn"
     assert [s["email"] for s in sandbox.state()["suppressions"]] == ["out@emailsim.io"]
+
+
+def test_a_malformed_record_fails_alone(sandbox, contract):
+    r = contact_import(
+        sandbox,
+        [
+            by_email("odd@emailsim.io", channelProperties={"email": "subscribed"}),
+            by_email("fine@emailsim.io"),
+            "not even an object",
+        ],
+    )
+    assert contract.check(r, request=False).status_code == 202
+    result = status(sandbox, contract, "contacts", r.json()["importId"])
+    assert result["summary"]["newContacts"] == 1
+    assert result["failures"][0]["failures"][0]["failureCode"] == "apiSchemaViolation"
+    assert result["failures"][1]["failures"][0]["failureCode"] == "noValidIdentifiers"
