@@ -4,7 +4,14 @@ GET  /_sandbox/                 HTML page of the state
 GET  /_sandbox/health           {"ok": true, "profile": name}
 POST /_sandbox/reset            wipe the state (optionally {"profile": <name or settings>})
 GET|POST /_sandbox/profile      {"name": "realistic"} or {"base": "fast", "import_base_s": 5, ...}
-GET|POST /_sandbox/faults       see faults.FAULT_KEYS; {} clears
+GET|POST /_sandbox/faults       {"seed": 1, "match": "/contacts/v3/import", "methods": ["PUT"],
+                                 "latency_ms": 0, "error_rate": 0.0, "error_burst": 0,
+                                 "error_status": 503, "rate_limit_rate": 0.0,
+                                 "rate_limit_burst": 0, "hang_rate": 0.0, "hang_burst": 0,
+                                 "hang_seconds": 130, "drop_rate": 0.0, "drop_burst": 0,
+                                 "drop_after_processing": false, "crash_rate": 0.0,
+                                 "crash_burst": 0}; every key optional, a POST replaces the
+                                 whole set, {} clears; a burst hits the next N matching calls
 GET|POST /_sandbox/account      {"failure": "password_changed"|"feature_not_active"|"wrong_region"
                                  |null, "match": "/insightData", "api_endpoint": "http://..."}
 GET|POST /_sandbox/api-users    {"username": "...", "password": "...", "scheme": "tiered"|"flat"}
