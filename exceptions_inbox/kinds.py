@@ -27,6 +27,13 @@ RenderHook = Callable[["Occurrence"], dict[str, Any]]
 CloseHook = Callable[["ExceptionGroup", Sequence["Occurrence"], "User | None", str], None]
 # on_acknowledge(group, actor): e.g. an alert stops escalating.
 AcknowledgeHook = Callable[["ExceptionGroup", "User | None"], None]
+# suggest(group): candidate values for the fix (e.g. the flow's catalogue SKUs); the inbox ranks
+# them by similarity to the group's subject, so the hook may return the whole catalogue.
+SuggestHook = Callable[["ExceptionGroup"], Sequence[str]]
+
+HOOK_NAMES = frozenset(
+    {"retry", "fix", "render_occurrence", "on_resolve", "on_ignore", "on_acknowledge", "suggest"}
+)
 
 
 @dataclass
@@ -43,6 +50,7 @@ class Kind:
     on_resolve: CloseHook | None = None
     on_ignore: CloseHook | None = None
     on_acknowledge: AcknowledgeHook | None = None
+    suggest: SuggestHook | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,18 +74,19 @@ def get_kind(slug: str) -> Kind:
 
 
 def register_hooks(slug: str, **hooks: Any) -> None:
+    """Called by the engine when its app is ready, e.g.
+    ``register_hooks("sku_mapping_gap", retry=..., fix=..., suggest=...)``. Passing None unregisters."""
     kind = KINDS[slug]
     for name, hook in hooks.items():
-        if name not in {
-            "retry",
-            "fix",
-            "render_occurrence",
-            "on_resolve",
-            "on_ignore",
-            "on_acknowledge",
-        }:
+        if name not in HOOK_NAMES:
             raise TypeError(f"unknown hook {name!r}")
         setattr(kind, name, hook)
+
+
+def hooks_of(slug: str) -> dict[str, Any]:
+    """The hooks registered for a kind (for tests that stand in for the engine and restore them)."""
+    kind = KINDS[slug]
+    return {name: getattr(kind, name) for name in HOOK_NAMES}
 
 
 def choices() -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import models
 
 from accounts.models import Team, Workspace
+from exceptions_inbox.kinds import Kind, get_kind
 
 
 def fingerprint(kind: str, flow_key: str, subject_key: str) -> str:
@@ -65,13 +66,40 @@ class ExceptionGroup(models.Model):
             )
         ]
         indexes = [
-            # The inbox tabs: a workspace's groups in a state, newest activity first.
-            models.Index(fields=["workspace", "state", "-last_seen"], name="group_tab"),
-            # "My team" and filters by kind.
-            models.Index(fields=["workspace", "team", "state"], name="group_team"),
-            models.Index(fields=["workspace", "kind", "state"], name="group_kind"),
+            # The one-state tabs (For review, Snoozed, Resolved, Ignored): newest activity first,
+            # with the id as tie-breaker so pages are stable and read straight off the index.
+            models.Index(fields=["workspace", "state", "-last_seen", "-id"], name="group_tab"),
+            # The Open tab (open + acknowledged) and the agency's inbox across workspaces.
+            models.Index(
+                fields=["workspace", "-last_seen", "-id"],
+                name="group_active",
+                condition=models.Q(state__in=["open", "acknowledged"]),
+            ),
+            models.Index(
+                fields=["-last_seen", "-id"],
+                name="group_active_all",
+                condition=models.Q(state__in=["open", "acknowledged"]),
+            ),
+            # Mine: a person's unclosed groups.
+            models.Index(
+                fields=["assignee", "-last_seen"],
+                name="group_assignee",
+                condition=models.Q(state__in=["open", "acknowledged", "snoozed"]),
+            ),
+            # My team and the team filter; the daily digest.
+            models.Index(fields=["workspace", "team", "state", "-last_seen"], name="group_team"),
+            # The kind filter.
+            models.Index(fields=["workspace", "kind", "state", "-last_seen"], name="group_kind"),
+            # Search by the subject's business keys (occurrences carry their own indexes).
+            models.Index(fields=["workspace", "email"], name="group_email"),
+            models.Index(fields=["workspace", "order_number"], name="group_order"),
+            models.Index(fields=["workspace", "sku"], name="group_sku"),
             # Snooze sweeper: snoozed groups whose time is up.
-            models.Index(fields=["state", "snoozed_until"], name="group_snooze_due"),
+            models.Index(
+                fields=["snoozed_until"],
+                name="group_snooze_due",
+                condition=models.Q(state="snoozed"),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -80,6 +108,19 @@ class ExceptionGroup(models.Model):
     @property
     def is_closed(self) -> bool:
         return self.state in (self.State.RESOLVED, self.State.IGNORED)
+
+    @property
+    def is_new(self) -> bool:
+        """Open and never acknowledged, snoozed or closed since it was opened or regressed."""
+        return self.state == self.State.OPEN
+
+    @property
+    def kind_info(self) -> Kind:
+        return get_kind(self.kind)
+
+    @property
+    def team_slug(self) -> str | None:
+        return self.team.slug if self.team_id and self.team else None
 
 
 class Occurrence(models.Model):
@@ -110,6 +151,10 @@ class Occurrence(models.Model):
             models.UniqueConstraint(fields=["group", "event_key"], name="occurrence_once_per_event")
         ]
         indexes = [
+            # The group page: its occurrences, latest first.
+            models.Index(fields=["group", "-last_seen", "-id"], name="occ_group_recent"),
+            # Retry, resolve and ignore: a group's blocking occurrences.
+            models.Index(fields=["group", "state"], name="occ_group_state"),
             # clear_occurrences(): an event's open occurrences.
             models.Index(fields=["workspace", "event_key", "state"], name="occ_event"),
             # Search by business key.
@@ -160,6 +205,10 @@ class Activity(models.Model):
     class Meta:
         ordering = ["created", "pk"]
         verbose_name_plural = "activities"
+        indexes = [
+            # The group page's timeline.
+            models.Index(fields=["group", "created"], name="activity_timeline"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} on {self.group_id}"
@@ -182,3 +231,46 @@ class RoutingRule(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} ({self.flow_key or 'every flow'}) → {self.team.name}"
+
+
+class AssignmentNotice(models.Model):
+    """Outbox row: tell a person a group was assigned to them. `send_assignment_notices` mails each
+    person once for all their unsent rows, so a bulk assignment of thirty groups is one mail."""
+
+    group = models.ForeignKey(ExceptionGroup, on_delete=models.CASCADE, related_name="+")
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    assigned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True, help_text="Empty until mailed.")
+
+    class Meta:
+        indexes = [
+            # The sender's sweep: unsent rows only.
+            models.Index(
+                fields=["assignee", "created"],
+                name="notice_unsent",
+                condition=models.Q(sent_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.group_id} to {self.assignee_id}"
+
+
+class TeamDigest(models.Model):
+    """One row per team per day: the daily digest is claimed by creating it, so it goes once."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    sent_at = models.DateTimeField(null=True, blank=True)
+    recipients = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "day"], name="digest_once_a_day")]
+
+    def __str__(self) -> str:
+        return f"{self.team} {self.day}"

@@ -80,6 +80,10 @@ def record_occurrence(
             email=email,
             team_slug=team_slug,
         )
+        # In an ignored group the event is skipped straight away: the person who ignored the
+        # group decided so, and the group stays ignored (nothing blocks on it).
+        skip = group.state == ExceptionGroup.State.IGNORED
+        arriving_state = Occurrence.State.SKIPPED if skip else Occurrence.State.OPEN
         occurrence, created = Occurrence.objects.get_or_create(
             group=group,
             event_key=event_key,
@@ -92,25 +96,30 @@ def record_occurrence(
                 "order_number": order_number,
                 "sku": sku,
                 "email": email,
+                "state": arriving_state,
                 "first_seen": now,
                 "last_seen": now,
             },
         )
-        newly_blocking = created
-        if not created:
-            newly_blocking = occurrence.state != Occurrence.State.OPEN
+        updates: dict[str, Any] = {"last_seen": now}
+        if created:
+            updates["occurrence_count"] = F("occurrence_count") + 1
+            newly_blocking = not skip
+        else:
+            was_open = occurrence.state == Occurrence.State.OPEN
+            newly_blocking = not was_open and not skip
+            if newly_blocking:
+                updates["occurrence_count"] = F("occurrence_count") + 1
             Occurrence.objects.filter(pk=occurrence.pk).update(
                 stage=stage,
                 message=message,
                 detail=detail or {},
                 last_seen=now,
-                state=Occurrence.State.OPEN,
+                state=Occurrence.State.OPEN if was_open else arriving_state,
                 times_seen=F("times_seen") + 1,
             )
             occurrence.refresh_from_db()
-        updates: dict[str, Any] = {"last_seen": now}
         if newly_blocking:
-            updates["occurrence_count"] = F("occurrence_count") + 1
             updates["open_count"] = F("open_count") + 1
         ExceptionGroup.objects.filter(pk=group.pk).update(**updates)
         group.refresh_from_db()

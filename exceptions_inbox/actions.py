@@ -1,0 +1,315 @@
+"""Every change a person (or Syncdesk itself) makes to an exception group goes through here.
+
+`apply_action(group, action, actor, **params)` is the one entry point used by the group page, the
+bulk bar and the tasks (the snooze sweeper). It checks the transition under a row lock, writes the
+group's fields together, calls the kind's hook and writes one Activity row with the actor (None
+for the system), the state before and after, and the note. `apply_bulk` applies an action to the
+groups where it is legal and reports the rest with the reason.
+
+Transitions (from → to):
+
+    acknowledge  open → acknowledged
+    snooze       open | acknowledged → snoozed (until a time, or until N more occurrences)
+    unsnooze     snoozed → open
+    resolve      open | acknowledged | snoozed → resolved   (blocking occurrences become skipped)
+    ignore       open | acknowledged | snoozed → ignored    (blocking occurrences become skipped)
+    reopen       resolved | ignored → open
+    assign       open | acknowledged | snoozed (state unchanged)
+    retry        open | acknowledged | snoozed, with blocking occurrences (state unchanged; the
+                 engine clears what gets through and `clear_occurrences` resolves the group)
+    comment      any state (state unchanged)
+
+The system's own transitions (auto-resolve, regression, count snooze ending) live in
+`recording.py`, which the engine calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.db import models, transaction
+from django.utils import timezone
+
+from exceptions_inbox.models import Activity, AssignmentNotice, ExceptionGroup, Occurrence
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+State = ExceptionGroup.State
+
+
+class Action(models.TextChoices):
+    ASSIGN = "assign", "Assign"
+    ACKNOWLEDGE = "acknowledge", "Acknowledge"
+    SNOOZE = "snooze", "Snooze"
+    UNSNOOZE = "unsnooze", "Wake"
+    RESOLVE = "resolve", "Resolve"
+    IGNORE = "ignore", "Ignore"
+    REOPEN = "reopen", "Reopen"
+    RETRY = "retry", "Retry"
+    COMMENT = "comment", "Comment"
+
+
+UNCLOSED = frozenset({State.OPEN, State.ACKNOWLEDGED, State.SNOOZED})
+LEGAL_FROM: dict[str, frozenset[str]] = {
+    Action.ASSIGN: UNCLOSED,
+    Action.ACKNOWLEDGE: frozenset({State.OPEN}),
+    Action.SNOOZE: frozenset({State.OPEN, State.ACKNOWLEDGED}),
+    Action.UNSNOOZE: frozenset({State.SNOOZED}),
+    Action.RESOLVE: UNCLOSED,
+    Action.IGNORE: UNCLOSED,
+    Action.REOPEN: frozenset({State.RESOLVED, State.IGNORED}),
+    Action.RETRY: UNCLOSED,
+    Action.COMMENT: frozenset(State.values),
+}
+
+
+class IllegalAction(Exception):
+    """The action does not apply to the group as it stands; the message says why."""
+
+
+def why_not(group: ExceptionGroup, action: str, **params: Any) -> str | None:
+    """None when `action` is legal on the group now, else the reason in plain words."""
+    if action not in LEGAL_FROM:
+        return f"there is no action {action!r}"
+    if group.state not in LEGAL_FROM[action]:
+        return f"it is {group.get_state_display().lower()}"
+    if action == Action.ASSIGN:
+        assignee = params.get("assignee")
+        if (assignee.pk if assignee else None) == group.assignee_id:
+            return (
+                f"it is already assigned to {assignee.get_username()}"
+                if assignee
+                else "it is not assigned"
+            )
+        if (
+            assignee is not None
+            and not assignee.memberships.filter(workspace_id=group.workspace_id).exists()
+        ):
+            return f"{assignee.get_username()} is not in its workspace"
+    if action == Action.SNOOZE:
+        if not params.get("until") and not params.get("more"):
+            return "a snooze needs a time or a number of occurrences"
+        until = params.get("until")
+        if until is not None and until <= timezone.now():
+            return "the snooze would already be over"
+    if action == Action.RETRY:
+        if group.kind_info.retry is None:
+            return "Syncdesk cannot retry this kind of exception"
+        if group.open_count <= 0:
+            return "no events are blocked"
+    if action == Action.COMMENT and not str(params.get("note", "")).strip():
+        return "a comment needs some text"
+    return None
+
+
+def apply_action(
+    group: ExceptionGroup,
+    action: str,
+    actor: User | None,
+    *,
+    note: str = "",
+    assignee: User | None = None,
+    until: datetime | None = None,
+    more: int | None = None,
+) -> Activity:
+    """Apply one action to one group (raises IllegalAction). Returns the history row written.
+
+    `group` is updated in place. Permission is the caller's business (the views check the owning
+    team); this function enforces only what the group's state allows.
+    """
+    params: dict[str, Any] = {"assignee": assignee, "until": until, "more": more, "note": note}
+    with transaction.atomic():
+        locked = ExceptionGroup.objects.select_for_update().get(pk=group.pk)
+        reason = why_not(locked, action, **params)
+        if reason:
+            raise IllegalAction(f"Cannot {Action(action).label.lower()}: {reason}.")
+        activity, retry_occurrences = _transition(locked, action, actor, **params)
+    _copy_state(locked, group)
+    if action == Action.RETRY and retry_occurrences:
+        # Outside the lock: the engine may re-run the events now, and clear_occurrences (which
+        # locks the group again and may resolve it) runs in its own transaction.
+        hook = group.kind_info.retry
+        assert hook is not None
+        hook(retry_occurrences)
+        group.refresh_from_db()
+    return activity
+
+
+def _transition(
+    group: ExceptionGroup,
+    action: str,
+    actor: User | None,
+    *,
+    note: str,
+    assignee: User | None,
+    until: datetime | None,
+    more: int | None,
+) -> tuple[Activity, list[Occurrence]]:
+    now = timezone.now()
+    kind = group.kind_info
+    before = _snapshot(group)
+    changed: list[str] = []
+    activity_kind: str
+    retry_occurrences: list[Occurrence] = []
+    changed_saved = False
+    extra_after: dict[str, Any] = {}
+
+    def set_fields(**values: Any) -> None:
+        for name, value in values.items():
+            setattr(group, name, value)
+            changed.append(name)
+
+    if action == Action.ACKNOWLEDGE:
+        set_fields(state=State.ACKNOWLEDGED)
+        activity_kind = Activity.Kind.ACKNOWLEDGED
+    elif action == Action.SNOOZE:
+        set_fields(
+            state=State.SNOOZED,
+            snoozed_until=until,
+            snooze_until_count=group.occurrence_count + more if more else None,
+        )
+        activity_kind = Activity.Kind.SNOOZED
+    elif action == Action.UNSNOOZE:
+        set_fields(state=State.OPEN, snoozed_until=None, snooze_until_count=None)
+        activity_kind = Activity.Kind.UNSNOOZED
+    elif action in (Action.RESOLVE, Action.IGNORE):
+        blocking = list(group.occurrences.filter(state=Occurrence.State.OPEN))
+        Occurrence.objects.filter(pk__in=[o.pk for o in blocking]).update(
+            state=Occurrence.State.SKIPPED
+        )
+        resolving = action == Action.RESOLVE
+        set_fields(
+            state=State.RESOLVED if resolving else State.IGNORED,
+            closed_at=now,
+            open_count=0,
+            is_regression=False,
+            snoozed_until=None,
+            snooze_until_count=None,
+        )
+        group.save(update_fields=changed)
+        changed_saved = True
+        hook = kind.on_resolve if resolving else kind.on_ignore
+        if hook is not None:
+            # The engine makes these events skipped, with the person and their note as reason.
+            hook(group, blocking, actor, note)
+        activity_kind = Activity.Kind.RESOLVED if resolving else Activity.Kind.IGNORED
+        extra_after["skipped"] = len(blocking)
+    elif action == Action.REOPEN:
+        set_fields(state=State.OPEN, closed_at=None)
+        activity_kind = Activity.Kind.REOPENED
+    elif action == Action.ASSIGN:
+        set_fields(assignee=assignee)
+        activity_kind = Activity.Kind.ASSIGNED
+        if assignee is not None and assignee != actor and assignee.email:
+            AssignmentNotice.objects.create(group=group, assignee=assignee, assigned_by=actor)
+    elif action == Action.RETRY:
+        retry_occurrences = list(group.occurrences.filter(state=Occurrence.State.OPEN))
+        activity_kind = Activity.Kind.RETRIED
+        note = note or f"{len(retry_occurrences)} blocked event(s) sent back"
+    elif action == Action.COMMENT:
+        activity_kind = Activity.Kind.COMMENTED
+    else:  # pragma: no cover - why_not() rejects unknown actions
+        raise IllegalAction(action)
+
+    if changed and not changed_saved:
+        group.save(update_fields=sorted(set(changed)))
+    if action == Action.ACKNOWLEDGE and kind.on_acknowledge is not None:
+        kind.on_acknowledge(group, actor)
+    activity = Activity.objects.create(
+        group=group,
+        kind=activity_kind,
+        actor=actor,
+        note=note,
+        before=before if changed else {},
+        after={**_snapshot(group), **extra_after} if changed else {},
+    )
+    return activity, retry_occurrences
+
+
+def _snapshot(group: ExceptionGroup) -> dict[str, Any]:
+    assignee = group.assignee
+    data: dict[str, Any] = {
+        "state": group.state,
+        "assignee": assignee.get_username() if assignee else None,
+    }
+    if group.snoozed_until:
+        data["snoozed_until"] = group.snoozed_until.isoformat()
+    if group.snooze_until_count:
+        data["snooze_until_count"] = group.snooze_until_count
+    return data
+
+
+def _copy_state(source: ExceptionGroup, target: ExceptionGroup) -> None:
+    for name in (
+        "state",
+        "assignee_id",
+        "snoozed_until",
+        "snooze_until_count",
+        "closed_at",
+        "open_count",
+        "occurrence_count",
+        "is_regression",
+    ):
+        setattr(target, name, getattr(source, name))
+    if "assignee" in target._state.fields_cache:
+        target._state.fields_cache["assignee"] = source.assignee
+
+
+@dataclass
+class BulkResult:
+    """What a bulk action did: the groups it changed and, for the rest, why not."""
+
+    applied: list[ExceptionGroup] = field(default_factory=list)
+    skipped: list[tuple[ExceptionGroup, str]] = field(default_factory=list)
+
+    def summary(self, action: str) -> str:
+        label = Action(action).label
+        text = f"{label}: {len(self.applied)} group(s)."
+        if self.skipped:
+            reasons: dict[str, int] = {}
+            for _group, reason in self.skipped:
+                reasons[reason] = reasons.get(reason, 0) + 1
+            parts = ", ".join(f"{n} because {reason}" for reason, n in reasons.items())
+            text += f" Left {len(self.skipped)} unchanged: {parts}."
+        return text
+
+
+def apply_bulk(
+    groups: Iterable[ExceptionGroup], action: str, actor: User | None, **params: Any
+) -> BulkResult:
+    """Apply `action` to each group where it is legal; report the others with the reason."""
+    result = BulkResult()
+    for group in groups:
+        reason = why_not(group, action, **params)
+        if reason is None:
+            try:
+                apply_action(group, action, actor, **params)
+            except IllegalAction as exc:  # changed under us since it was read
+                result.skipped.append((group, str(exc)))
+                continue
+            result.applied.append(group)
+        else:
+            result.skipped.append((group, reason))
+    return result
+
+
+def wake_due_snoozes(now: datetime | None = None, limit: int = 500) -> Sequence[int]:
+    """Groups whose snooze time is up go back to open, as done by the system. Returns their ids."""
+    now = now or timezone.now()
+    due = list(
+        ExceptionGroup.objects.filter(state=State.SNOOZED, snoozed_until__lte=now).order_by(
+            "snoozed_until"
+        )[:limit]
+    )
+    woken = []
+    for group in due:
+        try:
+            apply_action(group, Action.UNSNOOZE, None, note="snooze time is up")
+        except IllegalAction:  # woken or closed meanwhile
+            continue
+        woken.append(group.pk)
+    return woken
