@@ -11,13 +11,14 @@ import urllib.error
 import urllib.request
 
 PORT = int(os.environ.get("DEMO_PORT", "8000"))
+SANDBOX_PORT = int(os.environ.get("DEMO_SANDBOX_PORT", "8099"))
 BASE = f"http://127.0.0.1:{PORT}"
 BUDGET_SECONDS = 120
 
 
-def get(path: str) -> tuple[int, str]:
+def get(path: str, base: str = BASE) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(BASE + path, timeout=5) as resp:
+        with urllib.request.urlopen(base + path, timeout=5) as resp:
             return resp.status, resp.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode("utf-8", "replace")
@@ -28,7 +29,7 @@ def main() -> int:
     log = open("var/demo-check.log", "wb")  # noqa: SIM115 (closed in finally, after the demo stops)
     demo = subprocess.Popen(
         ["make", "--no-print-directory", "demo"],
-        env={**os.environ, "DEMO_PORT": str(PORT)},
+        env={**os.environ, "DEMO_PORT": str(PORT), "DEMO_SANDBOX_PORT": str(SANDBOX_PORT)},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -47,9 +48,13 @@ def main() -> int:
                 continue
             if status == 200:
                 page_status, page = get("/login/")
-                ok = page_status == 200 and "Sign in" in page
+                sandbox_status, _ = get("/_sandbox/health", f"http://127.0.0.1:{SANDBOX_PORT}")
+                ok = page_status == 200 and "Sign in" in page and sandbox_status == 200
                 print(f"/healthz 200 after {time.monotonic() - started:.1f}s: {body}")
-                print(f"/login/ {page_status}, sign-in form {'shown' if ok else 'MISSING'}")
+                print(
+                    f"/login/ {page_status}, sign-in form {'shown' if 'Sign in' in page else 'MISSING'}"
+                )
+                print(f"DotDigital sandbox /_sandbox/health {sandbox_status}")
                 break
             time.sleep(1)
         else:

@@ -18,11 +18,26 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--port", type=int, default=int(os.environ.get("DEMO_PORT", "8000")))
+        parser.add_argument(
+            "--sandbox-port", type=int, default=int(os.environ.get("DEMO_SANDBOX_PORT", "8099"))
+        )
 
-    def processes(self, port: int) -> dict[str, list[str]]:
+    def processes(self, port: int, sandbox_port: int) -> dict[str, list[str]]:
         bindir = os.path.dirname(sys.executable)
         celery = [os.path.join(bindir, "celery"), "-A", "config"]
         return {
+            # The local DotDigital the demo workspace's connection points at (its own SQLite file).
+            "dotdigital-sandbox": [
+                sys.executable,
+                "-m",
+                "connectors.dotdigital.sandbox",
+                "--port",
+                str(sandbox_port),
+                "--db",
+                str(settings.VAR_DIR / "dotdigital-sandbox.sqlite3"),
+                "--profile",
+                "realistic",
+            ],
             "web": [
                 os.path.join(bindir, "gunicorn"),
                 "config.wsgi",
@@ -83,10 +98,13 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
-        for name, argv in self.processes(options["port"]).items():
+        for name, argv in self.processes(options["port"], options["sandbox_port"]).items():
             children[name] = subprocess.Popen(argv)
             self.stdout.write(f"started {name} (pid {children[name].pid})")
         self.stdout.write(f"Syncdesk is at http://127.0.0.1:{options['port']}/  (Ctrl-C stops all)")
+        self.stdout.write(
+            f"The DotDigital sandbox's state: http://127.0.0.1:{options['sandbox_port']}/_sandbox/"
+        )
         exit_code = 0
         while not stopping:
             for name, proc in children.items():
