@@ -27,18 +27,25 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("SYNCDESK_VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env_secret("SECRET_KEY") or local_secret(VAR_DIR / "secret_key")
+# Secrets the environment did not set and that were generated into var/ (a deploy check warns).
+GENERATED_SECRETS: list[str] = []
+SECRET_KEY = env_secret("SECRET_KEY") or ""
+if not SECRET_KEY:
+    SECRET_KEY = local_secret(VAR_DIR / "secret_key")
+    GENERATED_SECRETS.append("SECRET_KEY")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 # Credentials at rest: Fernet keys, newest first. Older keys still decrypt, so a key is rotated by
 # putting a new one in front and running `manage.py rotate_encryption_keys`.
 _keys = env_secret("FIELD_ENCRYPTION_KEYS")
-FIELD_ENCRYPTION_KEYS = (
-    [k.strip() for k in _keys.split(",")]
-    if _keys
-    else [local_secret(VAR_DIR / "field_encryption_key", lambda: Fernet.generate_key().decode())]
-)
+if _keys:
+    FIELD_ENCRYPTION_KEYS = [k.strip() for k in _keys.split(",")]
+else:
+    FIELD_ENCRYPTION_KEYS = [
+        local_secret(VAR_DIR / "field_encryption_key", lambda: Fernet.generate_key().decode())
+    ]
+    GENERATED_SECRETS.append("FIELD_ENCRYPTION_KEYS")
 for _key in FIELD_ENCRYPTION_KEYS:
     try:
         Fernet(_key)
