@@ -19,6 +19,7 @@ urlpatterns = [
     path("healthz", login_not_required(monitoring_views.healthz), name="healthz"),
     path("admin/", admin.site.urls),
     path("", include("accounts.urls")),
+    path("", include("connectors.urls")),
     path("", include("exceptions_inbox.urls")),
     path("", include("monitoring.urls")),
 ]
