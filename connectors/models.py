@@ -88,3 +88,55 @@ class Connection(models.Model):
         )
         self.refresh_from_db(fields=["status", "paused_reason", "paused_at"])
         return bool(changed)
+
+
+class RateWindow(models.Model):
+    """The calls counted in the current rate window of one (account, tier), shared by every worker.
+
+    Written only by `connectors.budget` with conditional UPDATEs. Times are epoch seconds (floats),
+    so the window arithmetic is the same on PostgreSQL, SQLite and in the Redis script.
+    """
+
+    account_key = models.CharField(max_length=200, help_text="e.g. dotdigital:r1:12345")
+    tier = models.CharField(max_length=40)
+    limit = models.PositiveIntegerField(help_text="Calls per window: configured, then as reported.")
+    window_seconds = models.FloatField()
+    window_end = models.FloatField(default=0.0, help_text="Epoch seconds; 0 before the first call.")
+    used = models.PositiveIntegerField(default=0)
+    blocked_until = models.FloatField(
+        default=0.0, help_text="Epoch seconds: after a 429 nobody calls this tier before then."
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account_key", "tier"], name="ratewindow_account_tier")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_key} {self.tier}: {self.used}/{self.limit}"
+
+
+class ConcurrencySlot(models.Model):
+    """One of the N slots of concurrent work (imports in flight) of an (account, kind).
+
+    A slot is held by a named holder until it is released or its lease expires, so a worker
+    killed mid-import frees its slot by itself.
+    """
+
+    account_key = models.CharField(max_length=200)
+    kind = models.CharField(max_length=40)
+    slot = models.PositiveSmallIntegerField()
+    holder = models.CharField(max_length=100, blank=True)
+    expires_at = models.FloatField(default=0.0, help_text="Epoch seconds the lease runs to.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account_key", "kind", "slot"], name="concurrencyslot_account_kind_slot"
+            )
+        ]
+        # claim() looks for a free slot of one (account, kind); release() finds the holder's.
+        indexes = [models.Index(fields=["account_key", "kind", "holder"])]
+
+    def __str__(self) -> str:
+        return f"{self.account_key} {self.kind}#{self.slot}: {self.holder or 'free'}"

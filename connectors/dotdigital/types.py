@@ -91,11 +91,15 @@ class InsightWrite:
 
 
 class Outcome(enum.StrEnum):
-    """What a single-record write did. Only WRITTEN changed anything in DotDigital."""
+    """What a single-record write did, and the email channel it left the contact in."""
 
     WRITTEN = "written"
-    SUPPRESSED = "suppressed"
+    # Written, but the contact must confirm first (re-subscribe challenge or double opt-in).
+    PENDING_OPT_IN = "pending_opt_in"
+    # Written, but the contact is unsubscribed from email (an opt-out DotDigital keeps).
     UNSUBSCRIBED = "unsubscribed"
+    # Nothing written: the contact is globally suppressed (bounced, complained, blocked...).
+    SUPPRESSED = "suppressed"
 
 
 @dataclass(frozen=True)
@@ -113,14 +117,14 @@ class Contact:
 
 @dataclass(frozen=True)
 class UpsertResult:
-    contact: Contact
+    contact: Contact | None  # None only when DotDigital refused it as suppressed
     created: bool
     outcome: Outcome
 
     @property
     def skipped(self) -> bool:
-        """True when DotDigital kept the contact as it was (suppressed / unsubscribed)."""
-        return self.outcome is not Outcome.WRITTEN
+        """True when DotDigital wrote nothing (the contact is suppressed)."""
+        return self.outcome is Outcome.SUPPRESSED
 
 
 @dataclass(frozen=True)

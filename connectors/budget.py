@@ -1,0 +1,582 @@
+"""A rate budget shared by every worker on every machine: DotDigital's tiers, Brightpearl's 200/min.
+
+The state lives in the database (`RateWindow`, `ConcurrencySlot`: conditional UPDATEs, safe on
+PostgreSQL and SQLite) or, when `settings.RATE_BUDGET_REDIS_URL` is set, in Redis (one Lua
+script per operation). Never in process memory.
+
+Use it before every call and feed it every answer:
+
+    grant = budget.acquire("import", Lane.BULK)
+    if not grant:                   # no room: grant.wait says for how long, in seconds
+        ...                         # sleep that long, or push the row's next_attempt_at
+    response = session.put(...)
+    budget.observe_headers("import", response.headers)   # corrects the local view
+    if response.status_code == 429:
+        budget.block("import", retry_after)              # nobody calls this tier until then
+
+Lanes: the realtime lane may use the whole window; the bulk lane stops `reserve` (a share of the
+limit) short of it, so a backfill can never starve a dispatch email.
+
+Concurrency caps (DotDigital's 25 contact / 5 insight imports in flight) are `ConcurrencyCap`:
+claim a slot before submitting, rename it to the import id once accepted, release it when the
+import is seen finished. A slot whose lease runs out frees itself.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any, Protocol
+
+from django.conf import settings
+from django.db import IntegrityError
+from django.db.models import F, Q
+from django.db.models.functions import Greatest
+
+if TYPE_CHECKING:
+    import redis
+
+Clock = Callable[[], float]
+# A reset time this close to the window's end is the same window (clocks and transit differ).
+SAME_WINDOW = 0.5
+
+
+class Lane(enum.StrEnum):
+    REALTIME = "realtime"
+    BULK = "bulk"
+
+
+@dataclass(frozen=True)
+class TierLimit:
+    """Calls allowed per window of `window` seconds (until the answers' headers say otherwise)."""
+
+    limit: int
+    window: float = 60.0
+
+
+@dataclass(frozen=True)
+class Grant:
+    """The budget's answer. Falsy when refused: then `wait` is how long to wait, in seconds."""
+
+    granted: bool
+    wait: float = 0.0
+    remaining: int = 0  # calls still open to this lane in this window, after this one
+
+    def __bool__(self) -> bool:
+        return self.granted
+
+
+def lane_cap(limit: int, lane: Lane, reserve: float) -> int:
+    """How much of a window of `limit` calls `lane` may use."""
+    if lane is Lane.REALTIME:
+        return limit
+    return max(0, limit - math.ceil(limit * reserve))
+
+
+def next_window_end(window_end: float, window: float, now: float) -> float:
+    """The end of the window containing `now`, keeping the phase of `window_end` if known."""
+    if window_end > 0:
+        return window_end + window * (math.floor((now - window_end) / window) + 1)
+    return math.floor(now / window) * window + window
+
+
+class Backend(Protocol):
+    def acquire(
+        self, key: str, tier: str, default: TierLimit, share: float, cost: int, now: float
+    ) -> Grant: ...
+
+    def observe(
+        self,
+        key: str,
+        tier: str,
+        default: TierLimit,
+        limit: int | None,
+        remaining: int | None,
+        reset_at: float | None,
+    ) -> None: ...
+
+    def block(self, key: str, tier: str, default: TierLimit, until: float) -> None: ...
+
+    def usage(self, key: str, tier: str, now: float) -> tuple[int, int]: ...
+
+    def claim(self, key: str, kind: str, cap: int, holder: str, ttl: float, now: float) -> bool: ...
+
+    def rename(self, key: str, kind: str, old: str, new: str, ttl: float, now: float) -> bool: ...
+
+    def release(self, key: str, kind: str, holder: str) -> None: ...
+
+    def in_use(self, key: str, kind: str, now: float) -> int: ...
+
+
+# -- the database -----------------------------------------------------------------------------
+
+
+class DatabaseBackend:
+    """Rows in `connectors_ratewindow` / `connectors_concurrencyslot`, changed by conditional UPDATE."""
+
+    attempts = 8
+
+    def _row(self, key: str, tier: str, default: TierLimit) -> Any:
+        from connectors.models import RateWindow
+
+        try:
+            row, _ = RateWindow.objects.get_or_create(
+                account_key=key,
+                tier=tier,
+                defaults={"limit": default.limit, "window_seconds": default.window},
+            )
+        except IntegrityError:  # created by another worker between the get and the create
+            row = RateWindow.objects.get(account_key=key, tier=tier)
+        return row
+
+    def acquire(
+        self, key: str, tier: str, default: TierLimit, share: float, cost: int, now: float
+    ) -> Grant:
+        from connectors.models import RateWindow
+
+        row = self._row(key, tier, default)
+        for _ in range(self.attempts):
+            if row.blocked_until > now:
+                return Grant(False, row.blocked_until - now)
+            cap = row.limit - math.ceil(row.limit * share) if share else row.limit
+            mine = RateWindow.objects.filter(pk=row.pk, window_end=row.window_end)
+            if now >= row.window_end:
+                end = next_window_end(row.window_end, row.window_seconds, now)
+                if cost > cap:
+                    return Grant(False, end - now)
+                if mine.filter(blocked_until__lte=now).update(window_end=end, used=cost):
+                    return Grant(True, 0.0, cap - cost)
+            else:
+                if row.used + cost > cap:
+                    return Grant(False, row.window_end - now)
+                if mine.filter(used__lte=cap - cost, blocked_until__lte=now).update(
+                    used=F("used") + cost
+                ):
+                    return Grant(True, 0.0, max(0, cap - row.used - cost))
+            row.refresh_from_db()
+        # Lost every race: plenty of others are calling; look again very soon.
+        return Grant(False, 0.05 + random.random() * 0.05)
+
+    def observe(
+        self,
+        key: str,
+        tier: str,
+        default: TierLimit,
+        limit: int | None,
+        remaining: int | None,
+        reset_at: float | None,
+    ) -> None:
+        from connectors.models import RateWindow
+
+        row = self._row(key, tier, default)
+        changes: dict[str, Any] = {}
+        if limit is not None and limit > 0 and limit != row.limit:
+            changes["limit"] = limit
+        mine = RateWindow.objects.filter(pk=row.pk, window_end=row.window_end)
+        if remaining is not None and reset_at is not None:
+            server_used = max(0, (limit or row.limit) - remaining)
+            if reset_at > row.window_end + SAME_WINDOW:
+                # The server is in a window we have not reached: take its count and phase.
+                mine.update(window_end=reset_at, used=server_used, **changes)
+                return
+            if reset_at >= row.window_end - SAME_WINDOW:
+                # Our count can be behind (other clients of the account), never ahead of calls
+                # still in flight, so only raise it.
+                mine.update(used=Greatest(F("used"), server_used), **changes)
+                return
+        if changes:
+            RateWindow.objects.filter(pk=row.pk).update(**changes)
+
+    def block(self, key: str, tier: str, default: TierLimit, until: float) -> None:
+        from connectors.models import RateWindow
+
+        self._row(key, tier, default)
+        RateWindow.objects.filter(account_key=key, tier=tier, blocked_until__lt=until).update(
+            blocked_until=until
+        )
+
+    def usage(self, key: str, tier: str, now: float) -> tuple[int, int]:
+        from connectors.models import RateWindow
+
+        row = RateWindow.objects.filter(account_key=key, tier=tier).first()
+        if row is None:
+            return 0, 0
+        return (row.used if now < row.window_end else 0), row.limit
+
+    def _slots(self, key: str, kind: str, cap: int) -> Any:
+        from connectors.models import ConcurrencySlot
+
+        slots = ConcurrencySlot.objects.filter(account_key=key, kind=kind)
+        if slots.filter(slot__lt=cap).count() < cap:
+            ConcurrencySlot.objects.bulk_create(
+                [ConcurrencySlot(account_key=key, kind=kind, slot=n) for n in range(cap)],
+                ignore_conflicts=True,
+            )
+        return slots.filter(slot__lt=cap)
+
+    def claim(self, key: str, kind: str, cap: int, holder: str, ttl: float, now: float) -> bool:
+        slots = self._slots(key, kind, cap)
+        if slots.filter(holder=holder).update(expires_at=now + ttl):
+            return True
+        for _ in range(self.attempts):
+            free = list(
+                slots.filter(Q(holder="") | Q(expires_at__lte=now)).values_list(
+                    "pk", "holder", "expires_at"
+                )
+            )
+            if not free:
+                return False
+            random.shuffle(free)  # fewer collisions between workers claiming at once
+            for pk, old_holder, old_expiry in free:
+                if slots.filter(pk=pk, holder=old_holder, expires_at=old_expiry).update(
+                    holder=holder, expires_at=now + ttl
+                ):
+                    return True
+        return False
+
+    def rename(self, key: str, kind: str, old: str, new: str, ttl: float, now: float) -> bool:
+        from connectors.models import ConcurrencySlot
+
+        return bool(
+            ConcurrencySlot.objects.filter(account_key=key, kind=kind, holder=old).update(
+                holder=new, expires_at=now + ttl
+            )
+        )
+
+    def release(self, key: str, kind: str, holder: str) -> None:
+        from connectors.models import ConcurrencySlot
+
+        ConcurrencySlot.objects.filter(account_key=key, kind=kind, holder=holder).update(
+            holder="", expires_at=0.0
+        )
+
+    def in_use(self, key: str, kind: str, now: float) -> int:
+        from connectors.models import ConcurrencySlot
+
+        return (
+            ConcurrencySlot.objects.filter(account_key=key, kind=kind, expires_at__gt=now)
+            .exclude(holder="")
+            .count()
+        )
+
+
+# -- Redis --------------------------------------------------------------------------------------
+
+ACQUIRE_LUA = """
+local now = tonumber(ARGV[1])
+local h = redis.call('HMGET', KEYS[1], 'limit', 'window', 'end', 'used', 'blocked')
+local limit = tonumber(h[1]) or tonumber(ARGV[2])
+local window = tonumber(h[2]) or tonumber(ARGV[3])
+local wend = tonumber(h[3]) or 0
+local used = tonumber(h[4]) or 0
+local blocked = tonumber(h[5]) or 0
+local share = tonumber(ARGV[4])
+local cost = tonumber(ARGV[5])
+if blocked > now then return {0, tostring(blocked - now), 0} end
+local cap = limit
+if share > 0 then cap = limit - math.ceil(limit * share) end
+if now >= wend then
+  if wend > 0 then
+    wend = wend + window * (math.floor((now - wend) / window) + 1)
+  else
+    wend = math.floor(now / window) * window + window
+  end
+  used = 0
+end
+redis.call('HSET', KEYS[1], 'limit', limit, 'window', window, 'end', wend)
+redis.call('EXPIRE', KEYS[1], 86400)
+if used + cost > cap then
+  redis.call('HSET', KEYS[1], 'used', used)
+  return {0, tostring(wend - now), 0}
+end
+redis.call('HSET', KEYS[1], 'used', used + cost)
+return {1, '0', cap - used - cost}
+"""
+
+OBSERVE_LUA = """
+local h = redis.call('HMGET', KEYS[1], 'limit', 'window', 'end', 'used')
+local limit = tonumber(h[1]) or tonumber(ARGV[1])
+local window = tonumber(h[2]) or tonumber(ARGV[2])
+local wend = tonumber(h[3]) or 0
+local used = tonumber(h[4]) or 0
+local new_limit = tonumber(ARGV[3])
+local remaining = tonumber(ARGV[4])
+local reset = tonumber(ARGV[5])
+local same = tonumber(ARGV[6])
+if new_limit and new_limit > 0 then limit = new_limit end
+redis.call('HSET', KEYS[1], 'limit', limit, 'window', window)
+if remaining and reset then
+  local server_used = math.max(0, limit - remaining)
+  if reset > wend + same then
+    redis.call('HSET', KEYS[1], 'end', reset, 'used', server_used)
+  elseif reset >= wend - same and server_used > used then
+    redis.call('HSET', KEYS[1], 'used', server_used)
+  end
+end
+redis.call('EXPIRE', KEYS[1], 86400)
+return 1
+"""
+
+BLOCK_LUA = """
+local blocked = tonumber(redis.call('HGET', KEYS[1], 'blocked')) or 0
+if tonumber(ARGV[1]) > blocked then redis.call('HSET', KEYS[1], 'blocked', ARGV[1]) end
+if redis.call('HEXISTS', KEYS[1], 'limit') == 0 then
+  redis.call('HSET', KEYS[1], 'limit', ARGV[2], 'window', ARGV[3])
+end
+redis.call('EXPIRE', KEYS[1], 86400)
+return 1
+"""
+
+CLAIM_LUA = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local expiry = tonumber(ARGV[1]) + tonumber(ARGV[4])
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) then
+  redis.call('ZADD', KEYS[1], expiry, ARGV[3])
+  return 1
+end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], expiry, ARGV[3])
+redis.call('EXPIRE', KEYS[1], 86400)
+return 1
+"""
+
+RENAME_LUA = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[1], tonumber(ARGV[3]) + tonumber(ARGV[4]), ARGV[2])
+return 1
+"""
+
+
+@cache
+def _redis_client(url: str) -> redis.Redis:
+    import redis as redis_lib
+
+    return redis_lib.Redis.from_url(url)
+
+
+class RedisBackend:
+    """One hash per (account, tier) and one sorted set per (account, kind), changed by Lua."""
+
+    def __init__(self, url: str, prefix: str = "syncdesk:budget") -> None:
+        self.client = _redis_client(url)
+        self.prefix = prefix
+        self._acquire = self.client.register_script(ACQUIRE_LUA)
+        self._observe = self.client.register_script(OBSERVE_LUA)
+        self._block = self.client.register_script(BLOCK_LUA)
+        self._claim = self.client.register_script(CLAIM_LUA)
+        self._rename = self.client.register_script(RENAME_LUA)
+
+    def _rate_key(self, key: str, tier: str) -> str:
+        return f"{self.prefix}:rate:{key}:{tier}"
+
+    def _slot_key(self, key: str, kind: str) -> str:
+        return f"{self.prefix}:slots:{key}:{kind}"
+
+    def acquire(
+        self, key: str, tier: str, default: TierLimit, share: float, cost: int, now: float
+    ) -> Grant:
+        granted, wait, remaining = self._acquire(
+            keys=[self._rate_key(key, tier)],
+            args=[repr(now), default.limit, repr(default.window), repr(share), cost],
+        )
+        return Grant(bool(int(granted)), float(wait), int(remaining))
+
+    def observe(
+        self,
+        key: str,
+        tier: str,
+        default: TierLimit,
+        limit: int | None,
+        remaining: int | None,
+        reset_at: float | None,
+    ) -> None:
+        self._observe(
+            keys=[self._rate_key(key, tier)],
+            args=[
+                default.limit,
+                repr(default.window),
+                "" if limit is None else limit,
+                "" if remaining is None else remaining,
+                "" if reset_at is None else repr(reset_at),
+                repr(SAME_WINDOW),
+            ],
+        )
+
+    def block(self, key: str, tier: str, default: TierLimit, until: float) -> None:
+        self._block(
+            keys=[self._rate_key(key, tier)],
+            args=[repr(until), default.limit, repr(default.window)],
+        )
+
+    def usage(self, key: str, tier: str, now: float) -> tuple[int, int]:
+        raw = self.client.hmget(self._rate_key(key, tier), ["limit", "end", "used"])
+        limit, end, used = (float(v) if v is not None else 0.0 for v in raw)
+        return (int(used) if now < end else 0), int(limit)
+
+    def claim(self, key: str, kind: str, cap: int, holder: str, ttl: float, now: float) -> bool:
+        return bool(
+            int(
+                self._claim(
+                    keys=[self._slot_key(key, kind)], args=[repr(now), cap, holder, repr(ttl)]
+                )
+            )
+        )
+
+    def rename(self, key: str, kind: str, old: str, new: str, ttl: float, now: float) -> bool:
+        return bool(
+            int(
+                self._rename(
+                    keys=[self._slot_key(key, kind)], args=[old, new, repr(now), repr(ttl)]
+                )
+            )
+        )
+
+    def release(self, key: str, kind: str, holder: str) -> None:
+        self.client.zrem(self._slot_key(key, kind), holder)
+
+    def in_use(self, key: str, kind: str, now: float) -> int:
+        return int(self.client.zcount(self._slot_key(key, kind), f"({now!r}", "+inf"))
+
+
+def default_backend() -> Backend:
+    """Redis when settings.RATE_BUDGET_REDIS_URL is set, else the database."""
+    url = getattr(settings, "RATE_BUDGET_REDIS_URL", "")
+    if url:
+        return RedisBackend(url)
+    return DatabaseBackend()
+
+
+# -- what callers use -------------------------------------------------------------------------
+
+
+def _number(headers: Mapping[str, str], name: str) -> float | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        return None
+
+
+class RateBudget:
+    """The rate budget of one account (`account_key`), per tier, shared by every process."""
+
+    def __init__(
+        self,
+        account_key: str,
+        tiers: Mapping[str, TierLimit],
+        *,
+        reserve: float = 0.2,
+        backend: Backend | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        if not 0 <= reserve < 1:
+            raise ValueError("reserve is a share of the window, from 0 to below 1")
+        self.account_key = account_key
+        self.tiers = dict(tiers)
+        self.reserve = reserve
+        self.backend = backend or default_backend()
+        self.clock = clock
+
+    def _tier(self, tier: str) -> TierLimit:
+        try:
+            return self.tiers[tier]
+        except KeyError:
+            raise ValueError(f"{self.account_key} has no rate tier {tier!r}") from None
+
+    def acquire(self, tier: str, lane: Lane = Lane.BULK, cost: int = 1) -> Grant:
+        """Take `cost` calls from this window of `tier`, or say how long to wait for room."""
+        share = 0.0 if lane is Lane.REALTIME else self.reserve
+        return self.backend.acquire(
+            self.account_key, tier, self._tier(tier), share, cost, self.clock()
+        )
+
+    def observe(
+        self,
+        tier: str,
+        *,
+        limit: int | None = None,
+        remaining: int | None = None,
+        reset_at: float | None = None,
+    ) -> None:
+        """Correct the shared view with what the server said (limit, remaining, window end)."""
+        self.backend.observe(self.account_key, tier, self._tier(tier), limit, remaining, reset_at)
+
+    def observe_headers(self, tier: str, headers: Mapping[str, str]) -> None:
+        """Read DotDigital's X-RateLimit-* or Brightpearl's Brightpearl-* rate headers, if any.
+
+        `headers` should be case-insensitive (requests' are).
+        """
+        remaining = _number(headers, "X-RateLimit-Remaining")
+        if remaining is not None:
+            limit = _number(headers, "X-RateLimit-Limit")
+            reset = _number(headers, "X-RateLimit-Reset")
+            self.observe(
+                tier,
+                limit=None if limit is None else int(limit),
+                remaining=int(remaining),
+                reset_at=reset,
+            )
+            return
+        remaining = _number(headers, "Brightpearl-Requests-Remaining")
+        if remaining is not None:
+            next_period_ms = _number(headers, "Brightpearl-Next-Throttle-Period")
+            reset = None if next_period_ms is None else self.clock() + next_period_ms / 1000
+            self.observe(tier, remaining=int(remaining), reset_at=reset)
+
+    def block(self, tier: str, retry_after: float) -> None:
+        """Nobody calls `tier` for `retry_after` seconds (after a 429)."""
+        self.backend.block(
+            self.account_key, tier, self._tier(tier), self.clock() + max(0.0, retry_after)
+        )
+
+    def block_all(self, retry_after: float) -> None:
+        for tier in self.tiers:
+            self.block(tier, retry_after)
+
+    def usage(self, tier: str) -> tuple[int, int]:
+        """(calls counted in the current window, limit) of `tier`."""
+        return self.backend.usage(self.account_key, tier, self.clock())
+
+
+class ConcurrencyCap:
+    """At most `cap` holders at once per (account, kind); leases expire after `ttl` seconds."""
+
+    def __init__(
+        self,
+        account_key: str,
+        kind: str,
+        cap: int,
+        *,
+        ttl: float = 900.0,
+        backend: Backend | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.account_key = account_key
+        self.kind = kind
+        self.cap = cap
+        self.ttl = ttl
+        self.backend = backend or default_backend()
+        self.clock = clock
+
+    def claim(self, holder: str) -> bool:
+        """Take a slot for `holder` (or renew its lease); False when all are taken."""
+        return self.backend.claim(
+            self.account_key, self.kind, self.cap, holder, self.ttl, self.clock()
+        )
+
+    def rename(self, old: str, new: str) -> bool:
+        """Hand `old`'s slot to `new` (e.g. a provisional token to the import id), renewed."""
+        return self.backend.rename(self.account_key, self.kind, old, new, self.ttl, self.clock())
+
+    def release(self, holder: str) -> None:
+        self.backend.release(self.account_key, self.kind, holder)
+
+    def in_use(self) -> int:
+        return self.backend.in_use(self.account_key, self.kind, self.clock())
