@@ -98,6 +98,7 @@ class Backend(Protocol):
         limit: int | None,
         remaining: int | None,
         reset_at: float | None,
+        now: float,
     ) -> None: ...
 
     def block(self, key: str, tier: str, default: TierLimit, until: float) -> None: ...
@@ -170,6 +171,7 @@ class DatabaseBackend:
         limit: int | None,
         remaining: int | None,
         reset_at: float | None,
+        now: float,
     ) -> None:
         from connectors.models import RateWindow
 
@@ -177,18 +179,18 @@ class DatabaseBackend:
         changes: dict[str, Any] = {}
         if limit is not None and limit > 0 and limit != row.limit:
             changes["limit"] = limit
-        mine = RateWindow.objects.filter(pk=row.pk, window_end=row.window_end)
-        if remaining is not None and reset_at is not None:
+        # An answer about a window already over (reset in the past) corrects no count.
+        if remaining is not None and reset_at is not None and reset_at > now:
             server_used = max(0, (limit or row.limit) - remaining)
-            if reset_at > row.window_end + SAME_WINDOW:
-                # The server is in a window we have not reached: take its count and phase.
-                mine.update(window_end=reset_at, used=server_used, **changes)
-                return
-            if reset_at >= row.window_end - SAME_WINDOW:
-                # Our count can be behind (other clients of the account), never ahead of calls
-                # still in flight, so only raise it.
+            mine = RateWindow.objects.filter(pk=row.pk, window_end=row.window_end)
+            if abs(reset_at - row.window_end) <= SAME_WINDOW:
+                # Our count can be behind the server's (other clients of the account) but is
+                # never too high (calls still in flight), so it only ever goes up.
                 mine.update(used=Greatest(F("used"), server_used), **changes)
-                return
+            else:
+                # The server's window is another one than ours: take its end and its count.
+                mine.update(window_end=reset_at, used=server_used, **changes)
+            return
         if changes:
             RateWindow.objects.filter(pk=row.pk).update(**changes)
 
@@ -310,12 +312,12 @@ local reset = tonumber(ARGV[5])
 local same = tonumber(ARGV[6])
 if new_limit and new_limit > 0 then limit = new_limit end
 redis.call('HSET', KEYS[1], 'limit', limit, 'window', window)
-if remaining and reset then
+if remaining and reset and reset > tonumber(ARGV[7]) then
   local server_used = math.max(0, limit - remaining)
-  if reset > wend + same then
+  if math.abs(reset - wend) <= same then
+    if server_used > used then redis.call('HSET', KEYS[1], 'used', server_used) end
+  else
     redis.call('HSET', KEYS[1], 'end', reset, 'used', server_used)
-  elseif reset >= wend - same and server_used > used then
-    redis.call('HSET', KEYS[1], 'used', server_used)
   end
 end
 redis.call('EXPIRE', KEYS[1], 86400)
@@ -394,6 +396,7 @@ class RedisBackend:
         limit: int | None,
         remaining: int | None,
         reset_at: float | None,
+        now: float,
     ) -> None:
         self._observe(
             keys=[self._rate_key(key, tier)],
@@ -404,6 +407,7 @@ class RedisBackend:
                 "" if remaining is None else remaining,
                 "" if reset_at is None else repr(reset_at),
                 repr(SAME_WINDOW),
+                repr(now),
             ],
         )
 
@@ -506,7 +510,9 @@ class RateBudget:
         reset_at: float | None = None,
     ) -> None:
         """Correct the shared view with what the server said (limit, remaining, window end)."""
-        self.backend.observe(self.account_key, tier, self._tier(tier), limit, remaining, reset_at)
+        self.backend.observe(
+            self.account_key, tier, self._tier(tier), limit, remaining, reset_at, self.clock()
+        )
 
     def observe_headers(self, tier: str, headers: Mapping[str, str]) -> None:
         """Read DotDigital's X-RateLimit-* or Brightpearl's Brightpearl-* rate headers, if any.

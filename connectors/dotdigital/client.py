@@ -390,6 +390,7 @@ class DotDigitalClient:
                 error, errors.TooManyImports
             ):
                 retry_after = error.retry_after or 60.0
+                error.retry_after = retry_after
                 if error.code == "ERROR_APIUSAGE_EXCEEDED":
                     self.budget.block_all(retry_after)
                 else:
@@ -477,7 +478,7 @@ class DotDigitalClient:
         reset = response.headers.get("X-RateLimit-Reset")
         if reset:
             try:
-                return max(0.0, float(reset) - time.time())
+                return max(0.0, float(reset) - self.budget.clock())
             except ValueError:
                 pass
         retry = response.headers.get("Retry-After")

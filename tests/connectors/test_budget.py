@@ -1,0 +1,170 @@
+"""The shared rate budget: lanes, waits, header corrections, import slots, and many processes."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from connectors.budget import (
+    ConcurrencyCap,
+    DatabaseBackend,
+    Lane,
+    RateBudget,
+    RedisBackend,
+    TierLimit,
+)
+from tests.conftest import REDIS_URL, redis_answers
+from tests.connectors.budget_worker import run_workers, worker_env
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["db", "redis"])
+def backend(request):
+    if request.param == "redis":
+        if not redis_answers:
+            pytest.skip("Redis does not answer on 127.0.0.1:6379")
+        backend = RedisBackend(REDIS_URL, prefix=f"test:{uuid.uuid4()}")
+        yield backend
+        for key in backend.client.scan_iter(f"{backend.prefix}:*"):
+            backend.client.delete(key)
+        return
+    request.getfixturevalue("db")
+    yield DatabaseBackend()
+
+
+def budget_for(backend, clock, limit=10, window=60.0, reserve=0.2):
+    return RateBudget(
+        "acct", {"t": TierLimit(limit, window)}, reserve=reserve, backend=backend, clock=clock
+    )
+
+
+def take(budget, lane, n=100):
+    return sum(1 for _ in range(n) if budget.acquire("t", lane))
+
+
+def test_the_bulk_lane_leaves_the_reserved_share_to_the_realtime_lane(backend):
+    clock = Clock()
+    budget = budget_for(backend, clock, limit=10, reserve=0.2)
+    assert take(budget, Lane.BULK) == 8
+    assert take(budget, Lane.REALTIME) == 2
+    assert budget.usage("t") == (10, 10)
+
+
+def test_a_refusal_says_how_long_until_the_window_has_room(backend):
+    clock = Clock(1_800_000_030.0)  # half way through a 60 s window
+    budget = budget_for(backend, clock, limit=2, reserve=0)
+    assert budget.acquire("t") and budget.acquire("t")
+    refused = budget.acquire("t")
+    assert not refused and refused.wait == pytest.approx(30.0)
+    clock.now += 30
+    assert budget.acquire("t")
+
+
+def test_the_answers_headers_correct_the_shared_view(backend):
+    clock = Clock(1_800_000_010.0)
+    budget = budget_for(backend, clock, limit=100, reserve=0)
+    assert budget.acquire("t")
+    # Another client of the account has been busy: the server has 2 calls left this window.
+    budget.observe_headers(
+        "t",
+        {
+            "X-RateLimit-Limit": "50",
+            "X-RateLimit-Remaining": "2",
+            "X-RateLimit-Reset": "1800000060",
+        },
+    )
+    assert take(budget, Lane.REALTIME) == 2
+    assert budget.usage("t") == (50, 50)
+    # An answer from an older window changes no count.
+    budget.observe_headers(
+        "t",
+        {
+            "X-RateLimit-Limit": "50",
+            "X-RateLimit-Remaining": "49",
+            "X-RateLimit-Reset": "1800000000",
+        },
+    )
+    assert budget.usage("t") == (50, 50)
+
+
+def test_a_server_window_ahead_of_ours_moves_ours(backend):
+    clock = Clock(1_800_000_010.0)
+    budget = budget_for(backend, clock, limit=10, reserve=0)
+    budget.acquire("t")
+    budget.observe(
+        "t", limit=10, remaining=0, reset_at=1_800_000_095.0
+    )  # the server's window runs 35 s past ours
+    refused = budget.acquire("t")
+    assert not refused and refused.wait == pytest.approx(85.0)
+
+
+def test_brightpearls_headers_are_understood(backend):
+    clock = Clock(1_800_000_000.0)
+    budget = RateBudget("bp", {"t": TierLimit(200, 60.0)}, reserve=0, backend=backend, clock=clock)
+    budget.acquire("t")
+    budget.observe_headers(
+        "t", {"Brightpearl-Requests-Remaining": "0", "Brightpearl-Next-Throttle-Period": "23329"}
+    )
+    refused = budget.acquire("t")
+    assert not refused and refused.wait == pytest.approx(23.329)
+
+
+def test_a_block_after_a_429_holds_every_lane_until_it_ends(backend):
+    clock = Clock()
+    budget = budget_for(backend, clock, limit=100)
+    budget.block("t", 12.5)
+    assert budget.acquire("t", Lane.REALTIME).wait == pytest.approx(12.5)
+    budget.block("t", 3)  # a shorter block never shortens a longer one
+    assert budget.acquire("t", Lane.BULK).wait == pytest.approx(12.5)
+    clock.now += 12.5
+    assert budget.acquire("t", Lane.BULK)
+
+
+def test_an_unknown_tier_is_a_programming_error(backend):
+    with pytest.raises(ValueError, match="no rate tier"):
+        budget_for(backend, Clock()).acquire("nope")
+
+
+def test_import_slots_are_capped_freed_and_expire(backend):
+    clock = Clock()
+    cap = ConcurrencyCap("acct", "imports:insight", 5, ttl=600, backend=backend, clock=clock)
+    assert all(cap.claim(f"pending-{n}") for n in range(5))
+    assert not cap.claim("pending-5")
+    assert cap.claim("pending-0")  # a holder renewing its own lease
+    assert cap.rename("pending-0", "import-a")
+    assert cap.in_use() == 5
+    cap.release("import-a")
+    assert cap.claim("pending-5") and not cap.claim("pending-6")
+    clock.now += 601  # a worker died holding its slots: the leases run out
+    assert cap.in_use() == 0 and cap.claim("pending-6")
+
+
+# -- many processes -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("store", ["db", "redis"])
+def test_two_processes_sharing_a_budget_never_take_more_than_its_limit(tmp_path, store):
+    if store == "redis" and not redis_answers:
+        pytest.skip("Redis does not answer on 127.0.0.1:6379")
+    env = worker_env(tmp_path)
+    # A window of an hour: the test never straddles a reset it could not see coming.
+    args = {"key": f"mp:{uuid.uuid4()}", "limit": 150, "window": 3600.0, "attempts": 200}
+    args["tiers"] = ["t"]
+    if store == "redis":
+        args |= {"redis": REDIS_URL, "prefix": f"test:{uuid.uuid4()}"}
+    results = run_workers(tmp_path, env, 2, **args)
+    granted = [r["granted"] for r in results]
+    assert sum(granted) <= 150 * 2  # at most two windows, if an hour turned during the run
+    assert sum(granted) in (150, 300) or min(granted) > 0
+    assert all(r["granted"] + r["refused"] == 200 for r in results)
+    assert sum(granted) >= 150
