@@ -221,3 +221,9 @@ CELERY_BEAT_SCHEDULE = {
     }
     for queue in ("realtime", "bulk")
 }
+# The engine's sweeper: wakes staging and fetching for due rows a lost message forgot.
+CELERY_BEAT_SCHEDULE["engine-sweep"] = {
+    "task": "monitoring.sweep_engine",
+    "schedule": 10.0,
+    "options": {"queue": "realtime", "expires": 9},
+}

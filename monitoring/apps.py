@@ -6,3 +6,8 @@ from django.apps import AppConfig
 class MonitoringConfig(AppConfig):
     name = "monitoring"
     verbose_name = "Sync engine and monitoring"
+
+    def ready(self) -> None:
+        from monitoring.pipeline import hooks
+
+        hooks.register()

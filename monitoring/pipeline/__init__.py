@@ -1,0 +1,1 @@
+"""The engine as plain functions: ingest → stage (→ deliver → confirm, part 2). Tasks only call these."""

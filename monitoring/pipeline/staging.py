@@ -1,0 +1,986 @@
+"""Step 2, stage: claimed events, per entity key in source-version order, become the workspace's
+merged state (identities, orders, shipments, refunds, products, stock), held, skipped, or failed
+with an inbox occurrence. A staged event waits as READY ("ready to deliver") for part 2, which
+builds its operations from `event.order` / `event.customer` and the state without staging again.
+
+Each batch is one transaction with a savepoint per event; aggregates are recomputed once per batch
+for the customers it touched (`recompute_aggregates`), never incremented.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+
+from accounts.models import Workspace
+from exceptions_inbox.recording import clear_occurrences, record_occurrence
+from monitoring.models import (
+    Customer,
+    CustomerKey,
+    Flow,
+    Order,
+    Product,
+    Refund,
+    Shipment,
+    SkuAlias,
+    SourceEvent,
+    StockDelta,
+    StockLevel,
+)
+from monitoring.pipeline.claims import claim_ids, worker_token
+from monitoring.pipeline.normalise import (
+    clean_sku,
+    minor_unit,
+    money,
+    normalise_email,
+    parse_time,
+    sku_match_key,
+)
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 200
+LEASE_SECONDS = 120
+STAGE = "stage"
+State = SourceEvent.State
+Hold = SourceEvent.Hold
+REALTIME_TYPES = {
+    "consent.changed",
+    "order.created",
+    "shipment.dispatched",
+    "shipment.carrier_scanned",
+    "refund.issued",
+}
+
+
+class Outcome(Exception):
+    """Raised inside an event's savepoint to end its staging with a state (undoing its writes)."""
+
+    def __init__(self, state: str, reason: str = "", kind: str = "", **detail: Any) -> None:
+        super().__init__(reason)
+        self.state = state
+        self.reason = reason
+        self.kind = kind
+        self.detail = detail
+
+
+@dataclass
+class Failure:
+    event: SourceEvent
+    kind: str
+    message: str
+    subject_key: str
+    subject_label: str
+    sku: str = ""
+    order_number: str = ""
+    email: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """What one batch learnt along the way, acted on once at its end."""
+
+    now: datetime
+    customers: set[int] = field(default_factory=set)
+    failures: list[Failure] = field(default_factory=list)
+    passed: dict[int, list[str]] = field(default_factory=dict)  # workspace → event keys
+    released_refs: dict[int, set[str]] = field(default_factory=dict)
+    released_entities: dict[int, set[str]] = field(default_factory=dict)
+    catalogue: dict[int, bool] = field(default_factory=dict)
+    aliases: dict[int, dict[tuple[int | None, str], str]] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running: claim, stage, record.
+
+
+def run_staging(
+    *, flow_id: int | None = None, batch_size: int = BATCH_SIZE, time_budget: float | None = None
+) -> int:
+    """Stage due events (of one flow, or all) until none is due or the time budget is spent.
+    Returns how many were staged. Safe to run on any number of workers at once."""
+    started = time.monotonic()
+    total = 0
+    while True:
+        owner = worker_token()
+        qs = SourceEvent.objects.due_for_staging().order_by("next_attempt_at", "pk")
+        if flow_id is not None:
+            qs = qs.filter(flow_id=flow_id)
+        ids = claim_ids(qs, limit=batch_size, owner=owner, lease_seconds=LEASE_SECONDS)
+        if not ids:
+            return total
+        total += stage_batch(ids, owner)
+        if time_budget is not None and time.monotonic() - started > time_budget:
+            return total
+
+
+def stage_batch(ids: Iterable[int], owner: str) -> int:
+    events = list(
+        SourceEvent.objects.filter(pk__in=list(ids), lease_owner=owner)
+        .select_related("flow", "workspace")
+        .order_by("entity_key", "source_version", "pk")
+    )
+    batch = Batch(now=timezone.now())
+    with transaction.atomic():
+        for event in events:
+            had_failed = bool(event.failed_kind)
+            event.failed_kind = ""
+            try:
+                with transaction.atomic():
+                    stage_event(event, batch)
+            except Outcome as outcome:
+                _apply_outcome(event, outcome, batch)
+            except DatabaseError as exc:  # a race on a unique key: try again shortly
+                log.info("staging %s raced: %s", event.pk, exc)
+                _retry_later(event, batch, str(exc))
+            except Exception as exc:
+                log.exception("staging event %s failed", event.pk)
+                _retry_later(event, batch, f"{type(exc).__name__}: {exc}")
+            event.lease_owner = ""
+            event.lease_until = None
+            if had_failed and event.state != State.FAILED:
+                batch.passed.setdefault(event.workspace_id, []).append(event.key)
+        recompute_aggregates(batch.customers, batch.now)
+        SourceEvent.objects.bulk_update(
+            events,
+            [
+                "state",
+                "reason",
+                "hold",
+                "hold_deadline",
+                "next_attempt_at",
+                "lease_owner",
+                "lease_until",
+                "staged_at",
+                "failed_kind",
+                "lane",
+                "customer",
+                "order",
+                "order_ref",
+            ],
+            batch_size=BATCH_SIZE,
+        )
+        for failure in batch.failures:
+            _record(failure)
+        for workspace_id, keys in batch.passed.items():
+            clear_occurrences(Workspace(pk=workspace_id), keys, stage=STAGE)
+        _release(batch)
+    return len(events)
+
+
+def _forget_failures(event: SourceEvent, batch: Batch) -> None:
+    batch.failures = [f for f in batch.failures if f.event is not event]
+
+
+def _retry_later(event: SourceEvent, batch: Batch, reason: str) -> None:
+    _forget_failures(event, batch)
+    delay = min(5 * 2 ** min(event.attempts, 10), 3600)
+    event.state = State.RECEIVED if event.state != State.HELD else State.HELD
+    event.reason = f"Retrying: {reason}"[:2000]
+    event.next_attempt_at = batch.now + timedelta(seconds=delay)
+
+
+def _apply_outcome(event: SourceEvent, outcome: Outcome, batch: Batch) -> None:
+    """The event's writes were undone; it ends in the outcome's state."""
+    if outcome.state == State.FAILED:
+        failed = _failed(batch, event)
+        if not outcome.reason and failed is not None:
+            outcome.reason = failed.reason
+    else:
+        _forget_failures(event, batch)
+    event.state = outcome.state
+    event.reason = outcome.reason
+    if outcome.state in (State.READY, State.SKIPPED, State.FAILED):
+        event.staged_at = batch.now
+        event.hold = Hold.NONE if outcome.state != State.FAILED else event.hold
+    if outcome.state == State.FAILED:
+        event.failed_kind = outcome.kind
+
+
+def _record(failure: Failure) -> None:
+    event = failure.event
+    flow = event.flow
+    occurrence = record_occurrence(
+        workspace=event.workspace,
+        kind=failure.kind,
+        event_key=event.key,
+        stage=STAGE,
+        message=failure.message,
+        flow_key=flow.key if flow else "",
+        flow_label=flow.name if flow else "",
+        subject_key=failure.subject_key,
+        subject_label=failure.subject_label,
+        detail={"event_id": event.pk, "event_type": event.event_type, **failure.detail},
+        source_event_id=event.source_event_id,
+        order_number=failure.order_number,
+        sku=failure.sku,
+        email=failure.email,
+    )
+    if occurrence.group.state == "ignored":  # the person who ignored the group decided
+        SourceEvent.objects.filter(pk=event.pk).update(
+            state=State.SKIPPED, reason=f"Ignored in the inbox ({failure.kind})."
+        )
+
+
+def _release(batch: Batch) -> None:
+    """Orphans whose order arrived, and dispatches whose scan arrived, are due again now."""
+    flows: set[int] = set()
+    for workspace_id, refs in batch.released_refs.items():
+        refs.discard("")
+        if refs:
+            qs = SourceEvent.objects.filter(
+                workspace_id=workspace_id, state=State.HELD, hold=Hold.ORPHAN, order_ref__in=refs
+            )
+            flows |= {f for f in qs.values_list("flow_id", flat=True) if f is not None}
+            qs.update(next_attempt_at=batch.now)
+    for workspace_id, keys in batch.released_entities.items():
+        qs = SourceEvent.objects.filter(
+            workspace_id=workspace_id, state=State.HELD, entity_key__in=keys
+        )
+        flows |= {f for f in qs.values_list("flow_id", flat=True) if f is not None}
+        qs.update(next_attempt_at=batch.now)
+    if flows:
+        from monitoring.tasks import wake_staging
+
+        wake_staging(flows, lane="realtime")
+
+
+# ---------------------------------------------------------------------------------------------
+# One event.
+
+
+def stage_event(event: SourceEvent, batch: Batch) -> None:
+    """Bring one event into the state; ends by raising Outcome (READY, HELD, SKIPPED, FAILED)."""
+    flow = event.flow
+    if flow is None:
+        raise Outcome(State.SKIPPED, "No flow takes this event any more.")
+    event.lane = (
+        SourceEvent.Lane.BULK
+        if event.is_backfill or event.event_type not in REALTIME_TYPES
+        else SourceEvent.Lane.REALTIME
+    )
+    handler = HANDLERS.get(event.event_type)
+    if handler is None:
+        raise Outcome(State.SKIPPED, f"No staging for {event.event_type}.")
+    event.state = State.RECEIVED
+    event.reason = ""
+    handler(event, flow, batch)
+    _finish(event, batch)
+
+
+def _fail(event: SourceEvent, batch: Batch, kind: str, message: str, **fields: Any) -> None:
+    """Remember a validation failure (recorded at the end of the batch)."""
+    batch.failures.append(Failure(event, kind, message, **fields))
+
+
+def _failed(batch: Batch, event: SourceEvent) -> Outcome | None:
+    mine = [f for f in batch.failures if f.event is event]
+    if not mine:
+        return None
+    return Outcome(State.FAILED, "; ".join(f.message for f in mine)[:2000], mine[0].kind)
+
+
+def _finish(event: SourceEvent, batch: Batch) -> None:
+    """The handler wrote its state: FAILED when validation failed (the writes stand, delivery
+    waits for the fix), HELD when it chose to hold, else READY."""
+    outcome = _failed(batch, event)
+    if outcome is not None:
+        event.state = State.FAILED
+        event.failed_kind = outcome.kind
+        event.reason = outcome.reason
+    elif event.state != State.HELD:
+        event.state = State.READY
+        event.hold = Hold.NONE
+    if event.state != State.HELD:
+        event.staged_at = batch.now
+
+
+# --- identities ------------------------------------------------------------------------------
+
+
+def resolve_customer(
+    event: SourceEvent, batch: Batch, *, authoritative: bool = False
+) -> Customer | None:
+    """The identity an event names: by the source's customer id, else by normalised email.
+    A customer.upserted (authoritative) with a new email for a known customer moves that
+    customer to the new email, so the DotDigital contact stays the same."""
+    envelope = event.envelope
+    identity = envelope.get("identity") or {}
+    data = event.data
+    raw = identity.get("email_raw") or identity.get("email") or ""
+    email = normalise_email(identity.get("email") or identity.get("email_raw"))
+    source_id = identity.get("source_customer_id") or (
+        data.get("customer_key") if event.event_type == "customer.upserted" else None
+    )
+    is_guest = bool(identity.get("is_guest", data.get("is_guest", False)))
+    workspace_id = event.workspace_id
+    customer: Customer | None = None
+    if source_id:
+        key = (
+            CustomerKey.objects.select_related("customer")
+            .filter(
+                workspace_id=workspace_id,
+                source_system=event.source_system,
+                source_customer_id=str(source_id),
+            )
+            .first()
+        )
+        customer = key.customer if key else None
+    if customer is None and email:
+        customer = Customer.objects.filter(workspace_id=workspace_id, email=email).first()
+    if customer is None:
+        if not email and not source_id:
+            return None
+        customer = Customer.objects.create(
+            workspace_id=workspace_id,
+            email=email,
+            email_raw=str(raw)[:300],
+            phone=str(identity.get("phone_e164") or "")[:40],
+            is_guest=is_guest,
+        )
+    elif email and customer.email != email:
+        taken = Customer.objects.filter(workspace_id=workspace_id, email=email).exists()
+        if not customer.email and not taken:
+            customer.email, customer.email_raw = email, str(raw)[:300]
+        elif authoritative and not taken:
+            customer.previous_emails = [*customer.previous_emails, customer.email]
+            customer.email, customer.email_raw = email, str(raw)[:300]
+    if not is_guest and customer.is_guest:
+        customer.is_guest = False
+    customer.save()
+    if source_id:
+        CustomerKey.objects.get_or_create(
+            workspace_id=workspace_id,
+            source_system=event.source_system,
+            source_customer_id=str(source_id),
+            defaults={"customer": customer},
+        )
+    batch.customers.add(customer.pk)
+    return customer
+
+
+def _no_email(event: SourceEvent, batch: Batch, order_number: str = "") -> None:
+    identity = event.envelope.get("identity") or {}
+    _fail(
+        event,
+        batch,
+        "contact_without_email",
+        "No email: DotDigital cannot hold a contact for it.",
+        subject_key=f"event:{event.pk}",
+        subject_label=order_number or identity.get("phone_e164") or event.entity_key,
+        order_number=order_number,
+        detail={"identity": identity},
+    )
+
+
+def stage_customer(event: SourceEvent, flow: Flow, batch: Batch) -> None:
+    identity = event.envelope.get("identity") or {}
+    if not normalise_email(identity.get("email") or identity.get("email_raw")):
+        existing = resolve_customer(event, batch)
+        if existing is None or not existing.email:
+            _no_email(event, batch)
+            if existing is None:
+                raise Outcome(State.FAILED, "No email.", "contact_without_email")
+    customer = resolve_customer(event, batch, authoritative=True)
+    assert customer is not None
+    if customer.source_version and event.source_version < customer.source_version:
+        raise Outcome(State.SKIPPED, "Superseded: a newer version of this customer is staged.")
+    data = event.data
+    customer.first_name = str(data.get("first_name") or customer.first_name)[:120]
+    customer.last_name = str(data.get("last_name") or customer.last_name)[:120]
+    customer.source_version = event.source_version
+    customer.save()
+    event.customer = customer
+
+
+def stage_consent(event: SourceEvent, flow: Flow, batch: Batch) -> None:
+    customer = resolve_customer(event, batch)
+    if customer is None or not customer.email:
+        _no_email(event, batch)
+        raise Outcome(State.FAILED, "No email.", "contact_without_email")
+    event.customer = customer
+
+
+# --- orders ----------------------------------------------------------------------------------
+
+
+def find_order(event: SourceEvent, flow: Flow, *, lock: bool = True) -> Order | None:
+    if not event.order_ref:
+        return None
+    qs = Order.objects.filter(workspace_id=event.workspace_id, **{flow.join_key: event.order_ref})
+    if lock:
+        qs = qs.select_for_update()
+    return qs.order_by("pk").first()
+
+
+def order_total_problem(data: dict[str, Any]) -> str | None:
+    """design.md's rule: Σ line totals (which hold line discounts) + shipping − order-level
+    discounts (+ tax when prices exclude tax) = grand total, within one minor unit per line."""
+    totals = data.get("totals") or {}
+    currency = data.get("currency") or ""
+    grand = money(totals.get("grand_total"))
+    if grand is None:
+        return "The order has no grand total."
+    lines = data.get("lines") or []
+    line_sum = Decimal(0)
+    line_discounts = Decimal(0)
+    for line in lines:
+        total = money(line.get("line_total"))
+        if total is None:
+            subtotal = money(line.get("line_subtotal"))
+            if subtotal is None:
+                unit = money(line.get("unit_price")) or Decimal(0)
+                subtotal = unit * Decimal(str(line.get("quantity") or 0))
+            total = subtotal - (money(line.get("line_discount")) or Decimal(0))
+        line_sum += total
+        line_discounts += money(line.get("line_discount")) or Decimal(0)
+    shipping = money(totals.get("shipping"))
+    if shipping is None:
+        shipping = money((data.get("shipping") or {}).get("amount")) or Decimal(0)
+    discounts = data.get("discounts")
+    if isinstance(discounts, list):
+        order_discount = sum(
+            (money(d.get("amount")) or Decimal(0) for d in discounts if d.get("scope") != "line"),
+            Decimal(0),
+        )
+    else:
+        order_discount = max(
+            (money(totals.get("discount")) or Decimal(0)) - line_discounts, Decimal(0)
+        )
+    tax_inclusive = data.get("tax_inclusive", totals.get("tax_inclusive", True))
+    expected = line_sum + shipping - order_discount
+    if tax_inclusive is False:
+        tax = money(totals.get("tax"))
+        if tax is None:
+            tax = sum((money(line.get("line_tax")) or Decimal(0) for line in lines), Decimal(0)) + (
+                money((data.get("shipping") or {}).get("tax")) or Decimal(0)
+            )
+        expected += tax
+    tolerance = minor_unit(currency) * max(1, len(lines))
+    if abs(expected - grand) > tolerance:
+        return f"Grand total {grand} {currency} but its parts add up to {expected} {currency}."
+    return None
+
+
+def _sku_gaps(event: SourceEvent, flow: Flow, batch: Batch, lines: list[dict[str, Any]]) -> None:
+    """After cleaning and aliases, SKUs not in the catalogue (only once it is loaded)."""
+    if not catalogue_loaded(event.workspace_id, batch):
+        return
+    aliases = _aliases(event.workspace_id, batch)
+    wanted: dict[str, str] = {}
+    for line in lines:
+        if line.get("is_non_stock") or not line.get("sku"):
+            continue
+        cleaned = clean_sku(line.get("sku"))
+        key = sku_match_key(cleaned, flow.sku_case_sensitive)
+        target = aliases.get((flow.pk, key)) or aliases.get((None, key))
+        wanted[sku_match_key(target, flow.sku_case_sensitive) if target else key] = cleaned
+    if not wanted:
+        return
+    field_name = "sku" if flow.sku_case_sensitive else "sku_key"
+    known = set(
+        Product.objects.filter(
+            workspace_id=event.workspace_id, **{f"{field_name}__in": list(wanted)}
+        ).values_list(field_name, flat=True)
+    )
+    for key, cleaned in wanted.items():
+        if key not in known:
+            _fail(
+                event,
+                batch,
+                "sku_mapping_gap",
+                f"SKU {cleaned!r} is not in the catalogue.",
+                subject_key=f"sku:{key}",
+                subject_label=cleaned,
+                sku=cleaned,
+                order_number=str(event.data.get("order_number") or event.order_ref),
+            )
+
+
+def catalogue_loaded(workspace_id: int, batch: Batch) -> bool:
+    """Loaded once a flow mastering products marked its first full snapshot, and every product
+    event it received by then is staged."""
+    if workspace_id not in batch.catalogue:
+        masters = list(
+            Flow.objects.filter(
+                workspace_id=workspace_id, masters_products=True, catalogue_loaded_at__isnull=False
+            ).values_list("pk", "catalogue_loaded_at")
+        )
+        loaded = any(
+            not SourceEvent.objects.filter(
+                flow_id=pk,
+                event_type="product.updated",
+                state=State.RECEIVED,
+                received_at__lte=at,
+            ).exists()
+            for pk, at in masters
+        )
+        batch.catalogue[workspace_id] = loaded
+    return batch.catalogue[workspace_id]
+
+
+def _aliases(workspace_id: int, batch: Batch) -> dict[tuple[int | None, str], str]:
+    if workspace_id not in batch.aliases:
+        batch.aliases[workspace_id] = {
+            (flow_id, alias_key): sku
+            for flow_id, alias_key, sku in SkuAlias.objects.filter(
+                workspace_id=workspace_id
+            ).values_list("flow_id", "alias_key", "sku")
+        }
+    return batch.aliases[workspace_id]
+
+
+def stage_order(event: SourceEvent, flow: Flow, batch: Batch) -> None:
+    data = event.data
+    workspace = event.workspace
+    identity = event.envelope.get("identity") or {}
+    number = str(data.get("order_number") or "")
+    currency = str(data.get("currency") or "")
+    if currency != workspace.currency:
+        _fail(
+            event,
+            batch,
+            "currency_mismatch",
+            f"Order {number} is in {currency}, the workspace keeps {workspace.currency}.",
+            subject_key=f"currency:{currency}",
+            subject_label=currency,
+            order_number=number,
+        )
+        raise Outcome(State.FAILED, "", "currency_mismatch")
+    problem = order_total_problem(data)
+    if problem:
+        _fail(
+            event,
+            batch,
+            "order_total_mismatch",
+            problem,
+            subject_key=f"order:{number}",
+            subject_label=number,
+            order_number=number,
+            detail={"totals": data.get("totals")},
+        )
+        raise Outcome(State.FAILED, problem, "order_total_mismatch")
+    is_guest = bool(identity.get("is_guest", data.get("is_guest", False)))
+    if is_guest and flow.guest_policy == Flow.GuestPolicy.EXCLUDE:
+        _fail(
+            event,
+            batch,
+            "guest_policy",
+            f"Guest order {number} excluded by the flow's guest policy.",
+            subject_key="guest",
+            subject_label="Guest orders",
+            order_number=number,
+        )
+        raise Outcome(State.FAILED, "", "guest_policy")
+    order = find_order(event, flow)
+    if order is not None and order.revision and event.source_version < order.revision:
+        raise Outcome(State.SKIPPED, "Superseded: a newer version of this order is staged.")
+    customer = resolve_customer(event, batch)
+    if order is None:
+        order = Order(workspace_id=event.workspace_id)
+    previous_customer = order.customer_id
+    totals = data.get("totals") or {}
+    lines = [
+        {**line, "sku": clean_sku(line.get("sku")), "sku_raw": line.get("sku_raw", line.get("sku"))}
+        for line in data.get("lines") or []
+    ]
+    links = event.envelope.get("links") or {}
+    order.order_number = number or order.order_number
+    order.channel_order_ref = str(
+        data.get("channel_order_ref") or links.get("channel_order_ref") or order.channel_order_ref
+    )
+    order.source_keys = sorted({*order.source_keys, str(data.get("order_key"))})
+    order.customer = customer or order.customer
+    order.email = customer.email if customer else order.email
+    order.is_guest = is_guest
+    order.has_body = True
+    order.revision = event.source_version
+    order.placed_at = parse_time(data.get("placed_at"))
+    order.currency = currency
+    order.tax_inclusive = data.get("tax_inclusive", totals.get("tax_inclusive", True)) is not False
+    order.lines = lines
+    order.subtotal = money(totals.get("subtotal"))
+    order.discount = money(totals.get("discount"))
+    order.shipping = money(totals.get("shipping"))
+    order.tax = money(totals.get("tax"))
+    order.grand_total = money(totals.get("grand_total"))
+    if order.status_version is None or event.source_version >= order.status_version:
+        _set_status(order, data.get("status") or {})
+        order.status_version = event.source_version
+    order.save()
+    if previous_customer and previous_customer != order.customer_id:
+        batch.customers.add(previous_customer)
+    event.order = order
+    event.customer = order.customer
+    batch.released_refs.setdefault(event.workspace_id, set()).update(
+        {order.order_number, order.channel_order_ref}
+    )
+    if customer is None or not customer.email:
+        _no_email(event, batch, number)
+    _sku_gaps(event, flow, batch, lines)
+
+
+def _set_status(order: Order, status: dict[str, Any]) -> None:
+    if status.get("lifecycle"):
+        order.lifecycle = status["lifecycle"]
+    if status.get("fulfilment"):
+        order.fulfilment = status["fulfilment"]
+    if status.get("financial") and status["financial"] != "unknown":
+        order.financial = status["financial"]
+
+
+def _hold_orphan(event: SourceEvent, flow: Flow, batch: Batch, waits_for: str) -> None:
+    """No order yet: wait (with a deadline), or open orphan_expired once it has passed."""
+    if event.hold_deadline is None or event.hold != Hold.ORPHAN:
+        event.hold_deadline = event.received_at + timedelta(seconds=flow.orphan_hold_seconds)
+    if batch.now >= event.hold_deadline:
+        _fail(
+            event,
+            batch,
+            "orphan_expired",
+            f"{waits_for} never arrived before the hold's deadline.",
+            subject_key=f"order:{event.order_ref}",
+            subject_label=event.order_ref or event.entity_key,
+            order_number=event.order_ref,
+            detail={"waited_for": waits_for, "deadline": event.hold_deadline.isoformat()},
+        )
+        event.hold = Hold.ORPHAN
+        raise Outcome(State.FAILED, f"Expired waiting for {waits_for}.", "orphan_expired")
+    event.hold = Hold.ORPHAN
+    event.next_attempt_at = event.hold_deadline
+    raise Outcome(
+        State.HELD, f"Waiting for {waits_for} (until {event.hold_deadline:%Y-%m-%d %H:%M} UTC)."
+    )
+
+
+def _parent_order(event: SourceEvent, flow: Flow, batch: Batch) -> Order:
+    order = find_order(event, flow)
+    if order is not None:
+        return order
+    waits_for = f"order {event.order_ref or event.data.get('order_key')}"
+    if flow.hold_orphans or not event.order_ref:
+        _hold_orphan(event, flow, batch, waits_for)
+    # No hold: the order starts here, and the flow carrying money fills it in when it comes.
+    join = {flow.join_key: event.order_ref}
+    return Order.objects.create(
+        workspace_id=event.workspace_id,
+        source_keys=[str(event.data.get("order_key"))],
+        **join,
+    )
+
+
+def stage_status(event: SourceEvent, flow: Flow, batch: Batch) -> None:
+    order = _parent_order(event, flow, batch)
+    if order.status_version and event.source_version < order.status_version:
+        raise Outcome(State.SKIPPED, "Superseded: a newer status of this order is staged.")
+    _set_status(order, event.data.get("to") or {})
+    order.status_version = event.source_version
+    order.save()
+    _link(event, order, batch)
+
+
+def _link(event: SourceEvent, order: Order, batch: Batch) -> None:
+    event.order = order
+    event.customer_id = order.customer_id
+    event.hold = Hold.NONE
+    if order.customer_id:
+        batch.customers.add(order.customer_id)
+
+
+def stage_dispatch(event: SourceEvent, flow: Flow, batch: Batch) -> None:
+    data = event.data
+    order = _parent_order(event, flow, batch)
+    key = str(data["shipment_key"])
+    shipment = (
+        Shipment.objects.select_for_update()
+        .filter(workspace_id=event.workspace_id, shipment_key=key)
+        .first()
+    )
+    dispatched_at = parse_time(data.get("dispatched_at")) or event.occurred_at
+    if shipment is not None and event.source_version < shipment.source_version:
+        raise Outcome(State.SKIPPED, "Superseded: a newer version of this shipment is staged.")
+    if shipment is None:
+        shipment = Shipment(workspace_id=event.workspace_id, shipment_key=key, order=order)
+    shipment.order = order
+    shipment.dispatched_at = dispatched_at
+    shipment.tracking_numbers = data.get("tracking_numbers") or shipment.tracking_numbers
+    shipment.carrier = data.get("carrier") or shipment.carrier
+    shipment.lines = data.get("lines") or []
+    shipment.source_version = event.source_version
+    shipment.save()
+    order.first_dispatched_at = min(filter(None, [order.first_dispatched_at, dispatched_at]))
+    order.last_dispatched_at = max(filter(None, [order.last_dispatched_at, dispatched_at]))
+    if order.fulfilment != "dispatched":
+        order.fulfilment = "partially_dispatched" if data.get("is_partial") else "dispatched"
+    order.save()
+    _link(event, order, batch)
+    batch.released_entities.setdefault(event.workspace_id, set()).add(event.entity_key)
+    if flow.hold_dispatch_for_scan and shipment.first_scan_at is None:
+        if event.hold != Hold.CARRIER_SCAN or event.hold_deadline is None:
+            event.hold_deadline = event.received_at + timedelta(seconds=flow.scan_hold_seconds)
+        if batch.now < event.hold_deadline:
+            # Held with the state written: the dispatch date counts, only the trigger waits.
+            event.state = State.HELD
+            event.hold = Hold.CARRIER_SCAN
+            event.next_attempt_at = event.hold_deadline
+            event.reason = (
+                "Waiting for the carrier's first scan "
+                f"(until {event.hold_deadline:%Y-%m-%d %H:%M} UTC)."
+            )
+            return
+        event.reason = "The carrier's first scan did not come by the deadline: sent without it."
+
+
+def _shipment_for(event: SourceEvent) -> Shipment | None:
+    data = event.data
+    qs = Shipment.objects.select_for_update().filter(workspace_id=event.workspace_id)
+    if data.get("shipment_key"):
+        return qs.filter(shipment_key=str(data["shipment_key"])).first()
+    number = str(data.get("tracking_number") or "")
+    for shipment in qs.filter(tracking_numbers__icontains=number):
+        if number in shipment.tracking_numbers:
+            return shipment
+    return None
+
+
+def _hold_for_shipment(event: SourceEvent, flow: Flow, batch: Batch) -> Shipment:
+    shipment = _shipment_for(event)
+    if shipment is None:
+        _hold_orphan(
+            event,
+            flow,
+            batch,
+            f"shipment {event.data.get('shipment_key') or event.data.get('tracking_number')}",
+        )
+        raise AssertionError("unreachable")
+    return shipment
+
+
+def stage_tracking(event: SourceEvent, flow: Flow, batch: Batch) -> None:
+    shipment = _hold_for_shipment(event, flow, batch)
+    shipment.tracking_numbers = event.data.get("tracking_numbers") or shipment.tracking_numbers
+    shipment.save()
+    _link(event, shipment.order, batch)
+
+
+def stage_scan(event: SourceEvent, flow: Flow, batch: Batch) -> None:
+    shipment = _hold_for_shipment(event, flow, batch)
+    scanned_at = parse_time(event.data.get("scanned_at"))
+    if shipment.first_scan_at is None or (scanned_at and scanned_at < shipment.first_scan_at):
+        shipment.first_scan_at = scanned_at
+    shipment.scan_status = str(event.data.get("scan_status") or "")
+    shipment.save()
+    _link(event, shipment.order, batch)
+    # Dispatch triggers held for this scan go now.
+    dispatch_keys = set(
+        SourceEvent.objects.filter(
+            workspace_id=event.workspace_id,
+            state=State.HELD,
+            hold=Hold.CARRIER_SCAN,
+            order=shipment.order,
+        ).values_list("entity_key", flat=True)
+    )
+    if dispatch_keys:
+        batch.released_entities.setdefault(event.workspace_id, set()).update(dispatch_keys)
+
+
+def stage_refund(event: SourceEvent, flow: Flow, batch: Batch) -> None:
+    data = event.data
+    order = _parent_order(event, flow, batch)
+    amount = money(data.get("amount"))
+    currency = str((data.get("amount") or {}).get("currency") or "")
+    if currency != event.workspace.currency:
+        _fail(
+            event,
+            batch,
+            "currency_mismatch",
+            f"Refund in {currency}, the workspace keeps {event.workspace.currency}.",
+            subject_key=f"currency:{currency}",
+            subject_label=currency,
+            order_number=order.order_number,
+        )
+        raise Outcome(State.FAILED, "", "currency_mismatch")
+    refund = (
+        Refund.objects.select_for_update()
+        .filter(workspace_id=event.workspace_id, refund_key=str(data["refund_key"]))
+        .first()
+    )
+    if refund is not None and event.source_version < refund.source_version:
+        raise Outcome(State.SKIPPED, "Superseded: a newer version of this refund is staged.")
+    if refund is None:
+        refund = Refund(workspace_id=event.workspace_id, refund_key=str(data["refund_key"]))
+    refund.order = order
+    refund.amount = amount or Decimal(0)
+    refund.currency = currency
+    refund.refunded_at = parse_time(data.get("refunded_at")) or event.occurred_at
+    refund.source_version = event.source_version
+    refund.save()
+    order.refunded_total = sum(order.refunds.values_list("amount", flat=True), Decimal(0))
+    order.save()
+    _link(event, order, batch)
+
+
+def stage_return(event: SourceEvent, flow: Flow, batch: Batch) -> None:
+    order = _parent_order(event, flow, batch)
+    _link(event, order, batch)
+
+
+# --- catalogue and stock ---------------------------------------------------------------------
+
+
+def stage_product(event: SourceEvent, flow: Flow, batch: Batch) -> None:
+    if not flow.masters_products:
+        raise Outcome(State.SKIPPED, "This flow does not master the catalogue.")
+    data = event.data
+    sku = clean_sku(data.get("sku"))
+    product = (
+        Product.objects.select_for_update().filter(workspace_id=event.workspace_id, sku=sku).first()
+    )
+    if product is not None and event.source_version < product.source_version:
+        raise Outcome(State.SKIPPED, "Superseded: a newer version of this product is staged.")
+    if product is None:
+        product = Product(workspace_id=event.workspace_id, sku=sku)
+    product.flow = flow
+    product.sku_key = sku.casefold()
+    product.product_key = str(data.get("product_key"))
+    product.name = str(data.get("name") or "")[:300]
+    product.status = str(data.get("status") or "active")
+    product.price = money(data.get("price"))
+    product.currency = str((data.get("price") or {}).get("currency") or "")
+    product.source_version = event.source_version
+    product.save()
+
+
+QUANTITIES = ("on_hand", "allocated", "saleable", "quarantined", "incoming")
+
+
+def stage_stock(event: SourceEvent, flow: Flow, batch: Batch) -> None:
+    """Snapshots replace; deltas apply once each (a row per event), in as_of order after the
+    latest snapshot; deltas older than the snapshot drop."""
+    data = event.data
+    as_of = parse_time(data.get("as_of")) or event.source_version
+    level, _ = StockLevel.objects.select_for_update().get_or_create(
+        workspace_id=event.workspace_id,
+        sku=clean_sku(data.get("sku")),
+        location_key=str(data["location"]["key"]),
+    )
+    before = level.saleable
+    quantities = {k: data["quantities"].get(k) for k in QUANTITIES}
+    if data["mode"] == "snapshot":
+        if level.snapshot_as_of and as_of <= level.snapshot_as_of:
+            raise Outcome(State.SKIPPED, "Superseded: a newer stock snapshot is staged.")
+        level.snapshot = quantities
+        level.snapshot_as_of = as_of
+        level.derived = data.get("derived") or []
+    else:
+        if level.snapshot_as_of and as_of <= level.snapshot_as_of:
+            raise Outcome(State.SKIPPED, "Dropped: older than the latest stock snapshot.")
+        StockDelta.objects.get_or_create(
+            event=event, defaults={"level": level, "as_of": as_of, "quantities": quantities}
+        )
+    _recompute_stock(level)
+    level.previous_saleable = before
+    level.as_of = max(filter(None, [level.as_of, as_of]))
+    level.save()
+    crossed_zero = (before or 0) <= 0 < (level.saleable or 0) or (before or 0) > 0 >= (
+        level.saleable or 0
+    )
+    event.lane = (
+        SourceEvent.Lane.REALTIME
+        if crossed_zero and not event.is_backfill
+        else SourceEvent.Lane.BULK
+    )
+
+
+def _recompute_stock(level: StockLevel) -> None:
+    deltas = level.deltas.all()
+    if level.snapshot_as_of:
+        deltas = deltas.filter(as_of__gt=level.snapshot_as_of)
+    for name in QUANTITIES:
+        base = level.snapshot.get(name) if level.snapshot_as_of else None
+        changes = [d.quantities.get(name) for d in deltas if d.quantities.get(name) is not None]
+        unknown = base is None and not changes
+        setattr(level, name, None if unknown else (base or 0) + sum(changes))
+
+
+# --- aggregates ------------------------------------------------------------------------------
+
+
+def recompute_aggregates(customer_ids: Iterable[int], now: datetime | None = None) -> None:
+    """ORDER_COUNT, LTV (Σ grand totals − Σ refunds), LAST_ORDER_DATE, LAST_DISPATCH_DATE and
+    REFUNDED, from the orders held: the same answer however often an event is retried. Cancelled
+    orders, and dispatch-only orders whose money never came, count for nothing."""
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return
+    now = now or timezone.now()
+    sums: dict[int, dict[str, Any]] = {
+        pk: {"n": 0, "ltv": Decimal(0), "last": None, "dispatch": None, "refunded": False}
+        for pk in ids
+    }
+    rows = Order.objects.filter(customer_id__in=ids).values_list(
+        "customer_id",
+        "has_body",
+        "lifecycle",
+        "grand_total",
+        "refunded_total",
+        "placed_at",
+        "last_dispatched_at",
+    )
+    latest: dict[int, Any] = {}
+    for customer_id, has_body, lifecycle, grand, refunded, placed, dispatched in rows:
+        agg = sums[customer_id]
+        if dispatched and (agg["dispatch"] is None or dispatched > agg["dispatch"]):
+            agg["dispatch"] = dispatched
+        if not has_body or lifecycle == "cancelled":
+            continue
+        agg["n"] += 1
+        agg["ltv"] += (grand or Decimal(0)) - (refunded or Decimal(0))
+        if placed and (agg["last"] is None or placed > agg["last"]):
+            agg["last"] = placed
+            latest[customer_id] = refunded
+    customers = list(Customer.objects.filter(pk__in=ids))
+    for customer in customers:
+        agg = sums[customer.pk]
+        customer.order_count = agg["n"]
+        customer.lifetime_value = agg["ltv"]
+        customer.last_order_at = agg["last"]
+        customer.last_dispatch_at = agg["dispatch"]
+        customer.refunded = bool(latest.get(customer.pk))
+        customer.aggregates_at = now
+    Customer.objects.bulk_update(
+        customers,
+        [
+            "order_count",
+            "lifetime_value",
+            "last_order_at",
+            "last_dispatch_at",
+            "refunded",
+            "aggregates_at",
+        ],
+    )
+
+
+HANDLERS = {
+    "customer.upserted": stage_customer,
+    "consent.changed": stage_consent,
+    "order.created": stage_order,
+    "order.updated": stage_order,
+    "order.status_changed": stage_status,
+    "shipment.dispatched": stage_dispatch,
+    "shipment.tracking_updated": stage_tracking,
+    "shipment.carrier_scanned": stage_scan,
+    "refund.issued": stage_refund,
+    "return.received": stage_return,
+    "product.updated": stage_product,
+    "stock.changed": stage_stock,
+}
