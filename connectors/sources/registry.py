@@ -37,4 +37,5 @@ def _load() -> None:
     if not _loaded:
         _loaded = True
         from connectors.sources import canonical  # noqa: F401  (registers itself)
+        from connectors.sources import mintsoft  # noqa: F401  (registers itself)
         from connectors.sources import patchworks  # noqa: F401
