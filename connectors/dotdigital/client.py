@@ -466,10 +466,11 @@ class DotDigitalClient:
             return errors.NotFound(summary, **kwargs)
         if "DATAFIELD" in code or "datafield" in lowered:
             return errors.DataFieldError(summary, **kwargs)
+        reasons = {str(d.get("description", "")).lower() for d in details} | {text.lower()}
         if (
-            "JsonValueIncompatibleWithSchema" in text
-            or "schema" in lowered
-            or (code == "ERROR_TRANSACTIONAL_DATA_VALIDATION_FAILED")
+            "schema" in lowered
+            or code == "ERROR_TRANSACTIONAL_DATA_VALIDATION_FAILED"
+            or any(name in reason for reason in reasons for name in SCHEMA_FAILURES)
         ):
             return errors.SchemaMismatch(summary, **kwargs)
         return errors.ValidationFailed(summary, **kwargs)
@@ -723,6 +724,40 @@ class DotDigitalClient:
                 )
             self.sleep(interval)
             waited += interval
+
+    # -- insight single records -----------------------------------------------------------------
+
+    def create_collection(self, name: str, *, scope: str = "contact", type: str = "custom") -> bool:
+        """Create an insight collection (idempotent); True when it was created now."""
+        response = self._call(
+            "POST",
+            f"/insightData/v3/collections/{quote(name, safe='')}",
+            label="/insightData/v3/collections/{collection}",
+            tier="single",
+            timeout=self.timeouts.single,
+            params={"collectionScope": scope, "collectionType": type},
+        )
+        return response.status_code == 201
+
+    def put_insight_record(self, collection: str, record: InsightWrite) -> bool:
+        """Create or replace one insight record (v3 PUT); True when it was created."""
+        name, key = quote(collection, safe=""), quote(str(record.key), safe="")
+        if record.contact_email is None:
+            path = f"/insightData/v3/account/{name}/{key}"
+            label = "/insightData/v3/account/{collection}/{recordId}"
+        else:
+            email = quote(record.contact_email, safe="@+")
+            path = f"/insightData/v3/contacts/email/{email}/{name}/{key}"
+            label = "/insightData/v3/contacts/email/{value}/{collection}/{recordId}"
+        response = self._call(
+            "PUT",
+            path,
+            label=label,
+            tier="single",
+            timeout=self.timeouts.single,
+            body=dict(record.json),
+        )
+        return response.status_code == 201
 
     # -- insight reads --------------------------------------------------------------------------
 

@@ -174,3 +174,15 @@ def test_programs_are_listed_and_contacts_enrolled(client, sandbox):
     assert [(p.id, p.status) for p in client.list_programs()] == [(7, "Active")]
     enrolment = client.enrol(7, [contact.contact_id])
     assert enrolment.program_id == 7 and enrolment.contacts == (contact.contact_id,)
+
+
+def test_the_contract_check_catches_a_request_that_breaks_the_spec(sandbox, contract):
+    from tests.connectors.conftest import check_exchange
+
+    bad = sandbox.api.patch(
+        f"{sandbox.url}/contacts/v3/email/jane@example.com",
+        params={"merge-option": "overwriteIfNotEmpty"},  # the import body's spelling
+        json={"identifiers": {"email": "jane@example.com"}},
+    )
+    with pytest.raises(AssertionError, match="merge-option"):
+        check_exchange(contract, bad)

@@ -154,3 +154,21 @@ def test_no_more_than_5_insight_imports_are_in_flight_and_a_finished_one_frees_i
     assert client.poll_import(handles[0]).state is ImportState.FINISHED
     assert cap.in_use() == 4
     assert client.import_insight("Coll_6", records, scope="account")
+
+
+def test_a_single_insight_record_is_put_and_replaced_then_a_schema_break_is_a_record_error(
+    client, sandbox
+):
+    client.upsert_contact(ContactWrite(email="one@example.com"))
+    assert client.create_collection("Orders", type="orders") is True
+    assert client.create_collection("Orders", type="orders") is False
+    client.create_collection("Catalog_X", scope="account", type="catalog")
+    record = InsightWrite("5001", {"total": 10, "status": "paid"}, "one@example.com")
+    assert client.put_insight_record("Orders", record) is True
+    assert client.put_insight_record("Orders", record) is False
+    with pytest.raises(errors.SchemaMismatch) as caught:
+        client.put_insight_record(
+            "Orders", InsightWrite("5002", {"total": "ten"}, "one@example.com")
+        )
+    assert caught.value.status == 400 and caught.value.code == "insightData:validationFailed"
+    assert client.put_insight_record("Catalog_X", InsightWrite("SKU-1", {"name": "Hat"}))
