@@ -99,3 +99,93 @@ class Team(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.workspace.slug})"
+
+
+class ConfigChange(models.Model):
+    """One change to a workspace's configuration: who, when, what, and the before/after diff.
+
+    Written only through `accounts.audit.record_change`, which never stores a secret's value: a
+    changed secret appears in `changes` as ``{"field": ..., "secret": true}`` and reads "changed".
+    The object is named by its type, id and label rather than a foreign key, so any app's objects
+    can be audited from the ground floor, and the history outlives the object.
+    """
+
+    class Action(models.TextChoices):
+        CREATED = "created", "Created"
+        CHANGED = "changed", "Changed"
+        DELETED = "deleted", "Deleted"
+        TOKEN_ROTATED = "token_rotated", "Webhook token rotated"
+        TESTED = "tested", "Tested"
+        MEMBER_ADDED = "member_added", "Member added"
+        MEMBER_REMOVED = "member_removed", "Member removed"
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="config_changes"
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Who made the change; empty for Syncdesk itself.",
+    )
+    actor_name = models.CharField(
+        max_length=150, blank=True, help_text="The actor's username then, kept if they leave."
+    )
+    action = models.CharField(max_length=20, choices=Action.choices)
+    object_type = models.CharField(
+        max_length=100, blank=True, help_text="app_label.model_name, e.g. connectors.connection."
+    )
+    object_id = models.CharField(max_length=64, blank=True)
+    object_label = models.CharField(max_length=200)
+    changes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='[{"field", "before", "after"}] or [{"field", "secret": true}]: never a secret.',
+    )
+    note = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+        indexes = [
+            # The audit page: a workspace's changes, newest first.
+            models.Index(fields=["workspace", "-created"], name="configchange_ws_created"),
+            # An object's own history on its page.
+            models.Index(
+                fields=["workspace", "object_type", "object_id"], name="configchange_object"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.actor_name or 'Syncdesk'} {self.get_action_display()} {self.object_label}"
+
+    @property
+    def who(self) -> str:
+        return self.actor_name or "Syncdesk"
+
+    def lines(self) -> list[tuple[str, str, str, bool]]:
+        """(field, before, after, secret) as shown: a secret reads only "changed"."""
+        shown = []
+        for change in self.changes or []:
+            field = str(change.get("field", ""))
+            if change.get("secret"):
+                shown.append((field, "", "changed", True))
+            else:
+                shown.append(
+                    (field, _shown(change.get("before")), _shown(change.get("after")), False)
+                )
+        return shown
+
+
+def _shown(value: Any) -> str:
+    if value is None or value == "" or value == []:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    return str(value)

@@ -8,4 +8,5 @@ app_name = "accounts"
 
 urlpatterns = [
     path("w/<slug:ws>/config/teams/", views.teams, name="teams"),
+    path("w/<slug:ws>/config/audit/", views.audit_log, name="audit"),
 ]

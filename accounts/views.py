@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
+from accounts import audit
 from accounts.access import get_workspace_for_user, workspaces_for
-from accounts.forms import TeamMemberForm
+from accounts.forms import AuditFilterForm, TeamMemberForm
 from accounts.http import AuthenticatedHttpRequest
+from accounts.models import ConfigChange
 
 
 @require_GET
@@ -28,12 +31,25 @@ def teams(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
         form = TeamMemberForm(access.workspace, request.POST)
         if form.is_valid():
             team, user = form.cleaned_data["team"], form.cleaned_data["user"]
+            before = audit.snapshot(team, ["members"])
             if form.cleaned_data["action"] == "add":
                 team.members.add(user)
+                action = ConfigChange.Action.MEMBER_ADDED
                 messages.success(request, f"{user.get_username()} added to {team.name}.")
             else:
                 team.members.remove(user)
+                action = ConfigChange.Action.MEMBER_REMOVED
                 messages.success(request, f"{user.get_username()} removed from {team.name}.")
+            # Adding someone already in the team (or removing someone not in it) changes nothing.
+            audit.record_change(
+                access.workspace,
+                request.user,
+                team,
+                action,
+                before,
+                audit.snapshot(team, ["members"]),
+                always=False,
+            )
             return redirect("accounts:teams", ws=ws)
     ctx = {
         "access": access,
@@ -42,6 +58,36 @@ def teams(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
             "user__username"
         ),
         "form": form,
+        "changes": ConfigChange.objects.filter(
+            workspace=access.workspace, object_type="accounts.team"
+        ).select_related("workspace")[:20],
+        "nav": "config",
     }
     template = "accounts/teams.html#teams" if request.htmx else "accounts/teams.html"
+    return render(request, template, ctx, status=400 if form.errors else 200)
+
+
+AUDIT_PAGE_SIZE = 50
+
+
+@require_GET
+def audit_log(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
+    """Every configuration change in the workspace, newest first, filtered by object, person,
+    action or text. Everyone in the workspace may read it (it never holds a secret)."""
+    access = get_workspace_for_user(request, ws)
+    changes = ConfigChange.objects.filter(workspace=access.workspace).select_related("workspace")
+    form = AuditFilterForm(access.workspace, request.GET or None)
+    if form.is_valid():
+        changes = form.filter(changes)
+    page = Paginator(changes, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    ctx = {
+        "access": access,
+        "nav": "config",
+        "form": form,
+        "page": page,
+        "query": query.urlencode(),
+    }
+    template = "accounts/audit.html#results" if request.htmx else "accounts/audit.html"
     return render(request, template, ctx, status=400 if form.errors else 200)
