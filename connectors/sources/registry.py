@@ -36,6 +36,7 @@ def _load() -> None:
     global _loaded
     if not _loaded:
         _loaded = True
+        from connectors.sources import brightpearl  # noqa: F401  (registers itself)
         from connectors.sources import canonical  # noqa: F401  (registers itself)
         from connectors.sources import mintsoft  # noqa: F401  (registers itself)
         from connectors.sources import patchworks  # noqa: F401
