@@ -209,6 +209,12 @@ LOGGING = {
     },
 }
 
+# The shared rate budget (DotDigital's tiers, Brightpearl's 200/min) lives in the database unless a
+# Redis URL is given here, where it is kept with atomic scripts (faster under many workers).
+RATE_BUDGET_REDIS_URL = env_str("RATE_BUDGET_REDIS_URL", "")
+if RATE_BUDGET_REDIS_URL and not RATE_BUDGET_REDIS_URL.startswith(("redis://", "rediss://")):
+    raise ImproperlyConfigured("RATE_BUDGET_REDIS_URL must be a redis:// URL")
+
 # /metrics is read by Prometheus with this bearer token; without one it answers 404.
 METRICS_TOKEN = env_secret("METRICS_TOKEN") or ""
 
@@ -227,3 +233,5 @@ CELERY_BEAT_SCHEDULE["engine-sweep"] = {
     "schedule": 10.0,
     "options": {"queue": "realtime", "expires": 9},
 }
+# The inbox: snoozes that are due and assignment mails every minute; team digests (once a day each).
+CELERY_BEAT_SCHEDULE.update({f"inbox-{t}": {"task": f"exceptions_inbox.{t}", "schedule": s} for t, s in (("wake_snoozed_groups", 60.0), ("send_assignment_notices", 60.0), ("send_team_digests", 900.0))})  # fmt: skip

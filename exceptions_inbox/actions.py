@@ -273,7 +273,7 @@ class BulkResult:
             reasons: dict[str, int] = {}
             for _group, reason in self.skipped:
                 reasons[reason] = reasons.get(reason, 0) + 1
-            parts = ", ".join(f"{n} because {reason}" for reason, n in reasons.items())
+            parts = ", ".join(f"{n} because {reason}" for reason, n in sorted(reasons.items()))
             text += f" Left {len(self.skipped)} unchanged: {parts}."
         return text
 

@@ -88,8 +88,9 @@ class ExceptionGroup(models.Model):
             ),
             # My team and the team filter; the daily digest.
             models.Index(fields=["workspace", "team", "state", "-last_seen"], name="group_team"),
-            # The kind filter.
+            # The kind and flow filters.
             models.Index(fields=["workspace", "kind", "state", "-last_seen"], name="group_kind"),
+            models.Index(fields=["workspace", "flow_key", "-last_seen"], name="group_flow"),
             # Search by the subject's business keys (occurrences carry their own indexes).
             models.Index(fields=["workspace", "email"], name="group_email"),
             models.Index(fields=["workspace", "order_number"], name="group_order"),
@@ -274,3 +275,20 @@ class TeamDigest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.team} {self.day}"
+
+
+class KnownFlow(models.Model):
+    """The flows groups have been opened for, kept as they appear, so the inbox's flow filter
+    lists them without scanning every group."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    flow_key = models.CharField(max_length=80)
+    flow_label = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "flow_key"], name="known_flow_once")
+        ]
+
+    def __str__(self) -> str:
+        return self.flow_label or self.flow_key

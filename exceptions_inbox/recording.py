@@ -16,7 +16,14 @@ from django.utils import timezone
 
 from accounts.models import Team, Workspace
 from exceptions_inbox.kinds import get_kind
-from exceptions_inbox.models import Activity, ExceptionGroup, Occurrence, RoutingRule, fingerprint
+from exceptions_inbox.models import (
+    Activity,
+    ExceptionGroup,
+    KnownFlow,
+    Occurrence,
+    RoutingRule,
+    fingerprint,
+)
 
 
 def route_team(
@@ -153,6 +160,12 @@ def _get_or_create_group(
     except IntegrityError:  # another worker created it first
         return ExceptionGroup.objects.select_for_update().get(workspace=workspace, fingerprint=fp)
     Activity.objects.create(group=group, kind=Activity.Kind.CREATED, after={"state": group.state})
+    if group.flow_key:
+        KnownFlow.objects.update_or_create(
+            workspace=workspace,
+            flow_key=group.flow_key,
+            defaults={"flow_label": group.flow_label},
+        )
     return group
 
 

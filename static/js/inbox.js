@@ -1,0 +1,22 @@
+// The inbox's bulk bar: "select all on this page" and a live count of ticked groups.
+// Works on the page and on every htmx swap of the results region; without it the boxes still post.
+(function () {
+  "use strict";
+  function boxes() { return document.querySelectorAll('input[name="groups"][form="bulk"]'); }
+  function refresh() {
+    var ticked = Array.prototype.filter.call(boxes(), function (b) { return b.checked; }).length;
+    var label = document.querySelector("[data-bulk-count]");
+    if (label) { label.textContent = ticked ? ticked + " selected" : "Tick groups to act on them"; }
+    var bar = document.getElementById("bulk");
+    if (bar) { bar.classList.toggle("has-selection", ticked > 0); }
+  }
+  document.addEventListener("change", function (event) {
+    var target = event.target;
+    if (target.matches && target.matches("[data-select-all]")) {
+      boxes().forEach(function (b) { b.checked = target.checked; });
+    }
+    if (target.matches && (target.matches("[data-select-all]") || target.name === "groups")) { refresh(); }
+  });
+  document.addEventListener("htmx:afterSwap", refresh);
+  document.addEventListener("DOMContentLoaded", refresh);
+})();
