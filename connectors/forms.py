@@ -73,12 +73,23 @@ KIND_SETTINGS: dict[str, tuple[Setting, ...]] = {
             guards_secrets=True,
         ),
         Setting(
+            "client_id",
+            "Client id",
+            "options",
+            required=False,
+            help_text="Optional: the Mintsoft client whose orders and stock this connection reads.",
+        ),
+        Setting(
             "api_key",
             "API key",
             "credentials",
             secret=True,
-            help_text="Sent as the ms-apikey header. Ask Mintsoft for a key that never expires.",
+            required=False,
+            help_text="Sent as the ms-apikey header: ask Mintsoft for a key that never expires. "
+            "Or leave it blank and give a username and password to log in with.",
         ),
+        Setting("username", "Username", "credentials", required=False),
+        Setting("password", "Password", "credentials", secret=True, required=False),
     ),
     Connection.Kind.BRIGHTPEARL: (
         Setting(
@@ -127,17 +138,41 @@ KIND_SETTINGS: dict[str, tuple[Setting, ...]] = {
             initial="https://api.stok.ly",
             guards_secrets=True,
         ),
+        Setting("account_key", "Account key", "credentials", help_text="Sent as accountkey."),
         Setting("client_id", "Client id", "credentials"),
-        Setting("client_secret", "Client secret", "credentials", secret=True),
+        Setting(
+            "secret",
+            "Client secret",
+            "credentials",
+            secret=True,
+            help_text="Signs the client id (HMAC-SHA256) to get an access token.",
+        ),
     ),
     Connection.Kind.PATCHWORKS: (
         Setting(
-            "shared_secret",
-            "Signing secret",
+            "opt_out_webhook_url",
+            "Opt-out trigger webhook",
+            "options",
+            required=False,
+            kind="url",
+            guards_secrets=True,
+            help_text="Optional: the Patchworks trigger URL that opt-outs made in DotDigital are "
+            "posted to (without its patchworks_signature).",
+        ),
+        Setting(
+            "opt_out_signature",
+            "Trigger signature",
             "credentials",
             secret=True,
             required=False,
-            help_text="Optional: the HMAC secret your Patchworks flow signs its posts with.",
+            help_text="The trigger's patchworks_signature.",
+        ),
+        Setting(
+            "opt_out_bearer_token",
+            "Trigger bearer token",
+            "credentials",
+            secret=True,
+            required=False,
         ),
     ),
 }
@@ -270,6 +305,8 @@ class ConnectionForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
+        if self.kind == Connection.Kind.MINTSOFT:
+            self._require_one_way_in(cleaned)
         if self.instance is None:
             return cleaned
         moved = [
@@ -288,6 +325,21 @@ class ConnectionForm(forms.Form):
                     f"Type it again: the {moved[0].label.lower()} it is sent to has changed.",
                 )
         return cleaned
+
+    def _given(self, cleaned: Mapping[str, Any], name: str) -> bool:
+        setting = next(s for s in settings_for(self.kind) if s.name == name)
+        return bool(cleaned.get(name) or (setting.secret and self._stored(setting)))
+
+    def _require_one_way_in(self, cleaned: Mapping[str, Any]) -> None:
+        """Mintsoft: an API key, or a username and password to get one."""
+        if self._given(cleaned, "api_key"):
+            return
+        if not self._given(cleaned, "username") and not self._given(cleaned, "password"):
+            self.add_error("api_key", "Give an API key, or a username and password.")
+            return
+        for name in ("username", "password"):
+            if not self._given(cleaned, name) and name not in self.errors:
+                self.add_error(name, "Needed with the username and password way in.")
 
     def save(self) -> Connection:
         """Apply the form to its connection (a new one if none) and save it."""

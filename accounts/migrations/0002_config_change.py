@@ -6,31 +6,92 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0001_initial'),
+        ("accounts", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ConfigChange',
+            name="ConfigChange",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('actor_name', models.CharField(blank=True, help_text="The actor's username then, kept if they leave.", max_length=150)),
-                ('action', models.CharField(choices=[('created', 'Created'), ('changed', 'Changed'), ('deleted', 'Deleted'), ('token_rotated', 'Webhook token rotated'), ('tested', 'Tested'), ('member_added', 'Member added'), ('member_removed', 'Member removed')], max_length=20)),
-                ('object_type', models.CharField(blank=True, help_text='app_label.model_name, e.g. connectors.connection.', max_length=100)),
-                ('object_id', models.CharField(blank=True, max_length=64)),
-                ('object_label', models.CharField(max_length=200)),
-                ('changes', models.JSONField(blank=True, default=list, help_text='[{"field", "before", "after"}] or [{"field", "secret": true}]: never a secret.')),
-                ('note', models.TextField(blank=True)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('actor', models.ForeignKey(blank=True, help_text='Who made the change; empty for Syncdesk itself.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('workspace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='config_changes', to='accounts.workspace')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "actor_name",
+                    models.CharField(
+                        blank=True,
+                        help_text="The actor's username then, kept if they leave.",
+                        max_length=150,
+                    ),
+                ),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("created", "Created"),
+                            ("changed", "Changed"),
+                            ("deleted", "Deleted"),
+                            ("token_rotated", "Webhook token rotated"),
+                            ("tested", "Tested"),
+                            ("member_added", "Member added"),
+                            ("member_removed", "Member removed"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "object_type",
+                    models.CharField(
+                        blank=True,
+                        help_text="app_label.model_name, e.g. connectors.connection.",
+                        max_length=100,
+                    ),
+                ),
+                ("object_id", models.CharField(blank=True, max_length=64)),
+                ("object_label", models.CharField(max_length=200)),
+                (
+                    "changes",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text='[{"field", "before", "after"}] or [{"field", "secret": true}]: never a secret.',
+                    ),
+                ),
+                ("note", models.TextField(blank=True)),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Who made the change; empty for Syncdesk itself.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "workspace",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="config_changes",
+                        to="accounts.workspace",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created', '-pk'],
-                'indexes': [models.Index(fields=['workspace', '-created'], name='configchange_ws_created'), models.Index(fields=['workspace', 'object_type', 'object_id'], name='configchange_object')],
+                "ordering": ["-created", "-pk"],
+                "indexes": [
+                    models.Index(fields=["workspace", "-created"], name="configchange_ws_created"),
+                    models.Index(
+                        fields=["workspace", "object_type", "object_id"], name="configchange_object"
+                    ),
+                ],
             },
         ),
     ]
