@@ -18,6 +18,7 @@ from django.shortcuts import redirect, render
 from django.template.loader import select_template
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import audit
@@ -116,6 +117,7 @@ def connection_create(request: AuthenticatedHttpRequest, ws: str, kind: str) -> 
     return _render_form(request, access, form, kind, None)
 
 
+@never_cache  # it may show a webhook token once: no copy of it in any cache
 @require_GET
 def connection_detail(request: AuthenticatedHttpRequest, ws: str, pk: int) -> HttpResponse:
     conn, access = get_object_for_user(request, Connection, ws, pk=pk)
