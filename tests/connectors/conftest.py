@@ -111,6 +111,8 @@ def make_client(
         check_exchange(contract, response)
 
 
+# NB: under tests/connectors/ `client` is this DotDigital client, not pytest-django's test client;
+# tests here that need Django's use `django.test.Client()` directly.
 @pytest.fixture
 def client(make_client: Callable[..., DotDigitalClient]) -> DotDigitalClient:
     return make_client()
