@@ -39,4 +39,6 @@ def _load() -> None:
         from connectors.sources import brightpearl  # noqa: F401  (registers itself)
         from connectors.sources import canonical  # noqa: F401  (registers itself)
         from connectors.sources import mintsoft  # noqa: F401  (registers itself)
+        from connectors.sources import orderwise  # noqa: F401
         from connectors.sources import patchworks  # noqa: F401
+        from connectors.sources import stokly  # noqa: F401
