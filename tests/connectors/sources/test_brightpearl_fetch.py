@@ -414,3 +414,19 @@ def test_an_opt_out_made_in_dotdigital_is_written_back_to_the_contact(adapter, c
         {"op": "replace", "path": "/marketingDetails/isReceiveEmailNewsletter", "value": False}
     ]
     assert fake.contacts[151499]["marketingDetails"]["isReceiveEmailNewsletter"] is False
+
+
+def test_the_setup_page_says_which_webhooks_to_register_and_how(world):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(world.admin)
+    page = client.get("/w/acme/config/connectors/brightpearl/setup/").content.decode()
+    for needed in (
+        "goods-out-note.modified.shipped",
+        "qualityOfService",
+        "idSetAccepted",
+        "order_status_map",
+        "account_token",
+    ):
+        assert needed in page

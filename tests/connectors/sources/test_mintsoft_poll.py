@@ -213,3 +213,14 @@ def test_backfill_pages_orders_placed_in_the_range(adapter, conn, fake):
 
 def test_testing_the_connection_reads_the_status_list(adapter, conn, fake):
     assert adapter.test_connection(conn) == "Connected to Mintsoft: 23 order statuses."
+
+
+def test_the_setup_page_gives_each_callback_its_url(world):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(world.admin)
+    page = client.get("/w/acme/config/connectors/mintsoft/setup/").content.decode()
+    for name in ("despatched", "cancelled", "delivered", "split"):
+        assert f"?callback={name}" in page
+    assert "ms-apikey" in page and "ExtraCode3" in page
