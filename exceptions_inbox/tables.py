@@ -107,11 +107,10 @@ class GroupTable(tables.Table):
 
 
 class OccurrenceTable(tables.Table):
-    event_key = tables.Column(verbose_name="Event", orderable=False)
-    state = tables.Column(verbose_name="State", orderable=False)
-    stage = tables.Column(verbose_name="Stopped at", orderable=False)
-    keys = tables.Column(accessor="pk", verbose_name="Keys", orderable=False)
+    event_key = tables.Column(verbose_name="Event", orderable=False, attrs={"td": {"class": "key"}})
+    keys = tables.Column(accessor="pk", verbose_name="Business keys", orderable=False)
     message = tables.Column(verbose_name="What went wrong", orderable=False)
+    state = tables.Column(verbose_name="State", orderable=False)
     last_seen = tables.Column(verbose_name="Last seen", order_by=("last_seen", "id"))
 
     htmx_target = "occurrences"
@@ -119,9 +118,9 @@ class OccurrenceTable(tables.Table):
     class Meta:
         model = Occurrence
         fields: tuple[str, ...] = ()
-        sequence = ("event_key", "state", "stage", "keys", "message", "last_seen")
+        sequence = ("event_key", "keys", "message", "state", "last_seen")
         template_name = "tables/htmx.html"
-        attrs = {"class": "table", "id": "occurrence-table"}
+        attrs = {"class": "table occurrence-table", "id": "occurrence-table"}
         empty_text = "No occurrences."
         order_by = ("-last_seen",)
 
