@@ -263,19 +263,17 @@ class BrightpearlAdapter(SourceAdapter):
         params = {"updatedOn": f"{since}/" if since else None}
         ids, more, returned = self._search(api, params, first)
         events = self._orders(self._get_orders(api, ids), ctx)
-        newest = state.get("newest")
+        newest = mapping.parse_time(state.get("newest"))
         for event in events:
-            updated = event.get("source_updated_at")
-            if updated and (newest is None or updated > newest):
+            updated = mapping.parse_time(event.get("source_updated_at"))
+            if updated is not None and (newest is None or updated > newest):
                 newest = updated
-        state["newest"] = newest
+        state["newest"] = mapping.rfc3339(newest) if newest else None
         if more:
             state["first"] = first + max(returned, 1)
             return Page(events, json.dumps(state, sort_keys=True))
-        if newest:
-            since_at = mapping.parse_time(newest)
-            if since_at is not None:
-                state["since"] = mapping.rfc3339(since_at - POLL_MARGIN)
+        if newest is not None:
+            state["since"] = mapping.rfc3339(newest - POLL_MARGIN)
         state["first"] = 1
         return Page(events, json.dumps(state, sort_keys=True), reached_present=True)
 

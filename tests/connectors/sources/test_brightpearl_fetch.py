@@ -430,3 +430,36 @@ def test_the_setup_page_says_which_webhooks_to_register_and_how(world):
         "account_token",
     ):
         assert needed in page
+
+
+# -- through the engine's intake ------------------------------------------------------------
+
+
+def test_a_webhook_is_answered_at_once_then_fetched_into_stored_events(conn, fake):
+    """POST /hooks/<token>/ stores a notification (202), the engine's fetch turns it into events
+    that pass the engine's own schema validation, and a second fetch stores nothing new."""
+    from django.test import Client
+
+    from monitoring.models import SourceEvent, SourceNotification
+    from monitoring.pipeline.sources import fetch_one
+
+    token = conn.rotate_webhook_token()
+    body = load("synthetic/webhook-goods-out-note-shipped.json")
+    response = Client().post(
+        f"/hooks/{token}/", data=json.dumps(body), content_type="application/json"
+    )
+    assert response.status_code == 202
+    assert response.json()["notifications"] == 1
+    notification = SourceNotification.objects.get(connection=conn)
+    assert fetch_one(notification) == 1
+    notification.refresh_from_db()
+    assert notification.state == SourceNotification.State.DONE
+    assert notification.events_count == 1 and not notification.error
+    assert list(SourceEvent.objects.values_list("event_type", flat=True)) == ["shipment.dispatched"]
+    again = SourceNotification.objects.create(
+        workspace=conn.workspace, connection=conn, payload=notification.payload
+    )
+    fetch_one(again)
+    again.refresh_from_db()
+    assert again.events_count == 0  # the same shipment version: a duplicate
+    assert SourceEvent.objects.count() == 1

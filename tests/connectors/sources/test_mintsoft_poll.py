@@ -224,3 +224,32 @@ def test_the_setup_page_gives_each_callback_its_url(world):
     for name in ("despatched", "cancelled", "delivered", "split"):
         assert f"?callback={name}" in page
     assert "ms-apikey" in page and "ExtraCode3" in page
+
+
+def test_a_callback_through_the_engines_intake_stores_valid_events(conn):
+    from django.test import Client
+
+    from monitoring.models import SourceEvent
+
+    token = conn.rotate_webhook_token()
+    body = json.dumps(load("synthetic/callback-delivered.json"))
+    response = Client().post(
+        f"/hooks/{token}/",
+        data=body,
+        content_type="application/json",
+        HTTP_X_MINTSOFT_CALLBACK="delivered",
+    )
+    assert response.status_code == 202, response.json()
+    assert response.json()["accepted"] == 3
+    assert set(SourceEvent.objects.values_list("event_type", flat=True)) == {
+        "order.created",
+        "shipment.dispatched",
+        "shipment.carrier_scanned",
+    }
+    again = Client().post(
+        f"/hooks/{token}/",
+        data=body,
+        content_type="application/json",
+        HTTP_X_MINTSOFT_CALLBACK="delivered",
+    )
+    assert again.json()["duplicates"] == 3
