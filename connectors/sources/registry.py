@@ -36,9 +36,11 @@ def _load() -> None:
     global _loaded
     if not _loaded:
         _loaded = True
-        from connectors.sources import brightpearl  # noqa: F401  (registers itself)
-        from connectors.sources import canonical  # noqa: F401  (registers itself)
-        from connectors.sources import mintsoft  # noqa: F401  (registers itself)
-        from connectors.sources import orderwise  # noqa: F401
-        from connectors.sources import patchworks  # noqa: F401
-        from connectors.sources import stokly  # noqa: F401
+        from connectors.sources import (
+            brightpearl,  # noqa: F401  (registers itself)
+            canonical,  # noqa: F401  (registers itself)
+            mintsoft,  # noqa: F401  (registers itself)
+            orderwise,  # noqa: F401
+            patchworks,  # noqa: F401
+            stokly,  # noqa: F401
+        )
