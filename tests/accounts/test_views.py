@@ -82,8 +82,12 @@ def test_the_teams_page_renders_its_fragment_for_htmx(client, world):
 
 def test_pages_that_are_empty_say_so(client, world):
     client.force_login(world.member)
-    for path in ("/w/acme/inbox/", "/w/acme/flows/", "/w/acme/events/"):
-        assert b'class="empty"' in client.get(path).content
+    for path, plainly in (
+        ("/w/acme/inbox/", b"Nothing here"),
+        ("/w/acme/flows/", b'class="empty"'),
+        ("/w/acme/events/", b'class="empty"'),
+    ):
+        assert plainly in client.get(path).content, path
 
 
 def test_the_page_shell_serves_htmx_locally_and_sends_csrf_in_hx_headers(client, world):
