@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts import audit
 from accounts.access import get_object_for_user, get_workspace_for_user
+from accounts.fields import decrypt, encrypt
 from accounts.http import AuthenticatedHttpRequest
 from accounts.models import ConfigChange
 from connectors.dotdigital.client import DotDigitalClient
@@ -277,7 +278,8 @@ def webhook_url(request: AuthenticatedHttpRequest, token: str) -> str:
 
 
 def _show_token_once(request: AuthenticatedHttpRequest, conn: Connection, token: str) -> None:
-    request.session[NEW_TOKEN_SESSION_KEY] = {"pk": conn.pk, "token": token}
+    # Encrypted like credentials: the session table never holds the token in plain text.
+    request.session[NEW_TOKEN_SESSION_KEY] = {"pk": conn.pk, "token": encrypt(token)}
 
 
 def _pop_token(request: AuthenticatedHttpRequest, conn: Connection) -> str | None:
@@ -285,7 +287,8 @@ def _pop_token(request: AuthenticatedHttpRequest, conn: Connection) -> str | Non
     if not isinstance(held, dict) or held.get("pk") != conn.pk:
         return None
     del request.session[NEW_TOKEN_SESSION_KEY]
-    return str(held.get("token") or "") or None
+    sealed = str(held.get("token") or "")
+    return decrypt(sealed) if sealed else None
 
 
 def _detail_context(

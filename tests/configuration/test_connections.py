@@ -8,7 +8,7 @@ import re
 import pytest
 from django.db import connection as db
 
-from accounts.fields import Secrets
+from accounts.fields import Secrets, decrypt
 from accounts.models import ConfigChange
 from connectors.models import Connection
 from connectors.views import NEW_TOKEN_SESSION_KEY
@@ -180,7 +180,9 @@ def test_a_source_connection_shows_its_webhook_token_once(admin_client, world):
     conn = Connection.objects.get()
     assert conn.options == {"base_url": "https://api.mintsoft.co.uk"}
     assert conn.credentials == {"api_key": "mk-123456"}
-    token = admin_client.session[NEW_TOKEN_SESSION_KEY]["token"]
+    sealed = admin_client.session[NEW_TOKEN_SESSION_KEY]["token"]
+    token = decrypt(sealed)
+    assert token not in sealed  # the session table never holds it in plain text
     assert Connection.for_webhook_token(token) == conn
     first = admin_client.get(r["Location"]).content.decode()
     assert f"http://testserver/hooks/{token}/" in first
