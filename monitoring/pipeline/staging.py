@@ -95,6 +95,7 @@ class Batch:
     passed: dict[int, list[str]] = field(default_factory=dict)  # workspace → event keys
     released_refs: dict[int, set[str]] = field(default_factory=dict)
     released_entities: dict[int, set[str]] = field(default_factory=dict)
+    scanned_orders: set[int] = field(default_factory=set)
     catalogue: dict[int, bool] = field(default_factory=dict)
     aliases: dict[int, dict[tuple[int | None, str], str]] = field(default_factory=dict)
 
@@ -244,7 +245,13 @@ def _release(batch: Batch) -> None:
             qs.update(next_attempt_at=batch.now)
     for workspace_id, keys in batch.released_entities.items():
         qs = SourceEvent.objects.filter(
-            workspace_id=workspace_id, state=State.HELD, entity_key__in=keys
+            workspace_id=workspace_id, state=State.HELD, hold=Hold.ORPHAN, entity_key__in=keys
+        )
+        flows |= {f for f in qs.values_list("flow_id", flat=True) if f is not None}
+        qs.update(next_attempt_at=batch.now)
+    if batch.scanned_orders:
+        qs = SourceEvent.objects.filter(
+            state=State.HELD, hold=Hold.CARRIER_SCAN, order_id__in=batch.scanned_orders
         )
         flows |= {f for f in qs.values_list("flow_id", flat=True) if f is not None}
         qs.update(next_attempt_at=batch.now)
@@ -781,16 +788,7 @@ def stage_scan(event: SourceEvent, flow: Flow, batch: Batch) -> None:
     shipment.save()
     _link(event, shipment.order, batch)
     # Dispatch triggers held for this scan go now.
-    dispatch_keys = set(
-        SourceEvent.objects.filter(
-            workspace_id=event.workspace_id,
-            state=State.HELD,
-            hold=Hold.CARRIER_SCAN,
-            order=shipment.order,
-        ).values_list("entity_key", flat=True)
-    )
-    if dispatch_keys:
-        batch.released_entities.setdefault(event.workspace_id, set()).update(dispatch_keys)
+    batch.scanned_orders.add(shipment.order_id)
 
 
 def stage_refund(event: SourceEvent, flow: Flow, batch: Batch) -> None:
