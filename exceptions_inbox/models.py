@@ -88,8 +88,19 @@ class ExceptionGroup(models.Model):
             ),
             # My team and the team filter; the daily digest.
             models.Index(fields=["workspace", "team", "state", "-last_seen"], name="group_team"),
-            # The kind and flow filters.
+            # The kind and flow filters: on a one-state tab, and on the Open tab (read in order
+            # and stopped after a page, instead of sorting every match).
             models.Index(fields=["workspace", "kind", "state", "-last_seen"], name="group_kind"),
+            models.Index(
+                fields=["workspace", "kind", "-last_seen", "-id"],
+                name="group_kind_active",
+                condition=models.Q(state__in=["open", "acknowledged"]),
+            ),
+            models.Index(
+                fields=["workspace", "team", "-last_seen", "-id"],
+                name="group_team_active",
+                condition=models.Q(state__in=["open", "acknowledged"]),
+            ),
             models.Index(fields=["workspace", "flow_key", "-last_seen"], name="group_flow"),
             # Search by the subject's business keys (occurrences carry their own indexes).
             models.Index(fields=["workspace", "email"], name="group_email"),

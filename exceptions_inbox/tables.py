@@ -81,7 +81,21 @@ class GroupTable(tables.Table):
         url = reverse(
             "exceptions_inbox:group", kwargs={"ws": record.workspace.slug, "pk": record.pk}
         )
-        return render_to_string("exceptions_inbox/_group_title.html", {"group": record, "url": url})
+        # format_html rather than a template per row: this is the inbox's hottest cell.
+        regressed = (
+            mark_safe(' <span class="pill pill-regressed">Regressed</span>')  # noqa: S308
+            if record.is_regression
+            else ""
+        )
+        where = f" · {record.flow_label}" if record.flow_label else ""
+        return format_html(
+            '<a href="{}" class="group-title">{}</a>{}<div class="muted small">{}{}</div>',
+            url,
+            value,
+            regressed,
+            record.kind_info.title,
+            where,
+        )
 
     def render_team(self, value: str) -> str:
         return value
