@@ -340,6 +340,9 @@ class SourceEvent(Lease):
     received_at = models.DateTimeField(default=timezone.now)
     staged_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the last write it waited on went to DotDigital."
+    )
     state = models.CharField(max_length=10, choices=State.choices, default=State.RECEIVED)
     reason = models.TextField(blank=True)
     hold = models.CharField(max_length=15, choices=Hold.choices, default=Hold.NONE, blank=True)
@@ -619,3 +622,6 @@ class StockDelta(models.Model):
 
     def __str__(self) -> str:
         return f"delta of {self.level_id} as of {self.as_of}"
+
+
+from monitoring.outbox import *  # noqa: E402,F401,F403

@@ -95,3 +95,6 @@ def sweep_engine() -> dict[str, int]:
     if notes.exists():
         _send(fetch_notifications, (None,), "bulk")
     return {"flows": len(flows), "notifications": int(notes.exists())}
+
+
+from monitoring.delivery_tasks import *  # noqa: E402,F401,F403

@@ -1,0 +1,489 @@
+"""Step 4, confirm: what DotDigital said about each operation, and what that makes of each event.
+
+An operation is *delivered* when a single call answered 2xx, or when its import is Finished and
+its record is not among the import's failures. Per-record failures go back to their operations:
+transient ones (the contact is still being written) retry with backoff; suppressed contacts are
+skipped with that reason; the rest fail with DotDigital's code and text, opening an exception for
+each of their events. An event is delivered when all its operations are.
+
+Latency: `delivered_at − occurred_at`, split into source delay (`received_at − occurred_at`),
+queue time (`sent_at − received_at`) and DotDigital time (`delivered_at − sent_at`), where
+`sent_at` is when the last write the event waited on was sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection as db_connection
+from django.db import transaction
+from django.db.models import F, Max, OuterRef, Q, Subquery
+from django.utils import timezone
+
+from accounts.models import Workspace
+from connectors.dotdigital import errors
+from connectors.dotdigital.client import DotDigitalClient
+from connectors.dotdigital.types import FailureKind, ImportHandle, ImportKind, ImportState
+from exceptions_inbox.recording import clear_occurrences, record_occurrence
+from monitoring.models import Customer, SourceEvent
+from monitoring.outbox import DeliveryBatch, ListMembership, Operation, OperationEvent
+from monitoring.pipeline.claims import worker_token
+from monitoring.pipeline.normalise import parse_time
+
+log = logging.getLogger(__name__)
+
+STAGE = "deliver"
+MAX_ATTEMPTS = 10  # transient failures of one operation before it fails for good
+POLL_LEASE_SECONDS = 60
+KINDS = ("dotdigital_rejected", "schema_mismatch")
+Op = Operation.State
+
+
+@dataclass
+class Result:
+    """What happened to one operation."""
+
+    op_id: int
+    outcome: str  # delivered | retry | skipped | failed | sent
+    reason: str = ""
+    code: str = ""
+    text: str = ""
+    kind: str = "dotdigital_rejected"  # the exception kind when failed
+    retry_after: float | None = None
+    contact_id: int | None = None
+    batch_id: int | None = None
+
+
+def backoff(attempts: int, retry_after: float | None = None) -> float:
+    """Seconds to wait: what DotDigital said, else exponential with full jitter (≤ 15 min)."""
+    if retry_after is not None:
+        return retry_after + random.uniform(0, min(5.0, retry_after * 0.2 + 0.1))
+    return random.uniform(0.5, min(900.0, 2.0 * 2 ** min(attempts, 12)))
+
+
+def record_results(results: Sequence[Result], *, owner: str | None = None) -> set[int]:
+    """Write the outcomes (one transaction) and settle the events they finish. `owner`: only
+    operations still leased to this worker are touched (a claim that outlived its lease loses).
+    Returns the ids of the events settled."""
+    if not results:
+        return set()
+    now = timezone.now()
+    by: dict[str, list[Result]] = defaultdict(list)
+    for result in results:
+        by[result.outcome].append(result)
+    with transaction.atomic():
+        ops = Operation.objects.filter(pk__in=[r.op_id for r in results])
+        if owner is not None:
+            ops = ops.filter(Q(lease_owner=owner) | Q(state=Op.SENT))
+        mine = {op.pk: op for op in ops.select_for_update()}
+        touched: set[int] = set()
+        delivered = [r for r in by["delivered"] if r.op_id in mine]
+        if delivered:
+            ids = [r.op_id for r in delivered]
+            OperationEvent.objects.filter(
+                operation_id__in=ids, outcome="", version__lte=F("operation__sent_version")
+            ).update(outcome=OperationEvent.Outcome.DELIVERED)
+            Operation.objects.filter(pk__in=ids, version=F("sent_version")).update(
+                state=Op.DELIVERED, delivered_at=now, lease_owner="", lease_until=None
+            )
+            # Newer state arrived while it was in flight: send again, straight away.
+            Operation.objects.filter(pk__in=ids).exclude(version=F("sent_version")).update(
+                state=Op.PENDING,
+                next_attempt_at=now,
+                attempts=0,
+                lease_owner="",
+                lease_until=None,
+                batch=None,
+            )
+            _after_delivery([mine[i] for i in ids], delivered)
+            touched.update(ids)
+        for result in by["sent"]:
+            if result.op_id in mine:
+                Operation.objects.filter(pk=result.op_id).update(
+                    state=Op.SENT, batch_id=result.batch_id, lease_owner="", lease_until=None
+                )
+        for result in by["retry"]:
+            op = mine.get(result.op_id)
+            if op is None:
+                continue
+            if op.attempts >= MAX_ATTEMPTS:
+                by["failed"].append(
+                    Result(
+                        op.pk,
+                        "failed",
+                        reason=f"Gave up after {op.attempts} attempts: {result.reason}",
+                        code=result.code,
+                        text=result.text,
+                    )
+                )
+                continue
+            Operation.objects.filter(pk=op.pk).update(
+                state=Op.PENDING,
+                next_attempt_at=now + timedelta(seconds=backoff(op.attempts, result.retry_after)),
+                lease_owner="",
+                lease_until=None,
+                batch=None,
+                error_code=result.code[:120],
+                error_text=(result.text or result.reason)[:2000],
+            )
+        for outcome, link in (
+            ("skipped", OperationEvent.Outcome.SKIPPED),
+            ("failed", OperationEvent.Outcome.FAILED),
+        ):
+            for result in by[outcome]:
+                if result.op_id not in mine:
+                    continue
+                Operation.objects.filter(pk=result.op_id).update(
+                    state=Op.SKIPPED if outcome == "skipped" else Op.FAILED,
+                    delivered_at=now,
+                    lease_owner="",
+                    lease_until=None,
+                    reason=result.reason[:2000],
+                    error_code=result.code[:120],
+                    error_text=result.text[:2000],
+                )
+                OperationEvent.objects.filter(operation_id=result.op_id, outcome="").update(
+                    outcome=link, reason=_describe(result)[:2000]
+                )
+                touched.add(result.op_id)
+                op = mine[result.op_id]
+                if op.kind == Operation.Kind.CONTACT and (
+                    outcome == "failed" or result.code == "suppressed"
+                ):
+                    touched |= _settle_dependants(op, result, link, now)
+        events = set(
+            OperationEvent.objects.filter(operation_id__in=touched).values_list(
+                "event_id", flat=True
+            )
+        )
+        settled = settle_events(events, now, failures=by["failed"])
+    return settled
+
+
+def _describe(result: Result) -> str:
+    if result.text:
+        return f"DotDigital {result.code}: {result.text}".strip()
+    return result.reason or result.code
+
+
+def _settle_dependants(op: Operation, result: Result, link: str, now: datetime) -> set[int]:
+    """A suppressed or rejected contact: its pending insight and list writes (which need the
+    contact to exist) end the same way, with the same reason."""
+    if not op.contact_key:
+        return set()
+    qs = Operation.objects.filter(
+        destination_id=op.destination_id,
+        contact_key=op.contact_key,
+        state=Op.PENDING,
+        kind__in=("insight", "list_add", "list_remove"),
+    )
+    ids = set(qs.values_list("pk", flat=True))
+    if ids:
+        reason = (
+            result.reason
+            if link == OperationEvent.Outcome.SKIPPED
+            else f"Its contact was rejected: {_describe(result)}"
+        )
+        Operation.objects.filter(pk__in=ids).update(
+            state=Op.SKIPPED if link == OperationEvent.Outcome.SKIPPED else Op.FAILED,
+            delivered_at=now,
+            reason=reason[:2000],
+            error_code=result.code[:120],
+            error_text=result.text[:2000],
+        )
+        OperationEvent.objects.filter(operation_id__in=ids, outcome="").update(
+            outcome=link, reason=reason[:2000]
+        )
+    return ids
+
+
+def _after_delivery(ops: list[Operation], results: list[Result]) -> None:
+    """Remember DotDigital's contact ids and the list memberships now in place."""
+    ids = {r.op_id: r.contact_id for r in results if r.contact_id}
+    customers = {op.customer_id: ids[op.pk] for op in ops if op.pk in ids and op.customer_id}
+    if customers:
+        rows = list(Customer.objects.filter(pk__in=customers).exclude(dotdigital_contact_id__gt=""))
+        for customer in rows:
+            customer.dotdigital_contact_id = str(customers[customer.pk])
+        Customer.objects.bulk_update(rows, ["dotdigital_contact_id"])
+    memberships = []
+    for op in ops:
+        if op.kind not in ("list_add", "list_remove") or op.version != op.sent_version:
+            continue
+        memberships.append(
+            ListMembership(
+                workspace_id=op.workspace_id,
+                destination_id=op.destination_id,
+                list_name=str(op.payload.get("list")),
+                email=op.record_key,
+                customer_id=op.customer_id,
+                member=op.kind == "list_add",
+                expires_at=parse_time(op.payload.get("expires_at")),
+            )
+        )
+    if memberships:
+        ListMembership.objects.bulk_create(
+            memberships,
+            update_conflicts=True,
+            unique_fields=["destination", "list_name", "email"],
+            update_fields=["member", "expires_at", "customer"],
+        )
+
+
+def settle_events(
+    event_ids: Iterable[int], now: datetime | None = None, *, failures: Sequence[Result] = ()
+) -> set[int]:
+    """Events whose every operation has an outcome end delivered, skipped or failed (with an
+    inbox occurrence carrying DotDigital's code and text). Returns the settled ids."""
+    ids = set(event_ids)
+    if not ids:
+        return set()
+    now = now or timezone.now()
+    still_open = set(
+        OperationEvent.objects.filter(event_id__in=ids, outcome="").values_list(
+            "event_id", flat=True
+        )
+    )
+    done = ids - still_open
+    if not done:
+        return set()
+    outcomes: dict[int, list[tuple[str, str, str]]] = defaultdict(list)
+    for event_id, outcome, reason, kind in OperationEvent.objects.filter(
+        event_id__in=done
+    ).values_list("event_id", "outcome", "reason", "operation__error_code"):
+        outcomes[event_id].append((outcome, reason, kind))
+    kinds = {r.op_id: r.kind for r in failures}
+    failed_kind: dict[int, str] = {}
+    if failures:
+        for event_id, op_id in OperationEvent.objects.filter(
+            event_id__in=done, operation_id__in=list(kinds), outcome="failed"
+        ).values_list("event_id", "operation_id"):
+            failed_kind.setdefault(event_id, kinds[op_id])
+    delivered, skipped, failed = [], defaultdict(list), {}
+    for event_id, rows in outcomes.items():
+        if any(o == "failed" for o, _, _ in rows):
+            failed[event_id] = "; ".join(r for o, r, _ in rows if o == "failed")
+        elif all(o == "skipped" for o, _, _ in rows):
+            skipped[rows[0][1] or "Skipped by DotDigital."].append(event_id)
+        else:
+            delivered.append(event_id)
+    last_sent = Subquery(
+        OperationEvent.objects.filter(event_id=OuterRef("pk"))
+        .values("event_id")
+        .annotate(at=Max("operation__sent_at"))
+        .values("at")[:1]
+    )
+    base = SourceEvent.objects.filter(state=SourceEvent.State.READY)
+    if delivered:
+        retried = list(
+            base.filter(pk__in=delivered).exclude(failed_kind="").values_list("workspace_id", "pk")
+        )
+        base.filter(pk__in=delivered).update(
+            state=SourceEvent.State.DELIVERED,
+            delivered_at=now,
+            sent_at=last_sent,
+            lease_owner="",
+            lease_until=None,
+            failed_kind="",
+            reason="",
+        )
+        by_workspace: dict[int, list[str]] = defaultdict(list)
+        for workspace_id, pk in retried:
+            by_workspace[workspace_id].append(f"event:{pk}")
+        for workspace_id, keys in by_workspace.items():
+            clear_occurrences(Workspace(pk=workspace_id), keys, stage=STAGE)
+    for reason, event_ids_ in skipped.items():
+        base.filter(pk__in=event_ids_).update(
+            state=SourceEvent.State.SKIPPED,
+            delivered_at=now,
+            sent_at=last_sent,
+            lease_owner="",
+            lease_until=None,
+            reason=reason[:2000],
+        )
+    if failed:
+        for event in base.filter(pk__in=list(failed)).select_related("flow", "workspace"):
+            kind = failed_kind.get(event.pk, "dotdigital_rejected")
+            _fail_event(event, kind, failed[event.pk])
+    return set(delivered) | {e for v in skipped.values() for e in v} | set(failed)
+
+
+def _fail_event(event: SourceEvent, kind: str, message: str) -> None:
+    flow = event.flow
+    code = message.split(":", 1)[0].removeprefix("DotDigital ").strip() or kind
+    SourceEvent.objects.filter(pk=event.pk).update(
+        state=SourceEvent.State.FAILED,
+        failed_kind=kind,
+        reason=message[:2000],
+        lease_owner="",
+        lease_until=None,
+    )
+    customer = event.customer
+    occurrence = record_occurrence(
+        workspace=event.workspace,
+        kind=kind,
+        event_key=event.key,
+        stage=STAGE,
+        message=message[:2000],
+        flow_key=flow.key if flow else "",
+        flow_label=flow.name if flow else "",
+        subject_key=f"dotdigital:{code}",
+        subject_label=code,
+        detail={"event_id": event.pk, "event_type": event.event_type},
+        source_event_id=event.source_event_id,
+        order_number=event.order_ref,
+        email=customer.email if customer else "",
+    )
+    if occurrence.group.state == "ignored":
+        SourceEvent.objects.filter(pk=event.pk).update(
+            state=SourceEvent.State.SKIPPED, reason=f"Ignored in the inbox ({kind})."
+        )
+
+
+# -- polling imports ------------------------------------------------------------------------------
+
+
+def poll_interval(polls: int) -> float:
+    """Sub-second at first (most imports finish in about a second), backing off to 5 s: well
+    inside the status tier (docs/architecture.md, "Engine: delivery")."""
+    if polls < 6:
+        return 0.3
+    return min(5.0, 0.3 * 2 ** (polls - 5))
+
+
+def due_batches(destination_id: int, lane: str, now: datetime) -> Any:
+    return DeliveryBatch.objects.filter(
+        destination_id=destination_id,
+        lane=lane,
+        state=DeliveryBatch.State.SUBMITTED,
+        next_attempt_at__lte=now,
+    ).filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+
+
+def claim_batches(destination_id: int, lane: str, owner: str, limit: int = 25) -> list[int]:
+    from monitoring.pipeline.claims import claim_ids
+
+    return claim_ids(
+        due_batches(destination_id, lane, timezone.now()).order_by("next_attempt_at"),
+        limit=limit,
+        owner=owner,
+        lease_seconds=POLL_LEASE_SECONDS,
+    )
+
+
+def run_confirmation(client: DotDigitalClient, destination_id: int, lane: str) -> int:
+    """Poll this lane's due imports once; returns how many finished."""
+    owner = worker_token()
+    ids = claim_batches(destination_id, lane, owner)
+    finished = 0
+    for batch in DeliveryBatch.objects.filter(pk__in=ids, lease_owner=owner):
+        handle = ImportHandle(batch.import_id, ImportKind(batch.kind), (), batch.collection or None)
+        try:
+            status = client.poll_import(handle)
+        except errors.NotFound:
+            _lost(batch, "DotDigital does not know this import any more.")
+            continue
+        except errors.ConnectionProblem as exc:
+            from monitoring.pipeline.deliver import pause_destination
+
+            _release_batch(batch, 5.0)
+            pause_destination(destination_id, exc)
+            return finished
+        except errors.RetryableError as exc:
+            _release_batch(batch, exc.retry_after or poll_interval(batch.polls))
+            continue
+        if status.state is ImportState.PENDING:
+            _release_batch(batch, poll_interval(batch.polls + 1), raw=status.raw_status)
+            continue
+        finished += 1
+        finish_batch(batch, status)
+    return finished
+
+
+def _release_batch(batch: DeliveryBatch, wait: float, raw: str = "") -> None:
+    DeliveryBatch.objects.filter(pk=batch.pk).update(
+        next_attempt_at=timezone.now() + timedelta(seconds=wait),
+        polls=F("polls") + 1,
+        lease_owner="",
+        lease_until=None,
+        **({"raw_status": raw[:40]} if raw else {}),
+    )
+
+
+def _lost(batch: DeliveryBatch, reason: str) -> None:
+    ops = list(Operation.objects.filter(batch=batch, state=Op.SENT).values_list("pk", flat=True))
+    DeliveryBatch.objects.filter(pk=batch.pk).update(
+        state=DeliveryBatch.State.FAILED, finished_at=timezone.now(), lease_owner=""
+    )
+    record_results([Result(pk, "retry", reason=reason) for pk in ops])
+
+
+def finish_batch(batch: DeliveryBatch, status: Any) -> None:
+    """A finished (or failed) import: each of its operations delivered, retried, skipped or
+    failed by its record's fate."""
+    ops = list(Operation.objects.filter(batch=batch, state=Op.SENT))
+    results = []
+    if status.state is ImportState.FAILED:
+        results = [
+            Result(op.pk, "retry", reason=f"The import ended {status.raw_status}.") for op in ops
+        ]
+    else:
+        for op in ops:
+            failure = status.failures.get(op.record_key)
+            if failure is None:
+                results.append(
+                    Result(op.pk, "delivered", contact_id=status.contact_ids.get(op.record_key))
+                )
+            elif failure.kind is FailureKind.TRANSIENT:
+                results.append(
+                    Result(
+                        op.pk, "retry", reason=failure.text, code=failure.code, text=failure.text
+                    )
+                )
+            elif failure.kind is FailureKind.SUPPRESSED:
+                results.append(
+                    Result(
+                        op.pk,
+                        "skipped",
+                        reason=f"The contact is {failure.code} in DotDigital.",
+                        code="suppressed",
+                    )
+                )
+            else:
+                results.append(
+                    Result(
+                        op.pk,
+                        "failed",
+                        reason=failure.text,
+                        code=failure.code,
+                        text=failure.text,
+                        kind="schema_mismatch"
+                        if "schema" in failure.code.lower()
+                        or failure.code.lower() == "inconsistenttypes"
+                        else "dotdigital_rejected",
+                    )
+                )
+    with transaction.atomic():
+        DeliveryBatch.objects.filter(pk=batch.pk).update(
+            state=DeliveryBatch.State.FAILED
+            if status.state is ImportState.FAILED
+            else DeliveryBatch.State.FINISHED,
+            raw_status=status.raw_status[:40],
+            summary=status.summary,
+            failures=len(status.failures),
+            finished_at=timezone.now(),
+            polls=F("polls") + 1,
+            lease_owner="",
+            lease_until=None,
+        )
+        record_results(results)
+
+
+def vendor_is_postgres() -> bool:
+    return db_connection.vendor == "postgresql"

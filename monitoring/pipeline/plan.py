@@ -1,0 +1,417 @@
+"""Step 3a, plan: staged (READY) events become outbox operations, coalesced per destination key.
+
+A batch of events is claimed like any row (lease, SKIP LOCKED / conditional update), its state is
+loaded set-based, each event's operations are built from the merged state as it is now
+(`mapping.specs_for`), and written in one transaction:
+
+- an open operation (pending, sending or sent) of the same destination key takes the new payload
+  and a new `version` instead of a second write being queued (one write per key in flight);
+- each event is linked to each operation it needs, at that version: the event is delivered once
+  a write of that version or newer is confirmed;
+- the events stay READY, leased to the outbox (`lease_owner="outbox"`, no expiry) until their
+  operations settle (`confirm.settle_events`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Max, Q, Sum
+from django.utils import timezone
+
+from monitoring.models import (
+    Customer,
+    FieldMapping,
+    Flow,
+    Order,
+    Product,
+    Shipment,
+    SourceEvent,
+    StockLevel,
+)
+from monitoring.outbox import (
+    OPEN_STATES,
+    DirectEnrolment,
+    ListMembership,
+    Operation,
+    OperationEvent,
+    ProgramEnrolment,
+)
+from monitoring.pipeline.claims import claim_ids, worker_token
+from monitoring.pipeline.mapping import Context, OpSpec, refresh_fields, specs_for
+
+log = logging.getLogger(__name__)
+
+OUTBOX = "outbox"  # the lease owner of events whose operations are in the outbox
+PLAN_BATCH = 500
+PLAN_LEASE_SECONDS = 120
+State = SourceEvent.State
+REALTIME = SourceEvent.Lane.REALTIME
+
+
+def ready_events(
+    *, lane: str | None = None, destination_id: int | None = None, now: datetime | None = None
+) -> Any:
+    """READY events not yet in the outbox (or whose planning worker died), oldest first."""
+    now = now or timezone.now()
+    qs = SourceEvent.objects.ready_to_deliver().filter(
+        Q(lease_owner="") | (Q(lease_until__lt=now) & ~Q(lease_owner=OUTBOX))
+    )
+    if lane is not None:
+        qs = qs.filter(lane=lane)
+    if destination_id is not None:
+        qs = qs.filter(flow__destination_id=destination_id)
+    return qs.order_by("staged_at", "pk")
+
+
+def run_planning(
+    *,
+    lane: str | None = None,
+    destination_id: int | None = None,
+    batch_size: int = PLAN_BATCH,
+    time_budget: float | None = None,
+) -> int:
+    """Plan READY events until none is left (or the time budget is spent); returns how many."""
+    started = time.monotonic()
+    total = 0
+    while True:
+        owner = worker_token()
+        ids = claim_ids(
+            ready_events(lane=lane, destination_id=destination_id),
+            limit=batch_size,
+            owner=owner,
+            lease_seconds=PLAN_LEASE_SECONDS,
+        )
+        if not ids:
+            return total
+        total += plan_batch(ids, owner)
+        if len(ids) < batch_size:
+            return total
+        if time_budget is not None and time.monotonic() - started > time_budget:
+            return total
+
+
+@dataclass
+class Planned:
+    """One destination key's merged spec in this batch, with the events that need it."""
+
+    destination_id: int
+    workspace_id: int
+    spec: OpSpec
+    lane: str
+    events: list[int] = field(default_factory=list)
+
+
+def load_context(events: list[SourceEvent], now: datetime) -> Context:
+    ctx = Context(now=now)
+    order_ids = {e.order_id for e in events if e.order_id}
+    ctx.orders = Order.objects.in_bulk(order_ids) if order_ids else {}
+    customer_ids = {e.customer_id for e in events if e.customer_id} | {
+        o.customer_id for o in ctx.orders.values() if o.customer_id
+    }
+    ctx.customers = Customer.objects.in_bulk(customer_ids) if customer_ids else {}
+    if order_ids:
+        for shipment in Shipment.objects.filter(order_id__in=order_ids):
+            ctx.shipments.setdefault(shipment.order_id, []).append(shipment)
+    buyers = {o.customer_id for o in ctx.orders.values() if o.customer_id}
+    if buyers:
+        rows = (
+            Order.objects.filter(customer_id__in=buyers, last_dispatched_at__isnull=False)
+            .values_list("customer_id", "last_dispatched_at", "refunded_total")
+            .order_by("customer_id", "last_dispatched_at")
+        )
+        for customer_id, dispatched, refunded in rows:
+            ctx.latest_dispatch[customer_id] = (dispatched, bool(refunded and refunded > 0))
+    skus: dict[int, set[str]] = defaultdict(set)
+    stock_skus: dict[int, set[str]] = defaultdict(set)
+    from monitoring.pipeline.normalise import clean_sku
+
+    for event in events:
+        if event.event_type == "product.updated":
+            skus[event.workspace_id].add(clean_sku(str(event.data.get("sku") or "")))
+        elif event.event_type == "stock.changed":
+            stock_skus[event.workspace_id].add(clean_sku(str(event.data.get("sku") or "")))
+    for workspace_id, names in skus.items():
+        for product in Product.objects.filter(workspace_id=workspace_id, sku__in=names):
+            ctx.products[(workspace_id, product.sku)] = product
+    for workspace_id, names in stock_skus.items():
+        levels = (
+            StockLevel.objects.filter(workspace_id=workspace_id, sku__in=names)
+            .values("sku")
+            .annotate(saleable=Sum("saleable"), as_of=Max("as_of"))
+        )
+        for row in levels:
+            ctx.saleable[(workspace_id, row["sku"])] = (row["saleable"], row["as_of"])
+    flow_ids = {e.flow_id for e in events if e.flow_id}
+    for mapping in FieldMapping.objects.filter(flow_id__in=flow_ids, enabled=True).order_by("pk"):
+        ctx.mappings.setdefault(mapping.flow_id, []).append(mapping)
+    return ctx
+
+
+def plan_batch(ids: Iterable[int], owner: str) -> int:
+    """Turn the claimed events into operations (one transaction). Returns how many it planned."""
+    ids = list(ids)
+    now = timezone.now()
+    events = list(
+        SourceEvent.objects.filter(pk__in=ids, lease_owner=owner, state=State.READY)
+        .select_related("flow")
+        .order_by("staged_at", "pk")
+    )
+    if not events:
+        return 0
+    wake: set[tuple[int, str]] = set()
+    with transaction.atomic():
+        # Links of an earlier attempt (an inbox retry) are not this attempt's.
+        OperationEvent.objects.filter(event_id__in=[e.pk for e in events]).delete()
+        ctx = load_context(events, now)
+        planned: dict[tuple[int, str], Planned] = {}
+        nothing: list[int] = []
+        no_destination: list[int] = []
+        enrol: list[tuple[SourceEvent, int]] = []
+        for event in events:
+            flow: Flow | None = event.flow
+            if flow is None or flow.destination_id is None:
+                no_destination.append(event.pk)
+                continue
+            specs = specs_for(event, ctx, flow.sends_aggregates)
+            if not specs:
+                nothing.append(event.pk)
+                continue
+            for spec in specs:
+                slot = (flow.destination_id, spec.key)
+                current = planned.get(slot)
+                if current is None:
+                    current = planned[slot] = Planned(
+                        flow.destination_id, event.workspace_id, spec, event.lane
+                    )
+                else:
+                    current.spec = merge_specs(current.spec, spec, ctx)
+                    if event.lane == REALTIME:
+                        current.lane = REALTIME
+                current.events.append(event.pk)
+            enrol.append((event, flow.destination_id))
+        _drop_list_noops(planned, now)
+        linked = _write_operations(planned, now, ctx)
+        linked_events = {event_id for event_ids in linked.values() for event_id in event_ids}
+        # Events whose writes were all no-ops (a list membership DotDigital already has).
+        nothing.extend(
+            e.pk
+            for e in events
+            if e.pk not in linked_events and e.pk not in nothing and e.pk not in no_destination
+        )
+        _program_enrolments(enrol, ctx)
+        SourceEvent.objects.filter(pk__in=list(linked_events)).update(
+            lease_owner=OUTBOX, lease_until=None
+        )
+        if nothing:
+            SourceEvent.objects.filter(pk__in=nothing).update(
+                state=State.DELIVERED,
+                delivered_at=now,
+                lease_owner="",
+                lease_until=None,
+                reason="Nothing to change in DotDigital.",
+            )
+        if no_destination:
+            SourceEvent.objects.filter(pk__in=no_destination).update(
+                state=State.SKIPPED,
+                lease_owner="",
+                lease_until=None,
+                reason="The flow delivers to no DotDigital connection.",
+            )
+        for planned_op in planned.values():
+            wake.add((planned_op.destination_id, planned_op.lane))
+        if wake:
+            from monitoring.delivery_tasks import wake_delivery
+
+            for destination_id, lane in sorted(wake):
+                wake_delivery(destination_id, lane)
+    return len(events)
+
+
+def merge_specs(old: OpSpec, new: OpSpec, ctx: Context) -> OpSpec:
+    """Two wants of one destination key: the newer state wins, nothing asked for is dropped."""
+    if new.kind == "contact" and old.kind == "contact":
+        fields = dict(old.payload.get("fields") or {})
+        fields.update(new.payload.get("fields") or {})
+        customer = ctx.customers.get(new.customer_id or 0)
+        if customer is not None:
+            fields = refresh_fields(fields, customer)
+        return OpSpec(**{**new.__dict__, "payload": {**new.payload, "fields": fields}})
+    if new.kind == "consent" and old.kind == "consent":
+        return new if _consent_at(new.payload) >= _consent_at(old.payload) else old
+    return new
+
+
+def _consent_at(payload: dict[str, Any]) -> str:
+    from monitoring.pipeline.normalise import parse_time
+
+    moment = parse_time(str(payload.get("consent_at") or ""))
+    return moment.isoformat() if moment else ""
+
+
+def _drop_list_noops(planned: dict[tuple[int, str], Planned], now: datetime) -> None:
+    """A list write DotDigital already reflects (and no open write for it) is not queued; a
+    member's new expiry is only kept here (the expiry sweep takes it off)."""
+    wanted = [p for p in planned.values() if p.spec.kind in ("list_add", "list_remove")]
+    if not wanted:
+        return
+    keys = {(p.destination_id, p.spec.key) for p in wanted}
+    open_keys = set(
+        Operation.objects.filter(
+            destination_id__in={d for d, _ in keys},
+            key__in=[k for _, k in keys],
+            state__in=OPEN_STATES,
+        ).values_list("destination_id", "key")
+    )
+    rows = {
+        (m.destination_id, m.list_name, m.email): m
+        for m in ListMembership.objects.filter(
+            destination_id__in={p.destination_id for p in wanted},
+            email__in={p.spec.record_key for p in wanted},
+        )
+    }
+    renewed: list[ListMembership] = []
+    for p in wanted:
+        if (p.destination_id, p.spec.key) in open_keys:
+            continue
+        row = rows.get((p.destination_id, p.spec.payload["list"], p.spec.record_key))
+        member = bool(row and row.member)
+        if p.spec.kind == "list_remove" and not member:
+            del planned[(p.destination_id, p.spec.key)]
+        elif p.spec.kind == "list_add" and member and row is not None:
+            from monitoring.pipeline.normalise import parse_time
+
+            row.expires_at = parse_time(p.spec.payload.get("expires_at"))
+            renewed.append(row)
+            del planned[(p.destination_id, p.spec.key)]
+    if renewed:
+        ListMembership.objects.bulk_update(renewed, ["expires_at"])
+
+
+def _write_operations(
+    planned: dict[tuple[int, str], Planned], now: datetime, ctx: Context
+) -> dict[int, list[int]]:
+    """Upsert the open operation of each destination key; link the events. Returns op → events."""
+    if not planned:
+        return {}
+    by_destination: dict[int, list[str]] = defaultdict(list)
+    for destination_id, key in planned:
+        by_destination[destination_id].append(key)
+    # New keys: inserted with version 0. A racing planner's insert of the same key makes ours a
+    # no-op (the partial unique index), and we merge into its row below instead.
+    existing = _lock_open(by_destination)
+    fresh = [
+        Operation(
+            workspace_id=p.workspace_id,
+            destination_id=p.destination_id,
+            key=p.spec.key,
+            kind=p.spec.kind,
+            lane=p.lane,
+            record_key=p.spec.record_key,
+            contact_key=p.spec.contact_key,
+            customer_id=p.spec.customer_id,
+            collection=p.spec.collection,
+            payload=p.spec.payload,
+            version=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        for slot, p in planned.items()
+        if slot not in existing
+    ]
+    if fresh:
+        Operation.objects.bulk_create(fresh, ignore_conflicts=True, batch_size=500)
+        existing = _lock_open(by_destination)
+    changed: list[Operation] = []
+    links: list[OperationEvent] = []
+    out: dict[int, list[int]] = {}
+    for slot, p in planned.items():
+        op = existing.get(slot)
+        if op is None:  # settled between our insert and our read: try again next batch
+            log.warning("operation %s vanished while planning", slot)
+            continue
+        if op.version > 0:
+            spec = _merge_into(op, p.spec, ctx)
+            op.payload = spec.payload
+            op.kind = spec.kind
+            if p.lane == REALTIME:
+                op.lane = REALTIME
+            if op.state == Operation.State.PENDING and op.attempts == 0:
+                op.next_attempt_at = min(op.next_attempt_at, now)
+        op.version += 1
+        changed.append(op)
+        out[op.pk] = p.events
+        links.extend(
+            OperationEvent(operation_id=op.pk, event_id=event_id, version=op.version)
+            for event_id in p.events
+        )
+    Operation.objects.bulk_update(
+        changed, ["payload", "kind", "lane", "version", "next_attempt_at"], batch_size=500
+    )
+    OperationEvent.objects.bulk_create(links, ignore_conflicts=True, batch_size=1000)
+    return out
+
+
+def _lock_open(by_destination: dict[int, list[str]]) -> dict[tuple[int, str], Operation]:
+    found: dict[tuple[int, str], Operation] = {}
+    for destination_id, keys in by_destination.items():
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            qs = (
+                Operation.objects.select_for_update()
+                .filter(destination_id=destination_id, key__in=chunk, state__in=OPEN_STATES)
+                .order_by("pk")
+            )
+            for op in qs:
+                found[(destination_id, op.key)] = op
+    return found
+
+
+def _merge_into(op: Operation, new: OpSpec, ctx: Context) -> OpSpec:
+    old = OpSpec(
+        key=op.key,
+        kind=op.kind,
+        record_key=op.record_key,
+        payload=op.payload,
+        contact_key=op.contact_key,
+        collection=op.collection,
+        customer_id=op.customer_id,
+    )
+    return merge_specs(old, new, ctx)
+
+
+def _program_enrolments(enrol: list[tuple[SourceEvent, int]], ctx: Context) -> None:
+    """Configured direct enrolments: one row per (program, contact), ever (sent at most once)."""
+    if not enrol:
+        return
+    configured: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for row in DirectEnrolment.objects.filter(
+        destination_id__in={d for _, d in enrol}, enabled=True
+    ):
+        configured[(row.destination_id, row.event_type)].append(row.program_id)
+    if not configured:
+        return
+    rows: list[ProgramEnrolment] = []
+    for event, destination_id in enrol:
+        programs = configured.get((destination_id, event.event_type))
+        customer = ctx.customers.get(event.customer_id or 0)
+        if not programs or customer is None or not customer.email:
+            continue
+        rows.extend(
+            ProgramEnrolment(
+                workspace_id=event.workspace_id,
+                destination_id=destination_id,
+                program_id=program_id,
+                email=customer.email,
+                event_id=event.pk,
+            )
+            for program_id in programs
+        )
+    ProgramEnrolment.objects.bulk_create(rows, ignore_conflicts=True)

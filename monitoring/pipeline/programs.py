@@ -1,0 +1,139 @@
+"""Programs (automations), as design.md says: DotDigital allows 20 enrolment calls an hour across
+all programs, takes contact ids and has no un-enrol.
+
+- Syncdesk enrols through **list membership**: "Dispatched today" (left the next day, and at once
+  when the order is refunded) and "Recent buyers (30 days)" (an exclusion list for promotions),
+  written by the planner as list operations; `expire_memberships` takes contacts off a list when
+  their time on it is up.
+- Where a **direct enrolment** is configured (`DirectEnrolment`), contacts are batched per program
+  under our own cap of `ENROLMENT_CALLS_PER_HOUR` (below DotDigital's 20), and each (program,
+  contact) is sent at most once: the rows are marked `sending` and committed before the call, and
+  a call that may have been applied (timeout, dropped connection, 5xx) leaves them `unknown`,
+  never retried blindly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+from django.db import transaction
+from django.utils import timezone
+
+from connectors.budget import Lane
+from connectors.dotdigital import errors
+from connectors.dotdigital.client import DotDigitalClient
+from connectors.models import Connection
+from monitoring.models import Customer
+from monitoring.outbox import OPEN_STATES, ListMembership, Operation, ProgramEnrolment
+
+log = logging.getLogger(__name__)
+
+ENROLMENT_CALLS_PER_HOUR = 18
+CONTACTS_PER_ENROLMENT = 25  # the mirrored programs spec caps `contacts` at 25 per call
+PE = ProgramEnrolment.State
+
+
+def expire_memberships(destination_id: int | None = None) -> int:
+    """Queue removals for list members whose time is up. Returns how many it queued."""
+    now = timezone.now()
+    qs = ListMembership.objects.filter(member=True, expires_at__lte=now)
+    if destination_id is not None:
+        qs = qs.filter(destination_id=destination_id)
+    rows = list(qs[:5000])
+    if not rows:
+        return 0
+    ops = [
+        Operation(
+            workspace_id=m.workspace_id,
+            destination_id=m.destination_id,
+            key=f"list:{m.list_name}:{m.email}",
+            kind=Operation.Kind.LIST_REMOVE,
+            lane=Lane.BULK.value,
+            record_key=m.email,
+            contact_key=m.email,
+            customer_id=m.customer_id,
+            payload={"email": m.email, "list": m.list_name, "expires_at": None},
+            version=1,
+            next_attempt_at=now,
+        )
+        for m in rows
+    ]
+    with transaction.atomic():
+        # An open write of the same membership (a renewed add) decides instead.
+        Operation.objects.bulk_create(ops, ignore_conflicts=True)
+        ListMembership.objects.filter(pk__in=[m.pk for m in rows]).update(expires_at=None)
+    return len(ops)
+
+
+def enrol_programs(destination: Connection, client: DotDigitalClient | None = None) -> int:
+    """Send pending direct enrolments within the hourly cap. Returns how many contacts enrolled."""
+    client = client or DotDigitalClient.for_connection(destination, lane=Lane.REALTIME)
+    used, _ = client.budget.usage("enrolment")
+    calls_left = ENROLMENT_CALLS_PER_HOUR - used
+    pending = list(
+        ProgramEnrolment.objects.filter(destination=destination, state=PE.PENDING).order_by("pk")[
+            :5000
+        ]
+    )
+    if not pending or calls_left <= 0:
+        return 0
+    ids = dict(
+        Customer.objects.filter(
+            workspace_id=destination.workspace_id,
+            email__in={p.email for p in pending},
+            dotdigital_contact_id__gt="",
+        ).values_list("email", "dotdigital_contact_id")
+    )
+    by_program: dict[int, list[ProgramEnrolment]] = defaultdict(list)
+    for row in pending:
+        if row.email in ids:  # a contact DotDigital does not know yet waits for its upsert
+            by_program[row.program_id].append(row)
+    enrolled = 0
+    for program_id, rows in sorted(by_program.items()):
+        for start in range(0, len(rows), CONTACTS_PER_ENROLMENT):
+            if calls_left <= 0:
+                return enrolled
+            chunk = rows[start : start + CONTACTS_PER_ENROLMENT]
+            pks = [r.pk for r in chunk]
+            # Committed before the call: a crash after this line never sends it again.
+            claimed = ProgramEnrolment.objects.filter(pk__in=pks, state=PE.PENDING).update(
+                state=PE.SENDING, sent_at=timezone.now()
+            )
+            if claimed != len(pks):
+                ProgramEnrolment.objects.filter(pk__in=pks, state=PE.SENDING).update(
+                    state=PE.PENDING
+                )
+                continue
+            calls_left -= 1
+            try:
+                enrolment = client.enrol(program_id, [int(ids[r.email]) for r in chunk])
+            except errors.RateLimited as exc:
+                if exc.status is None:  # our own budget refused: no call was made
+                    ProgramEnrolment.objects.filter(pk__in=pks).update(state=PE.PENDING)
+                    return enrolled
+                _settle(pks, PE.FAILED, str(exc))
+                continue
+            except (errors.CallTimeout, errors.ConnectionDropped, errors.ServerError) as exc:
+                _settle(pks, PE.UNKNOWN, f"May have been applied; not retried: {exc}")
+                continue
+            except errors.DotDigitalError as exc:
+                _settle(pks, PE.FAILED, str(exc))
+                continue
+            ProgramEnrolment.objects.filter(pk__in=pks).update(
+                state=PE.SENT, enrolment_id=enrolment.id[:80]
+            )
+            enrolled += len(pks)
+    return enrolled
+
+
+def _settle(pks: list[int], state: str, error: str) -> None:
+    ProgramEnrolment.objects.filter(pk__in=pks).update(state=state, error=error[:2000])
+
+
+def open_list_writes(destination_id: int) -> int:
+    return Operation.objects.filter(
+        destination_id=destination_id,
+        kind__in=(Operation.Kind.LIST_ADD, Operation.Kind.LIST_REMOVE),
+        state__in=OPEN_STATES,
+    ).count()

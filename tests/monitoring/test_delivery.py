@@ -1,0 +1,229 @@
+"""Delivery, end to end: events posted to the public webhooks of a demo ERP flow and a demo WMS
+flow end in the DotDigital sandbox as one contact per person, exact order records and
+aggregates, and list memberships that follow dispatches and refunds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from monitoring.models import SourceEvent
+from monitoring.outbox import DeliveryBatch, Operation, OperationEvent
+from monitoring.pipeline.mapping import DISPATCHED_TODAY, RECENT_BUYERS
+from tests.monitoring.delivery_support import *  # noqa: F403
+from tests.monitoring.delivery_support import ERP, WMS, Engine, event, iso
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def money(amount: str) -> dict[str, str]:
+    return {"amount": amount, "currency": "GBP"}
+
+
+def order_created(
+    number: str,
+    email: str,
+    amount: str,
+    *,
+    at: datetime,
+    customer: str | None = "C1",
+    guest: bool = False,
+) -> dict[str, Any]:
+    line = {
+        "line_key": f"{number}-1",
+        "sku": "HAT-1/RED",
+        "sku_raw": "HAT-1/RED",
+        "name": "Wool Beanie",
+        "quantity": 1,
+        "unit_price": money(amount),
+        "line_subtotal": money(amount),
+        "line_discount": money("0.00"),
+        "line_total": money(amount),
+    }
+    return event(
+        ERP,
+        "order.created",
+        f"order:{number}",
+        f"order:{number}:created",
+        {
+            "order_key": f"demo-erp:erp-main:order:{number}",
+            "order_number": number,
+            "channel_order_ref": number,
+            "placed_at": iso(at),
+            "currency": "GBP",
+            "status": {"lifecycle": "open", "fulfilment": "unfulfilled", "financial": "paid"},
+            "lines": [line],
+            "tax_inclusive": True,
+            "is_guest": guest,
+            "shipping": {"method": "Tracked 48", "amount": money("0.00")},
+            "totals": {
+                "subtotal": money(amount),
+                "discount": money("0.00"),
+                "shipping": money("0.00"),
+                "tax": money("0.00"),
+                "grand_total": money(amount),
+                "tax_inclusive": True,
+            },
+        },
+        at=at,
+        email=email,
+        guest=guest,
+        customer_id=None if guest else customer,
+        source_ref=number,
+    )
+
+
+def dispatched(number: str, *, at: datetime) -> dict[str, Any]:
+    return event(
+        WMS,
+        "shipment.dispatched",
+        f"shipment:{number}-1",
+        f"despatch:{number}-1",
+        {
+            "shipment_key": f"demo-wms:wh-1:shipment:{number}-1",
+            "order_key": f"demo-wms:wh-1:order:{number}",
+            "dispatched_at": iso(at),
+            "lines": [{"sku": "HAT-1/RED", "quantity": 1}],
+            "carrier": {"code": "royal-mail", "name": "Royal Mail"},
+            "tracking_numbers": ["TT123GB"],
+        },
+        at=at,
+        links={"channel_order_ref": number},
+        source_ref=number,
+    )
+
+
+def refunded(number: str, amount: str, *, at: datetime) -> dict[str, Any]:
+    return event(
+        ERP,
+        "refund.issued",
+        f"refund:{number}-r1",
+        f"refund:{number}-r1",
+        {
+            "refund_key": f"demo-erp:erp-main:refund:{number}-r1",
+            "order_key": f"demo-erp:erp-main:order:{number}",
+            "refunded_at": iso(at),
+            "amount": money(amount),
+        },
+        at=at,
+        links={"channel_order_ref": number},
+        source_ref=number,
+    )
+
+
+def list_names(engine: Engine, email: str) -> set[str]:
+    state = engine.sandbox.state()
+    names = {lst["id"]: lst["name"] for lst in state["lists"]}
+    contact = next(c for c in state["contacts"] if c["identifiers"].get("email") == email)
+    return {names[item["id"]] for item in contact.get("lists", [])}
+
+
+def test_it_writes_one_contact_per_person_with_exact_orders_and_aggregates(engine: Engine):
+    now = datetime.now(UTC).replace(microsecond=0)
+    engine.post(
+        "erp",
+        [
+            order_created("NW1", "jo@example.com", "50.00", at=now - timedelta(minutes=3)),
+            # The same person as a guest, with the email spelt differently.
+            order_created(
+                "NW2", "  Jo@Example.com ", "30.25", at=now - timedelta(minutes=2), guest=True
+            ),
+            order_created("NW3", "sam@example.com", "19.99", at=now, customer="C2"),
+        ],
+    )
+    engine.pump()
+
+    state = engine.sandbox.state()
+    emails = sorted(c["identifiers"]["email"] for c in state["contacts"])
+    assert emails == ["jo@example.com", "sam@example.com"]
+    jo = engine.contact("jo@example.com")
+    assert jo is not None
+    fields = jo["dataFields"]
+    assert fields["ORDER_COUNT"] == 2
+    assert Decimal(str(fields["LTV"])) == Decimal("80.25")
+    assert fields["LAST_ORDER_DATE"].startswith(iso(now - timedelta(minutes=2))[:16])
+    assert fields["REFUNDED"] is False
+    records = engine.records("jo@example.com")
+    assert set(records) == {"NW1", "NW2"}
+    assert records["NW2"]["GrandTotal"] == 30.25
+    assert records["NW1"]["Products"][0]["Sku"] == "HAT-1/RED"
+    # A contact created from an order carries no subscription change.
+    assert jo["channelProperties"]["email"]["status"] == "subscribed"
+    assert SourceEvent.objects.filter(state="delivered").count() == 3
+    assert not Operation.objects.exclude(state="delivered").exists()
+
+
+def test_a_refund_of_an_order_sold_by_the_erp_and_dispatched_by_the_wms_sets_refunded_and_leaves_post_purchase_lists(
+    engine: Engine,
+):
+    now = datetime.now(UTC).replace(microsecond=0)
+    engine.post("erp", [order_created("NW10", "ana@example.com", "120.00", at=now)])
+    engine.pump()
+    engine.post("wms", [dispatched("NW10", at=now + timedelta(seconds=5))])
+    engine.pump()
+
+    assert list_names(engine, "ana@example.com") == {DISPATCHED_TODAY, RECENT_BUYERS}
+    record = engine.records("ana@example.com")["NW10"]
+    assert record["GrandTotal"] == 120  # the ERP's money…
+    assert record["Dispatched"] is True and record["Carrier"] == "Royal Mail"  # …the WMS's dispatch
+
+    engine.post("erp", [refunded("NW10", "120.00", at=now + timedelta(seconds=10))])
+    engine.pump()
+
+    contact = engine.contact("ana@example.com")
+    assert contact is not None
+    assert contact["dataFields"]["REFUNDED"] is True
+    assert Decimal(str(contact["dataFields"]["LTV"])) == Decimal("0")
+    assert engine.records("ana@example.com")["NW10"]["Refunded"] is True
+    assert list_names(engine, "ana@example.com") == {RECENT_BUYERS}
+    assert SourceEvent.objects.filter(state="delivered").count() == 3
+
+
+def test_it_coalesces_writes_of_one_destination_key_and_sends_the_newest_state(engine: Engine):
+    now = datetime.now(UTC).replace(microsecond=0)
+    from monitoring.pipeline.plan import run_planning
+    from monitoring.pipeline.staging import run_staging
+
+    engine.post("erp", [order_created("NW20", "lee@example.com", "10.00", at=now)])
+    run_staging()
+    run_planning()
+    engine.post(
+        "erp",
+        [order_created("NW21", "lee@example.com", "15.00", at=now + timedelta(seconds=1))],
+    )
+    run_staging()
+    run_planning()
+
+    contact_ops = Operation.objects.filter(key="contact:lee@example.com")
+    assert contact_ops.count() == 1  # one open write, carrying both events
+    op = contact_ops.get()
+    assert op.version == 2
+    assert op.payload["fields"]["ORDER_COUNT"]["value"] == 2
+    assert OperationEvent.objects.filter(operation=op).count() == 2
+
+    engine.pump()
+    contact = engine.contact("lee@example.com")
+    assert contact is not None and contact["dataFields"]["ORDER_COUNT"] == 2
+    assert SourceEvent.objects.filter(state="delivered").count() == 2
+
+
+def test_the_bulk_lane_batches_into_imports_and_confirms_them_by_polling(engine: Engine):
+    now = datetime.now(UTC).replace(microsecond=0)
+    events = [
+        order_created(f"NB{i}", f"p{i}@example.com", "5.00", at=now, customer=f"B{i}")
+        for i in range(30)
+    ]
+    from monitoring.pipeline.ingest import ingest_events
+
+    ingest_events(engine.erp, events, via="backfill", backfill=True)  # the bulk lane
+    engine.pump()
+
+    assert SourceEvent.objects.filter(state="delivered").count() == 30
+    batches = DeliveryBatch.objects.all()
+    assert {b.kind for b in batches} == {"contacts", "insight"}
+    assert all(b.state == "finished" for b in batches)
+    assert batches.count() <= 4  # not a call per event
+    assert engine.sandbox.state()["counts"]["contacts"] == 30
