@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -47,9 +49,67 @@ def _validator() -> Any:
     return Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
 
 
+MAX_DEPTH = 64  # nesting of one event; deeper would exhaust the validator's recursion
+
+
+def _printable(text: str) -> str:
+    """A path or message safe to store: NUL and lone surrogates escaped (PostgreSQL and UTF-8)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
+
+
+def _unstorable(event: Any) -> list[dict[str, str]]:
+    """What the schema allows but no database stores: strings (keys too) with NUL or a lone
+    surrogate, NaN and infinities, nesting deeper than MAX_DEPTH. Found by the webhook fuzzer
+    (tests/reliability/test_webhook_fuzz.py): each used to end in a database error and a 503."""
+    errors: list[dict[str, str]] = []
+    stack: list[tuple[Any, str, int]] = [(event, "", 0)]
+    while stack and len(errors) < MAX_ERRORS_KEPT:
+        value, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            errors.append({"path": _printable(path), "message": f"nested deeper than {MAX_DEPTH}"})
+            continue
+        if isinstance(value, dict):
+            items: Iterable[tuple[Any, Any]] = value.items()
+        elif isinstance(value, list):
+            items = enumerate(value)
+        else:
+            items = ()
+            if isinstance(value, float) and not math.isfinite(value):
+                errors.append({"path": _printable(path), "message": "not a finite number"})
+            elif isinstance(value, str) and _printable(value) != value:
+                errors.append(
+                    {"path": _printable(path), "message": "contains NUL or a lone surrogate"}
+                )
+        for key, inner in items:
+            name = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and _printable(key) != key:
+                errors.append(
+                    {"path": _printable(name), "message": "key contains NUL or a lone surrogate"}
+                )
+            stack.append((inner, name, depth + 1))
+    return sorted(errors, key=lambda e: e["path"])
+
+
+def utc_time(value: Any) -> datetime | None:
+    """An RFC 3339 time as aware UTC, or None when it is none or falls outside years 1-9999 in
+    UTC (stored in UTC, so no database meets an offset it cannot hold, e.g. PostgreSQL's +23:59)."""
+    parsed = parse_time(value)
+    try:
+        return parsed.astimezone(UTC) if parsed is not None else None
+    except OverflowError:
+        return None
+
+
 def validate_event(event: Any) -> list[dict[str, str]]:
     """Field-level errors of one candidate event (empty when it is valid)."""
+    unstorable = _unstorable(event)
+    if unstorable:
+        return unstorable[:MAX_ERRORS_KEPT]
     errors = []
+    for name in ("occurred_at", "source_updated_at", "received_at"):
+        value = event.get(name) if isinstance(event, dict) else None
+        if isinstance(value, str) and utc_time(value) is None:
+            errors.append({"path": name, "message": "is not a valid date-time"})
     for error in _validator().iter_errors(event):
         path = ".".join(str(p) for p in error.absolute_path)
         if error.validator == "required" and isinstance(error.instance, dict):
@@ -61,7 +121,7 @@ def validate_event(event: Any) -> list[dict[str, str]]:
             continue
         if error.validator in ("allOf", "if"):
             continue  # the nested errors say what is wrong
-        errors.append({"path": path, "message": error.message[:300]})
+        errors.append({"path": _printable(path), "message": _printable(error.message[:300])})
     return sorted(errors, key=lambda e: e["path"])[:MAX_ERRORS_KEPT]
 
 
@@ -105,7 +165,7 @@ def source_version(event: Mapping[str, Any]) -> Any:
         data.get("as_of"),
         event.get("occurred_at"),
     ):
-        parsed = parse_time(value)
+        parsed = utc_time(value)
         if parsed is not None:
             return parsed
     return None
@@ -166,7 +226,7 @@ def ingest_events(
             entity_type=event["entity"]["type"],
             entity_key=event["entity"]["key"],
             source_version=source_version(event),
-            occurred_at=parse_time(event["occurred_at"]) or now,
+            occurred_at=utc_time(event["occurred_at"]) or now,
             received_at=now,
             next_attempt_at=now,
             envelope=event,
