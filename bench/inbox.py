@@ -34,7 +34,7 @@ from django.contrib.auth.models import User  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
-from django.test.utils import override_settings  # noqa: E402
+from django.test.utils import CaptureQueriesContext, override_settings  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from accounts.models import Team, Workspace  # noqa: E402
@@ -168,15 +168,22 @@ def fill(workspace: Workspace, start: int, stop: int, rng: random.Random) -> Non
 
 
 def median_ms(client: Client, url: str) -> float:
+    """Median wall time of the whole request; also notes the queries and their time."""
     for _ in range(3):  # warm caches and the connection
         assert client.get(url).status_code == 200, url
-    times = []
+    times, sql = [], []
     for _ in range(RUNS):
-        started = time.perf_counter()
-        response = client.get(url)
-        times.append((time.perf_counter() - started) * 1000)
+        with CaptureQueriesContext(connection) as queries:
+            started = time.perf_counter()
+            response = client.get(url)
+            times.append((time.perf_counter() - started) * 1000)
         assert response.status_code == 200, url
+        sql.append(sum(float(q["time"]) for q in queries.captured_queries) * 1000)
+    SQL_NOTES[url] = (len(queries.captured_queries), statistics.median(sql))
     return statistics.median(times)
+
+
+SQL_NOTES: dict[str, tuple[int, float]] = {}
 
 
 def measure(workspace: Workspace, user: User) -> dict[str, float]:
@@ -191,13 +198,17 @@ def measure(workspace: Workspace, user: User) -> dict[str, float]:
     )
     group = ExceptionGroup.objects.filter(workspace=workspace, state="open").order_by("-pk").first()
     assert email and group
-    return {
+    SQL_NOTES.clear()
+    pages = {
         "inbox list": median_ms(client, base),
         "filtered list": median_ms(client, f"{base}?tab=open&kind=sku_mapping_gap&team=ops"),
         "search by email": median_ms(client, f"{base}?tab=open&q={email}"),
         "group page": median_ms(client, f"{base}{group.pk}/"),
         "all my workspaces": median_ms(client, "/inbox/?tab=open"),
     }
+    for name, (count, ms) in zip(pages, SQL_NOTES.values(), strict=True):
+        print(f"  {name:<20} {pages[name]:7.1f} ms, of which SQL {ms:6.1f} ms in {count} queries")
+    return pages
 
 
 def main() -> int:

@@ -165,7 +165,10 @@ def _render_group(
     status: int = 200,
 ) -> HttpResponse:
     kind = group.kind_info
-    occurrences = OccurrenceTable(Occurrence.objects.filter(group=group), payload_for=_payload_for)
+    occurrences = OccurrenceTable(
+        Occurrence.objects.filter(group=group),
+        payload_for=lambda occurrence: _payload_for(group, occurrence),
+    )
     _paginate(request, occurrences)
     can_change = scope.can_change(group)
     members = _members(scope).filter(memberships__workspace=group.workspace)
@@ -195,10 +198,11 @@ def _render_group(
     return render(request, "exceptions_inbox/group.html", ctx, status=status)
 
 
-def _payload_for(occurrence: Occurrence) -> dict[str, Any]:
+def _payload_for(group: ExceptionGroup, occurrence: Occurrence) -> dict[str, Any]:
     """The blocked event as the engine shows it (`render_occurrence`), else the stored detail."""
-    hook = occurrence.group.kind_info.render_occurrence
+    hook = group.kind_info.render_occurrence
     if hook is not None:
+        occurrence.group = group  # the hook may read it; no query per row
         return hook(occurrence)
     return {"payload": occurrence.detail}
 

@@ -126,3 +126,48 @@ def test_a_teammate_triages_a_sku_gap_until_it_resolves(page, live_server, world
         "Resolved: every event got through by Syncdesk"
     )
     page.screenshot(path=str(ARTIFACTS / "inbox-group-resolved.png"))
+
+
+@pytest.fixture
+def sku_alias_fix(world):
+    """Stands in for the engine: suggests catalogue SKUs, and adding an alias retries every event
+    the SKU blocked, which now gets through."""
+    saved = hooks_of("sku_mapping_gap")
+    added = []
+
+    def fix(group, data, actor):
+        added.append(data)
+        keys = list(group.occurrences.filter(state="open").values_list("event_key", flat=True))
+        clear_occurrences(world.workspace, keys)
+        return f"Alias {data['alias']} → {data['sku']} added; {len(keys)} events retried."
+
+    register_hooks(
+        "sku_mapping_gap",
+        fix=fix,
+        suggest=lambda group: ["AB-12-RED", "AB-12-BLUE", "KETTLE-2L", "AB12-RD", "TEA-TOWEL"],
+    )
+    yield added
+    register_hooks("sku_mapping_gap", **saved)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_alias_from_the_suggestions_releases_every_blocked_event(
+    page, live_server, world, sku_alias_fix
+):
+    gap = blocked(world.workspace, "sku_mapping_gap", "AB-12/RED", 40, sku="AB-12/RED")
+    page.goto(f"{live_server.url}/login/?next=/w/acme/inbox/{gap.pk}/")
+    page.fill("#id_username", "teammate")
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/w/acme/inbox/{gap.pk}/")
+    suggestions = page.locator("#fix button.suggestion")
+    expect(suggestions.first).to_have_text("AB-12-RED")
+    assert "TEA-TOWEL" not in suggestions.all_inner_texts()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "inbox-group-fix.png"))
+
+    suggestions.first.click()
+    expect(page.locator(".messages")).to_contain_text("40 events retried")
+    expect(page.locator("[data-state]")).to_have_text("Resolved")
+    assert sku_alias_fix == [{"alias": "AB-12/RED", "sku": "AB-12-RED"}]
+    expect(page.locator("#history")).to_contain_text("Fixed by teammate")

@@ -452,3 +452,16 @@ def test_next_never_leaves_the_site(client, world):
         {"action": "acknowledge", "groups": [a.pk], "next": "https://evil.example/"},
     )
     assert response["Location"] == "/w/acme/inbox/"
+
+
+def test_the_group_page_reads_a_fixed_number_of_queries_whatever_the_page_holds(client, world):
+    small = make_group(world.workspace, sku="SMALL", events=2)
+    large = make_group(world.workspace, sku="LARGE", events=30)
+    client.force_login(world.teammate)
+    client.get(group_url(small))
+    client.get(group_url(large))
+    with CaptureQueriesContext(connection) as few:
+        client.get(group_url(small))
+    with CaptureQueriesContext(connection) as many:
+        client.get(group_url(large))
+    assert len(many) == len(few)
