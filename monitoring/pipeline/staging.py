@@ -98,6 +98,7 @@ class Batch:
     scanned_orders: set[int] = field(default_factory=set)
     catalogue: dict[int, bool] = field(default_factory=dict)
     aliases: dict[int, dict[tuple[int | None, str], str]] = field(default_factory=dict)
+    products: set[int] = field(default_factory=set)  # product events staged in this batch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,7 +131,10 @@ def stage_batch(ids: Iterable[int], owner: str) -> int:
         .select_related("flow", "workspace")
         .order_by("entity_key", "source_version", "pk")
     )
+    # The catalogue first, so a batch's orders are checked against its products.
+    events.sort(key=lambda e: e.event_type != "product.updated")
     batch = Batch(now=timezone.now())
+    batch.products = {e.pk for e in events if e.event_type == "product.updated"}
     with transaction.atomic():
         for event in events:
             had_failed = bool(event.failed_kind)
@@ -528,7 +532,9 @@ def catalogue_loaded(workspace_id: int, batch: Batch) -> bool:
                 event_type="product.updated",
                 state=State.RECEIVED,
                 received_at__lte=at,
-            ).exists()
+            )
+            .exclude(pk__in=batch.products)
+            .exists()
             for pk, at in masters
         )
         batch.catalogue[workspace_id] = loaded

@@ -1,0 +1,205 @@
+"""Ingest and staging throughput: webhook events accepted per second (batches of 100, and one
+event per request) through gunicorn, then staged events per second.
+
+Run against a scratch PostgreSQL database (it is migrated, and the bench's workspace is removed at
+the end):
+
+    createdb -h 127.0.0.1 -U postgres syncdesk_bench
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/syncdesk_bench \\
+        .venv/bin/python bench/ingest.py [--events 10000] [--single 1000] [--clients 8] [--workers 4]
+
+Target (issue 5): >= 1,000 events/s accepted in batches of 100. Figures depend on the machine:
+the script prints its core count with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_events(n: int, run: str, start: int = 0) -> list[dict]:
+    events = []
+    for i in range(start, start + n):
+        number = f"B{run}-{i}"
+        total = f"{(i % 500) + 10}.{i % 100:02d}"
+        events.append(
+            {
+                "schema": "sync.event/v1",
+                "event_type": "order.created",
+                "source": {"system": "bench", "account": run},
+                "source_event_id": f"bench:{run}:{i}",
+                "occurred_at": "2026-05-01T10:00:00Z",
+                "source_updated_at": "2026-05-01T10:00:00Z",
+                "entity": {"type": "order", "key": f"bench:order:{number}"},
+                "identity": {"email": f"Customer{i % 2000}@Example.com", "is_guest": i % 3 == 0},
+                "data": {
+                    "order_key": f"bench:order:{number}",
+                    "order_number": number,
+                    "placed_at": "2026-05-01T10:00:00Z",
+                    "currency": "GBP",
+                    "lines": [
+                        {
+                            "line_key": "1",
+                            "sku": f"SKU-{i % 300}",
+                            "quantity": 1,
+                            "line_total": {"amount": total, "currency": "GBP"},
+                        }
+                    ],
+                    "totals": {"grand_total": {"amount": total, "currency": "GBP"}},
+                    "status": {
+                        "lifecycle": "open",
+                        "fulfilment": "unfulfilled",
+                        "financial": "paid",
+                    },
+                },
+            }
+        )
+    return events
+
+
+def post_all(url: str, bodies: list[bytes], clients: int) -> tuple[float, int]:
+    session_per_thread: dict[int, requests.Session] = {}
+
+    def post(body: bytes) -> int:
+        import threading
+
+        session = session_per_thread.setdefault(threading.get_ident(), requests.Session())
+        response = session.post(
+            url, data=body, headers={"Content-Type": "application/json"}, timeout=60
+        )
+        if response.status_code != 202:
+            raise SystemExit(f"webhook answered {response.status_code}: {response.text[:300]}")
+        return int(response.json()["accepted"])
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        accepted = sum(pool.map(post, bodies))
+    return time.perf_counter() - started, accepted
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=10_000, help="events posted 100 per request")
+    parser.add_argument("--single", type=int, default=1_000, help="events posted one per request")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
+    args = parser.parse_args()
+
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        print("note: DATABASE_URL is not PostgreSQL; the target is measured on PostgreSQL")
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, check=True
+    )
+
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    from accounts.models import Workspace
+    from connectors.models import Connection
+    from monitoring.models import Flow, SourceEvent
+    from monitoring.pipeline.staging import run_staging
+
+    run = uuid.uuid4().hex[:8]
+    workspace = Workspace.objects.create(name=f"Bench {run}", slug=f"bench-{run}")
+    conn = Connection.objects.create(workspace=workspace, kind="canonical", name="bench")
+    token = conn.rotate_webhook_token()
+    flow = Flow.objects.create(workspace=workspace, name="bench", source=conn)
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "config.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(args.workers),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/hooks/{token}/"
+        for _ in range(100):
+            try:
+                requests.post(
+                    url, data=b"[]", headers={"Content-Type": "application/json"}, timeout=60
+                )
+                break
+            except (requests.ConnectionError, requests.Timeout):
+                time.sleep(0.1)
+        # Warm every worker (imports, schema compiled) before measuring.
+        post_all(
+            url,
+            [json.dumps(make_events(1, run + "w", i)).encode() for i in range(args.workers * 4)],
+            args.clients,
+        )
+
+        batched = make_events(args.events, run)
+        bodies = [
+            json.dumps({"events": batched[i : i + 100]}).encode()
+            for i in range(0, len(batched), 100)
+        ]
+        seconds, accepted = post_all(url, bodies, args.clients)
+        singles = make_events(args.single, run, start=args.events)
+        seconds_1, accepted_1 = post_all(
+            url, [json.dumps(e).encode() for e in singles], args.clients
+        )
+    finally:
+        server.terminate()
+        server.wait(10)
+
+    total = SourceEvent.objects.filter(workspace=workspace, state="received").count()
+    started = time.perf_counter()
+    staged = run_staging(flow_id=flow.pk)
+    staging_seconds = time.perf_counter() - started
+    ready = SourceEvent.objects.filter(workspace=workspace, state="ready").count()
+
+    print(
+        f"database: {connection.vendor}; cores: {os.cpu_count()}; gunicorn workers: {args.workers}; clients: {args.clients}"
+    )
+    print(
+        f"accepted, batches of 100: {accepted} events in {seconds:.2f} s = {accepted / seconds:,.0f} events/s"
+    )
+    print(
+        f"accepted, one per request: {accepted_1} events in {seconds_1:.2f} s = {accepted_1 / seconds_1:,.0f} events/s"
+    )
+    print(
+        f"staged (one process): {staged} of {total} events in {staging_seconds:.2f} s = {staged / staging_seconds:,.0f} events/s ({ready} ready to deliver)"
+    )
+    # Leave the scratch database as it was.
+    from monitoring.models import Customer, Order
+
+    SourceEvent.objects.filter(workspace=workspace).delete()
+    Order.objects.filter(workspace=workspace).delete()
+    Customer.objects.filter(workspace=workspace).delete()
+    Flow.objects.filter(workspace=workspace).delete()
+    workspace.delete()
+
+
+if __name__ == "__main__":
+    main()
