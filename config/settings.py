@@ -233,5 +233,8 @@ CELERY_BEAT_SCHEDULE["engine-sweep"] = {
     "schedule": 10.0,
     "options": {"queue": "realtime", "expires": 9},
 }
+# Monitoring: flow health against the alert rules every minute (and each flow's jobs registered).
+CELERY_BEAT_SCHEDULE["watch-check-flows"] = {"task": "monitoring.check_flows", "schedule": 60.0, "options": {"queue": "bulk", "expires": 55}}  # fmt: skip
+ALERT_WEBHOOK_URL = env_str("ALERT_WEBHOOK_URL", "")  # Slack-compatible default for alert notices
 # The inbox: snoozes that are due and assignment mails every minute; team digests (once a day each).
 CELERY_BEAT_SCHEDULE.update({f"inbox-{t}": {"task": f"exceptions_inbox.{t}", "schedule": s} for t, s in (("wake_snoozed_groups", 60.0), ("send_assignment_notices", 60.0), ("send_team_digests", 900.0))})  # fmt: skip

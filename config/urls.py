@@ -22,4 +22,5 @@ urlpatterns = [
     path("", include("connectors.urls")),
     path("", include("exceptions_inbox.urls")),
     path("", include("monitoring.urls")),
+    path("", include("monitoring.watch_urls")),
 ]

@@ -11,3 +11,8 @@ class MonitoringConfig(AppConfig):
         from monitoring.pipeline import hooks
 
         hooks.register()
+
+        from monitoring import alerts, reconcile
+
+        alerts.register_hooks()
+        reconcile.register_hooks()

@@ -73,3 +73,160 @@ def healthz() -> tuple[bool, dict[str, Any]]:
     ok = bool(db["ok"] and broker["ok"])
     body["status"] = "ok" if ok else "fail"
     return ok, body
+
+
+# -- /metrics ---------------------------------------------------------------------------------
+
+
+def _labels(**labels: object) -> str:
+    def esc(value: object) -> str:
+        return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+    return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in labels.items()) + "}"
+
+
+def _rows(qs: Any) -> list[dict[str, Any]]:
+    """Rows of a `.values()` query as plain dicts (each query has its own keys)."""
+    return [dict(row) for row in qs]
+
+
+def metrics_text(now: Any = None) -> str:
+    """Prometheus text exposition, computed from the database (every worker on every machine
+    counts): events by state, latency histograms per flow and lane (deliveries of the last hour),
+    backlog and its oldest age, DotDigital writes and imports, rate-limit windows, and open
+    exceptions by kind and team. A bounded number of grouped queries."""
+    from django.db.models import Count, Min, Q, Sum
+
+    from connectors.models import RateWindow
+    from exceptions_inbox.models import ExceptionGroup
+    from monitoring.models import Flow, SourceEvent
+    from monitoring.outbox import DeliveryBatch, Operation
+    from monitoring.watch import BUCKETS, HOUR, IN_FLIGHT, histogram_aggregates, latency
+
+    now = now or timezone.now()
+    flows = {f.pk: f for f in Flow.objects.select_related("workspace")}
+
+    def flow_labels(flow_id: int | None) -> dict[str, object]:
+        flow = flows.get(flow_id) if flow_id else None
+        if flow is None:
+            return {"workspace": "", "flow": "none"}
+        return {"workspace": flow.workspace.slug, "flow": flow.name}
+
+    lines: list[str] = []
+
+    def family(name: str, kind: str, help_text: str) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+
+    family("syncdesk_events", "gauge", "Events stored, by flow and state.")
+    for row in _rows(
+        SourceEvent.objects.values("flow_id", "state").annotate(n=Count("pk")).order_by()
+    ):
+        labels = _labels(**flow_labels(row["flow_id"]), state=row["state"])
+        lines.append(f"syncdesk_events{labels} {row['n']}")
+
+    family(
+        "syncdesk_event_latency_seconds",
+        "histogram",
+        "End-to-end latency (delivered - occurred) of the events delivered in the last hour.",
+    )
+    rows = (
+        SourceEvent.objects.filter(state=SourceEvent.State.DELIVERED, delivered_at__gte=now - HOUR)
+        .annotate(lat=latency())
+        .values("flow_id", "lane")
+        .annotate(**histogram_aggregates(""), total=Sum("lat"))
+        .order_by()
+    )
+    for row in _rows(rows):
+        base = {**flow_labels(row["flow_id"]), "lane": row["lane"]}
+        for bound in BUCKETS:
+            lines.append(
+                f"syncdesk_event_latency_seconds_bucket{_labels(**base, le=bound)} {row[f'le{bound}']}"
+            )
+        lines.append(
+            f"syncdesk_event_latency_seconds_bucket{_labels(**base, le='+Inf')} {row['n']}"
+        )
+        total = row["total"]
+        seconds = (
+            total.total_seconds()
+            if hasattr(total, "total_seconds")
+            else (float(total) / 1_000_000 if total else 0.0)
+        )
+        lines.append(f"syncdesk_event_latency_seconds_sum{_labels(**base)} {seconds:.3f}")
+        lines.append(f"syncdesk_event_latency_seconds_count{_labels(**base)} {row['n']}")
+
+    family("syncdesk_backlog", "gauge", "Events received or staged and not yet delivered.")
+    family_age = []
+    for row in _rows(
+        SourceEvent.objects.filter(state__in=IN_FLIGHT)
+        .values("flow_id")
+        .annotate(n=Count("pk"), oldest=Min("received_at"))
+        .order_by()
+    ):
+        lines.append(f"syncdesk_backlog{_labels(**flow_labels(row['flow_id']))} {row['n']}")
+        age = (now - row["oldest"]).total_seconds() if row["oldest"] else 0
+        family_age.append(
+            f"syncdesk_backlog_oldest_age_seconds{_labels(**flow_labels(row['flow_id']))} {age:.0f}"
+        )
+    family("syncdesk_backlog_oldest_age_seconds", "gauge", "Age of the oldest waiting event.")
+    lines.extend(family_age)
+
+    family("syncdesk_dotdigital_writes", "gauge", "Outbox operations by kind, way sent and state.")
+    for row in _rows(
+        Operation.objects.values("kind", "via", "state").annotate(n=Count("pk")).order_by()
+    ):
+        labels = _labels(kind=row["kind"], via=row["via"] or "none", state=row["state"])
+        lines.append(f"syncdesk_dotdigital_writes{labels} {row['n']}")
+    family("syncdesk_dotdigital_write_attempts", "gauge", "Calls made for outbox operations.")
+    for row in _rows(Operation.objects.values("kind").annotate(n=Sum("attempts")).order_by()):
+        lines.append(
+            f"syncdesk_dotdigital_write_attempts{_labels(kind=row['kind'])} {row['n'] or 0}"
+        )
+    family("syncdesk_dotdigital_imports", "gauge", "DotDigital imports by kind and state.")
+    for row in _rows(
+        DeliveryBatch.objects.values("kind", "state")
+        .annotate(n=Count("pk"), polls=Sum("polls"))
+        .order_by()
+    ):
+        lines.append(
+            f"syncdesk_dotdigital_imports{_labels(kind=row['kind'], state=row['state'])} {row['n']}"
+        )
+
+    family("syncdesk_rate_window_used", "gauge", "Calls used in the current rate window.")
+    windows = list(RateWindow.objects.all())
+    for w in windows:
+        lines.append(
+            f"syncdesk_rate_window_used{_labels(account=w.account_key, tier=w.tier)} {w.used}"
+        )
+    family("syncdesk_rate_window_limit", "gauge", "Calls allowed per rate window.")
+    for w in windows:
+        lines.append(
+            f"syncdesk_rate_window_limit{_labels(account=w.account_key, tier=w.tier)} {w.limit}"
+        )
+    family(
+        "syncdesk_rate_limit_wait_seconds",
+        "gauge",
+        "Seconds until a tier blocked by a 429 may be called again (0: not blocked).",
+    )
+    epoch = now.timestamp()
+    for w in windows:
+        wait = max(w.blocked_until - epoch, 0.0)
+        lines.append(
+            f"syncdesk_rate_limit_wait_seconds{_labels(account=w.account_key, tier=w.tier)} {wait:.1f}"
+        )
+
+    family(
+        "syncdesk_open_exceptions", "gauge", "Open exception groups by workspace, kind and team."
+    )
+    open_states = ("open", "acknowledged", "snoozed")
+    for row in _rows(
+        ExceptionGroup.objects.filter(state__in=open_states)
+        .values("workspace__slug", "kind", "team__slug")
+        .annotate(n=Count("pk"), blocked=Sum("open_count", filter=Q(open_count__gt=0)))
+        .order_by()
+    ):
+        labels = _labels(
+            workspace=row["workspace__slug"], kind=row["kind"], team=row["team__slug"] or ""
+        )
+        lines.append(f"syncdesk_open_exceptions{labels} {row['n']}")
+    return "\n".join(lines) + "\n"

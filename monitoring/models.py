@@ -625,3 +625,4 @@ class StockDelta(models.Model):
 
 
 from monitoring.outbox import *  # noqa: E402,F401,F403
+from monitoring.watch_models import *  # noqa: E402,F401,F403

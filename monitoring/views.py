@@ -8,7 +8,7 @@ from django.views.decorators.http import require_GET
 from accounts.access import get_workspace_for_user
 from accounts.http import AuthenticatedHttpRequest
 from connectors.models import Connection
-from monitoring import health
+from monitoring import health, watch_views
 
 
 @require_GET
@@ -24,14 +24,12 @@ def overview(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
 
 @require_GET
 def flows(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
-    access = get_workspace_for_user(request, ws)
-    return render(request, "monitoring/flows.html", {"access": access, "nav": "flows"})
+    return watch_views.flows(request, ws)
 
 
 @require_GET
 def events(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
-    access = get_workspace_for_user(request, ws)
-    return render(request, "monitoring/events.html", {"access": access, "nav": "events"})
+    return watch_views.events(request, ws)
 
 
 @require_GET

@@ -1,0 +1,511 @@
+"""Flow health and the event timeline, computed from the event rows with a bounded number of
+aggregate queries (a handful per flow, each on an index; never one per event).
+
+Latency is per event, `delivered_at − occurred_at`, split into source delay (`received_at −
+occurred_at`), queue time (`sent_at − received_at`: staging, holds, planning, waiting for the rate
+budget) and DotDigital time (`delivered_at − sent_at`: the call or the import). Percentiles come
+from a fixed histogram (`BUCKETS`, the same one `/metrics` exports): p50 and p95 are the upper
+bound of the bucket the rank falls in, interpolated linearly inside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.db.models import (
+    Avg,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    Max,
+    Min,
+    Q,
+    QuerySet,
+)
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+
+from connectors.models import Connection
+from monitoring.models import Customer, Flow, Order, Product, SourceEvent
+from monitoring.outbox import DeliveryBatch, Operation, OperationEvent
+from monitoring.watch_models import Alert, FlowSample, FlowWatch
+
+# Latency histogram bounds, seconds (Prometheus `le` labels; +Inf implied).
+BUCKETS: tuple[int, ...] = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
+IN_FLIGHT = (SourceEvent.State.RECEIVED, SourceEvent.State.READY)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+
+def latency() -> ExpressionWrapper:
+    return ExpressionWrapper(F("delivered_at") - F("occurred_at"), output_field=DurationField())
+
+
+def _split(end: str, start: str) -> ExpressionWrapper:
+    return ExpressionWrapper(F(end) - F(start), output_field=DurationField())
+
+
+def percentile(counts: Sequence[int], total: int, q: float) -> float | None:
+    """The q-quantile (0..1) of a histogram: cumulative `counts[i]` are events with latency ≤
+    BUCKETS[i]; `total` includes those above the last bucket. None without events."""
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0
+    for bound, cumulative in zip(BUCKETS, counts, strict=True):
+        if cumulative >= rank:
+            inside = cumulative - below
+            share = (rank - below) / inside if inside else 1.0
+            return lower + (bound - lower) * share
+        lower, below = float(bound), cumulative
+    return float(BUCKETS[-1])
+
+
+def histogram_aggregates(prefix: str, extra: Q | None = None) -> dict[str, Count]:
+    """Cumulative bucket counts (`<prefix>le<bound>`) and the total (`<prefix>n`) as one
+    aggregate each, for `.aggregate()` / `.annotate()` over events annotated with `lat`."""
+    base = extra or Q()
+    out = {
+        f"{prefix}le{bound}": Count("pk", filter=base & Q(lat__lte=timedelta(seconds=bound)))
+        for bound in BUCKETS
+    }
+    out[f"{prefix}n"] = Count("pk", filter=base) if extra is not None else Count("pk")
+    return out
+
+
+def read_histogram(row: dict[str, Any], prefix: str) -> tuple[list[int], int]:
+    return [int(row[f"{prefix}le{b}"] or 0) for b in BUCKETS], int(row[f"{prefix}n"] or 0)
+
+
+@dataclass
+class FlowHealth:
+    flow: Flow
+    watch: FlowWatch
+    now: datetime
+    last_in: datetime | None = None
+    last_delivered: datetime | None = None
+    delivered_hour: int = 0
+    delivered_day: int = 0
+    p50_hour: float | None = None
+    p95_hour: float | None = None
+    p50_day: float | None = None
+    p95_day: float | None = None
+    backlog: int = 0
+    held: int = 0
+    oldest_at: datetime | None = None
+    received_day: int = 0
+    failed_day: int = 0
+    connection_problems: list[str] = field(default_factory=list)
+    open_alerts: list[Alert] = field(default_factory=list)
+    state: str = "healthy"
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def oldest_age(self) -> float | None:
+        return (self.now - self.oldest_at).total_seconds() if self.oldest_at else None
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.failed_day / self.received_day if self.received_day else None
+
+    @property
+    def throughput_per_minute(self) -> float:
+        return self.delivered_hour / 60
+
+    @property
+    def is_lagging(self) -> bool:
+        p95_over = self.p95_hour is not None and self.p95_hour > self.watch.p95_limit
+        age = self.oldest_age
+        return p95_over or (age is not None and age > self.watch.backlog_age_limit)
+
+
+def watch_for(flow: Flow) -> FlowWatch:
+    watch, _ = FlowWatch.objects.get_or_create(flow=flow)
+    watch.flow = flow
+    return watch
+
+
+def flow_health(flows: Iterable[Flow], now: datetime | None = None) -> list[FlowHealth]:
+    """The health of each flow: a fixed number of indexed queries per flow, plus one grouped
+    latency query for all of them."""
+    now = now or timezone.now()
+    flows = list(flows)
+    if not flows:
+        return []
+    ids = [f.pk for f in flows]
+    watches = {w.flow_id: w for w in FlowWatch.objects.filter(flow_id__in=ids)}
+    for flow in flows:
+        if flow.pk not in watches:
+            watches[flow.pk] = watch_for(flow)
+        watches[flow.pk].flow = flow
+    # One grouped query: histograms of the last hour and the last day, per flow.
+    latency_rows: dict[int, dict[str, Any]] = {
+        row["flow_id"]: dict(row)
+        for row in SourceEvent.objects.filter(
+            flow_id__in=ids, state=SourceEvent.State.DELIVERED, delivered_at__gte=now - DAY
+        )
+        .annotate(lat=latency())
+        .values("flow_id")
+        .annotate(
+            **histogram_aggregates("h_", Q(delivered_at__gte=now - HOUR)),
+            **histogram_aggregates("d_"),
+        )
+    }
+    alerts: dict[int, list[Alert]] = {}
+    for alert in Alert.objects.filter(flow_id__in=ids).exclude(state=Alert.State.RESOLVED):
+        alerts.setdefault(alert.flow_id, []).append(alert)
+    connections = Connection.objects.in_bulk(
+        {f.source_id for f in flows} | {f.destination_id for f in flows if f.destination_id}
+    )
+    out = []
+    for flow in flows:
+        h = FlowHealth(flow=flow, watch=watches[flow.pk], now=now)
+        events = SourceEvent.objects.filter(flow_id=flow.pk)
+        h.last_in = events.order_by("-received_at").values_list("received_at", flat=True).first()
+        h.last_delivered = (
+            events.filter(state=SourceEvent.State.DELIVERED)
+            .order_by("-delivered_at")
+            .values_list("delivered_at", flat=True)
+            .first()
+        )
+        waiting = events.filter(state__in=IN_FLIGHT).aggregate(
+            n=Count("pk"), oldest=Min("received_at")
+        )
+        h.backlog, h.oldest_at = waiting["n"], waiting["oldest"]
+        h.held = events.filter(state=SourceEvent.State.HELD).count()
+        day = events.filter(received_at__gte=now - DAY).aggregate(
+            n=Count("pk"), failed=Count("pk", filter=Q(state=SourceEvent.State.FAILED))
+        )
+        h.received_day, h.failed_day = day["n"], day["failed"]
+        row = latency_rows.get(flow.pk)
+        if row:
+            hc, hn = read_histogram(row, "h_")
+            dc, dn = read_histogram(row, "d_")
+            h.delivered_hour, h.delivered_day = hn, dn
+            h.p50_hour, h.p95_hour = percentile(hc, hn, 0.5), percentile(hc, hn, 0.95)
+            h.p50_day, h.p95_day = percentile(dc, dn, 0.5), percentile(dc, dn, 0.95)
+        for conn_id in (flow.source_id, flow.destination_id):
+            conn = connections.get(conn_id) if conn_id else None
+            if conn is not None and conn.is_paused:
+                h.connection_problems.append(f"{conn.name} paused: {conn.paused_reason}")
+        h.open_alerts = alerts.get(flow.pk, [])
+        h.state, h.reasons = classify(h)
+        out.append(h)
+    return out
+
+
+def classify(h: FlowHealth) -> tuple[str, list[str]]:
+    """paused > failing > stalled > lagging > healthy, with the reasons."""
+    if not h.flow.is_active:
+        return "paused", ["The flow is switched off."]
+    reasons: list[str] = []
+    rate = h.error_rate
+    if h.connection_problems:
+        return "failing", h.connection_problems
+    if rate is not None and h.failed_day >= 5 and rate >= 0.1:
+        return "failing", [f"{rate:.0%} of the last day's events failed."]
+    kinds = {a.kind for a in h.open_alerts}
+    if Alert.Kind.STALLED in kinds or is_stalled(h.watch, h.last_in, h.now):
+        reasons.append("No events within the grace period during trading hours.")
+        return "stalled", reasons
+    if Alert.Kind.LAG in kinds or h.is_lagging:
+        return "lagging", ["p95 latency or the oldest waiting event is over the threshold."]
+    return "healthy", reasons
+
+
+# -- stalled ----------------------------------------------------------------------------------
+
+
+def trading_window_start(watch: FlowWatch, now: datetime) -> datetime | None:
+    """When today's trading hours began, if `now` is inside them (else None)."""
+    zone = ZoneInfo(watch.trading_timezone or "UTC")
+    local = now.astimezone(zone)
+    if str(local.weekday()) not in watch.trading_days:
+        return None
+    if not (watch.trading_start <= local.time() < watch.trading_end):
+        return None
+    start = local.replace(
+        hour=watch.trading_start.hour,
+        minute=watch.trading_start.minute,
+        second=0,
+        microsecond=0,
+    )
+    return start
+
+
+def is_stalled(watch: FlowWatch, last_in: datetime | None, now: datetime) -> bool:
+    """Inside trading hours, and no event for the grace period (counted from the later of the last
+    event and the start of today's trading, so a quiet night never counts against the morning)."""
+    start = trading_window_start(watch, now)
+    if start is None or not watch.enabled or not watch.flow.is_active:
+        return False
+    since = max(d for d in (last_in, start, watch.flow.created) if d is not None)
+    return now - since >= timedelta(minutes=watch.stalled_grace_minutes)
+
+
+# -- charts -----------------------------------------------------------------------------------
+
+
+@dataclass
+class LatencyBar:
+    hour: datetime
+    count: int
+    source: float
+    queue: float
+    dotdigital: float
+
+    @property
+    def total(self) -> float:
+        return self.source + self.queue + self.dotdigital
+
+
+def _seconds(value: Any) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, timedelta):
+        return max(value.total_seconds(), 0.0)
+    return max(float(value) / 1_000_000, 0.0)  # SQLite hands back microseconds
+
+
+def latency_bars(flow: Flow, now: datetime | None = None, hours: int = 24) -> list[LatencyBar]:
+    """Average latency per hour of delivery, split into its three parts (one grouped query)."""
+    now = now or timezone.now()
+    rows = (
+        SourceEvent.objects.filter(
+            flow_id=flow.pk,
+            state=SourceEvent.State.DELIVERED,
+            delivered_at__gte=now - timedelta(hours=hours),
+        )
+        .annotate(hour=TruncHour("delivered_at"))
+        .values("hour")
+        .annotate(
+            n=Count("pk"),
+            source=Avg(_split("received_at", "occurred_at")),
+            queue=Avg(_split("sent_at", "received_at")),
+            dd=Avg(_split("delivered_at", "sent_at")),
+            whole=Avg(_split("delivered_at", "received_at")),
+        )
+        .order_by("hour")
+    )
+    bars = []
+    for row in rows:
+        queue, dd = _seconds(row["queue"]), _seconds(row["dd"])
+        if row["queue"] is None:  # no sent_at recorded: the whole wait counts as queue time
+            queue = _seconds(row["whole"])
+        bars.append(LatencyBar(row["hour"], row["n"], _seconds(row["source"]), queue, dd))
+    return bars
+
+
+def backlog_points(flow: Flow, now: datetime | None = None, hours: int = 24) -> list[FlowSample]:
+    now = now or timezone.now()
+    return list(
+        FlowSample.objects.filter(flow=flow, at__gte=now - timedelta(hours=hours)).order_by("at")
+    )
+
+
+def record_sample(h: FlowHealth) -> None:
+    at = h.now.replace(second=0, microsecond=0)
+    age = h.oldest_age
+    FlowSample.objects.update_or_create(
+        flow=h.flow,
+        at=at,
+        defaults={
+            "backlog": h.backlog,
+            "held": h.held,
+            "oldest_age_seconds": int(age) if age is not None else None,
+        },
+    )
+
+
+# -- timeline ---------------------------------------------------------------------------------
+
+TIMELINE_LIMIT = 200
+
+
+@dataclass
+class Step:
+    at: datetime | None
+    what: str
+    css: str
+    detail: str = ""
+    payload: Any = None
+
+
+@dataclass
+class EventTimeline:
+    event: SourceEvent
+    steps: list[Step]
+
+
+def find_events(workspace_id: int, query: str) -> QuerySet[SourceEvent]:
+    """Events of the workspace by order number, SKU, email or source event id (each lookup on an
+    index), newest first."""
+    q = query.strip()
+    if not q:
+        return SourceEvent.objects.none()
+    cond = Q(source_event_id=q) | Q(order_ref=q) | Q(entity_key=q)
+    order_ids = list(
+        Order.objects.filter(workspace_id=workspace_id)
+        .filter(Q(order_number=q) | Q(channel_order_ref=q))
+        .values_list("pk", flat=True)[:50]
+    )
+    if order_ids:
+        cond |= Q(order_id__in=order_ids)
+    if "@" in q:
+        customer_ids = list(
+            Customer.objects.filter(workspace_id=workspace_id, email=q.lower()).values_list(
+                "pk", flat=True
+            )
+        )
+        if customer_ids:
+            cond |= Q(customer_id__in=customer_ids)
+    product_keys = list(
+        Product.objects.filter(workspace_id=workspace_id, sku=q).values_list(
+            "product_key", flat=True
+        )
+    )
+    if product_keys:
+        cond |= Q(entity_key__in=product_keys)
+    return (
+        SourceEvent.objects.filter(workspace_id=workspace_id)
+        .filter(cond)
+        .select_related("flow")
+        .order_by("-received_at", "-pk")
+    )
+
+
+def timelines(events: Sequence[SourceEvent]) -> list[EventTimeline]:
+    """Each event's steps: received, held, staged (released), the operations with their import,
+    per-record failures and retries, delivered or why not. Three queries for all the events."""
+    from exceptions_inbox.models import Occurrence
+
+    ids = [e.pk for e in events]
+    links = (
+        OperationEvent.objects.filter(event_id__in=ids)
+        .select_related("operation", "operation__batch")
+        .order_by("operation__created_at", "pk")
+    )
+    by_event: dict[int, list[OperationEvent]] = {}
+    for link in links:
+        by_event.setdefault(link.event_id, []).append(link)
+    occurrences: dict[str, list[Any]] = {}
+    keys = [f"event:{pk}" for pk in ids]
+    for occ in Occurrence.objects.filter(event_key__in=keys).select_related("group"):
+        occurrences.setdefault(occ.event_key, []).append(occ)
+    out = []
+    for e in events:
+        steps = [
+            Step(
+                e.occurred_at,
+                f"Occurred in {e.source_system}",
+                "occurred",
+                f"{e.event_type} · {e.entity_key}",
+            ),
+            Step(
+                e.received_at,
+                f"Received by {e.get_via_display().lower()}",
+                "received",
+                f"source event id {e.source_event_id}",
+                e.envelope,
+            ),
+        ]
+        if e.hold or e.state == SourceEvent.State.HELD:
+            steps.append(
+                Step(
+                    e.received_at,
+                    f"Held: {e.get_hold_display()}",
+                    "held",
+                    f"deadline {e.hold_deadline:%Y-%m-%d %H:%M}" if e.hold_deadline else e.reason,
+                )
+            )
+        if e.staged_at:
+            what = "Released and staged" if e.hold else "Staged"
+            steps.append(Step(e.staged_at, what, "staged", f"{e.lane} lane"))
+        for link in by_event.get(e.pk, []):
+            op = link.operation
+            batch: DeliveryBatch | None = op.batch
+            detail = f"{op.get_kind_display()} {op.record_key} v{link.version} · {op.get_state_display()}"
+            if op.attempts > 1:
+                detail += f" · {op.attempts} attempts"
+            steps.append(Step(op.created_at, "Operation queued", "operation", detail, op.payload))
+            if op.sent_at:
+                via = f"import {batch.import_id}" if batch else (op.via or "single call")
+                steps.append(Step(op.sent_at, f"Sent to DotDigital ({via})", "sent", ""))
+            if batch is not None and batch.failures:
+                steps.append(
+                    Step(
+                        batch.finished_at,
+                        f"Import {batch.import_id}: {batch.failures} record failures",
+                        "failure",
+                        batch.raw_status,
+                        batch.summary,
+                    )
+                )
+            if op.error_code or op.error_text:
+                steps.append(
+                    Step(
+                        op.delivered_at or op.sent_at,
+                        f"DotDigital answered {op.error_code or 'an error'}",
+                        "failure",
+                        op.error_text,
+                    )
+                )
+            if op.state == Operation.State.PENDING and op.attempts:
+                steps.append(
+                    Step(
+                        op.next_attempt_at, "Retry scheduled", "retry", f"attempt {op.attempts + 1}"
+                    )
+                )
+        for occ in occurrences.get(e.key, []):
+            steps.append(
+                Step(
+                    occ.first_seen,
+                    f"Exception: {occ.group.title}",
+                    "failure",
+                    f"{occ.message} ({occ.get_state_display().lower()})",
+                )
+            )
+        if e.state == SourceEvent.State.DELIVERED:
+            total = (e.delivered_at - e.occurred_at).total_seconds() if e.delivered_at else None
+            steps.append(
+                Step(
+                    e.delivered_at,
+                    "Delivered",
+                    "delivered",
+                    f"end to end {fmt_seconds(total)}" if total is not None else "",
+                )
+            )
+        elif e.state in (SourceEvent.State.SKIPPED, SourceEvent.State.FAILED):
+            steps.append(
+                Step(e.delivered_at or e.staged_at, e.get_state_display(), e.state, e.reason)
+            )
+        steps.sort(key=lambda s: (s.at is None, s.at or e.received_at))
+        out.append(EventTimeline(e, steps))
+    return out
+
+
+def fmt_seconds(value: float | None) -> str:
+    """1.2 s, 45 s, 3.5 min, 2.1 h, 1.5 d; an em dash for None."""
+    if value is None:
+        return "—"
+    if value < 10:
+        return f"{value:.1f} s"
+    if value < 120:
+        return f"{value:.0f} s"
+    if value < 7200:
+        return f"{value / 60:.1f} min"
+    if value < 172800:
+        return f"{value / 3600:.1f} h"
+    return f"{value / 86400:.1f} d"
+
+
+def last_received(flow_ids: Sequence[int]) -> dict[int, datetime | None]:
+    return {
+        fid: SourceEvent.objects.filter(flow_id=fid).aggregate(m=Max("received_at")).get("m")
+        for fid in flow_ids
+    }

@@ -1,0 +1,52 @@
+"""Celery tasks of monitoring: thin, taking ids, calling monitoring.alerts / monitoring.reconcile.
+
+`check_flows` runs every minute from beat (config/settings.py): it checks each flow's health
+against its alert rules (the `sendalerts` loop of healthchecks, as a periodic task) and makes
+sure each flow's own jobs (reconciliation, the opt-out round trip) are registered in the
+engine's `Schedule` (mirrored into django-celery-beat).
+Imported by monitoring/tasks.py so Celery's autodiscovery registers them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from monitoring.models import Flow
+
+log = logging.getLogger(__name__)
+
+__all__ = ["check_flows", "reconcile_flow", "write_back_opt_outs"]
+
+
+@shared_task(name="monitoring.check_flows")
+def check_flows() -> dict[str, int]:
+    from monitoring.alerts import check_all
+    from monitoring.watch_schedules import ensure_schedules
+
+    registered = ensure_schedules()
+    changes = check_all()
+    return {"changes": len(changes), "schedules": registered}
+
+
+@shared_task(name="monitoring.reconcile_flow")
+def reconcile_flow(flow_id: int) -> dict[str, int]:
+    from monitoring.reconcile import run_reconciliation
+
+    flow = Flow.objects.select_related("workspace", "destination").filter(pk=flow_id).first()
+    if flow is None:
+        return {}
+    run = run_reconciliation(flow)
+    return {"run": run.pk, "mismatched": run.mismatched, "missing": run.missing}
+
+
+@shared_task(name="monitoring.write_back_opt_outs")
+def write_back_opt_outs(flow_id: int) -> dict[str, int]:
+    from monitoring.reconcile import round_trip
+
+    flow = Flow.objects.select_related("workspace", "source").filter(pk=flow_id).first()
+    if flow is None:
+        return {}
+    queued, written = round_trip(flow)
+    return {"queued": queued, "written": written}

@@ -1,0 +1,167 @@
+"""Monitoring pages: flows (health, charts, live), the event timeline, alerts, reconciliation runs
+and their repair, opt-out write-backs, and /metrics. Small guarded views: the scoped getter first,
+one call into monitoring.watch / alerts / reconcile, render or redirect."""
+
+from __future__ import annotations
+
+import hmac
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_not_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts.access import get_workspace_for_user
+from accounts.http import AuthenticatedHttpRequest
+from monitoring import alerts, health, reconcile, watch
+from monitoring.models import Flow
+from monitoring.watch_charts import backlog_chart, latency_chart
+from monitoring.watch_models import (
+    Alert,
+    OptOutWriteBack,
+    ReconciliationDifference,
+    ReconciliationRun,
+)
+
+EVENTS_SHOWN = 50
+
+
+@require_GET
+def flows(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
+    access = get_workspace_for_user(request, ws)
+    all_flows = Flow.objects.filter(workspace=access.workspace).select_related(
+        "source", "destination"
+    )
+    rows = watch.flow_health(all_flows)
+    selected = next((h for h in rows if str(h.flow.pk) == request.GET.get("flow")), None)
+    selected = selected or (rows[0] if rows else None)
+    context = {
+        "access": access,
+        "nav": "flows",
+        "rows": rows,
+        "selected": selected,
+        "latency_chart": latency_chart(watch.latency_bars(selected.flow)) if selected else "",
+        "backlog_chart": backlog_chart(watch.backlog_points(selected.flow)) if selected else "",
+    }
+    template = "monitoring/flows.html#live" if request.htmx else "monitoring/flows.html"
+    return render(request, template, context)
+
+
+@require_GET
+def events(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
+    access = get_workspace_for_user(request, ws)
+    query = request.GET.get("q", "").strip()[:255]
+    found = list(watch.find_events(access.workspace.pk, query)[: EVENTS_SHOWN + 1])
+    context = {
+        "access": access,
+        "nav": "events",
+        "query": query,
+        "timelines": watch.timelines(found[:EVENTS_SHOWN]),
+        "more": len(found) > EVENTS_SHOWN,
+    }
+    template = "monitoring/events.html#results" if request.htmx else "monitoring/events.html"
+    return render(request, template, context)
+
+
+@require_GET
+def alert_list(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
+    access = get_workspace_for_user(request, ws)
+    items = (
+        Alert.objects.filter(workspace=access.workspace)
+        .select_related("flow", "acknowledged_by")
+        .prefetch_related("changes__notice")[:100]
+    )
+    return render(
+        request, "monitoring/alerts.html", {"access": access, "nav": "flows", "alerts": items}
+    )
+
+
+@require_POST
+def alert_acknowledge(request: AuthenticatedHttpRequest, ws: str, pk: int) -> HttpResponse:
+    access = get_workspace_for_user(request, ws)
+    alert = get_object_or_404(Alert, workspace=access.workspace, pk=pk)
+    access.require_team(alert.team_slug)
+    if alerts.acknowledge(alert, request.user):
+        messages.success(request, "Alert acknowledged: it will not escalate.")
+    return redirect("watch:alerts", ws=ws)
+
+
+@require_GET
+def runs(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
+    access = get_workspace_for_user(request, ws)
+    items = ReconciliationRun.objects.filter(workspace=access.workspace).select_related("flow")[
+        :100
+    ]
+    flow_list = Flow.objects.filter(workspace=access.workspace)
+    return render(
+        request,
+        "monitoring/reconciliation.html",
+        {"access": access, "nav": "flows", "runs": items, "flows": flow_list},
+    )
+
+
+@require_POST
+def run_now(request: AuthenticatedHttpRequest, ws: str, flow: int) -> HttpResponse:
+    """Reconcile a flow now (finance, who own reconciliation differences, or an admin)."""
+    access = get_workspace_for_user(request, ws)
+    target = get_object_or_404(Flow, workspace=access.workspace, pk=flow)
+    access.require_team("finance")
+    run = reconcile.run_reconciliation(target)
+    return redirect("watch:run", ws=ws, pk=run.pk)
+
+
+@require_GET
+def run_detail(request: AuthenticatedHttpRequest, ws: str, pk: int) -> HttpResponse:
+    access = get_workspace_for_user(request, ws)
+    run = get_object_or_404(
+        ReconciliationRun.objects.select_related("flow"), workspace=access.workspace, pk=pk
+    )
+    diffs = run.differences.select_related("repaired_by").order_by("kind", "subject")
+    return render(
+        request,
+        "monitoring/reconciliation_run.html",
+        {"access": access, "nav": "flows", "run": run, "differences": diffs},
+    )
+
+
+@require_POST
+def repair(request: AuthenticatedHttpRequest, ws: str, pk: int) -> HttpResponse:
+    access = get_workspace_for_user(request, ws)
+    diff = get_object_or_404(
+        ReconciliationDifference.objects.select_related("run__flow"),
+        run__workspace=access.workspace,
+        pk=pk,
+    )
+    access.require_team(diff.team_slug)
+    if reconcile.repair(diff, request.user):
+        messages.success(request, f"{diff.subject}: Syncdesk's value is being sent again.")
+    else:
+        messages.error(request, f"{diff.subject}: nothing to re-send (already repaired or gone).")
+    return redirect("watch:run", ws=ws, pk=diff.run_id)
+
+
+@require_GET
+def opt_outs(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
+    access = get_workspace_for_user(request, ws)
+    items = OptOutWriteBack.objects.filter(workspace=access.workspace).select_related(
+        "flow", "source"
+    )[:200]
+    return render(
+        request, "monitoring/opt_outs.html", {"access": access, "nav": "flows", "items": items}
+    )
+
+
+@login_not_required
+@never_cache
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus: a bearer token from settings.METRICS_TOKEN; 404 without one or when wrong."""
+    token = str(getattr(settings, "METRICS_TOKEN", "") or "")
+    header = request.headers.get("Authorization", "")
+    given = header[7:] if header.startswith("Bearer ") else ""
+    if not token or not hmac.compare_digest(given.encode(), token.encode()):
+        raise Http404("Not found")
+    return HttpResponse(health.metrics_text(), content_type="text/plain; version=0.0.4")

@@ -1,0 +1,150 @@
+"""The flows page and the event timeline: per-flow health from the event rows, live refresh,
+charts drawn as SVG, and one timeline per business key."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from monitoring import watch
+from monitoring.models import SourceEvent
+from monitoring.watch import BUCKETS, percentile
+from tests.monitoring.watch_support import make_event, make_flow
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def client_for(world):
+    def login(user):
+        c = Client()
+        c.force_login(user)
+        return c
+
+    return login
+
+
+def test_percentile_reads_the_histogram_bucket_the_rank_falls_in():
+    # 10 events: 9 within 5 s, 1 within 60 s (cumulative counts per bound).
+    counts = [0, 9, 9, 9, 10, *([10] * (len(BUCKETS) - 5))]
+    assert percentile(counts, 10, 0.5) == pytest.approx(1 + 4 * (5 / 9))
+    assert 30 < percentile(counts, 10, 0.95) <= 60
+    assert percentile([0] * len(BUCKETS), 0, 0.5) is None
+
+
+def test_it_reports_each_flows_health(world):
+    flow = make_flow(world.workspace, name="Mintsoft → DotDigital")
+    with time_machine.travel("2025-03-04 10:00:00Z", tick=False):
+        for _ in range(19):
+            make_event(flow, source_delay=1, queue=1, dotdigital=1)
+        make_event(flow, source_delay=10, queue=400, dotdigital=5)  # one slow event
+        make_event(flow, state=SourceEvent.State.FAILED)
+        old = make_event(flow, state=SourceEvent.State.RECEIVED)
+        SourceEvent.objects.filter(pk=old.pk).update(
+            received_at=timezone.now() - timedelta(minutes=7)
+        )
+        make_event(flow, state=SourceEvent.State.HELD)
+        [h] = watch.flow_health([flow])
+    assert h.delivered_hour == 20
+    assert h.p50_hour is not None and h.p50_hour <= 5
+    assert h.p95_hour is not None and h.p95_hour <= 15  # the slow one is beyond the 95th rank
+    assert h.backlog == 1 and h.held == 1
+    assert h.oldest_age == pytest.approx(420, abs=1)
+    assert h.failed_day == 1 and h.received_day == 23
+    assert h.state == "healthy"
+
+
+def test_a_flow_over_its_threshold_is_lagging_and_a_switched_off_one_paused(world):
+    lagging = make_flow(world.workspace, lag_threshold_seconds=60)
+    paused = make_flow(world.workspace, is_active=False)
+    for _ in range(5):
+        make_event(lagging, queue=600)
+    make_event(paused)
+    states = {h.flow.pk: h.state for h in watch.flow_health([lagging, paused])}
+    assert states == {lagging.pk: "lagging", paused.pk: "paused"}
+
+
+def test_a_paused_connection_makes_the_flow_failing(world):
+    flow = make_flow(world.workspace)
+    flow.destination.pause("401 Unauthorized")
+    [h] = watch.flow_health([flow])
+    assert h.state == "failing"
+    assert "401 Unauthorized" in h.connection_problems[0]
+
+
+def test_the_flows_page_shows_health_and_svg_charts(world, client_for):
+    flow = make_flow(world.workspace, name="Brightpearl → DotDigital")
+    for _ in range(3):
+        make_event(flow)
+    response = client_for(world.member).get(reverse("monitoring:flows", args=["acme"]))
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "Brightpearl → DotDigital" in body
+    assert 'hx-trigger="every 10s"' in body
+    assert "<svg" in body and "Source delay" in body and "DotDigital time" in body
+    assert '<span class="pill pill-healthy"' in body
+
+
+def test_the_live_refresh_renders_only_the_partial(world, client_for):
+    make_flow(world.workspace, name="Stokly → DotDigital")
+    response = client_for(world.member).get(
+        reverse("monitoring:flows", args=["acme"]), HTTP_HX_REQUEST="true"
+    )
+    body = response.content.decode()
+    assert body.lstrip().startswith('<div id="flows-live"')
+    assert "<html" not in body
+
+
+def test_the_flows_page_runs_a_bounded_number_of_queries(
+    world, client_for, django_assert_max_num_queries
+):
+    flow = make_flow(world.workspace)
+    for _ in range(30):
+        make_event(flow)
+    c = client_for(world.member)
+    with django_assert_max_num_queries(30):
+        c.get(reverse("monitoring:flows", args=["acme"]))
+
+
+def test_a_timeline_by_order_number_shows_each_step_with_the_payload(world, client_for):
+    flow = make_flow(world.workspace)
+    event = make_event(flow, order_ref="SO-777", hold=SourceEvent.Hold.ORPHAN)
+    make_event(flow, order_ref="SO-OTHER")
+    response = client_for(world.member).get(
+        reverse("monitoring:events", args=["acme"]), {"q": "SO-777"}
+    )
+    body = response.content.decode()
+    assert event.source_event_id in body
+    assert "SO-OTHER" not in body
+    for step in (
+        "Received by webhook",
+        "Held: Waiting for its order",
+        "Released and staged",
+        "Delivered",
+    ):
+        assert step in body
+    assert "Payload" in body and "order.created" in body
+
+
+def test_a_timeline_by_source_event_id_and_an_unknown_key(world, client_for):
+    flow = make_flow(world.workspace)
+    event = make_event(flow)
+    c = client_for(world.member)
+    url = reverse("monitoring:events", args=["acme"])
+    assert event.entity_key in c.get(url, {"q": event.source_event_id}).content.decode()
+    assert "No event matches" in c.get(url, {"q": "nothing-like-it"}).content.decode()
+
+
+def test_the_timeline_never_shows_another_workspaces_events(world, client_for):
+    theirs = make_event(make_flow(world.other), order_ref="SO-1")
+    body = (
+        client_for(world.member)
+        .get(reverse("monitoring:events", args=["acme"]), {"q": "SO-1"})
+        .content.decode()
+    )
+    assert theirs.source_event_id not in body
