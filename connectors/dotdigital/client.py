@@ -537,6 +537,19 @@ class DotDigitalClient:
             return None
         return contact_from(response.json())
 
+    def delete_contact(self, identifier: str, value: str | int) -> bool:
+        """Delete one contact (v3 `DELETE /contacts/v3/{identifier}/{value}`) with its list
+        memberships and insight data: an erasure request. False when there was none (404)."""
+        response = self._call(
+            "DELETE",
+            f"/contacts/v3/{identifier}/{quote(str(value), safe='@+')}",
+            label=f"/contacts/v3/{identifier}/{{value}}",
+            tier="single",
+            timeout=self.timeouts.single,
+            ok=(404,),
+        )
+        return response.status_code != 404
+
     def list_contacts(
         self,
         *,
