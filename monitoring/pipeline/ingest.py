@@ -43,10 +43,27 @@ def max_body_bytes() -> int:
 
 
 @lru_cache(maxsize=1)
-def _validator() -> Any:
+def _validators() -> dict[str, Any]:
+    """One compiled validator per event type, with the published schema's `allOf` branch for
+    that type folded in, and "" for an unknown type: the same rules, without evaluating twelve
+    `if`s per event (the validator is most of a webhook request's time)."""
     from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
-    return Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
+    schema = json.loads(SCHEMA_PATH.read_text())
+    branches = schema.pop("allOf")
+    validators = {"": Draft202012Validator(schema)}
+    for branch in branches:
+        event_type = branch["if"]["properties"]["event_type"]["const"]
+        data = {"allOf": [schema["properties"]["data"], branch["then"]["properties"]["data"]]}
+        typed = {**schema, "properties": {**schema["properties"], "data": data}}
+        validators[event_type] = Draft202012Validator(typed)
+    return validators
+
+
+def _validator(event: Any) -> Any:
+    validators = _validators()
+    event_type = event.get("event_type") if isinstance(event, dict) else None
+    return validators.get(event_type if isinstance(event_type, str) else "", validators[""])
 
 
 MAX_DEPTH = 64  # nesting of one event; deeper would exhaust the validator's recursion
@@ -110,7 +127,10 @@ def validate_event(event: Any) -> list[dict[str, str]]:
         value = event.get(name) if isinstance(event, dict) else None
         if isinstance(value, str) and utc_time(value) is None:
             errors.append({"path": name, "message": "is not a valid date-time"})
-    for error in _validator().iter_errors(event):
+    validator = _validator(event)
+    if not errors and validator.is_valid(event):
+        return []
+    for error in validator.iter_errors(event):
         path = ".".join(str(p) for p in error.absolute_path)
         if error.validator == "required" and isinstance(error.instance, dict):
             for name in error.validator_value:
