@@ -238,3 +238,18 @@ CELERY_BEAT_SCHEDULE["watch-check-flows"] = {"task": "monitoring.check_flows", "
 ALERT_WEBHOOK_URL = env_str("ALERT_WEBHOOK_URL", "")  # Slack-compatible default for alert notices
 # The inbox: snoozes that are due and assignment mails every minute; team digests (once a day each).
 CELERY_BEAT_SCHEDULE.update({f"inbox-{t}": {"task": f"exceptions_inbox.{t}", "schedule": s} for t, s in (("wake_snoozed_groups", 60.0), ("send_assignment_notices", 60.0), ("send_team_digests", 900.0))})  # fmt: skip
+# Delivery (engine part 2): each lane's runner on its own queue; the sweeper wakes what is due.
+CELERY_TASK_ROUTES = {
+    "monitoring.deliver_realtime": {"queue": "realtime"},
+    "monitoring.deliver_bulk": {"queue": "bulk"},
+    "monitoring.sweep_delivery": {"queue": "realtime"},
+    "monitoring.pull_suppressions": {"queue": "bulk"},
+    "monitoring.expire_list_memberships": {"queue": "bulk"},
+    "monitoring.enrol_programs": {"queue": "bulk"},
+}
+CELERY_BEAT_SCHEDULE.update({
+    "delivery-sweep": {"task": "monitoring.sweep_delivery", "schedule": 2.0, "options": {"expires": 2}},
+    "delivery-suppressions": {"task": "monitoring.pull_suppressions", "schedule": 300.0},
+    "delivery-list-expiry": {"task": "monitoring.expire_list_memberships", "schedule": 600.0},
+    "delivery-enrolments": {"task": "monitoring.enrol_programs", "schedule": 200.0},
+})  # fmt: skip

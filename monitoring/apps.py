@@ -12,6 +12,10 @@ class MonitoringConfig(AppConfig):
 
         hooks.register()
 
+        from monitoring.pipeline import confirm
+
+        confirm.register_hooks()
+
         from monitoring import alerts, reconcile
 
         alerts.register_hooks()

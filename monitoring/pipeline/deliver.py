@@ -63,6 +63,8 @@ Op = Operation.State
 SEND_LEASE_SECONDS = 180
 REALTIME_CLAIM = 200
 BULK_CLAIM = 5000
+BULK_MIN = 1000  # operations that make a bulk import worth sending at once
+BULK_MAX_WAIT = timedelta(seconds=5)  # …else the oldest due one waits at most this long
 SINGLE_MAX = 20  # a realtime claim larger than this goes as small imports
 SINGLE_HEADROOM = 0.1  # share of the single-call tier kept free when choosing single calls
 SCHEMA_TTL = timedelta(minutes=5)
@@ -339,13 +341,20 @@ def _send_contacts(sending: Sending, ops: list[Operation], single: bool) -> None
         by_email[email].append(op)
     if not writes:
         return
+    emails = list(writes)
     if single:
-        for email, write in writes.items():
+        for index, email in enumerate(emails):
             try:
-                result = client.upsert_contact(write)
+                result = client.upsert_contact(writes[email])
+            except errors.RateLimited as exc:
+                if exc.status is not None:
+                    _handled(sending, by_email[email], exc)
+                    continue
+                # Our share of the single tier ran out: the rest go as a small import.
+                emails = emails[index:]
+                break
             except errors.DotDigitalError as exc:
-                if _handled(sending, by_email[email], exc):
-                    return
+                _handled(sending, by_email[email], exc)
                 continue
             kill_point("after_send")
             for op in by_email[email]:
@@ -362,8 +371,8 @@ def _send_contacts(sending: Sending, ops: list[Operation], single: bool) -> None
                         "delivered",
                         contact_id=result.contact.contact_id if result.contact else None,
                     )
-        return
-    emails = list(writes)
+        else:
+            return
     try:
         handles = client.import_contacts([writes[e] for e in emails])
     except errors.DotDigitalError as exc:
@@ -496,9 +505,15 @@ def _send_insight(sending: Sending, collection: str, ops: list[Operation], singl
         return
     _, scope, kind = COLLECTIONS.get(collection, (collection, "contact", "custom"))
     if single and schema is not None:
-        for op in ready:
+        for index, op in enumerate(ready):
             try:
                 put_insight_record(client, collection, scope, op)
+            except errors.RateLimited as exc:
+                if exc.status is not None:
+                    _handled(sending, [op], exc)
+                    continue
+                ready = ready[index:]  # the single tier is spent: the rest in an import
+                break
             except errors.NotFound as exc:
                 if "contactnotfound" in exc.code.lower():
                     sending.add(
@@ -520,7 +535,8 @@ def _send_insight(sending: Sending, collection: str, ops: list[Operation], singl
                 continue
             kill_point("after_send")
             sending.add(op, "delivered")
-        return
+        else:
+            return
     by_key = {op.record_key: [op] for op in ready}
     try:
         handles = client.import_insight(
@@ -574,6 +590,8 @@ def send_due(destination: Connection, lane: str, client: DotDigitalClient | None
     """Claim and send one claim's worth of due operations; returns how many were claimed."""
     if destination.is_paused:
         return 0
+    if lane == Lane.BULK and not bulk_batch_ready(destination.pk):
+        return 0
     owner = worker_token()
     limit = REALTIME_CLAIM if lane == Lane.REALTIME else BULK_CLAIM
     ids = claim_operations(destination.pk, lane, owner, limit)
@@ -613,6 +631,16 @@ def send_due(destination: Connection, lane: str, client: DotDigitalClient | None
         )
     record_results(sending.results, owner=owner)
     return len(ids)
+
+
+def bulk_batch_ready(destination_id: int) -> bool:
+    """The bulk lane sends when a batch is worth an import call: `BULK_MIN` operations due, or
+    the oldest due one has waited `BULK_MAX_WAIT` (calls per 10,000 events stay low)."""
+    now = timezone.now()
+    due = due_operations(destination_id, Lane.BULK, now)
+    if due.filter(next_attempt_at__lte=now - BULK_MAX_WAIT).exists():
+        return True
+    return due[:BULK_MIN].count() >= BULK_MIN
 
 
 def run_lane(

@@ -179,7 +179,11 @@ class Engine:
 
 
 @pytest.fixture
-def engine(db: Any, dd: SandboxProcess, tmp_path: Path) -> Engine:
+def engine(db: Any, dd: SandboxProcess, tmp_path: Path, monkeypatch: Any) -> Engine:
+    from monitoring.pipeline import deliver
+
+    # Bulk imports go as soon as anything is due (production waits to fill a batch).
+    monkeypatch.setattr(deliver, "BULK_MAX_WAIT", timedelta(0))
     workspace = make_workspace("northwind", currency="GBP")
     destination = make_connection(
         workspace,

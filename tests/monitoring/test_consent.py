@@ -92,7 +92,9 @@ def test_a_stale_source_opt_in_after_a_dotdigital_opt_out_makes_no_subscribe_cal
     assert stale.state == SourceEvent.State.SKIPPED
     assert "newer than the source's consent" in stale.reason
     assert Suppression.objects.filter(email=email).exists()  # pulled into the state
-    assert engine.contact(email)["channelProperties"]["email"]["status"] == "unsubscribed"
+    contact = engine.contact(email)
+    assert contact is not None
+    assert contact["channelProperties"]["email"]["status"] == "unsubscribed"
 
     # A genuinely newer opt-in is sent, exactly once, and DotDigital asks the contact to confirm.
     after = last_call_id(engine)

@@ -74,6 +74,16 @@ class Command(BaseCommand):
                 "--loglevel",
                 "INFO",
             ],
+            # The demo's WMS and ERP: generated events through the public webhooks.
+            "demo-source": [
+                sys.executable,
+                os.path.join(settings.BASE_DIR, "manage.py"),
+                "run_demo_source",
+                "--url",
+                f"http://127.0.0.1:{port}",
+                "--sandbox",
+                f"http://127.0.0.1:{sandbox_port}",
+            ],
             "beat": [
                 *celery,
                 "beat",
