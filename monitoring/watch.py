@@ -38,6 +38,7 @@ from monitoring.watch_models import Alert, FlowSample, FlowWatch
 # Latency histogram bounds, seconds (Prometheus `le` labels; +Inf implied).
 BUCKETS: tuple[int, ...] = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
 IN_FLIGHT = (SourceEvent.State.RECEIVED, SourceEvent.State.READY)
+WAITING = (*IN_FLIGHT, SourceEvent.State.HELD)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
@@ -173,11 +174,14 @@ def flow_health(flows: Iterable[Flow], now: datetime | None = None) -> list[Flow
             .values_list("delivered_at", flat=True)
             .first()
         )
-        waiting = events.filter(state__in=IN_FLIGHT).aggregate(
-            n=Count("pk"), oldest=Min("received_at")
+        # One pass over the waiting events (a partial index on received, ready and held).
+        in_flight = Q(state__in=IN_FLIGHT)
+        waiting = events.filter(state__in=WAITING).aggregate(
+            n=Count("pk", filter=in_flight),
+            held=Count("pk", filter=Q(state=SourceEvent.State.HELD)),
+            oldest=Min("received_at", filter=in_flight),
         )
-        h.backlog, h.oldest_at = waiting["n"], waiting["oldest"]
-        h.held = events.filter(state=SourceEvent.State.HELD).count()
+        h.backlog, h.held, h.oldest_at = waiting["n"], waiting["held"], waiting["oldest"]
         day = events.filter(received_at__gte=now - DAY).aggregate(
             n=Count("pk"), failed=Count("pk", filter=Q(state=SourceEvent.State.FAILED))
         )
