@@ -131,7 +131,9 @@ def metrics_text(now: Any = None) -> str:
         "End-to-end latency (delivered - occurred) of the events delivered in the last hour.",
     )
     rows = (
-        SourceEvent.objects.filter(state=SourceEvent.State.DELIVERED, delivered_at__gte=now - HOUR)
+        SourceEvent.objects.filter(
+            state=SourceEvent.State.DELIVERED, delivered_at__gte=now - HOUR, is_backfill=False
+        )
         .annotate(lat=latency())
         .values("flow_id", "lane")
         .annotate(**histogram_aggregates(""), total=Sum("lat"))

@@ -148,7 +148,11 @@ def flow_health(flows: Iterable[Flow], now: datetime | None = None) -> list[Flow
     latency_rows: dict[int, dict[str, Any]] = {
         row["flow_id"]: dict(row)
         for row in SourceEvent.objects.filter(
-            flow_id__in=ids, state=SourceEvent.State.DELIVERED, delivered_at__gte=now - DAY
+            flow_id__in=ids,
+            state=SourceEvent.State.DELIVERED,
+            delivered_at__gte=now - DAY,
+            # History posted as a backfill happened long ago: its age is not lag.
+            is_backfill=False,
         )
         .annotate(lat=latency())
         .values("flow_id")
@@ -284,6 +288,7 @@ def latency_bars(flow: Flow, now: datetime | None = None, hours: int = 24) -> li
             flow_id=flow.pk,
             state=SourceEvent.State.DELIVERED,
             delivered_at__gte=now - timedelta(hours=hours),
+            is_backfill=False,
         )
         .annotate(hour=TruncHour("delivered_at"))
         .values("hour")

@@ -69,6 +69,18 @@ def test_a_flow_over_its_threshold_is_lagging_and_a_switched_off_one_paused(worl
     assert states == {lagging.pk: "lagging", paused.pk: "paused"}
 
 
+def test_history_posted_as_a_backfill_is_not_counted_as_lag(world):
+    flow = make_flow(world.workspace, lag_threshold_seconds=60)
+    for _ in range(5):
+        make_event(flow)
+    for _ in range(20):  # last year's orders, loaded today
+        make_event(flow, source_delay=365 * 86400, is_backfill=True)
+    [h] = watch.flow_health([flow])
+    assert h.delivered_hour == 5
+    assert h.p95_hour is not None and h.p95_hour <= 15
+    assert h.state == "healthy"
+
+
 def test_a_paused_connection_makes_the_flow_failing(world):
     flow = make_flow(world.workspace)
     flow.destination.pause("401 Unauthorized")
