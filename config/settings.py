@@ -256,3 +256,12 @@ CELERY_BEAT_SCHEDULE.update({
     "delivery-list-expiry": {"task": "monitoring.expire_list_memberships", "schedule": 600.0},
     "delivery-enrolments": {"task": "monitoring.enrol_programs", "schedule": 200.0},
 })  # fmt: skip
+# Retention (monitoring/retention.py): payloads (webhook bodies, event envelopes, notification
+# payloads) are redacted this many days after they arrived, hourly, once their work is settled.
+# One period for every workspace until the configuration pages (issue 9) make it per flow.
+PAYLOAD_RETENTION_DAYS = env_int("PAYLOAD_RETENTION_DAYS", 30, minimum=1)
+CELERY_BEAT_SCHEDULE["retention-sweep"] = {
+    "task": "monitoring.sweep_retention",
+    "schedule": 3600.0,
+    "options": {"queue": "bulk", "expires": 3000},
+}

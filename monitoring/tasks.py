@@ -98,4 +98,5 @@ def sweep_engine() -> dict[str, int]:
 
 
 from monitoring.delivery_tasks import *  # noqa: E402,F401,F403
+from monitoring.reliability_tasks import *  # noqa: F401,F403,E402
 from monitoring.watch_tasks import *  # noqa: E402,F401,F403
