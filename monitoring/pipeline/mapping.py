@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 from monitoring.models import Customer, FieldMapping, Order, Product, SourceEvent
+from monitoring.pipeline import transforms
 
 CONTACT_EVENTS = {"customer.upserted"}
 ORDER_EVENTS = {
@@ -123,19 +124,14 @@ def wire_value(value: Any, kind: str, transform: str = "") -> Any:
     """A state value as the mapping's DotDigital type takes it (None clears the field)."""
     if value is None:
         return None
-    if transform == "upper" and isinstance(value, str):
-        value = value.upper()
-    elif transform == "lower" and isinstance(value, str):
-        value = value.lower()
-    elif transform == "title" and isinstance(value, str):
-        value = value.title()
+    value = transforms.apply(value, transform)  # trim, case, date:<format>, scale:<n>, map:…
     if kind == FieldMapping.Type.NUMERIC:
         if isinstance(value, Decimal):
             return number(value)
         return value
     if kind == FieldMapping.Type.DATE:
         if isinstance(value, datetime):
-            if transform == "date_only":
+            if "date_only" in transform.split("|"):
                 return value.astimezone(UTC).strftime("%Y-%m-%d")
             return iso(value)
         return value

@@ -1,0 +1,571 @@
+"""Forms of the configuration pages (flows, mappings, dry run, aliases, schedules, routing, programs).
+
+Every check reports on its field. Choices are scoped to the workspace: a form is built with it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from accounts.models import Team, Workspace
+from connectors.models import Connection
+from exceptions_inbox import kinds as inbox_kinds
+from exceptions_inbox.models import RoutingRule
+from monitoring.config_services import AccountFields, alias_key_for, sku_problem
+from monitoring.models import FieldMapping, Flow, Schedule, SkuAlias, SourceEvent
+from monitoring.pipeline import transforms
+from monitoring.pipeline.mapping import COLLECTIONS, DATA_FIELD_TYPES
+from monitoring.pipeline.normalise import clean_sku
+from monitoring.watch_models import FlowWatch
+
+T = FieldMapping.Type
+
+# What a mapping can read: paths in the merged state (`mapping.resolve`) and their natural type.
+SOURCE_PATHS: dict[str, tuple[str, str]] = {
+    "customer.first_name": ("First name", T.STRING),
+    "customer.last_name": ("Last name", T.STRING),
+    "customer.email": ("Email", T.STRING),
+    "customer.phone": ("Phone", T.STRING),
+    "customer.is_guest": ("Is a guest", T.BOOLEAN),
+    "customer.order_count": ("Orders (count)", T.NUMERIC),
+    "customer.lifetime_value": ("Lifetime value", T.NUMERIC),
+    "customer.last_order_at": ("Last order date", T.DATE),
+    "customer.last_dispatch_at": ("Last dispatch date", T.DATE),
+    "customer.refunded": ("Has a refund", T.BOOLEAN),
+}
+AGGREGATE_PATHS = {
+    "customer.order_count",
+    "customer.lifetime_value",
+    "customer.last_order_at",
+    "customer.last_dispatch_at",
+    "customer.refunded",
+}
+DATA_FIELD_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,19}$")
+
+
+class FlowForm(forms.ModelForm):
+    """A flow's thresholds and policies (its source is chosen once, at creation)."""
+
+    class Meta:
+        model = Flow
+        fields = [
+            "name",
+            "source",
+            "destination",
+            "is_active",
+            "guest_policy",
+            "join_key",
+            "hold_orphans",
+            "orphan_hold_seconds",
+            "hold_dispatch_for_scan",
+            "scan_hold_seconds",
+            "lag_threshold_seconds",
+            "masters_products",
+            "sku_case_sensitive",
+        ]
+        labels = {
+            "orphan_hold_seconds": "Orphan hold (seconds)",
+            "scan_hold_seconds": "Carrier-scan hold (seconds)",
+            "lag_threshold_seconds": "Lag threshold (seconds)",
+            "sku_case_sensitive": "SKUs are case-sensitive (else case is folded before matching)",
+        }
+
+    def __init__(self, workspace: Workspace, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.workspace = workspace
+        connections = Connection.objects.filter(workspace=workspace)
+        dest = self.fields["destination"]
+        assert isinstance(dest, forms.ModelChoiceField)
+        dest.queryset = connections.filter(kind=Connection.Kind.DOTDIGITAL)
+        if self.instance.pk:
+            del self.fields["source"]
+        else:
+            source = self.fields["source"]
+            assert isinstance(source, forms.ModelChoiceField)
+            source.queryset = connections.exclude(kind=Connection.Kind.DOTDIGITAL)
+        for name in ("orphan_hold_seconds", "scan_hold_seconds", "lag_threshold_seconds"):
+            field = self.fields[name]
+            assert isinstance(field, forms.IntegerField)
+            field.min_value = 60
+            field.validators.append(_at_least(60))
+
+    def clean_name(self) -> str:
+        name = str(self.cleaned_data["name"]).strip()
+        clash = Flow.objects.filter(workspace=self.workspace, name__iexact=name)
+        if self.instance.pk:
+            clash = clash.exclude(pk=self.instance.pk)
+        if clash.exists():
+            raise ValidationError("Another flow has this name.")
+        return name
+
+    def save(self, commit: bool = True) -> Flow:
+        self.instance.workspace = self.workspace
+        return super().save(commit)
+
+
+def _at_least(limit: int) -> Any:
+    def check(value: int) -> None:
+        if value is not None and value < limit:
+            raise ValidationError(f"At least {limit} seconds.")
+
+    return check
+
+
+class WatchForm(forms.ModelForm):
+    """The flow's alerting: stalled grace and trading hours, escalation, owning team, webhook.
+    The webhook URL holds a token: write-only (blank keeps it)."""
+
+    webhook_url = forms.URLField(
+        assume_scheme="https",
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        label="Alert webhook (Slack-compatible)",
+        help_text="Write-only: blank keeps the stored one.",
+    )
+    clear_webhook = forms.BooleanField(required=False, label="Remove the alert webhook")
+
+    class Meta:
+        model = FlowWatch
+        fields = [
+            "enabled",
+            "stalled_grace_minutes",
+            "trading_days",
+            "trading_start",
+            "trading_end",
+            "trading_timezone",
+            "lag_for_minutes",
+            "escalate_after_minutes",
+            "owning_team",
+        ]
+
+    def __init__(self, workspace: Workspace, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["owning_team"] = forms.ChoiceField(
+            choices=[(t.slug, t.name) for t in workspace.teams.order_by("name")],
+            help_text="Gets this flow's lag and stalled alerts.",
+        )
+
+    def clean_trading_days(self) -> str:
+        days = str(self.cleaned_data["trading_days"]).strip()
+        if not days or not set(days) <= set("0123456") or len(set(days)) != len(days):
+            raise ValidationError("Weekday digits, Monday = 0, each once (e.g. 01234).")
+        return "".join(sorted(days))
+
+    def clean_trading_timezone(self) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        name = str(self.cleaned_data["trading_timezone"]).strip()
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValidationError("Not a time zone name (e.g. Europe/London).") from None
+        return name
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        start, end = data.get("trading_start"), data.get("trading_end")
+        if start and end and start >= end:
+            self.add_error("trading_end", "Trading ends after it starts.")
+        return data
+
+    def save(self, commit: bool = True) -> FlowWatch:
+        watch = super().save(commit=False)
+        if self.cleaned_data.get("clear_webhook"):
+            watch.webhook_url = ""
+        elif self.cleaned_data.get("webhook_url"):
+            watch.webhook_url = self.cleaned_data["webhook_url"]
+        if commit:
+            watch.save()
+        return watch
+
+
+class MappingForm(forms.ModelForm):
+    """One canonical field → one DotDigital data field, with its transform and a type check
+    against the account's field (`account`, read once per request)."""
+
+    source_path = forms.ChoiceField(
+        label="Canonical field",
+        choices=[(p, f"{label} ({p})") for p, (label, _) in SOURCE_PATHS.items()],
+    )
+
+    class Meta:
+        model = FieldMapping
+        fields = ["target", "source_path", "type", "transform", "enabled"]
+        labels = {"target": "DotDigital data field", "transform": "Transform"}
+        help_texts = {
+            "transform": "Steps split by |: trim, upper, lower, title, date:%d/%m/%Y (Text "
+            "fields), date_only (Date fields), scale:2, map:1=Bronze;2=Silver;3=Gold"
+        }
+
+    def __init__(self, flow: Flow, account: AccountFields, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.flow = flow
+        self.account = account
+        self.missing_field = ""
+
+    def clean_target(self) -> str:
+        target = str(self.cleaned_data["target"]).strip().upper()
+        if not DATA_FIELD_NAME.match(target):
+            raise ValidationError(
+                "A DotDigital data field name: a letter, then letters, digits or _ (20 at most)."
+            )
+        if target.casefold() in {c.casefold() for c in COLLECTIONS}:
+            raise ValidationError(
+                f"{target} is an insight collection Syncdesk writes itself; map a data field."
+            )
+        mine = FieldMapping.objects.filter(flow=self.flow, target__iexact=target)
+        if self.instance.pk:
+            mine = mine.exclude(pk=self.instance.pk)
+        if mine.exists():
+            raise ValidationError(
+                f"{target} is already written by this flow's mapping from "
+                f"{mine[0].source_path}: one data field, one mapping."
+            )
+        return target
+
+    def clean_transform(self) -> str:
+        text = str(self.cleaned_data.get("transform") or "").strip()
+        try:
+            transforms.parse(text)
+        except transforms.TransformError as exc:
+            raise ValidationError(str(exc)) from None
+        return text
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        target, path, kind = data.get("target"), data.get("source_path"), data.get("type")
+        if not (target and path and kind):
+            return data
+        natural = SOURCE_PATHS[path][1]
+        steps = [name for name, _ in transforms.parse(str(data.get("transform") or ""))]
+        if "date" in steps:
+            natural = T.STRING
+            if kind != T.STRING:
+                self.add_error("transform", "date:<format> makes text: use it on a Text field.")
+        if "date_only" in steps and kind != T.DATE:
+            self.add_error("transform", "date_only is for Date fields.")
+        if "map" in steps:
+            natural = kind  # the map's values decide
+        if kind != T.STRING and natural != kind:
+            self.add_error(
+                "type",
+                f"{SOURCE_PATHS[path][0]} is {T(natural).label.lower()}; it cannot be sent as "
+                f"{T(kind).label.lower()}.",
+            )
+        other = self._other_writer(target, path, str(data.get("transform") or ""), kind)
+        if other is not None:
+            self.add_error(
+                "target",
+                f"{target} is already written by the flow “{other.flow.name}” (from "
+                f"{other.source_path}) to the same DotDigital account: one data field, one mapping.",
+            )
+            return data
+        fields = self.account.fields()
+        if fields is not None and target not in fields:
+            self.missing_field = target
+            self.add_error(
+                "target",
+                f"{target} is not a data field in the DotDigital account. Create it from this "
+                "page, or pick an existing one.",
+            )
+        else:
+            problem = self.account.type_problem(target, kind)
+            if problem:
+                self.add_error("type", problem)
+        data["is_aggregate"] = path in AGGREGATE_PATHS
+        return data
+
+    def _other_writer(
+        self, target: str, path: str, transform: str, kind: str
+    ) -> FieldMapping | None:
+        """An enabled mapping of another flow to the same DotDigital connection that writes this
+        field differently (the same path, type and transform is the same write: no conflict)."""
+        if self.flow.destination_id is None:
+            return None
+        others = (
+            FieldMapping.objects.filter(
+                flow__destination_id=self.flow.destination_id,
+                target__iexact=target,
+                enabled=True,
+            )
+            .exclude(flow=self.flow)
+            .select_related("flow")
+        )
+        for other in others:
+            if (other.source_path, other.transform, other.type) != (path, transform, kind):
+                return other
+        return None
+
+    def save(self, commit: bool = True) -> FieldMapping:
+        self.instance.flow = self.flow
+        self.instance.is_aggregate = self.cleaned_data.get("is_aggregate", False)
+        return super().save(commit)
+
+
+class CreateDataFieldForm(forms.Form):
+    name = forms.CharField(max_length=20)
+    type = forms.ChoiceField(choices=T.choices)
+
+    def clean_name(self) -> str:
+        name = str(self.cleaned_data["name"]).strip().upper()
+        if not DATA_FIELD_NAME.match(name):
+            raise ValidationError("A letter, then letters, digits or _ (20 at most).")
+        return name
+
+    @property
+    def dotdigital_type(self) -> str:
+        return DATA_FIELD_TYPES[self.cleaned_data["type"]]
+
+
+class DryRunForm(forms.Form):
+    """A recent event of the flow, or one pasted as canonical JSON (sync.event/v1)."""
+
+    event = forms.ModelChoiceField(queryset=SourceEvent.objects.none(), required=False)
+    pasted = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false"}),
+        required=False,
+        label="Or paste an event (canonical JSON)",
+    )
+
+    def __init__(self, flow: Flow, events: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.flow = flow
+        field = self.fields["event"]
+        assert isinstance(field, forms.ModelChoiceField)
+        field.queryset = SourceEvent.objects.filter(pk__in=[e.pk for e in events])
+        field.label_from_instance = _event_label  # type: ignore[method-assign,assignment]
+
+    def clean_pasted(self) -> dict[str, Any] | None:
+        text = str(self.cleaned_data.get("pasted") or "").strip()
+        if not text:
+            return None
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"Not JSON: {exc.msg} (line {exc.lineno}).") from None
+        if isinstance(value, dict) and isinstance(value.get("events"), list) and value["events"]:
+            value = value["events"][0]
+        if not isinstance(value, dict):
+            raise ValidationError("Paste one event: a JSON object.")
+        return value
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if not data.get("event") and not data.get("pasted") and not self.errors:
+            self.add_error("event", "Pick a recent event, or paste one.")
+        if data.get("event") and data.get("pasted"):
+            self.add_error("pasted", "Pick an event or paste one, not both.")
+        return data
+
+
+def _event_label(event: SourceEvent) -> str:
+    return f"{event.received_at:%d %b %H:%M} · {event.event_type} · {event.source_event_id}"
+
+
+class AliasForm(forms.ModelForm):
+    alias_key = forms.CharField(max_length=200, label="Alias (as the source sends it)")
+
+    class Meta:
+        model = SkuAlias
+        fields = ["alias_key", "sku", "flow"]
+        labels = {"sku": "Catalogue SKU", "flow": "Flow (empty: every flow)"}
+
+    def __init__(self, workspace: Workspace, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.workspace = workspace
+        flow = self.fields["flow"]
+        assert isinstance(flow, forms.ModelChoiceField)
+        flow.queryset = Flow.objects.filter(workspace=workspace)
+
+    def clean_sku(self) -> str:
+        problem = sku_problem(self.workspace, str(self.cleaned_data["sku"]))
+        if problem:
+            raise ValidationError(problem)
+        return clean_sku(self.cleaned_data["sku"])
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        alias = data.get("alias_key")
+        if alias is None:
+            return data
+        if not clean_sku(alias):
+            self.add_error("alias_key", "Give the alias.")
+            return data
+        key = alias_key_for(self.workspace, data.get("flow"), alias)
+        clash = SkuAlias.objects.filter(
+            workspace=self.workspace, flow=data.get("flow"), alias_key=key
+        )
+        if self.instance.pk:
+            clash = clash.exclude(pk=self.instance.pk)
+        if clash.exists():
+            self.add_error("alias_key", f"{key} already means {clash[0].sku}.")
+        data["alias_key"] = key
+        return data
+
+    def _post_clean(self) -> None:
+        self.instance.workspace = self.workspace
+        super()._post_clean()  # type: ignore[misc]
+
+
+class AliasImportForm(forms.Form):
+    file = forms.FileField(label="CSV file (alias,sku,flow)")
+
+    def clean_file(self) -> str:
+        upload = self.cleaned_data["file"]
+        if upload.size > 2_000_000:
+            raise ValidationError("At most 2 MB.")
+        try:
+            return str(upload.read().decode("utf-8-sig"))
+        except UnicodeDecodeError:
+            raise ValidationError("The file is not UTF-8 text.") from None
+
+
+# Jobs a schedule may run: task → (label, what its one argument is).
+TASKS: dict[str, tuple[str, str]] = {
+    "monitoring.poll_flow": ("Poll the source (and backfill)", "flow"),
+    "monitoring.reconcile_flow": ("Reconcile with DotDigital", "flow"),
+    "monitoring.write_back_opt_outs": ("Write opt-outs back to the source", "flow"),
+    "monitoring.pull_suppressions": ("Pull DotDigital's suppressions", "none"),
+    "monitoring.expire_list_memberships": ("Take contacts off lists when their time is up", "none"),
+    "monitoring.enrol_programs": ("Send direct program enrolments", "none"),
+    "exceptions_inbox.send_team_digests": ("E-mail the teams' inbox digests", "none"),
+}
+CRON_FIELD = re.compile(r"^[0-9*/,\-]+$")
+
+
+class ScheduleForm(forms.ModelForm):
+    task = forms.ChoiceField(choices=[(k, f"{v[0]} ({k})") for k, v in TASKS.items()])
+    queue = forms.ChoiceField(choices=[("bulk", "bulk"), ("realtime", "realtime")])
+
+    class Meta:
+        model = Schedule
+        fields = ["name", "flow", "task", "every_seconds", "crontab", "queue", "enabled"]
+        labels = {"every_seconds": "Every (seconds)", "crontab": "Or a crontab (UTC)"}
+
+    def __init__(self, workspace: Workspace, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.workspace = workspace
+        flow = self.fields["flow"]
+        assert isinstance(flow, forms.ModelChoiceField)
+        flow.queryset = Flow.objects.filter(workspace=workspace)
+
+    def clean_name(self) -> str:
+        name = str(self.cleaned_data["name"]).strip()
+        clash = Schedule.objects.filter(workspace=self.workspace, name=name)
+        if self.instance.pk:
+            clash = clash.exclude(pk=self.instance.pk)
+        if clash.exists():
+            raise ValidationError("Another schedule has this name.")
+        return name
+
+    def clean_every_seconds(self) -> int | None:
+        every = self.cleaned_data.get("every_seconds")
+        if every is not None and every < 30:
+            raise ValidationError("At least 30 seconds.")
+        return every
+
+    def clean_crontab(self) -> str:
+        text = " ".join(str(self.cleaned_data.get("crontab") or "").split())
+        if not text:
+            return ""
+        parts = text.split(" ")
+        if len(parts) != 5 or not all(CRON_FIELD.match(p) for p in parts):
+            raise ValidationError("Five fields: minute hour day-of-month month day-of-week.")
+        from celery.schedules import ParseException, crontab_parser
+
+        limits = ((60, 0), (24, 0), (31, 1), (12, 1), (7, 0))
+        for part, (size, start) in zip(parts, limits, strict=True):
+            try:
+                crontab_parser(size, start).parse(part)
+            except (ParseException, ValueError) as exc:
+                raise ValidationError(f"“{part}”: {exc}") from None
+        return text
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        every, cron = data.get("every_seconds"), data.get("crontab")
+        both_checked = "every_seconds" in data and "crontab" in data
+        if both_checked and bool(every) == bool(cron):
+            self.add_error("every_seconds", "Give an interval or a crontab (one of them).")
+        task = data.get("task")
+        if task and TASKS[task][1] == "flow" and not data.get("flow"):
+            self.add_error("flow", "This job runs for a flow: pick one.")
+        return data
+
+    def save(self, commit: bool = True) -> Schedule:
+        schedule = super().save(commit=False)
+        schedule.workspace = self.workspace
+        flow = self.cleaned_data.get("flow")
+        schedule.args = [flow.pk] if TASKS[schedule.task][1] == "flow" and flow else []
+        if commit:
+            schedule.save()
+        return schedule
+
+
+class RoutingForm(forms.Form):
+    kind = forms.ChoiceField(label="Exception kind")
+    flow = forms.ModelChoiceField(
+        queryset=Flow.objects.none(), required=False, label="Flow (empty: every flow)"
+    )
+    team = forms.ModelChoiceField(queryset=Team.objects.none())
+
+    def __init__(self, workspace: Workspace, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.workspace = workspace
+        kind = self.fields["kind"]
+        assert isinstance(kind, forms.ChoiceField)
+        kind.choices = inbox_kinds.choices()
+        flow = self.fields["flow"]
+        assert isinstance(flow, forms.ModelChoiceField)
+        flow.queryset = Flow.objects.filter(workspace=workspace)
+        team = self.fields["team"]
+        assert isinstance(team, forms.ModelChoiceField)
+        team.queryset = workspace.teams.order_by("name")
+
+    def save(self) -> tuple[RoutingRule, dict[str, Any] | None]:
+        """The rule, set; with its state before (None when it is new)."""
+        flow = self.cleaned_data.get("flow")
+        rule, made = RoutingRule.objects.get_or_create(
+            workspace=self.workspace,
+            kind=self.cleaned_data["kind"],
+            flow_key=flow.key if flow else "",
+            defaults={"team": self.cleaned_data["team"]},
+        )
+        before = None if made else {"team": str(rule.team)}
+        if not made:
+            rule.team = self.cleaned_data["team"]
+            rule.save(update_fields=["team"])
+        return rule, before
+
+
+class EnrolmentForm(forms.Form):
+    """A direct enrolment: events of a type enrol their contact in a DotDigital program."""
+
+    event_type = forms.ChoiceField(
+        choices=[
+            (t, t)
+            for t in (
+                "order.created",
+                "shipment.dispatched",
+                "shipment.carrier_scanned",
+                "refund.issued",
+                "return.received",
+                "customer.upserted",
+            )
+        ]
+    )
+    program = forms.TypedChoiceField(coerce=int, label="Program")
+
+    def __init__(self, programs: list[tuple[int, str]] | None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if programs is None:  # the account cannot be read: the program's id, typed
+            self.fields["program"] = forms.IntegerField(min_value=1, label="Program id")
+        else:
+            field = self.fields["program"]
+            assert isinstance(field, forms.TypedChoiceField)
+            field.choices = [(pk, f"{name} ({pk})") for pk, name in programs]

@@ -1,0 +1,451 @@
+"""What the configuration pages do beyond saving a form: DotDigital's data fields for the type check,
+the dry run (the delivery planner itself, in a transaction that is rolled back), SKU alias CSV
+import and export, flows removed with their schedules, and the runbook built from the routing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts import audit
+from accounts.models import ConfigChange, Team, Workspace
+from connectors.budget import Lane
+from connectors.dotdigital.client import DotDigitalClient
+from connectors.dotdigital.errors import ConnectorError, DotDigitalError
+from connectors.dotdigital.types import DataField
+from connectors.models import Connection
+from exceptions_inbox.kinds import KINDS, Kind
+from exceptions_inbox.models import RoutingRule
+from monitoring.models import FieldMapping, Flow, Product, Schedule, SkuAlias, SourceEvent
+from monitoring.outbox import OperationEvent, ProgramEnrolment
+from monitoring.pipeline.flows import remove_schedule
+from monitoring.pipeline.mapping import DATA_FIELD_TYPES
+from monitoring.pipeline.normalise import clean_sku, sku_match_key
+
+logger = logging.getLogger(__name__)
+
+# A person waits on these pages: never wait long on the shared rate budget.
+PAGE_MAX_WAIT = 2.0
+
+MAPPING_FIELDS = ["target", "source_path", "type", "is_aggregate", "transform", "enabled"]
+ALIAS_FIELDS = ["flow", "alias_key", "sku"]
+SCHEDULE_FIELDS = ["name", "flow", "task", "args", "every_seconds", "crontab", "queue", "enabled"]
+ROUTING_FIELDS = ["kind", "flow_key", "team"]
+
+
+def client_for(destination: Connection) -> DotDigitalClient:
+    return DotDigitalClient.for_connection(destination, lane=Lane.REALTIME, max_wait=PAGE_MAX_WAIT)
+
+
+class AccountFields:
+    """The DotDigital account's data fields, read at most once per request (`fields()`)."""
+
+    def __init__(self, destination: Connection | None) -> None:
+        self.destination = destination
+        self._fields: dict[str, DataField] | None = None
+        self.error = ""
+
+    def fields(self) -> dict[str, DataField] | None:
+        """Name (upper case) → data field, or None when the account cannot be read."""
+        if self._fields is not None:
+            return self._fields
+        if self.destination is None:
+            self.error = "The flow delivers to no DotDigital connection."
+            return None
+        if self.error:
+            return None
+        try:
+            found = client_for(self.destination).list_data_fields()
+        except (DotDigitalError, ConnectorError) as exc:
+            self.error = f"Could not read the account's data fields: {exc}"
+            logger.info("data fields of connection %s: %s", self.destination.pk, exc)
+            return None
+        self._fields = {f.name.upper(): f for f in found}
+        return self._fields
+
+    def type_problem(self, target: str, mapping_type: str) -> str | None:
+        """Why the mapping's type does not fit the account's field (None if it fits or is unknown)."""
+        fields = self.fields()
+        if fields is None:
+            return None
+        found = fields.get(target.upper())
+        if found is None:
+            return None
+        wanted = DATA_FIELD_TYPES.get(mapping_type, "")
+        if found.type.lower() != wanted.lower():
+            return (
+                f"{found.name} is a {found.type} data field in DotDigital; this mapping "
+                f"sends {wanted or mapping_type}."
+            )
+        return None
+
+    def create(self, name: str, mapping_type: str) -> DataField:
+        field_ = client_for(self._destination()).create_data_field(
+            name.upper(), DATA_FIELD_TYPES.get(mapping_type, "String")
+        )
+        if self._fields is not None:
+            self._fields[field_.name.upper()] = field_
+        return field_
+
+    def _destination(self) -> Connection:
+        if self.destination is None:
+            raise ConnectorError("The flow delivers to no DotDigital connection.")
+        return self.destination
+
+
+# -- the dry run -----------------------------------------------------------------------------
+
+
+class _Rollback(Exception):
+    pass
+
+
+@dataclass
+class DryRunResult:
+    """What the planner made of one event: its operations as delivery would send them."""
+
+    operations: list[dict[str, Any]] = field(default_factory=list)
+    enrolments: list[int] = field(default_factory=list)  # program ids
+    state: str = ""
+    reason: str = ""
+    problems: list[str] = field(default_factory=list)
+    event_label: str = ""
+
+
+def dry_run(
+    flow: Flow,
+    *,
+    event: SourceEvent | None = None,
+    pasted: dict[str, Any] | None = None,
+    draft: FieldMapping | None = None,
+) -> DryRunResult:
+    """Run delivery's own planner (`plan.plan_batch`) for one event, with the draft mapping saved,
+    and roll everything back: nothing is stored, nothing is sent, no task is woken (on-commit
+    callbacks of a rolled-back transaction are dropped). A pasted event is taken in and staged
+    first (ingest, then staging's `stage_batch`), in the same transaction."""
+    from monitoring.pipeline.claims import worker_token
+    from monitoring.pipeline.ingest import ingest_events
+    from monitoring.pipeline.plan import plan_batch
+    from monitoring.pipeline.staging import stage_batch
+
+    result = DryRunResult()
+    try:
+        with transaction.atomic():
+            if draft is not None:
+                draft.save()
+            owner = worker_token()
+            if pasted is not None:
+                pasted = {**pasted, "source_event_id": f"dry-run:{owner}"}
+                outcome = ingest_events(flow.source, [pasted], via=SourceEvent.Via.WEBHOOK)[0]
+                if outcome.status != "accepted" or outcome.event_id is None:
+                    result.problems = [
+                        f"{e.get('path') or 'event'}: {e.get('message')}"
+                        for e in (outcome.errors or [])
+                    ] or [f"The event was not taken ({outcome.status})."]
+                    raise _Rollback
+                event = SourceEvent.objects.get(pk=outcome.event_id)
+                if event.flow_id != flow.pk:
+                    result.problems = [
+                        f"This flow does not take {event.event_type} events "
+                        "(or another flow of its source takes them first)."
+                    ]
+                    raise _Rollback
+                SourceEvent.objects.filter(pk=event.pk).update(lease_owner=owner)
+                stage_batch([event.pk], owner)
+                event.refresh_from_db()
+            if event is None:
+                raise _Rollback
+            result.event_label = f"{event.event_type} {event.source_event_id}"
+            if event.state != SourceEvent.State.READY and pasted is not None:
+                result.state = event.get_state_display()
+                result.reason = event.reason or event.hold
+                raise _Rollback
+            # As if it had just been staged: the planner takes READY events it holds the lease of.
+            SourceEvent.objects.filter(pk=event.pk).update(
+                state=SourceEvent.State.READY, lease_owner=owner, lease_until=None
+            )
+            plan_batch([event.pk], owner)
+            event.refresh_from_db()
+            result.state = event.get_state_display()
+            result.reason = event.reason
+            for link in OperationEvent.objects.filter(event_id=event.pk).select_related(
+                "operation"
+            ):
+                op = link.operation
+                result.operations.append(
+                    {
+                        "key": op.key,
+                        "kind": op.kind,
+                        "record_key": op.record_key,
+                        "collection": op.collection,
+                        "payload": op.payload,
+                        "merged": op.version > 1,
+                    }
+                )
+            result.operations.sort(key=lambda o: o["key"])
+            result.enrolments = sorted(
+                ProgramEnrolment.objects.filter(event_id=event.pk).values_list(
+                    "program_id", flat=True
+                )
+            )
+            raise _Rollback
+    except _Rollback:
+        pass
+    return result
+
+
+# -- SKU aliases: cleaning, CSV --------------------------------------------------------------
+
+
+def alias_key_for(workspace: Workspace, flow: Flow | None, alias: str) -> str:
+    """The alias as staging matches it: trimmed, NFC, case-folded unless the flow keeps case
+    (for every flow: folded unless every flow of the workspace keeps case)."""
+    if flow is not None:
+        case_sensitive = flow.sku_case_sensitive
+    else:
+        flows = Flow.objects.filter(workspace=workspace)
+        case_sensitive = flows.exists() and not flows.filter(sku_case_sensitive=False).exists()
+    return sku_match_key(clean_sku(alias), case_sensitive)
+
+
+def sku_problem(workspace: Workspace, sku: str) -> str | None:
+    """Why an alias cannot point at `sku` (once a catalogue is loaded, it must be in it)."""
+    sku = clean_sku(sku)
+    if not sku:
+        return "Give the catalogue SKU."
+    products = Product.objects.filter(workspace=workspace)
+    if products.exists() and not products.filter(sku=sku).exists():
+        if products.filter(sku_key=sku.casefold()).exists():
+            return f"{sku} is not in the catalogue with this case."
+        return f"{sku} is not in the catalogue."
+    return None
+
+
+CSV_HEADER = ["alias", "sku", "flow"]
+
+
+def export_aliases(workspace: Workspace) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_HEADER)
+    for alias in (
+        SkuAlias.objects.filter(workspace=workspace)
+        .select_related("flow")
+        .order_by("alias_key", "pk")
+    ):
+        writer.writerow(
+            [
+                _csv_safe(alias.alias_key),
+                _csv_safe(alias.sku),
+                alias.flow.name if alias.flow else "",
+            ]
+        )
+    return out.getvalue()
+
+
+def _csv_safe(value: str) -> str:
+    """A cell a spreadsheet will not run as a formula."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+@dataclass
+class ImportResult:
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (line, message)
+    created: int = 0
+    changed: int = 0
+    unchanged: int = 0
+
+
+def import_aliases(workspace: Workspace, actor: Any, text: str) -> ImportResult:
+    """Aliases from CSV (header `alias,sku,flow`; flow by name, empty = every flow). Every line is
+    checked first; with any error nothing is imported and each error names its line."""
+    result = ImportResult()
+    flows = {f.name.casefold(): f for f in Flow.objects.filter(workspace=workspace)}
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        result.errors.append((1, "The file is empty."))
+        return result
+    header = [h.strip().lower() for h in rows[0]]
+    if header[:2] != ["alias", "sku"]:
+        result.errors.append((1, "The first line must be the header: alias,sku,flow"))
+        return result
+    wanted: dict[tuple[int | None, str], tuple[Flow | None, str, int]] = {}
+    for number, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        cells = [*row, "", "", ""][:3]
+        alias, sku, flow_name = (c.strip() for c in cells)
+        if alias.startswith("'"):
+            alias = alias[1:]
+        if sku.startswith("'"):
+            sku = sku[1:]
+        if len(row) > 3 and any(c.strip() for c in row[3:]):
+            result.errors.append((number, "Three columns at most: alias, sku, flow."))
+            continue
+        flow = None
+        if flow_name:
+            flow = flows.get(flow_name.casefold())
+            if flow is None:
+                result.errors.append((number, f"No flow is called “{flow_name}”."))
+                continue
+        if not clean_sku(alias):
+            result.errors.append((number, "The alias is empty."))
+            continue
+        if len(alias) > 200 or len(sku) > 200:
+            result.errors.append((number, "At most 200 characters."))
+            continue
+        problem = sku_problem(workspace, sku)
+        if problem:
+            result.errors.append((number, problem))
+            continue
+        key = alias_key_for(workspace, flow, alias)
+        slot = (flow.pk if flow else None, key)
+        if slot in wanted:
+            result.errors.append((number, f"{alias} is already on line {wanted[slot][2]}."))
+            continue
+        wanted[slot] = (flow, clean_sku(sku), number)
+    if result.errors:
+        return result
+    existing = {(a.flow_id, a.alias_key): a for a in SkuAlias.objects.filter(workspace=workspace)}
+    with transaction.atomic():
+        for (flow_id, key), (flow, sku, _) in wanted.items():
+            current = existing.get((flow_id, key))
+            if current is None:
+                alias_row = SkuAlias.objects.create(
+                    workspace=workspace, flow=flow, alias_key=key, sku=sku
+                )
+                audit.record_change(
+                    workspace,
+                    actor,
+                    alias_row,
+                    ConfigChange.Action.CREATED,
+                    None,
+                    audit.snapshot(alias_row, ALIAS_FIELDS),
+                    note="CSV import",
+                )
+                result.created += 1
+            elif current.sku != sku:
+                before = audit.snapshot(current, ALIAS_FIELDS)
+                current.sku = sku
+                current.save(update_fields=["sku"])
+                audit.record_change(
+                    workspace,
+                    actor,
+                    current,
+                    ConfigChange.Action.CHANGED,
+                    before,
+                    audit.snapshot(current, ALIAS_FIELDS),
+                    note="CSV import",
+                )
+                result.changed += 1
+            else:
+                result.unchanged += 1
+    return result
+
+
+# -- flows and their schedules ---------------------------------------------------------------
+
+
+def delete_flow(flow: Flow, actor: Any) -> None:
+    """Remove a flow with its schedules (and their beat entries: `remove_schedule`)."""
+    with transaction.atomic():
+        for schedule in Schedule.objects.filter(flow=flow):
+            label = str(schedule)
+            pk = schedule.pk
+            remove_schedule(schedule)
+            audit.record_change(
+                flow.workspace,
+                actor,
+                label,
+                ConfigChange.Action.DELETED,
+                note=f"Schedule {pk} removed with its flow {flow.name}.",
+            )
+        audit.record_change(flow.workspace, actor, flow, ConfigChange.Action.DELETED)
+        flow.delete()
+
+
+# -- routing and the runbook -----------------------------------------------------------------
+
+
+@dataclass
+class KindOwner:
+    kind: Kind
+    team: Team | None
+    by_rule: bool
+    per_flow: list[tuple[str, Team]] = field(default_factory=list)  # (flow name, team)
+
+
+def routing_table(workspace: Workspace) -> list[KindOwner]:
+    """Who owns each kind: for every flow (a rule, else the kind's default team), and per flow."""
+    teams = {t.slug: t for t in workspace.teams.all()}
+    flows = {f.key: f.name for f in Flow.objects.filter(workspace=workspace)}
+    rules: dict[str, dict[str, Team]] = {}
+    for rule in RoutingRule.objects.filter(workspace=workspace).select_related("team"):
+        rules.setdefault(rule.kind, {})[rule.flow_key] = rule.team
+    out = []
+    for slug in sorted(KINDS, key=lambda s: KINDS[s].title):
+        kind = KINDS[slug]
+        mine = rules.get(slug, {})
+        team = mine.get("") or teams.get(kind.default_team)
+        per_flow = sorted((flows.get(key, key), t) for key, t in mine.items() if key)
+        out.append(KindOwner(kind, team, "" in mine, per_flow))
+    return out
+
+
+DAILY_CHECKS = (
+    "Open the inbox's Open tab filtered to your team: work the oldest groups first.",
+    "Look at the flows page: every flow healthy, no backlog growing, no connection paused.",
+    "Acknowledge (or resolve) every triggered alert you own; unacknowledged ones escalate.",
+    "Read the last reconciliation run for differences to repair.",
+)
+
+
+@dataclass
+class RunbookTeam:
+    team: Team
+    kinds: list[tuple[Kind, str]]  # (kind, where: "every flow" or flow names)
+    alerts: list[str]
+
+
+def runbook(workspace: Workspace) -> list[RunbookTeam]:
+    """Per team: the exception kinds it owns (and where) and the flows whose alerts it gets."""
+    from monitoring.watch_models import FlowWatch
+
+    table = routing_table(workspace)
+    by_team: dict[int, RunbookTeam] = {
+        t.pk: RunbookTeam(t, [], []) for t in workspace.teams.order_by("name")
+    }
+    for owner in table:
+        if owner.team is not None and owner.team.pk in by_team:
+            overridden = [name for name, t in owner.per_flow if t.pk != owner.team.pk]
+            where = "every flow" + (f" except {', '.join(overridden)}" if overridden else "")
+            by_team[owner.team.pk].kinds.append((owner.kind, where))
+        for flow_name, team in owner.per_flow:
+            if team.pk in by_team and (owner.team is None or team.pk != owner.team.pk):
+                by_team[team.pk].kinds.append((owner.kind, flow_name))
+    slugs = {t.team.slug: t for t in by_team.values()}
+    for watch in FlowWatch.objects.filter(flow__workspace=workspace).select_related("flow"):
+        entry = slugs.get(watch.owning_team)
+        if entry is not None:
+            entry.alerts.append(watch.flow.name)
+    return list(by_team.values())
+
+
+def recent_events(flow: Flow, limit: int = 20) -> Iterable[SourceEvent]:
+    return (
+        SourceEvent.objects.filter(flow=flow)
+        .exclude(state=SourceEvent.State.SKIPPED)
+        .order_by("-received_at", "-pk")[:limit]
+    )
+
+
+def now() -> Any:
+    return timezone.now()
