@@ -202,13 +202,20 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(processName)s: %(message)s"},
     },
+    # No credential in a log line: webhook tokens in paths are replaced (config/log_filters.py).
+    "filters": {"redact_tokens": {"()": "config.log_filters.RedactWebhookTokens"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_tokens"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "urllib3": {"level": "WARNING"},
+        "django.request": {"filters": ["redact_tokens"]},
     },
 }
 
