@@ -154,7 +154,7 @@ RULES = {
         get=WORKSPACE_PAGE,
         post=each(LOGIN, 404, 403, 403, 200),
         kwargs=_flow_kwargs,
-        post_data=lambda world: {"pasted": "{\"schema\": \"nope\"}"},
+        post_data=lambda world: {"pasted": '{"schema": "nope"}'},
     ),
     "config:aliases": Rule(
         get=WORKSPACE_PAGE,

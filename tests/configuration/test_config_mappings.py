@@ -103,7 +103,12 @@ def test_a_source_of_another_type_or_a_bad_transform_is_reported_on_its_field(
     admin_client, world, flow
 ):
     r = post(
-        admin_client, world, flow, target="LTV_X", source_path="customer.lifetime_value", type="date"
+        admin_client,
+        world,
+        flow,
+        target="LTV_X",
+        source_path="customer.lifetime_value",
+        type="date",
     )
     assert "cannot be sent as date" in r.context["form"].errors["type"][0]
     r = post(admin_client, world, flow, target="FIRSTNAME", transform="shout")
