@@ -21,8 +21,12 @@ RetryHook = Callable[[Sequence["Occurrence"]], None]
 # fix(group, data, actor): apply the kind's fix (e.g. add a SKU alias) and retry what it blocked;
 # returns a message for the person, or raises ValueError with a message for the field.
 FixHook = Callable[["ExceptionGroup", dict[str, Any], "User"], str]
-# render_occurrence(occurrence): the blocked event and its payload, as context for a template.
+# render_occurrence(occurrence): the blocked event and its payload, as context for a template
+# ({"title": str, "fields": {name: value}, "payload": JSON-able}).
 RenderHook = Callable[["Occurrence"], dict[str, Any]]
+# render_occurrences(occurrences): the same for a page of occurrences at once, keyed by occurrence
+# pk (one query for the page instead of one per row); preferred over render_occurrence when given.
+RenderManyHook = Callable[[Sequence["Occurrence"]], dict[int, dict[str, Any]]]
 # on_resolve / on_ignore(group, occurrences, actor, note): the blocked events become skipped.
 CloseHook = Callable[["ExceptionGroup", Sequence["Occurrence"], "User | None", str], None]
 # on_acknowledge(group, actor): e.g. an alert stops escalating.
@@ -32,7 +36,16 @@ AcknowledgeHook = Callable[["ExceptionGroup", "User | None"], None]
 SuggestHook = Callable[["ExceptionGroup"], Sequence[str]]
 
 HOOK_NAMES = frozenset(
-    {"retry", "fix", "render_occurrence", "on_resolve", "on_ignore", "on_acknowledge", "suggest"}
+    {
+        "retry",
+        "fix",
+        "render_occurrence",
+        "render_occurrences",
+        "on_resolve",
+        "on_ignore",
+        "on_acknowledge",
+        "suggest",
+    }
 )
 
 
@@ -47,6 +60,7 @@ class Kind:
     retry: RetryHook | None = None
     fix: FixHook | None = None
     render_occurrence: RenderHook | None = None
+    render_occurrences: RenderManyHook | None = None
     on_resolve: CloseHook | None = None
     on_ignore: CloseHook | None = None
     on_acknowledge: AcknowledgeHook | None = None

@@ -22,6 +22,7 @@ from exceptions_inbox.listing import bounded_count
 from exceptions_inbox.models import AssignmentNotice, ExceptionGroup, TeamDigest
 
 DIGEST_LIST = 20
+DIGEST_COUNT_CAP = 10_000  # a daily task can afford to count further than a page
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -109,7 +110,7 @@ def send_team_digests(*, not_before_hour: int = 0) -> int:
             team=team,
             state__in=[ExceptionGroup.State.OPEN, ExceptionGroup.State.ACKNOWLEDGED],
         ).select_related("workspace")
-        open_count = bounded_count(unresolved)
+        open_count = bounded_count(unresolved, DIGEST_COUNT_CAP)
         if not open_count:
             continue
         new = list(unresolved.filter(first_seen__gte=since).order_by("-last_seen")[:DIGEST_LIST])
@@ -126,11 +127,15 @@ def send_team_digests(*, not_before_hour: int = 0) -> int:
                 "team": team,
                 "day": day,
                 "open_count": open_count,
-                "capped": open_count >= 1000,
+                "capped": open_count >= DIGEST_COUNT_CAP,
                 "new": [(g, group_url(g)) for g in new],
-                "new_count": bounded_count(unresolved.filter(first_seen__gte=since)),
+                "new_count": bounded_count(
+                    unresolved.filter(first_seen__gte=since), DIGEST_COUNT_CAP
+                ),
                 "regressed": [(g, group_url(g)) for g in regressed],
-                "regressed_count": bounded_count(unresolved.filter(is_regression=True)),
+                "regressed_count": bounded_count(
+                    unresolved.filter(is_regression=True), DIGEST_COUNT_CAP
+                ),
                 "inbox_url": f"{getattr(settings, 'SYNCDESK_SITE_URL', '').rstrip('/')}{inbox}",
             },
         )

@@ -42,7 +42,15 @@ from exceptions_inbox.forms import (
     InboxFilterForm,
     fix_form_class,
 )
-from exceptions_inbox.listing import TABS, InboxScope, bounded_count, filtered, in_tab, scope_for
+from exceptions_inbox.listing import (
+    COUNT_CAP,
+    TABS,
+    InboxScope,
+    bounded_count,
+    filtered,
+    in_tab,
+    scope_for,
+)
 from exceptions_inbox.models import Activity, ExceptionGroup, Occurrence
 from exceptions_inbox.tables import GroupTable, OccurrenceTable
 from exceptions_inbox.tasks import send_assignment_notices
@@ -101,6 +109,7 @@ def _render_inbox(request: AuthenticatedHttpRequest, scope: InboxScope) -> HttpR
         "filters": filters,
         "tab": filters["tab"],
         "tabs": tabs,
+        "count_cap": COUNT_CAP,
         "table": table,
         "nav": "inbox",
         "bulk_form": BulkActionForm(members=_members(scope)),
@@ -170,6 +179,12 @@ def _render_group(
         payload_for=lambda occurrence: _payload_for(group, occurrence),
     )
     _paginate(request, occurrences)
+    if kind.render_occurrences is not None and occurrences.page:
+        page = [row.record for row in occurrences.page.object_list]
+        for occurrence in page:
+            occurrence.group = group
+        rendered = kind.render_occurrences(page) if page else {}
+        occurrences.payload_for = lambda o: rendered.get(o.pk) or {"payload": o.detail}
     can_change = scope.can_change(group)
     members = _members(scope).filter(memberships__workspace=group.workspace)
     legal = {action: group.state in LEGAL_FROM[action] for action in Action.values}
