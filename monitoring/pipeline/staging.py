@@ -651,6 +651,22 @@ def _set_status(order: Order, status: dict[str, Any]) -> None:
         order.financial = status["financial"]
 
 
+# A hold is released by the batch that stages what it waits for (`_release`), but that batch only
+# sees holds committed before its own update: a hold written by a concurrent transaction (the ERP
+# and the WMS flows stage in parallel) misses its release and would sleep until its deadline
+# (6 h by default). So a young hold looks again every HOLD_RECHECK until HOLD_RACE_WINDOW has
+# passed since the event arrived, then waits for its deadline (or a release) as before.
+HOLD_RECHECK = timedelta(seconds=20)
+HOLD_RACE_WINDOW = timedelta(minutes=10)
+
+
+def _next_look(event: SourceEvent, batch: Batch) -> datetime:
+    deadline = event.hold_deadline or batch.now
+    if batch.now - event.received_at < HOLD_RACE_WINDOW:
+        return min(deadline, batch.now + HOLD_RECHECK)
+    return deadline
+
+
 def _hold_orphan(event: SourceEvent, flow: Flow, batch: Batch, waits_for: str) -> None:
     """No order yet: wait (with a deadline), or open orphan_expired once it has passed."""
     if event.hold_deadline is None or event.hold != Hold.ORPHAN:
@@ -669,7 +685,7 @@ def _hold_orphan(event: SourceEvent, flow: Flow, batch: Batch, waits_for: str) -
         event.hold = Hold.ORPHAN
         raise Outcome(State.FAILED, f"Expired waiting for {waits_for}.", "orphan_expired")
     event.hold = Hold.ORPHAN
-    event.next_attempt_at = event.hold_deadline
+    event.next_attempt_at = _next_look(event, batch)
     raise Outcome(
         State.HELD, f"Waiting for {waits_for} (until {event.hold_deadline:%Y-%m-%d %H:%M} UTC)."
     )
@@ -744,7 +760,7 @@ def stage_dispatch(event: SourceEvent, flow: Flow, batch: Batch) -> None:
             # Held with the state written: the dispatch date counts, only the trigger waits.
             event.state = State.HELD
             event.hold = Hold.CARRIER_SCAN
-            event.next_attempt_at = event.hold_deadline
+            event.next_attempt_at = _next_look(event, batch)
             event.reason = (
                 "Waiting for the carrier's first scan "
                 f"(until {event.hold_deadline:%Y-%m-%d %H:%M} UTC)."
