@@ -22,6 +22,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -156,7 +157,7 @@ def fill(
         cursor.execute("ANALYZE monitoring_sourceevent")
 
 
-def median_ms(client: Client, url: str, **headers: str) -> tuple[float, int, float]:
+def median_ms(client: Client, url: str, **headers: Any) -> tuple[float, int, float]:
     for _ in range(3):
         assert client.get(url, **headers).status_code == 200, url
     times, sql = [], []
