@@ -19,10 +19,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
+from django.db import DatabaseError, transaction
 from django.db import connection as db_connection
-from django.db import transaction
 from django.db.models import F, Max, OuterRef, Q, Subquery
 from django.utils import timezone
 
@@ -203,15 +204,33 @@ def _settle_dependants(op: Operation, result: Result, link: str, now: datetime) 
     return ids
 
 
+def remember_contact_ids(customers: dict[int, int]) -> None:
+    """DotDigital's contact ids on the identity map, in a short transaction of their own (after
+    the outcomes committed) so it never holds customer rows that staging is updating. Only a
+    cache: on a clash it is left for the next delivery to fill in."""
+    if not customers:
+        return
+    try:
+        with transaction.atomic():
+            rows = list(
+                Customer.objects.filter(pk__in=customers)
+                .exclude(dotdigital_contact_id__gt="")
+                .order_by("pk")
+                .select_for_update(skip_locked=True)
+            )
+            for customer in rows:
+                customer.dotdigital_contact_id = str(customers[customer.pk])
+            Customer.objects.bulk_update(rows, ["dotdigital_contact_id"])
+    except DatabaseError as exc:
+        log.info("contact ids not remembered this time: %s", exc)
+
+
 def _after_delivery(ops: list[Operation], results: list[Result]) -> None:
-    """Remember DotDigital's contact ids and the list memberships now in place."""
+    """Remember DotDigital's contact ids (after commit) and the list memberships in place."""
     ids = {r.op_id: r.contact_id for r in results if r.contact_id}
-    customers = {op.customer_id: ids[op.pk] for op in ops if op.pk in ids and op.customer_id}
+    customers = {op.customer_id: int(ids[op.pk]) for op in ops if op.pk in ids and op.customer_id}
     if customers:
-        rows = list(Customer.objects.filter(pk__in=customers).exclude(dotdigital_contact_id__gt=""))
-        for customer in rows:
-            customer.dotdigital_contact_id = str(customers[customer.pk])
-        Customer.objects.bulk_update(rows, ["dotdigital_contact_id"])
+        transaction.on_commit(partial(remember_contact_ids, customers))
     memberships = []
     for op in ops:
         if op.kind not in ("list_add", "list_remove") or op.version != op.sent_version:
@@ -512,6 +531,12 @@ def retry_delivery(occurrences: Sequence[Any]) -> None:
     destinations = set(qs.values_list("flow__destination_id", flat=True))
     lanes = set(qs.values_list("lane", flat=True))
     qs.update(state=SourceEvent.State.READY, lease_owner="", lease_until=None, reason="")
+    # Today's DotDigital too: its data field types and collection schemas are read again.
+    from monitoring.outbox import DestinationCache
+
+    DestinationCache.objects.filter(destination_id__in=destinations).exclude(
+        name__in=("suppressions_cursor", "lists")
+    ).delete()
     from monitoring.delivery_tasks import wake_delivery
 
     for destination_id in destinations:

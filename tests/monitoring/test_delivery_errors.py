@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from exceptions_inbox.actions import apply_action
 from exceptions_inbox.models import ExceptionGroup, Occurrence
 from monitoring.models import SourceEvent
 from monitoring.outbox import Operation
@@ -17,6 +18,12 @@ from tests.monitoring.delivery_support import Engine
 from tests.monitoring.test_delivery import order_created
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def world_admin(engine: Engine):
+    from tests.factories import make_member
+
+    return make_member(engine.workspace, "fixer", role="admin", teams=["admins"])
 
 
 def test_a_401_pauses_the_connection_with_one_alert_and_a_successful_test_resumes_without_loss(
@@ -93,6 +100,17 @@ def test_a_value_that_does_not_fit_its_data_field_opens_schema_mismatch_before_s
     assert event.state == "failed" and event.failed_kind == "schema_mismatch"
     assert "LTV is a Date data field" in Occurrence.objects.get().message
     assert engine.contact("max@example.com") is None  # nothing was sent
+
+    # Someone puts the field right in DotDigital and retries the group from the inbox.
+    engine.sandbox.plant(data_fields=[{"name": "LTV", "type": "Numeric"}])
+    group = Occurrence.objects.get().group
+    apply_action(group, "retry", world_admin(engine))
+    engine.pump()
+
+    assert SourceEvent.objects.get().state == "delivered"
+    assert engine.contact("max@example.com")["dataFields"]["LTV"] == 10
+    group.refresh_from_db()
+    assert group.state == "resolved"
 
 
 def test_an_insight_record_that_breaks_the_collections_locked_schema_is_caught_before_sending(
