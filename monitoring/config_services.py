@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -187,6 +188,7 @@ def dry_run(
                         "record_key": op.record_key,
                         "collection": op.collection,
                         "payload": op.payload,
+                        "payload_json": json.dumps(op.payload, indent=2, sort_keys=True),
                         "merged": op.version > 1,
                     }
                 )
