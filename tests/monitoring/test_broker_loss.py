@@ -61,11 +61,13 @@ def test_rows_leased_by_a_worker_killed_mid_batch_are_staged_once_the_lease_expi
     assert set(SourceEvent.objects.values_list("state", flat=True)) == {"ready"}
 
 
-def test_a_held_event_is_due_again_at_its_deadline_without_any_message(erp, wms):
+def test_a_held_event_is_due_again_by_its_deadline_without_any_message(erp, wms):
     wms.post(wms.dispatch("SO-1"))
     stage()
     held = SourceEvent.objects.get()
-    assert held.state == "held" and held.next_attempt_at == held.hold_deadline
+    # A young hold looks again soon (a concurrent release may have missed it), never later than
+    # its deadline.
+    assert held.state == "held" and held.next_attempt_at <= held.hold_deadline
     assert not SourceEvent.objects.due_for_staging().exists()
-    with time_machine.travel(held.hold_deadline + timedelta(seconds=1)):
+    with time_machine.travel(held.next_attempt_at + timedelta(seconds=1)):
         assert SourceEvent.objects.due_for_staging().exists()
