@@ -113,6 +113,10 @@ class Faults:
     bad_total: float = 0.0  # a grand total that does not add up (off by 1.00)
 
     @classmethod
+    def none(cls) -> Faults:
+        return cls()
+
+    @classmethod
     def demo(cls) -> Faults:
         return cls(
             guest_duplicate=0.05,
@@ -160,6 +164,9 @@ class Generator:
         False  # occurred_at = the real time of generation (the demo), else a simulated clock
     )
     erp: tuple[str, str] = ("demo-erp", "erp-main")
+    # Direct program enrolments configured in Syncdesk: event type → program id. The truth then
+    # expects each contact of such an event enrolled in that program exactly once.
+    enrol_on: dict[str, int] = field(default_factory=dict)
     wms: tuple[str, str] = ("demo-wms", "wh-1")
 
     def __post_init__(self) -> None:
@@ -225,6 +232,8 @@ class Generator:
             out.extend(action())
         out = out[:count]
         self.truth.events += len(out)
+        for event in out:
+            self._enrol(event)
         delivered: list[dict[str, Any]] = []
         for event in out:
             delivered.append(event)
@@ -237,6 +246,13 @@ class Generator:
                     delivered[i], delivered[i + 1] = delivered[i + 1], delivered[i]
         self.truth.deliveries += len(delivered)
         return delivered
+
+    def _enrol(self, event: dict[str, Any]) -> None:
+        program = self.enrol_on.get(event["event_type"])
+        email = (event.get("identity") or {}).get("email_raw")
+        if program is None or not email or event["source_event_id"] in self.truth.blocked:
+            return
+        self.truth.enrolments.setdefault(program, set()).add(normalise_email(email))
 
     def batches(self, total: int, size: int = 100) -> Iterator[list[dict[str, Any]]]:
         sent = 0
@@ -445,9 +461,6 @@ class Generator:
                 skus=[ln["sku"] for ln in lines],
             )
         )
-        if not guest:
-            contact = self.truth.contact(person.email)
-            contact.first_name, contact.last_name = person.first_name, person.last_name
         return [event]
 
     def _order_status(self) -> list[dict[str, Any]]:
@@ -482,6 +495,7 @@ class Generator:
         order.dispatched = True
         self._in_transit.append(order)
         self.truth.orders[order.number].dispatched = True
+        self.truth.orders[order.number].dispatched_at = self.clock
         tracking = f"TT{self.rng.randint(10**9, 10**10 - 1)}GB"
         return [
             self._event(
@@ -653,7 +667,9 @@ class Generator:
     def _consent(self) -> list[dict[str, Any]]:
         person = self.rng.choice(self._people)
         status = self.rng.choice(["subscribed", "subscribed", "unsubscribed"])
-        self.truth.contact(person.email).subscribed = status == "subscribed"
+        contact = self.truth.contact(person.email)
+        contact.subscribed = status == "subscribed"
+        contact.consents.append(contact.subscribed)
         self._seq += 1
         return [
             self._event(

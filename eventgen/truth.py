@@ -6,7 +6,12 @@ Rules, stated here so a reader can check them against design.md:
   in the workspace currency; LAST_ORDER_DATE is the latest placed_at;
 - an order blocked by a business fault (bad total, unknown SKU, no email) is not in DotDigital, and
   its later events are not generated;
-- REFUNDED is true for an order with any refund.
+- REFUNDED is true for an order with any refund;
+- FIRSTNAME/LASTNAME come from customer records (``customer.upserted``) only: an order names no one;
+- a contact's email channel: ``consents`` lists its ``consent.changed`` statuses in order (True =
+  subscribed); ``subscribed`` is the last of them;
+- direct program enrolments: with ``Generator(enrol_on={event_type: program_id})`` every contact
+  of such an event is enrolled in that program once (``enrolments``: program id → emails).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class ContactTruth:
     ltv: Decimal = Decimal("0.00")
     last_order_date: datetime | None = None
     subscribed: bool | None = None  # None: never changed by a consent event
+    consents: list[bool] = field(default_factory=list)  # every consent change, in order
 
 
 @dataclass
@@ -41,6 +47,7 @@ class OrderTruth:
     grand_total: Decimal
     refunded: Decimal = Decimal("0.00")
     dispatched: bool = False
+    dispatched_at: datetime | None = None
     delivered: bool = False
     skus: list[str] = field(default_factory=list)
 
@@ -56,6 +63,7 @@ class Truth:
     orders: dict[str, OrderTruth] = field(default_factory=dict)
     blocked: dict[str, str] = field(default_factory=dict)  # source_event_id → exception kind
     saleable: dict[str, int] = field(default_factory=dict)  # sku → saleable units (all locations)
+    enrolments: dict[int, set[str]] = field(default_factory=dict)  # program id → emails
     events: int = 0  # distinct events generated (duplicates not counted)
     deliveries: int = 0  # webhook deliveries, duplicates included
 
