@@ -245,7 +245,8 @@ CELERY_BEAT_SCHEDULE["engine-sweep"] = {
 }
 # Monitoring: flow health against the alert rules every minute (and each flow's jobs registered).
 CELERY_BEAT_SCHEDULE["watch-check-flows"] = {"task": "monitoring.check_flows", "schedule": 60.0, "options": {"queue": "bulk", "expires": 55}}  # fmt: skip
-ALERT_WEBHOOK_URL = env_str("ALERT_WEBHOOK_URL", "")  # Slack-compatible default for alert notices
+# Slack-compatible default for alert notices. Such URLs carry their own secret: a secret here.
+ALERT_WEBHOOK_URL = env_secret("ALERT_WEBHOOK_URL") or ""
 # The inbox: snoozes that are due and assignment mails every minute; team digests (once a day each).
 CELERY_BEAT_SCHEDULE.update({f"inbox-{t}": {"task": f"exceptions_inbox.{t}", "schedule": s} for t, s in (("wake_snoozed_groups", 60.0), ("send_assignment_notices", 60.0), ("send_team_digests", 900.0))})  # fmt: skip
 # Delivery (engine part 2): each lane's runner on its own queue; the sweeper wakes what is due.
@@ -272,3 +273,10 @@ CELERY_BEAT_SCHEDULE["retention-sweep"] = {
     "schedule": 3600.0,
     "options": {"queue": "bulk", "expires": 3000},
 }
+
+# Links in mail (assignments, digests) are absolute only when the site's URL is known.
+SYNCDESK_SITE_URL = env_str("SYNCDESK_SITE_URL", "")
+# Each team's daily inbox digest goes out at this hour in the workspace's time zone.
+INBOX_DIGEST_HOUR = env_int("INBOX_DIGEST_HOUR", 7, minimum=0)
+if INBOX_DIGEST_HOUR > 23:
+    raise ImproperlyConfigured("INBOX_DIGEST_HOUR must be an hour, 0 to 23")
