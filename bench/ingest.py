@@ -104,7 +104,14 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=1_000, help="events posted one per request")
     parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
+    parser.add_argument(
+        "--stage-seconds",
+        type=float,
+        default=None,
+        help="stop staging after the batch that passes this many seconds (default: stage all)",
+    )
     args = parser.parse_args()
+    load_before = os.getloadavg()
 
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         print("note: DATABASE_URL is not PostgreSQL; the target is measured on PostgreSQL")
@@ -175,12 +182,18 @@ def main() -> None:
 
     total = SourceEvent.objects.filter(workspace=workspace, state="received").count()
     started = time.perf_counter()
-    staged = run_staging(flow_id=flow.pk)
+    staged = run_staging(flow_id=flow.pk, time_budget=args.stage_seconds)
     staging_seconds = time.perf_counter() - started
     ready = SourceEvent.objects.filter(workspace=workspace, state="ready").count()
 
+    load_after = os.getloadavg()
     print(
         f"database: {connection.vendor}; cores: {os.cpu_count()}; gunicorn workers: {args.workers}; clients: {args.clients}"
+    )
+    print(
+        "load average (1, 5, 15 min): before {:.2f} {:.2f} {:.2f}; after {:.2f} {:.2f} {:.2f}".format(
+            *load_before, *load_after
+        )
     )
     print(
         f"accepted, batches of 100: {accepted} events in {seconds:.2f} s = {accepted / seconds:,.0f} events/s"

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -40,6 +41,191 @@ ORDER_CHILDREN = {"shipment.dispatched", "refund.issued", "return.received"}
 
 def max_body_bytes() -> int:
     return int(getattr(settings, "SYNCDESK_WEBHOOK_MAX_BYTES", MAX_BODY_BYTES))
+
+
+Check = Callable[[Any], bool]
+_ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description", "examples", "default"}
+_TYPES: dict[str, Check] = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "integer": lambda v: (
+        (isinstance(v, int) and not isinstance(v, bool))
+        or (isinstance(v, float) and v.is_integer())
+    ),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+}
+
+
+class _Unsupported(Exception):
+    """A keyword the fast check does not know: the event type keeps jsonschema's is_valid."""
+
+
+def _always(value: Any) -> bool:
+    return True
+
+
+def _one_of_types(kinds: list[Check]) -> Check:
+    def check(v: Any) -> bool:
+        return any(k(v) for k in kinds)
+
+    return check
+
+
+def _member(members: frozenset[str]) -> Check:
+    def check(v: Any) -> bool:
+        return isinstance(v, str) and v in members
+
+    return check
+
+
+def _required(names: list[str]) -> Check:
+    def check(v: Any) -> bool:
+        return not isinstance(v, dict) or all(k in v for k in names)
+
+    return check
+
+
+def _properties(props: list[tuple[str, Check]]) -> Check:
+    def check(v: Any) -> bool:
+        return not isinstance(v, dict) or all(c(v[k]) for k, c in props if k in v)
+
+    return check
+
+
+def _items(item: Check) -> Check:
+    def check(v: Any) -> bool:
+        return not isinstance(v, list) or all(item(x) for x in v)
+
+    return check
+
+
+def _all(checks: list[Check]) -> Check:
+    def check(v: Any) -> bool:
+        return all(c(v) for c in checks)
+
+    return check
+
+
+def _any(checks: list[Check]) -> Check:
+    def check(v: Any) -> bool:
+        return any(c(v) for c in checks)
+
+    return check
+
+
+def _if_then(condition: Check, then: Check) -> Check:
+    def check(v: Any) -> bool:
+        return not condition(v) or then(v)
+
+    return check
+
+
+def _length(low: int | None, high: int | None) -> Check:
+    def check(v: Any) -> bool:
+        if not isinstance(v, str):
+            return True
+        return (low is None or len(v) >= low) and (high is None or len(v) <= high)
+
+    return check
+
+
+def _pattern(search: Callable[[str], Any]) -> Check:
+    def check(v: Any) -> bool:
+        return not isinstance(v, str) or search(v) is not None
+
+    return check
+
+
+def _ref(name: str, cache: dict[str, Check]) -> Check:
+    def check(v: Any) -> bool:
+        return cache[name](v)
+
+    return check
+
+
+def _compile(node: Any, defs: dict[str, Any], cache: dict[str, Check]) -> Check:
+    """A predicate equal to jsonschema's `is_valid` for the keywords the canonical schema uses
+    (type, const and enum of strings, required, properties, items, allOf, anyOf, if/then,
+    minLength, maxLength, pattern and local $refs); anything else raises _Unsupported. Only the
+    answer "valid" is trusted: on False the full validator runs and reports the errors."""
+    if node is True or node == {}:
+        return _always
+    if not isinstance(node, dict):
+        raise _Unsupported(repr(node))
+    checks: list[Check] = []
+    for keyword, value in node.items():
+        if keyword in _ANNOTATIONS or keyword == "then":  # "then" goes with its "if"
+            continue
+        if keyword == "type":
+            names = [value] if isinstance(value, str) else list(value)
+            checks.append(_one_of_types([_TYPES[n] for n in names]))
+        elif keyword in ("const", "enum"):
+            allowed = [value] if keyword == "const" else list(value)
+            if not all(isinstance(a, str) for a in allowed):
+                raise _Unsupported(keyword)
+            checks.append(_member(frozenset(allowed)))
+        elif keyword == "required":
+            checks.append(_required(list(value)))
+        elif keyword == "properties":
+            checks.append(
+                _properties([(name, _compile(sub, defs, cache)) for name, sub in value.items()])
+            )
+        elif keyword == "items":
+            checks.append(_items(_compile(value, defs, cache)))
+        elif keyword in ("allOf", "anyOf"):
+            subs = [_compile(sub, defs, cache) for sub in value]
+            checks.append(_all(subs) if keyword == "allOf" else _any(subs))
+        elif keyword == "if":
+            if "else" in node:
+                raise _Unsupported("else")
+            condition = _compile(value, defs, cache)
+            checks.append(_if_then(condition, _compile(node.get("then", True), defs, cache)))
+        elif keyword == "minLength":
+            checks.append(_length(int(value), None))
+        elif keyword == "maxLength":
+            checks.append(_length(None, int(value)))
+        elif keyword == "pattern":
+            checks.append(_pattern(re.compile(value).search))
+        elif keyword == "$ref":
+            if not value.startswith("#/$defs/") or "/" in value[8:]:
+                raise _Unsupported(value)
+            name = value[8:]
+            if name not in cache:
+                cache[name] = _always  # a placeholder while a recursive ref compiles
+                cache[name] = _compile(defs[name], defs, cache)
+            checks.append(_ref(name, cache))
+        else:
+            raise _Unsupported(keyword)
+    if not checks:
+        return _always
+    return checks[0] if len(checks) == 1 else _all(checks)
+
+
+@lru_cache(maxsize=1)
+def _fast_checks() -> dict[str, Check]:
+    """The compiled predicate of each event type's validator (absent when it has a keyword the
+    compiler does not know)."""
+    checks: dict[str, Check] = {}
+    for event_type, validator in _validators().items():
+        schema = validator.schema
+        try:
+            checks[event_type] = _compile(schema, schema.get("$defs") or {}, {})
+        except (_Unsupported, KeyError, TypeError, re.error):
+            log.warning("no fast check for %r events: jsonschema validates them", event_type)
+    return checks
+
+
+def _is_valid(event: Any) -> bool:
+    validators = _validators()
+    event_type = event.get("event_type") if isinstance(event, dict) else None
+    key = event_type if isinstance(event_type, str) and event_type in validators else ""
+    check = _fast_checks().get(key)
+    if check is not None:
+        return check(event)
+    return bool(validators[key].is_valid(event))
 
 
 @lru_cache(maxsize=1)
@@ -74,6 +260,13 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
 
 
+def _storable_text(text: str) -> bool:
+    """No NUL and no lone surrogate (ASCII without NUL, the common case, is decided at once)."""
+    if text.isascii():
+        return "\x00" not in text
+    return _printable(text) == text
+
+
 def _unstorable(event: Any) -> list[dict[str, str]]:
     """What the schema allows but no database stores: strings (keys too) with NUL or a lone
     surrogate, NaN and infinities, nesting deeper than MAX_DEPTH. Found by the webhook fuzzer
@@ -93,13 +286,13 @@ def _unstorable(event: Any) -> list[dict[str, str]]:
             items = ()
             if isinstance(value, float) and not math.isfinite(value):
                 errors.append({"path": _printable(path), "message": "not a finite number"})
-            elif isinstance(value, str) and _printable(value) != value:
+            elif isinstance(value, str) and not _storable_text(value):
                 errors.append(
                     {"path": _printable(path), "message": "contains NUL or a lone surrogate"}
                 )
         for key, inner in items:
             name = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and _printable(key) != key:
+            if isinstance(key, str) and not _storable_text(key):
                 errors.append(
                     {"path": _printable(name), "message": "key contains NUL or a lone surrogate"}
                 )
@@ -127,9 +320,9 @@ def validate_event(event: Any) -> list[dict[str, str]]:
         value = event.get(name) if isinstance(event, dict) else None
         if isinstance(value, str) and utc_time(value) is None:
             errors.append({"path": name, "message": "is not a valid date-time"})
-    validator = _validator(event)
-    if not errors and validator.is_valid(event):
+    if not errors and _is_valid(event):
         return []
+    validator = _validator(event)
     for error in validator.iter_errors(event):
         path = ".".join(str(p) for p in error.absolute_path)
         if error.validator == "required" and isinstance(error.instance, dict):
