@@ -1273,6 +1273,12 @@ def recompute_aggregates(customer_ids: Iterable[int], now: datetime | None = Non
         pk: {"n": 0, "ltv": Decimal(0), "last": None, "dispatch": None, "refunded": False}
         for pk in ids
     }
+    # Lock the customers (in pk order) before reading their orders: two batches touching one
+    # customer (an order and a refund, an ERP and a WMS event) stage in parallel, and each would
+    # otherwise write aggregates summed from a snapshot missing the other's uncommitted orders —
+    # the last commit wins with a stale LTV (found by bench/chaos.py). With the lock the second
+    # batch waits, and its order query (a new snapshot under READ COMMITTED) sees the first's.
+    customers = list(Customer.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
     rows = Order.objects.filter(customer_id__in=ids).values_list(
         "customer_id",
         "has_body",
@@ -1294,7 +1300,6 @@ def recompute_aggregates(customer_ids: Iterable[int], now: datetime | None = Non
         if placed and (agg["last"] is None or placed > agg["last"]):
             agg["last"] = placed
             latest[customer_id] = refunded
-    customers = list(Customer.objects.filter(pk__in=ids))
     for customer in customers:
         agg = sums[customer.pk]
         customer.order_count = agg["n"]
