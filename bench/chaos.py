@@ -99,6 +99,7 @@ class ChaosConfig:
         default_factory=lambda: {"connect": 2.0, "single": 2.0, "read": 4.0, "bulk": 4.0}
     )
     drain_timeout: float = 900.0
+    faults_in_drain: float = 120.0  # the sandbox's faults stay on this long into the drain at most
     post_rate: float | None = None  # events a second (None: as fast as the webhook answers)
     workdir: Path | None = None
     keep: bool = False
@@ -686,14 +687,12 @@ def _compare_enrolments(
 
 
 def faulted_enrolment_calls(reader: DotDigitalReader) -> int:
-    """Enrolment calls the sandbox answered with an injected fault (5xx, dropped, or a hang the
-    client gave up on): their outcome is unknown to Syncdesk, which does not retry them."""
+    """Enrolment calls the sandbox answered with a 5xx or dropped: their outcome is unknown to
+    Syncdesk, which by design does not retry them. (A hang is applied before it hangs, so its
+    enrolment is there; a 429 was refused, so a missing enrolment after one is lost.)"""
     n = 0
     for call in reader.calls("/v2/programs/enrolments"):
-        if call["method"] != "POST":
-            continue
-        note = call.get("note") or {}
-        if call["status"] >= 500 or call["status"] == 0 or note.get("fault") or note.get("faults"):
+        if call["method"] == "POST" and (call["status"] >= 500 or call["status"] == 0):
             n += 1
     return n
 
@@ -795,6 +794,29 @@ def sandbox_faults(timeouts: dict[str, float], seed: int, storm: int = 0) -> dic
     }
 
 
+def _generate(
+    config: ChaosConfig,
+) -> tuple[Generator, list[dict[str, Any]], list[list[dict[str, Any]]]]:
+    """The stream, ending ten minutes ago (the recent past, so "Dispatched today" has members and
+    no event comes from the future): generated once to measure its span, then again shifted."""
+
+    def make(start: datetime) -> tuple[Generator, list[dict[str, Any]], list[list[dict[str, Any]]]]:
+        gen = Generator(
+            seed=config.seed,
+            customers=config.customers,
+            faults=Faults(duplicate=0.05, reorder=0.10, guest_duplicate=0.05),
+            start=start,
+            enrol_on={ENROL_ON: PROGRAM_ID},
+        )
+        catalogue = gen.catalogue_events()
+        return gen, catalogue, list(gen.batches(config.events, config.batch))
+
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
+    gen, _, _ = make(start)
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    return make(start - (gen.clock - end))
+
+
 def run(config: ChaosConfig) -> ChaosResult:
     log = config.log
     if subprocess.run(["which", "redis-server"], capture_output=True).returncode != 0:
@@ -886,17 +908,7 @@ def run(config: ChaosConfig) -> ChaosResult:
             ],
         }
     )
-    gen = Generator(
-        seed=config.seed,
-        customers=config.customers,
-        faults=Faults(duplicate=0.05, reorder=0.10, guest_duplicate=0.05),
-        # Events of the recent past, so "Dispatched today" has members: ~10.5 s apart on average.
-        start=datetime.now(UTC).replace(microsecond=0)
-        - timedelta(seconds=config.events * 11 + 3600),
-        enrol_on={ENROL_ON: PROGRAM_ID},
-    )
-    catalogue = gen.catalogue_events()
-    batches = list(gen.batches(config.events, config.batch))
+    gen, catalogue, batches = _generate(config)
     dropped: dict[str, Any] | None = None
     if config.self_check:
         dropped = _consent_only_event(batches)
@@ -1080,33 +1092,32 @@ def _act(
         state = requests.get(sandbox + "/_sandbox/faults", timeout=10).json()
         for key, value in (state.get("injected") or {}).items():
             _injected_before_restart[key] = _injected_before_restart.get(key, 0) + value
+        storm_left = int((state.get("config") or {}).get("rate_limit_burst", 0))
         stack.kill("sandbox")
         time.sleep(1.0)
         stack.start("sandbox")
         wait_for(lambda: requests.get(sandbox + "/_sandbox/health", timeout=2).ok, 30, "sandbox")
         requests.post(
             sandbox + "/_sandbox/faults",
-            json=sandbox_faults(config.timeouts, config.seed + 1),
+            json=sandbox_faults(config.timeouts, config.seed + 1, storm=storm_left),
             timeout=10,
-        )
+        ).raise_for_status()
         what = f"{at} SIGKILLed the DotDigital sandbox, restarted it (state kept, faults set again)"
     elif action == "429 storm":
         state = requests.get(sandbox + "/_sandbox/faults", timeout=10).json()
         for key, value in (state.get("injected") or {}).items():
             _injected_before_restart[key] = _injected_before_restart.get(key, 0) + value
+        storm_left = int((state.get("config") or {}).get("rate_limit_burst", 0))
         requests.post(
             sandbox + "/_sandbox/faults",
-            json=sandbox_faults(config.timeouts, config.seed + 2, storm=20),
+            json=sandbox_faults(config.timeouts, config.seed + 2, storm=storm_left + 20),
             timeout=10,
-        )
+        ).raise_for_status()
         what = f"{at} 429 storm (the next 20 calls)"
     else:
         raise ValueError(action)
     log(f"chaos: {what}")
     return what
-
-
-FAULTS_IN_DRAIN = 120.0
 
 
 def _drain(
@@ -1118,7 +1129,7 @@ def _drain(
     clear_faults: Callable[[], None] | None,
 ) -> float:
     """Wait (bounded) until every event is settled, no write is open and no enrolment pends.
-    The sandbox's faults stay on until the events first settle (or for `FAULTS_IN_DRAIN` s), then
+    The sandbox's faults stay on until the events first settle (or `faults_in_drain` s), then
     the retries drain. Beat sends the enrolment task every 200 s; the harness sends it every 15 s
     once the events have settled."""
     deadline = posted_at + config.drain_timeout
@@ -1143,7 +1154,7 @@ def _drain(
         )
         held = int(stats["counts"].get("held", 0))  # no true orphan in this stream
         if clear_faults is not None and (
-            stats["in_progress"] == 0 or time.monotonic() - posted_at > FAULTS_IN_DRAIN
+            stats["in_progress"] == 0 or time.monotonic() - posted_at > config.faults_in_drain
         ):
             clear_faults()
             clear_faults = None

@@ -44,6 +44,7 @@ def test_a_thousand_events_under_chaos_arrive_once_and_exactly(tmp_path: object)
         customers=400,
         database=f"chaos_ci_{os.getpid()}",
         post_rate=30.0,
+        faults_in_drain=45.0,
         drain_timeout=420.0,
     )
     result = run(config)
