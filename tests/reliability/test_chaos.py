@@ -31,13 +31,6 @@ def _config(**overrides: object) -> ChaosConfig:
     return ChaosConfig(pg=pg, log=lambda line: None, **overrides)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open engine bug (issue 12): under chaos a contact's aggregates (ORDER_COUNT, LTV, "
-    "LAST_ORDER_DATE) were left one order behind in DotDigital (6 of 3,565 values, 0 lost, "
-    "0 duplicated, audit passing) in a CI-equivalent run on 2026-11-22; b2c2665 locks customers "
-    "before recomputing aggregates and may fix it, not yet verified under chaos",
-)
 def test_a_thousand_events_under_chaos_arrive_once_and_exactly(tmp_path: object) -> None:
     config = _config(
         events=1000,
