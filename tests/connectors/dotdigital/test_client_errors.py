@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import traceback
+from datetime import datetime
 
 import pytest
 import requests
@@ -47,7 +48,13 @@ def test_a_429_blocks_the_tier_until_its_reset_and_the_client_waits_exactly_that
     make_client, sandbox
 ):
     sandbox.set_profile(base="fast", tier_limits={"single": 3})
+    # Start at the top of a rate window (the sandbox's clock is virtual), so that a loaded machine
+    # cannot cross into the next window between filling the tier and the client's call.
+    now = datetime.fromisoformat(sandbox.state()["now"].replace("Z", "+00:00")).timestamp()
+    ahead = 60 - now % 60 + 0.5
+    sandbox.advance_clock(ahead)
     clock = FakeClock(sandbox)
+    clock.now = now + ahead  # the client's clock reads the sandbox's time
     client = make_client(clock=clock, max_wait=120.0)
     other = requests.Session()  # another integration spending the same account's calls
     other.auth = sandbox.auth
