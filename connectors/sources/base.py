@@ -7,10 +7,12 @@ and stores them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any, ClassVar
+from urllib.parse import parse_qs
 
 from connectors.models import Connection
 
@@ -37,6 +39,14 @@ class WebhookRequestData:
     body: bytes
     content_type: str
     headers: Mapping[str, str]
+    #: the URL's query string as sent (`callback=despatched`): some sources (Mintsoft's per-order
+    #: callback URLs) say what happened only there
+    query_string: str = ""
+
+    @cached_property
+    def query(self) -> dict[str, list[str]]:
+        """The query string parsed: name → its values, in order."""
+        return parse_qs(self.query_string, keep_blank_values=True)
 
 
 @dataclass
@@ -68,6 +78,83 @@ class Page:
     events: list[Event]
     cursor: str
     reached_present: bool = False
+    #: what the operators should hear about although no event failed (an unknown status, a record
+    #: skipped): `{"code", "message", "subject"}`; the engine files each in the inbox
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+
+class Fetched(list[Event]):
+    """What `SourceAdapter.fetch` returns: the events, and `warnings` as a `Page` has them."""
+
+    def __init__(self, events: Iterable[Event] = (), warnings: Iterable[dict[str, str]] = ()):
+        super().__init__(events)
+        self.warnings: list[dict[str, str]] = list(warnings)
+
+
+def warning(code: str, message: str, subject: str = "") -> dict[str, str]:
+    """One warning for the operators. The inbox groups by code and message (so keep record ids
+    out of the message) and counts an occurrence per subject (e.g. the order number)."""
+    return {"code": code, "message": message, "subject": subject}
+
+
+#: data signal → (warning code, message); `unknown_status` is the code every adapter uses
+SIGNALS = {
+    "unmapped_status": (
+        "unknown_status",
+        "{system} status {status} is not in the connection's status map: orders in it keep "
+        "their status until it is mapped.",
+    ),
+    "source_error": (
+        "source_error",
+        "{system} put orders in status {status}: they failed to import or process there "
+        "(Syncdesk leaves their status unchanged).",
+    ),
+}
+
+
+def signal_warnings(events: Iterable[Event]) -> list[dict[str, str]]:
+    """The warnings the events' data signals (`data.signal`: an unmapped status, an error status
+    at the source) ask for, one per event."""
+    found = []
+    for event in events:
+        data = event.get("data") if isinstance(event, Mapping) else None
+        if not isinstance(data, Mapping) or not data.get("signal"):
+            continue
+        signal = data["signal"]
+        source = event.get("source") or {}
+        code, template = SIGNALS.get(
+            str(signal),
+            (str(signal), "{system} sent a record Syncdesk could not apply ({signal})."),
+        )
+        status = data.get("source_status_raw") or ""
+        message = template.format(
+            system=str(source.get("system") or "The source").capitalize(),
+            status=status or "(none)",
+            signal=signal,
+        )
+        subject = str(
+            data.get("order_number") or (event.get("entity") or {}).get("source_id") or ""
+        )
+        found.append(warning(code, message, subject))
+    return found
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """A request a source sent to its webhook once, replayed by `make demo` (monitoring/demo.py)."""
+
+    body: bytes
+    query_string: str = ""
+    content_type: str = "application/json"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    label: str = ""
+
+
+#: A recorded source API for `make demo`: (method, path, query, headers) → (status, JSON body,
+#: headers to answer with).
+RecordedApi = Callable[
+    [str, str, Mapping[str, str], Mapping[str, str]], tuple[int, Any, Mapping[str, str]]
+]
 
 
 class SourceAdapter:
@@ -84,7 +171,8 @@ class SourceAdapter:
         raise NotSupported("webhooks")
 
     def fetch(self, connection: Connection, notification: Mapping[str, Any]) -> list[Event]:
-        """GET the records a notification names and return them as canonical events."""
+        """GET the records a notification names and return them as canonical events (a
+        `Fetched` to carry warnings for the operators too)."""
         raise NotSupported("fetching notified records")
 
     def poll(self, connection: Connection, cursor: str) -> Page:

@@ -14,6 +14,50 @@ from connectors.sources.base import ItemError, SourceAdapter, WebhookItems, Webh
 from connectors.sources.registry import register
 
 JSON_TYPES = ("application/json", "application/cloudevents-batch+json")
+# A body whose arrays and objects nest deeper than this is refused whole as malformed. Without a
+# fixed limit, whether a deep body parses at all would depend on how deep the parser's own call
+# stack happens to be (json's C scanner counts against Python's recursion limit), so one body
+# could be refused on one path and taken on another. Well under the recursion limit, so anything
+# within it parses on every path; each event is then held to the schema's own, much lower limit
+# (64 levels: ingest's validation answers a deeper *event* invalid, field by field).
+MAX_JSON_DEPTH = 512
+
+
+def nesting_depth(document: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deep arrays and objects nest in `document` (a scalar is 0), counted without recursion;
+    stops counting once past `limit`."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def load_json(body: bytes) -> Any:
+    """The JSON document of a webhook body; ValueError (with a message for the sender) when it is
+    not JSON or nests deeper than MAX_JSON_DEPTH."""
+    too_deep = f"Not JSON we accept: arrays and objects nest deeper than {MAX_JSON_DEPTH} levels"
+    try:
+        document = json.loads(body)
+    except RecursionError:
+        raise ValueError(too_deep) from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"Not JSON: {exc}") from exc
+    except ValueError as exc:
+        raise ValueError(f"Not JSON: {exc}") from exc
+    if nesting_depth(document) > MAX_JSON_DEPTH:
+        raise ValueError(too_deep)
+    return document
 
 
 def _flag(value: Any) -> bool:
@@ -41,9 +85,9 @@ class CanonicalAdapter(SourceAdapter):
             )
             return items
         try:
-            document = json.loads(request.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            items.errors.append(ItemError(None, [{"path": "", "message": f"Not JSON: {exc}"}]))
+            document = load_json(request.body)
+        except ValueError as exc:
+            items.errors.append(ItemError(None, [{"path": "", "message": str(exc)}]))
             return items
         if isinstance(document, dict) and "events" in document:
             items.backfill = items.backfill or _flag(document.get("backfill"))

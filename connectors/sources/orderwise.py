@@ -225,6 +225,8 @@ class Mapper:
     options: Mapping[str, Any]
     zone: ZoneInfo
     warnings: list[dict[str, str]] = field(default_factory=list)
+    #: the window's start (the stream's last mark less the look-back); None on a first round
+    since: datetime | None = None
 
     def warn(self, code: str, message: str, subject: str) -> None:
         self.warnings.append({"code": code, "message": message, "subject": subject})
@@ -342,34 +344,46 @@ class Mapper:
             links = {"order_key": order_key, "order_number": number, "channel_order_ref": ref}
             identity = self.identity(head)
             status = self.status(head.get("os_description"), number)
+            # Gross throughout (tax-inclusive): the gross columns add up by themselves, whichever
+            # way OrderWise splits VAT between the lines and the delivery charge.
             lines = []
+            gross_sum: Decimal | None = Decimal(0)
             for row in lines_rows:
                 if row.get("ol_id") is None and row.get("vad_variant_code") is None:
                     continue
                 sku_raw = row.get("vad_variant_code")
+                quantity = _quantity(row.get("ol_quantity"))
                 line = {
                     "line_key": _clean(row.get("ol_id")),
                     "sku": _clean(sku_raw) or None,
                     "sku_raw": sku_raw,
                     "name": row.get("vad_description"),
-                    "quantity": _quantity(row.get("ol_quantity")),
+                    "quantity": quantity,
                 }
-                for name, column in (
-                    ("unit_price", "ol_unit_price"),
-                    ("line_subtotal", "ol_net"),
-                    ("line_tax", "ol_tax"),
-                    ("line_total", "ol_gross"),
+                gross = _decimal(row.get("ol_gross"))
+                count = _decimal(quantity)
+                unit = row.get("ol_unit_price")
+                if gross is not None and count:
+                    unit = gross / count
+                for name, value in (
+                    ("unit_price", unit),
+                    ("line_subtotal", gross),
+                    ("line_tax", row.get("ol_tax")),
+                    ("line_total", gross),
                 ):
-                    value = money(row.get(column), currency)
-                    if value is not None:
-                        line[name] = value
+                    amount = money(value, currency)
+                    if amount is not None:
+                        line[name] = amount
+                gross_sum = (
+                    gross_sum + gross if gross is not None and gross_sum is not None else None
+                )
                 lines.append(line)
             totals = {
-                "subtotal": money(head.get("oh_net"), currency),
+                "subtotal": money(gross_sum, currency) if lines else None,
                 "shipping": money(head.get("oh_delivery_gross"), currency),
                 "tax": money(head.get("oh_tax"), currency),
                 "grand_total": money(head.get("oh_gross"), currency),
-                "tax_inclusive": False,
+                "tax_inclusive": True,
             }
             if totals["grand_total"] is None:
                 self.warn("unreadable", "Order without oh_gross: skipped.", number)
@@ -385,7 +399,7 @@ class Mapper:
                 "status": status or {},
                 "source_status_raw": _clean(head.get("os_description")),
                 "is_guest": identity["is_guest"],
-                "tax_inclusive": False,
+                "tax_inclusive": True,
             }
             common: dict[str, Any] = {"source_ref": number, "identity": identity, "links": links}
             events.append(
@@ -400,6 +414,22 @@ class Mapper:
                     **common,
                 )
             )
+            if amended[0] is not None and self.since is not None and placed[0] < self.since:
+                # Placed before this window: an earlier round read it, so this is an amendment
+                # (lines, money): order.created would be a duplicate and change nothing.
+                revision = _iso(amended[0])
+                events.append(
+                    self.envelope(
+                        "order.updated",
+                        "order",
+                        number,
+                        f"order:{head.get('row_id')}:updated:{revision}",
+                        (amended[0], amended[1]),
+                        {**data, "revision": revision},
+                        updated_at=amended[0],
+                        **common,
+                    )
+                )
             if status is not None:
                 when = self.when(head.get("amended"), seen)
                 raw = _clean(head.get("os_description"))
@@ -1067,6 +1097,7 @@ class OrderwiseAdapter(SourceAdapter):
                 if since is not None and amended < since:
                     continue  # before the window: read in an earlier round
             in_window.append(row)
+        mapper.since = since
         events = getattr(mapper, stream)(in_window, now)
         if newest is not None:
             current = datetime.fromisoformat(state.round_max) if state.round_max else None

@@ -44,16 +44,23 @@ TIMEOUT = (5.0, 30.0)  # connect, read: a trigger webhook answers at once ("Flow
 DESPATCH_KEYS = {"ORDER", "DATA"}
 
 
+def bearer_token(headers: Mapping[str, str]) -> str:
+    """The token of an ``Authorization: Bearer …`` header; empty when missing or malformed."""
+    value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+    scheme, _, token = value.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 def connection_for_bearer(headers: Mapping[str, str]) -> Connection | None:
     """The Patchworks connection whose webhook token is sent as ``Authorization: Bearer …``.
 
-    For a tokenless webhook route: the token is compared as the URL token is (hashed, constant
-    time). None when the header is missing, malformed or names no Patchworks connection."""
-    value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
-    scheme, _, token = value.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    For the tokenless webhook route (``POST /hooks/``): the token is compared as the URL token
+    is (hashed, constant time). None when the header is missing, malformed or names no
+    Patchworks connection."""
+    token = bearer_token(headers)
+    if not token:
         return None
-    connection = Connection.for_webhook_token(token.strip())
+    connection = Connection.for_webhook_token(token)
     if connection is None or connection.kind != Connection.Kind.PATCHWORKS:
         return None
     return connection

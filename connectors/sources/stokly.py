@@ -711,6 +711,8 @@ class Mapper:
         if on_hand != on_hand.to_integral_value():
             self.warn("fractional_stock", f"Fractional onHand {on_hand} for {sku}: skipped.", sku)
             return None
+        held = _decimal(record.get("allocated"))
+        allocated = int(held) if held is not None and held == held.to_integral_value() else None
         at = _iso(sweep)
         name = " / ".join(str(p) for p in (record.get("locationName"), record.get("binName")) if p)
         return self.envelope(
@@ -723,13 +725,16 @@ class Mapper:
                 "sku": sku,
                 "sku_raw": record.get("itemSku"),
                 "location": {"key": str(bin_key), "name": name or None},
+                # Stokly's record gives what is in the bin only: saleable is derived from it
+                # (less an allocation when the record carries one), and flagged so.
                 "quantities": {
                     "on_hand": int(on_hand),
-                    "allocated": None,
-                    "saleable": None,
+                    "allocated": allocated,
+                    "saleable": int(on_hand) - (allocated or 0),
                     "quarantined": None,
                     "incoming": None,
                 },
+                "derived": ["saleable"],
                 "as_of": at,
                 "mode": "snapshot",
             },

@@ -36,11 +36,14 @@ from connectors.budget import Lane, RateBudget
 from connectors.models import Connection
 from connectors.sources.base import (
     Event,
+    Fetched,
     ItemError,
     Page,
     SourceAdapter,
     WebhookItems,
     WebhookRequestData,
+    signal_warnings,
+    warning,
 )
 from connectors.sources.brightpearl import mapping
 from connectors.sources.brightpearl.api import BrightpearlApi, BrightpearlError, account_code
@@ -172,25 +175,31 @@ class BrightpearlAdapter(SourceAdapter):
         raised_on = mapping.parse_time(notification.get("raised_on"))
         path, per_call = RESOURCES[resource]
         events: list[Event] = []
+        skipped: list[dict[str, str]] = []
         for chunk in _chunks(ids, per_call):
             id_set = mapping.compress_ids(chunk)
             records = _records(api.get(path.format(ids=id_set)))
             if resource in ("order", "sales-order", "sales-credit"):
-                events += self._orders(records, ctx)
+                events += self._orders(records, ctx, skipped)
             elif resource == "goods-out-note":
                 events += self._safely(
-                    lambda rid, raw: mapping.goods_out_note_events(rid, raw, ctx), records
+                    lambda rid, raw: mapping.goods_out_note_events(rid, raw, ctx),
+                    records,
+                    skipped,
+                    "goods-out note",
                 )
             elif resource == "product":
                 events += self._products(api, records, id_set, ctx, raised_on)
             else:
-                events += self._contacts(connection, records, ctx)
-        return events
+                events += self._contacts(connection, records, ctx, skipped)
+        return Fetched(events, warnings=skipped + signal_warnings(events))
 
     def _safely(
         self,
         make: Callable[[str, Mapping[str, Any]], list[Event]],
         records: list[tuple[str, Mapping[str, Any]]],
+        skipped: list[dict[str, str]],
+        what: str,
     ) -> list[Event]:
         events: list[Event] = []
         for record_id, raw in records:
@@ -198,12 +207,25 @@ class BrightpearlAdapter(SourceAdapter):
                 events += make(record_id, raw)
             except mapping.MappingError as exc:
                 log.warning("Brightpearl record %s skipped: %s", record_id, exc)
+                skipped.append(
+                    warning(
+                        "record_skipped",
+                        f"A Brightpearl {what} could not be read and was skipped: "
+                        f"{exc.path} {exc.message}.",
+                        record_id,
+                    )
+                )
         return events
 
     def _orders(
-        self, records: list[tuple[str, Mapping[str, Any]]], ctx: mapping.Context
+        self,
+        records: list[tuple[str, Mapping[str, Any]]],
+        ctx: mapping.Context,
+        skipped: list[dict[str, str]],
     ) -> list[Event]:
-        return self._safely(lambda _rid, raw: mapping.order_events(raw, ctx), records)
+        return self._safely(
+            lambda _rid, raw: mapping.order_events(raw, ctx), records, skipped, "order"
+        )
 
     def _products(
         self,
@@ -227,8 +249,14 @@ class BrightpearlAdapter(SourceAdapter):
         connection: Connection,
         records: list[tuple[str, Mapping[str, Any]]],
         ctx: mapping.Context,
+        skipped: list[dict[str, str]] | None = None,
     ) -> list[Event]:
-        events = self._safely(lambda _rid, raw: [mapping.customer_upserted(raw, ctx)], records)
+        events = self._safely(
+            lambda _rid, raw: [mapping.customer_upserted(raw, ctx)],
+            records,
+            [] if skipped is None else skipped,
+            "contact",
+        )
         with transaction.atomic():
             if connection.pk:
                 locked = (
@@ -262,7 +290,9 @@ class BrightpearlAdapter(SourceAdapter):
         ctx = context(connection, self.now())
         params = {"updatedOn": f"{since}/" if since else None}
         ids, more, returned = self._search(api, params, first)
-        events = self._orders(self._get_orders(api, ids), ctx)
+        skipped: list[dict[str, str]] = []
+        events = self._orders(self._get_orders(api, ids), ctx, skipped)
+        warnings = skipped + signal_warnings(events)
         newest = mapping.parse_time(state.get("newest"))
         for event in events:
             updated = mapping.parse_time(event.get("source_updated_at"))
@@ -271,11 +301,13 @@ class BrightpearlAdapter(SourceAdapter):
         state["newest"] = mapping.rfc3339(newest) if newest else None
         if more:
             state["first"] = first + max(returned, 1)
-            return Page(events, json.dumps(state, sort_keys=True))
+            return Page(events, json.dumps(state, sort_keys=True), warnings=warnings)
         if newest is not None:
             state["since"] = mapping.rfc3339(newest - POLL_MARGIN)
         state["first"] = 1
-        return Page(events, json.dumps(state, sort_keys=True), reached_present=True)
+        return Page(
+            events, json.dumps(state, sort_keys=True), reached_present=True, warnings=warnings
+        )
 
     def backfill(self, connection: Connection, start: datetime, end: datetime, cursor: str) -> Page:
         api = self.api(connection, Lane.BULK)
@@ -283,8 +315,14 @@ class BrightpearlAdapter(SourceAdapter):
         first = int(cursor or 1)
         params = {"createdOn": f"{mapping.rfc3339(start)}/{mapping.rfc3339(end)}"}
         ids, more, returned = self._search(api, params, first)
-        events = self._orders(self._get_orders(api, ids), ctx)
-        return Page(events, str(first + max(returned, 1)), reached_present=not more)
+        skipped: list[dict[str, str]] = []
+        events = self._orders(self._get_orders(api, ids), ctx, skipped)
+        return Page(
+            events,
+            str(first + max(returned, 1)),
+            reached_present=not more,
+            warnings=skipped + signal_warnings(events),
+        )
 
     def _search(
         self, api: BrightpearlApi, params: Mapping[str, Any], first: int

@@ -36,6 +36,8 @@ from connectors.sources.base import (
     SourceAdapter,
     WebhookItems,
     WebhookRequestData,
+    signal_warnings,
+    warning,
 )
 from connectors.sources.mintsoft import mapping
 from connectors.sources.mintsoft.api import MintsoftApi, MintsoftError
@@ -66,11 +68,17 @@ def context(connection: Connection, received_at: datetime | None = None) -> mapp
 
 
 def _callback(request: WebhookRequestData) -> str | None:
-    query: Mapping[str, Any] = getattr(request, "query", None) or {}
-    value = query.get("callback") or request.headers.get("X-Mintsoft-Callback")
-    if isinstance(value, list):  # a parsed query string keeps lists
-        value = value[0] if value else None
-    return str(value).strip().lower() if value else None
+    """The callback the URL names (`?callback=despatched`, or the `X-Mintsoft-Callback` header)."""
+    named = request.query.get("callback") or []
+    value = named[0] if named else _header(request.headers, "X-Mintsoft-Callback")
+    return value.strip().lower() if value and value.strip() else None
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name.lower():
+            return value
+    return None
 
 
 @register("mintsoft")
@@ -136,19 +144,28 @@ class MintsoftAdapter(SourceAdapter):
         api = self.api(connection)
         ctx = context(connection, self.now())
         phase = state.get("phase", "orders")
+        skipped: list[dict[str, str]] = []
         if phase == "returns":
-            events = self._poll_returns(api, ctx, connection, state)
+            events = self._poll_returns(api, ctx, connection, state, skipped)
         elif phase == "stock":
             events = self._poll_stock(api, ctx, connection, state)
         else:
-            events = self._poll_orders(api, ctx, connection, state)
+            events = self._poll_orders(api, ctx, connection, state, skipped)
         reached = state.pop("_reached_present", False)
         return Page(
-            events=events, cursor=json.dumps(state, sort_keys=True), reached_present=reached
+            events=events,
+            cursor=json.dumps(state, sort_keys=True),
+            reached_present=reached,
+            warnings=skipped + signal_warnings(events),
         )
 
     def _poll_orders(
-        self, api: MintsoftApi, ctx: mapping.Context, connection: Connection, state: dict[str, Any]
+        self,
+        api: MintsoftApi,
+        ctx: mapping.Context,
+        connection: Connection,
+        state: dict[str, Any],
+        skipped: list[dict[str, str]],
     ) -> list[dict[str, Any]]:
         orders_state = state.setdefault("orders", {})
         page_no = int(orders_state.get("page") or 1)
@@ -174,6 +191,7 @@ class MintsoftAdapter(SourceAdapter):
                 events.extend(mapping.order_events(row, ctx))
             except mapping.MappingError as exc:
                 log.warning("Mintsoft order skipped (%s): %s", row.get("ID"), exc)
+                skipped.append(_skipped("order", row, exc))
                 continue
             updated = mapping.parse_time(row.get("LastUpdated"), ctx.tz)
             if updated is not None:
@@ -193,7 +211,12 @@ class MintsoftAdapter(SourceAdapter):
         return events
 
     def _poll_returns(
-        self, api: MintsoftApi, ctx: mapping.Context, connection: Connection, state: dict[str, Any]
+        self,
+        api: MintsoftApi,
+        ctx: mapping.Context,
+        connection: Connection,
+        state: dict[str, Any],
+        skipped: list[dict[str, str]],
     ) -> list[dict[str, Any]]:
         returns_state = state.setdefault("returns", {})
         today = ctx.received_at.astimezone(ctx.tz).date()
@@ -226,6 +249,7 @@ class MintsoftAdapter(SourceAdapter):
                 event = mapping.return_received(row, ctx, reasons)
             except mapping.MappingError as exc:
                 log.warning("Mintsoft return skipped (%s): %s", row.get("ID"), exc)
+                skipped.append(_skipped("return", row, exc))
                 continue
             if event is not None:
                 events.append(event)
@@ -298,6 +322,7 @@ class MintsoftAdapter(SourceAdapter):
         )
         rows = rows if isinstance(rows, list) else []
         events = []
+        skipped: list[dict[str, str]] = []
         past_end = False
         for row in rows:
             if not isinstance(row, Mapping):
@@ -310,8 +335,14 @@ class MintsoftAdapter(SourceAdapter):
                 events.extend(mapping.order_events(row, ctx))
             except mapping.MappingError as exc:
                 log.warning("Mintsoft order skipped (%s): %s", row.get("ID"), exc)
+                skipped.append(_skipped("order", row, exc))
         done = past_end or len(rows) < limit
-        return Page(events=events, cursor=str(page_no + 1), reached_present=done)
+        return Page(
+            events=events,
+            cursor=str(page_no + 1),
+            reached_present=done,
+            warnings=skipped + signal_warnings(events),
+        )
 
     def test_connection(self, connection: Connection) -> str:
         statuses = self.api(connection).get("/api/Order/Statuses")
@@ -328,6 +359,14 @@ class MintsoftAdapter(SourceAdapter):
         if renamed:
             line += f" Renamed by this account (mapped by id, so no change needed): {', '.join(renamed)}."
         return line
+
+
+def _skipped(what: str, row: Mapping[str, Any], exc: mapping.MappingError) -> dict[str, str]:
+    return warning(
+        "record_skipped",
+        f"A Mintsoft {what} could not be read and was skipped: {exc.path} {exc.message}.",
+        str(row.get("OrderNumber") or row.get("ID") or ""),
+    )
 
 
 def _load_cursor(cursor: str) -> dict[str, Any]:

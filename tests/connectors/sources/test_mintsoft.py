@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -46,12 +47,12 @@ def connection(**options: Any) -> Connection:
 
 
 def callback(body: Any, name: str | None = None, **headers: str) -> WebhookRequestData:
-    data = WebhookRequestData(
-        body=json.dumps(body).encode(), content_type="application/json", headers=headers
+    return WebhookRequestData(
+        body=json.dumps(body).encode(),
+        content_type="application/json",
+        headers=headers,
+        query_string=urlencode({"callback": name}) if name is not None else "",
     )
-    if name is not None:
-        object.__setattr__(data, "query", {"callback": name})
-    return data
 
 
 def by_type(events: list[dict[str, Any]], event_type: str) -> list[dict[str, Any]]:

@@ -221,6 +221,10 @@ def test_an_order_becomes_order_created_in_utc_from_the_servers_local_time(
     assert [line["sku"] for line in data["lines"]] == ["SKU-0", "SKU-1"]
     assert data["lines"][0]["line_total"] == {"amount": "12.00", "currency": "GBP"}
     assert data["totals"]["grand_total"] == {"amount": "27.99", "currency": "GBP"}
+    # Gross throughout, so the parts add up whichever way VAT is split: 12 + 12 + 3.99 delivery.
+    assert data["tax_inclusive"] is True
+    assert data["lines"][0]["unit_price"] == {"amount": "12.00", "currency": "GBP"}
+    assert data["totals"]["subtotal"] == {"amount": "24.00", "currency": "GBP"}
     assert data["status"] == {"lifecycle": "open", "fulfilment": "unfulfilled"}
     assert created["identity"]["source_customer_id"] == "C100"
 
@@ -234,6 +238,34 @@ def test_a_known_status_is_order_status_changed_through_the_tenants_table(
     assert status["data"]["to"] == {"lifecycle": "closed", "fulfilment": "dispatched"}
     assert status["data"]["source_status_raw"] == "completed"
     assert schema_errors(status) == []
+
+
+def test_an_order_amended_after_an_earlier_round_is_order_updated_with_its_new_money(
+    adapter, connection, fake
+):
+    placed = "2026-05-27 08:00:00"
+    fake.definitions["11"] = order_rows(1, "SO1", oh_datetime=placed)
+    events, _, cursor = poll_round(adapter, connection)
+    assert len(of_type(events, "order.created")) == 1
+    assert of_type(events, "order.updated") == []  # first seen: created only
+
+    # A day later the order gains a dearer delivery: oh_gross and the delivery change.
+    fake.definitions["11"] = [
+        {**row, "amended": "2026-05-28 09:00:00", "oh_gross": 31.98, "oh_delivery_gross": 7.98}
+        for row in order_rows(1, "SO1", oh_datetime=placed)
+    ]
+    events, _, _ = poll_round(adapter, connection, cursor)
+    [updated] = of_type(events, "order.updated")
+    assert updated["data"]["revision"] == "2026-05-28T08:00:00Z"  # 09:00 BST
+    assert updated["data"]["totals"]["grand_total"] == {"amount": "31.98", "currency": "GBP"}
+    assert updated["data"]["totals"]["shipping"] == {"amount": "7.98", "currency": "GBP"}
+    assert updated["source_updated_at"] == "2026-05-28T08:00:00Z"
+    assert schema_errors(updated) == []
+    # The same amendment read again (the look-back) is the same event.
+    again, _, _ = poll_round(adapter, connection, cursor)
+    assert [e["source_event_id"] for e in of_type(again, "order.updated")] == [
+        updated["source_event_id"]
+    ]
 
 
 def test_an_unknown_status_changes_nothing_and_is_a_warning(adapter, connection, fake):

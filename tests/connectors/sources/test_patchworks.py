@@ -292,6 +292,18 @@ def test_the_documented_start_flow_example_is_accepted_by_the_webhook_url(connec
     assert stored.event_type == "shipment.dispatched"
 
 
+def test_bearer_guesses_count_with_url_guesses_towards_the_per_address_limit(connection):
+    web = Client(REMOTE_ADDR="10.0.0.77")
+    codes = [
+        web.post("/hooks/", "{}", "application/json", HTTP_AUTHORIZATION=f"Bearer guess-{n}")
+        for n in range(20)
+    ] + [web.post(f"/hooks/guess-{n}/", "{}", "application/json") for n in range(11)]
+    assert [c.status_code for c in codes] == [404] * 30 + [429]
+    # A missing header is no guess: 401, not counted, and says how to authenticate.
+    missing = Client(REMOTE_ADDR="10.0.0.78").post("/hooks/", "{}", "application/json")
+    assert missing.status_code == 401 and missing["WWW-Authenticate"] == "Bearer"
+
+
 # -- opt-outs written back -----------------------------------------------------------------
 
 

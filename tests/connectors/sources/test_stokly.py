@@ -582,7 +582,9 @@ def test_inventory_records_become_stock_snapshots_per_bin(adapter, connection, f
         ("b2", 0),
     ]
     assert stock[0]["data"]["location"]["name"] == "Leeds / A-01"
-    assert stock[0]["data"]["quantities"]["saleable"] is None  # not given: never guessed
+    # Stokly gives what is in the bin only: saleable is derived from it, and flagged so.
+    assert stock[0]["data"]["quantities"]["saleable"] == 4
+    assert stock[0]["data"]["derived"] == ["saleable"]
     assert all(schema_errors(e) == [] for e in stock)
     assert [w["code"] for w in warnings] == ["fractional_stock"]
 

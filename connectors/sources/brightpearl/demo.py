@@ -1,0 +1,175 @@
+"""Brightpearl in `make demo` (monitoring/demo.py): the webhooks to post to the flow's webhook
+(ids only, as Brightpearl sends them) and a recorded Brightpearl API the engine's fetch reads the
+records from, within the shared budget (it sends the throttle headers and answers 503 past 200
+requests a minute, like Brightpearl).
+
+The payloads are the parsing tests' (tests/connectors/sources/payloads/brightpearl/, their
+provenance in docs/connectors/brightpearl.md). Two liberties: the recorded goods-out note belongs
+to an order nobody recorded, so the demo serves it as order 1's note (else its shipment would wait
+as an orphan and expire); and the recorded account trades in US dollars while the demo workspace
+keeps pounds, so the sale and its credit are served in GBP (else both would stop as currency
+mismatches).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from django.conf import settings
+
+from connectors.sources.base import RecordedApi, RecordedRequest
+from connectors.sources.brightpearl.mapping import MappingError, expand_id_set
+
+ACCOUNT = "acme"
+APP_REF = "syncdesk-demo"
+ACCOUNT_TOKEN = "demo-brightpearl-token"
+CAP = 200
+IN_POUNDS = {"accountingCurrencyCode": "GBP", "orderCurrencyCode": "GBP"}
+
+
+def payloads() -> Path:
+    return Path(settings.BASE_DIR) / "tests" / "connectors" / "sources" / "payloads" / "brightpearl"
+
+
+def _load(name: str) -> Any:
+    return json.loads((payloads() / name).read_text())
+
+
+def _records(name: str) -> dict[int, dict[str, Any]]:
+    response = _load(name)["response"]
+    if isinstance(response, Mapping):  # keyed by id (goods-out notes)
+        return {int(k): v for k, v in response.items()}
+    return {int(r.get("id") or r.get("contactId")): r for r in response}
+
+
+def _notification(resource: str, ids: str, full_event: str, raised_on: str) -> bytes:
+    return json.dumps(
+        {
+            "accountCode": ACCOUNT,
+            "resourceType": resource,
+            "id": ids,
+            "lifecycleEvent": "modified",
+            "fullEvent": full_event,
+            "raisedOn": raised_on,
+            "brightpearlVersion": "7.12.0",
+        }
+    ).encode()
+
+
+def demo_requests() -> list[RecordedRequest]:
+    """The contact, the product, the sale and its credit, then the goods-out note."""
+    recorded = [
+        ("synthetic/webhook-contact-modified.json", "contact modified"),
+        ("synthetic/webhook-product-on-hand-modified.json", "product on hand modified"),
+        ("synthetic/webhook-order-modified.json", "order modified"),
+    ]
+    requests = [
+        RecordedRequest(body=(payloads() / name).read_bytes(), label=label)
+        for name, label in recorded
+    ]
+    requests.append(
+        RecordedRequest(
+            body=_notification("sales-credit", "2", "sales-credit.created", "2020-04-02T10:00:00Z"),
+            label="sales credit created",
+        )
+    )
+    requests.append(
+        RecordedRequest(
+            body=(payloads() / "synthetic/webhook-goods-out-note-shipped.json").read_bytes(),
+            label="goods-out note shipped",
+        )
+    )
+    return requests
+
+
+def demo_credentials() -> dict[str, Any]:
+    return {"app_ref": APP_REF, "account_token": ACCOUNT_TOKEN}
+
+
+def demo_options(base_url: str) -> dict[str, Any]:
+    return {
+        "account_code": ACCOUNT,
+        "base_url": f"{base_url}/public-api/{ACCOUNT}",
+        # the statuses the recordings show: 1 Draft / Quote, 4 Invoiced
+        "order_status_map": {"1": "open", "4": "closed"},
+    }
+
+
+def demo_api() -> RecordedApi:
+    orders = {
+        number: {**order, "currency": {**order["currency"], **IN_POUNDS}}
+        for number, order in {
+            **_records("order-get-sales-order.json"),
+            **_records("synthetic/order-get-sales-credit-paid.json"),
+        }.items()
+    }
+    notes = {k: {**v, "orderId": 1} for k, v in _records("goods-out-note-get.json").items()}
+    products = _records("extra/product-get.json")
+    availability = {
+        int(k): v for k, v in _load("product-availability-get.json")["response"].items()
+    }
+    contacts = _records("contact-get.json")
+    statuses = _load("extra/order-status-get.json")
+    over_cap = _load("error-503-request-cap.json")
+    window: list[float] = []
+    lock = threading.Lock()
+
+    def rate() -> tuple[bool, dict[str, str]]:
+        with lock:
+            now = time.monotonic()
+            window[:] = [t for t in window if now - t < 60]
+            allowed = len(window) < CAP
+            if allowed:
+                window.append(now)
+            next_ms = int((60 - (now - window[0])) * 1000) if window else 60000
+            return allowed, {
+                "Brightpearl-Requests-Remaining": str(max(0, CAP - len(window))),
+                "Brightpearl-Next-Throttle-Period": str(next_ms),
+            }
+
+    def by_ids(store: Mapping[int, Any], id_set: str) -> dict[int, Any]:
+        try:
+            ids = expand_id_set(unquote(id_set))
+        except MappingError:
+            return {}
+        return {i: store[i] for i in ids if i in store}
+
+    def answer(
+        method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str]
+    ) -> tuple[int, Any, Mapping[str, str]]:
+        prefix = f"/public-api/{ACCOUNT}/"
+        if not path.startswith(prefix):
+            return 404, {"response": "No such account"}, {}
+        allowed, limits = rate()
+        if not allowed:
+            return 503, over_cap, limits
+        if (
+            headers.get("brightpearl-app-ref") != APP_REF
+            or headers.get("brightpearl-account-token") != ACCOUNT_TOKEN
+        ):
+            return 401, {"response": "Not authorised"}, limits
+        parts = path[len(prefix) :].strip("/").split("/")
+        found: Any = None
+        if parts[:2] == ["order-service", "order-status"]:
+            found = statuses["response"]
+        elif parts[:2] == ["order-service", "order"] and len(parts) == 3:
+            found = list(by_ids(orders, parts[2]).values())
+        elif parts[:3] == ["warehouse-service", "order", "*"] and len(parts) == 6:
+            found = {str(k): v for k, v in by_ids(notes, parts[5]).items()}
+        elif parts[:2] == ["warehouse-service", "product-availability"] and len(parts) == 3:
+            found = {str(k): v for k, v in by_ids(availability, parts[2]).items()}
+        elif parts[:2] == ["product-service", "product"] and len(parts) == 3:
+            found = list(by_ids(products, parts[2]).values())
+        elif parts[:2] == ["contact-service", "contact"] and len(parts) == 3:
+            found = list(by_ids(contacts, parts[2]).values())
+        if found is None:
+            return 404, {"errors": [{"code": "CMNC-404", "message": "Not found"}]}, limits
+        return 200, {"response": found}, limits
+
+    return answer

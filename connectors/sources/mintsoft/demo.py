@@ -1,0 +1,83 @@
+"""Mintsoft in `make demo` (monitoring/demo.py): the recorded order callbacks to post to the
+flow's webhook, and a recorded Mintsoft API for its poller (orders, returns, stock).
+
+The payloads are the parsing tests' (tests/connectors/sources/payloads/mintsoft/, their
+provenance in docs/connectors/mintsoft.md): the order list and the products-in-location report are
+captured; the callbacks and returns are synthetic from Mintsoft's documentation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from connectors.sources.base import RecordedApi, RecordedRequest
+
+API_KEY = "demo-mintsoft-key"
+CLIENT_ID = 3
+
+
+def payloads() -> Path:
+    return Path(settings.BASE_DIR) / "tests" / "connectors" / "sources" / "payloads" / "mintsoft"
+
+
+def _load(name: str) -> Any:
+    return json.loads((payloads() / name).read_text())
+
+
+#: (payload, the callback its URL names), in the order the warehouse would call them
+CALLBACKS = (
+    ("synthetic/callback-despatched.json", "despatched"),
+    ("synthetic/order-split-part2-despatched.json", "despatched"),
+    ("synthetic/callback-delivered.json", "delivered"),
+    ("synthetic/callback-cancelled.json", "cancelled"),
+)
+
+
+def demo_requests() -> list[RecordedRequest]:
+    """The callbacks, each to `/hooks/<token>/?callback=<name>` as its ExtraCode URL says."""
+    return [
+        RecordedRequest(
+            body=(payloads() / name).read_bytes(),
+            query_string=f"callback={callback}",
+            label=f"{callback} callback ({name})",
+        )
+        for name, callback in CALLBACKS
+    ]
+
+
+def demo_credentials() -> dict[str, Any]:
+    return {"api_key": API_KEY}
+
+
+def demo_options(base_url: str) -> dict[str, Any]:
+    return {"base_url": base_url, "client_id": CLIENT_ID, "returns_lookback_days": 1}
+
+
+def demo_api() -> RecordedApi:
+    """The recorded API: the order list (one page), the returns of any day, the stock report."""
+    orders = _load("order-list-response.json")
+    returns = _load("synthetic/return-search-by-date.json")
+    answers: dict[str, Any] = {
+        "/api/Order/Statuses": _load("order-statuses.json"),
+        "/api/Return/Reasons": _load("return-reasons.json"),
+        "/api/Return/SearchByDate": returns,
+        "/api/Reports/ProductsInLocationReport": _load("products-in-location-report.json"),
+    }
+
+    def answer(
+        method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str]
+    ) -> tuple[int, Any, Mapping[str, str]]:
+        if headers.get("ms-apikey") != API_KEY:
+            return 401, {"Message": "Authorization has been denied for this request."}, {}
+        if path == "/api/Order/List":
+            return 200, orders if str(query.get("PageNo") or "1") == "1" else [], {}
+        if path in answers:
+            return 200, answers[path], {}
+        return 404, {"Message": f"No HTTP resource was found that matches {path}."}, {}
+
+    return answer
