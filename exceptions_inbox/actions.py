@@ -31,8 +31,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db import models, transaction
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from exceptions_inbox.kinds import KINDS
 from exceptions_inbox.models import Activity, AssignmentNotice, ExceptionGroup, Occurrence
 
 if TYPE_CHECKING:
@@ -90,19 +92,13 @@ def why_not(group: ExceptionGroup, action: str, **params: Any) -> str | None:
             and not assignee.memberships.filter(workspace_id=group.workspace_id).exists()
         ):
             return f"{assignee.get_username()} is not in its workspace"
-    if action == Action.SNOOZE:
-        if not params.get("until") and not params.get("more"):
-            return "a snooze needs a time or a number of occurrences"
-        until = params.get("until")
-        if until is not None and until <= timezone.now():
-            return "the snooze would already be over"
+    if reason := _why_not_for_any(action, **params):
+        return reason
     if action == Action.RETRY:
         if group.kind_info.retry is None:
             return "Syncdesk cannot retry this kind of exception"
         if group.open_count <= 0:
             return "no events are blocked"
-    if action == Action.COMMENT and not str(params.get("note", "")).strip():
-        return "a comment needs some text"
     return None
 
 
@@ -261,20 +257,33 @@ def _copy_state(source: ExceptionGroup, target: ExceptionGroup) -> None:
 
 @dataclass
 class BulkResult:
-    """What a bulk action did: the groups it changed and, for the rest, why not."""
+    """What a bulk action did: the groups it changed and, for the rest, why not.
+
+    `skipped` names each group left alone (a ticked selection); `counted` gives the number left
+    alone per reason when the groups were counted rather than read (every match of a filter).
+    `remaining` is how many legal matches were beyond this request's limit."""
 
     applied: list[ExceptionGroup] = field(default_factory=list)
     skipped: list[tuple[ExceptionGroup, str]] = field(default_factory=list)
+    counted: dict[str, int] = field(default_factory=dict)
+    remaining: int = 0
+
+    def reasons(self) -> dict[str, int]:
+        """How many groups were left unchanged, per reason."""
+        reasons = dict(self.counted)
+        for _group, reason in self.skipped:
+            reasons[reason] = reasons.get(reason, 0) + 1
+        return {reason: n for reason, n in reasons.items() if n}
 
     def summary(self, action: str) -> str:
         label = Action(action).label
         text = f"{label}: {len(self.applied)} group(s)."
-        if self.skipped:
-            reasons: dict[str, int] = {}
-            for _group, reason in self.skipped:
-                reasons[reason] = reasons.get(reason, 0) + 1
+        reasons = self.reasons()
+        if reasons:
             parts = ", ".join(f"{n} because {reason}" for reason, n in sorted(reasons.items()))
-            text += f" Left {len(self.skipped)} unchanged: {parts}."
+            text += f" Left {sum(reasons.values())} unchanged: {parts}."
+        if self.remaining:
+            text += f" {self.remaining} more match: apply it again to continue."
         return text
 
 
@@ -295,6 +304,99 @@ def apply_bulk(
         else:
             result.skipped.append((group, reason))
     return result
+
+
+# Every match of a filter is applied in one request up to this many groups; the rest are reported
+# ("apply it again"): each group is one locked transition, one history row and maybe a hook call.
+MATCH_LIMIT = 1000
+
+
+def legal_subset(
+    groups: QuerySet[ExceptionGroup], action: str, **params: Any
+) -> QuerySet[ExceptionGroup]:
+    """The groups of `groups` where `action` is legal, as a query (what `why_not` checks one
+    group at a time, short of the workspace membership of an assignee)."""
+    legal = groups.filter(state__in=LEGAL_FROM[action])
+    if action == Action.ASSIGN:
+        assignee = params.get("assignee")
+        legal = (
+            legal.exclude(assignee=assignee)
+            if assignee is not None
+            else legal.filter(assignee__isnull=False)
+        )
+    if action == Action.RETRY:
+        retryable = [slug for slug, kind in KINDS.items() if kind.retry is not None]
+        legal = legal.filter(kind__in=retryable, open_count__gt=0)
+    return legal
+
+
+def apply_to_matching(
+    groups: QuerySet[ExceptionGroup],
+    action: str,
+    actor: User | None,
+    *,
+    may_change: Q,
+    limit: int = MATCH_LIMIT,
+    **params: Any,
+) -> BulkResult:
+    """Apply `action` to every group of `groups` (a filter's matches, on any page) that the
+    person may change (`may_change`) and where it is legal; count the rest by reason.
+
+    At most `limit` groups change in one call, newest activity first; `remaining` says how many
+    more were legal. Those changed leave the legal subset (their state or assignee changed), so
+    applying it again continues where this stopped."""
+    result = BulkResult()
+    if why_not_anywhere := _why_not_for_any(action, **params):
+        result.counted[why_not_anywhere] = groups.count()
+        return result
+    allowed = groups.filter(may_change)
+    result.counted["only its team or an admin may change it"] = groups.exclude(may_change).count()
+    legal = legal_subset(allowed, action, **params)
+    for state, n in (
+        allowed.exclude(state__in=LEGAL_FROM[action])
+        .order_by()
+        .values_list("state")
+        .annotate(n=Count("pk"))
+    ):
+        result.counted[f"it is {State(state).label.lower()}"] = n
+    in_legal_state = allowed.filter(state__in=LEGAL_FROM[action])
+    if action == Action.ASSIGN:
+        assignee = params.get("assignee")
+        reason = (
+            f"it is already assigned to {assignee.get_username()}"
+            if assignee
+            else "it is not assigned"
+        )
+        result.counted[reason] = in_legal_state.exclude(pk__in=legal.values("pk")).count()
+    if action == Action.RETRY:
+        result.counted["there is nothing Syncdesk can retry"] = in_legal_state.exclude(
+            pk__in=legal.values("pk")
+        ).count()
+    batch = list(
+        legal.select_related("workspace", "team", "assignee").order_by("-last_seen", "-id")[
+            : limit + 1
+        ]
+    )
+    if len(batch) > limit:
+        batch = batch[:limit]
+        result.remaining = legal.count() - limit
+    done = apply_bulk(batch, action, actor, **params)
+    result.applied = done.applied
+    result.skipped = done.skipped
+    return result
+
+
+def _why_not_for_any(action: str, **params: Any) -> str | None:
+    """A reason that holds whatever the group (a snooze already over, an empty comment)."""
+    if action == Action.SNOOZE:
+        if not params.get("until") and not params.get("more"):
+            return "a snooze needs a time or a number of occurrences"
+        until = params.get("until")
+        if until is not None and until <= timezone.now():
+            return "the snooze would already be over"
+    if action == Action.COMMENT and not str(params.get("note", "")).strip():
+        return "a comment needs some text"
+    return None
 
 
 def wake_due_snoozes(now: datetime | None = None, limit: int = 500) -> Sequence[int]:

@@ -36,7 +36,7 @@ class InboxFilterForm(forms.Form):
         max_length=254,
         label="Search",
         widget=forms.TextInput(
-            attrs={"type": "search", "placeholder": "Order number, SKU, email or source event id"}
+            attrs={"type": "search", "placeholder": "Order, SKU, email or event id"}
         ),
     )
 
@@ -126,8 +126,15 @@ class BulkActionForm(GroupActionForm):
         Action.RETRY,
     )
 
-    groups = forms.TypedMultipleChoiceField(
-        coerce=int, choices=[], error_messages={"required": "Tick the groups to act on."}
+    TICKED = "ticked"
+    MATCHING = "matching"
+
+    groups = forms.TypedMultipleChoiceField(coerce=int, choices=[], required=False)
+    # "matching": every group the list's filters match, on every page (the filters come with the
+    # POST as the list's own fields: tab, kind, team, flow, age, q); the ticks are then ignored.
+    select = forms.ChoiceField(
+        choices=[(TICKED, "The ticked groups"), (MATCHING, "Every match, on every page")],
+        required=False,
     )
     next = forms.CharField(required=False, max_length=2000)
 
@@ -139,6 +146,16 @@ class BulkActionForm(GroupActionForm):
 
     def clean_groups(self) -> list[int]:
         return list(self.cleaned_data["groups"])
+
+    @property
+    def every_match(self) -> bool:
+        return self.data.get("select") == self.MATCHING
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if not self.every_match and not data.get("groups") and "groups" not in self.errors:
+            self.add_error("groups", "Tick the groups to act on.")
+        return data
 
 
 class CommentForm(forms.Form):

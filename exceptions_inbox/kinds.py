@@ -287,3 +287,16 @@ define(
         default_team="admins",
     )
 )
+define(
+    Kind(
+        slug="source_warning",
+        title="Source data not understood",
+        description="A poll read something it could not apply although no event failed: a status "
+        "missing from the connection's status map (the order's status was left unchanged), a "
+        "record skipped, a gap longer than the source's change window.",
+        runbook="Read the message. An unknown status: add it to the connection's status map, then "
+        "run a backfill (or wait for the order's next change) to apply it. A window gap: run a "
+        "backfill. Resolve the group when done.",
+        default_team="admins",
+    )
+)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from django.core.exceptions import EmptyResultSet
+from django.db import connections
 from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
@@ -66,6 +68,11 @@ class InboxScope:
         if access is None:
             return False
         return access.is_admin or (group.team_id is not None and group.team_id in self.team_ids)
+
+    def may_change(self) -> Q:
+        """`can_change` as a filter: the admin's workspaces, and the person's teams' groups."""
+        admin_of = [ws for ws, access in self.accesses.items() if access.is_admin]
+        return Q(workspace_id__in=admin_of) | Q(team_id__in=sorted(self.team_ids))
 
     def groups(self) -> QuerySet[ExceptionGroup]:
         return ExceptionGroup.objects.filter(workspace_id__in=self.workspace_ids)
@@ -159,6 +166,27 @@ def search_group_ids(scope: InboxScope, text: str) -> list[int]:
         .values_list("pk", flat=True)[:SEARCH_CAP]
     )
     return sorted(set(by_occurrence) | set(by_group))
+
+
+def bounded_counts(querysets: list[QuerySet[Any]], cap: int = COUNT_CAP) -> list[int]:
+    """`bounded_count` of each queryset, in one round trip (the tab counts: seven small index
+    reads, which on a busy server cost more in round trips than in reading)."""
+    if not querysets:
+        return []
+    db = querysets[0].db
+    parts, params = [], []
+    for n, qs in enumerate(querysets):
+        try:
+            sql, part_params = qs.order_by().values("pk")[:cap].query.get_compiler(db).as_sql()
+        except EmptyResultSet:  # e.g. My team for a person in no team
+            parts.append("0")
+            continue
+        parts.append(f"(SELECT COUNT(*) FROM ({sql}) AS tab{n})")
+        params.extend(part_params)
+    with connections[db].cursor() as cursor:
+        cursor.execute(f"SELECT {', '.join(parts)}", params)
+        row = cursor.fetchone()
+    return [int(value) for value in row]
 
 
 def bounded_count(qs: QuerySet[Any], cap: int = COUNT_CAP) -> int:

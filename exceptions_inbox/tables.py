@@ -10,9 +10,9 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
-from django.utils.timesince import timesince
 
 from exceptions_inbox.models import ExceptionGroup, Occurrence
+from exceptions_inbox.templatetags.inbox import age, ago
 
 
 class SelectColumn(tables.Column):
@@ -114,10 +114,10 @@ class GroupTable(tables.Table):
         return str(record.open_count or value)
 
     def render_first_seen(self, value: Any) -> str:
-        return format_html('<time datetime="{}">{}</time>', value.isoformat(), timesince(value))
+        return format_html('<time datetime="{}">{}</time>', value.isoformat(), age(value) or "new")
 
     def render_last_seen(self, value: Any) -> str:
-        return format_html('<time datetime="{}">{} ago</time>', value.isoformat(), timesince(value))
+        return format_html('<time datetime="{}">{}</time>', value.isoformat(), ago(value))
 
 
 class OccurrenceTable(tables.Table):
@@ -159,4 +159,4 @@ class OccurrenceTable(tables.Table):
         )
 
     def render_last_seen(self, value: Any) -> str:
-        return format_html('<time datetime="{}">{} ago</time>', value.isoformat(), timesince(value))
+        return format_html('<time datetime="{}">{}</time>', value.isoformat(), ago(value))

@@ -30,6 +30,7 @@ from exceptions_inbox.actions import (
     IllegalAction,
     apply_action,
     apply_bulk,
+    apply_to_matching,
     why_not,
 )
 from exceptions_inbox.fixes import apply_fix, suggestions, why_no_fix
@@ -46,7 +47,7 @@ from exceptions_inbox.listing import (
     COUNT_CAP,
     TABS,
     InboxScope,
-    bounded_count,
+    bounded_counts,
     filtered,
     in_tab,
     scope_for,
@@ -100,7 +101,9 @@ def _render_inbox(request: AuthenticatedHttpRequest, scope: InboxScope) -> HttpR
         exclude=("workspace",) if scope.single else (),
     )
     _paginate(request, table)
-    tabs = [(slug, label, bounded_count(in_tab(base, slug, scope))) for slug, label in TABS]
+    counts = bounded_counts([in_tab(base, slug, scope) for slug, _label in TABS])
+    tabs = [(slug, label, count) for (slug, label), count in zip(TABS, counts, strict=True)]
+    match_count = next(count for slug, _label, count in tabs if slug == filters["tab"])
     single = scope.single
     ctx: dict[str, Any] = {
         "scope": scope,
@@ -119,6 +122,13 @@ def _render_inbox(request: AuthenticatedHttpRequest, scope: InboxScope) -> HttpR
             else reverse("exceptions_inbox:all-bulk")
         ),
         "snoozes": SNOOZES,
+        "match_count": match_count,
+        # The list's filters travel with a bulk POST, for "every match, on every page".
+        "match_fields": [
+            (name, filters[name])
+            for name in ("tab", "kind", "team", "flow", "age", "q")
+            if filters.get(name)
+        ],
         "any_changeable": any(scope.can_change(row.record) for row in table.page.object_list)
         if table.page
         else False,
@@ -246,7 +256,11 @@ def _done_message(action: str, group: ExceptionGroup) -> str:
     if action == Action.RETRY:
         if group.state == ExceptionGroup.State.RESOLVED:
             return "Retried: every event got through, so the group is resolved."
-        return f"Retried: {group.open_count} event(s) still blocked."
+        # The engine may re-run them later (a worker): say what was done, not a verdict.
+        return (
+            f"Retried: {group.open_count} blocked event(s) sent back. The group resolves itself "
+            "once they all get through."
+        )
     if action == Action.ASSIGN:
         who = group.assignee.get_username() if group.assignee else "nobody"
         return f"Assigned to {who}."
@@ -301,20 +315,25 @@ def all_bulk(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 
 def _bulk(request: AuthenticatedHttpRequest, scope: InboxScope, inbox_url: str) -> HttpResponse:
-    """Apply one action to the ticked groups where it is legal; report the rest."""
-    ids = {int(v) for v in request.POST.getlist("groups") if v.isdigit()}
-    groups = list(
-        scope.groups()
-        .filter(pk__in=ids)
-        .select_related("workspace", "team", "assignee")
-        .order_by("-last_seen", "-id")
-    )
-    if len(groups) != len(ids):
-        raise Http404("No such exception")
-    if not all(scope.can_change(g) for g in groups):
-        raise PermissionDenied("Only the owning team or an admin can change these exceptions.")
+    """Apply one action to the ticked groups (or to every match of the list's filters, on every
+    page) where it is legal; report the rest."""
     form = BulkActionForm(request.POST, members=_members(scope))
+    ids = {int(v) for v in request.POST.getlist("groups") if v.isdigit()}
     form.fields["groups"].choices = [(str(pk), str(pk)) for pk in ids]  # type: ignore[attr-defined]
+    groups: list[ExceptionGroup] = []
+    if not form.every_match:
+        groups = list(
+            scope.groups()
+            .filter(pk__in=ids)
+            .select_related("workspace", "team", "assignee")
+            .order_by("-last_seen", "-id")
+        )
+        if len(groups) != len(ids):
+            raise Http404("No such exception")
+        # The boxes are offered only on groups the person may change: a tick on another's is
+        # refused outright. Every match instead leaves those alone and counts them.
+        if not all(scope.can_change(g) for g in groups):
+            raise PermissionDenied("Only the owning team or an admin can change these exceptions.")
     back = _safe_next(request, request.POST.get("next", ""), inbox_url)
     if not form.is_valid():
         for field, errors in form.errors.items():
@@ -322,7 +341,14 @@ def _bulk(request: AuthenticatedHttpRequest, scope: InboxScope, inbox_url: str) 
             messages.error(request, f"{label or 'Bulk action'}: {' '.join(str(e) for e in errors)}")
         return _back(request, back)
     action = form.cleaned_data["action"]
-    result = apply_bulk(groups, action, request.user, **form.params())
+    if form.every_match:
+        filters = InboxFilterForm(request.POST, workspace_ids=scope.workspace_ids).filters()
+        matching = in_tab(filtered(scope.groups(), filters, scope), filters["tab"], scope)
+        result = apply_to_matching(
+            matching, action, request.user, may_change=scope.may_change(), **form.params()
+        )
+    else:
+        result = apply_bulk(groups, action, request.user, **form.params())
     (messages.success if result.applied else messages.warning)(request, result.summary(action))
     if action == Action.ASSIGN and result.applied:
         transaction.on_commit(send_assignment_notices.delay)

@@ -259,3 +259,58 @@ def test_a_bulk_action_applies_where_legal_and_reports_the_rest(world):
         resolved.pk: "resolved",
         another_open.pk: "acknowledged",
     }
+
+
+def test_every_match_changes_at_most_the_limit_and_applying_again_continues(world):
+    from django.db.models import Q
+
+    from exceptions_inbox.actions import apply_to_matching
+
+    groups = [make_group(world.workspace, sku=f"S-{n}") for n in range(5)]
+    everything = Q(pk__isnull=False)
+    matching = ExceptionGroup.objects.filter(state__in=[S.OPEN, S.ACKNOWLEDGED])
+
+    first = apply_to_matching(
+        matching, Action.ACKNOWLEDGE, world.teammate, may_change=everything, limit=2
+    )
+    assert (len(first.applied), first.remaining) == (2, 3)
+    assert first.summary(Action.ACKNOWLEDGE) == (
+        "Acknowledge: 2 group(s). 3 more match: apply it again to continue."
+    )
+    # newest activity first
+    assert [g.pk for g in first.applied] == [groups[4].pk, groups[3].pk]
+
+    second = apply_to_matching(
+        matching, Action.ACKNOWLEDGE, world.teammate, may_change=everything, limit=2
+    )
+    assert (len(second.applied), second.remaining, second.reasons()) == (
+        2,
+        1,
+        {"it is acknowledged": 2},
+    )
+    third = apply_to_matching(
+        matching, Action.ACKNOWLEDGE, world.teammate, may_change=everything, limit=2
+    )
+    assert (len(third.applied), third.remaining, third.reasons()) == (
+        1,
+        0,
+        {"it is acknowledged": 4},
+    )
+    assert set(ExceptionGroup.objects.values_list("state", flat=True)) == {S.ACKNOWLEDGED}
+
+
+def test_every_match_retries_only_what_can_be_retried_and_counts_the_rest(world, hooks):
+    from django.db.models import Q
+
+    from exceptions_inbox.actions import apply_to_matching
+
+    hooks.register("sku_mapping_gap", retry=hooks.recorder("retry"))
+    gap = make_group(world.workspace, sku="GAP")
+    mismatch = make_group(world.workspace, kind="order_total_mismatch", sku="SO-1")
+    result = apply_to_matching(
+        ExceptionGroup.objects.all(), Action.RETRY, world.admin, may_change=Q(pk__isnull=False)
+    )
+    assert [g.pk for g in result.applied] == [gap.pk]
+    assert result.reasons() == {"there is nothing Syncdesk can retry": 1}
+    assert mismatch.activities.filter(kind="retried").count() == 0
+    assert [name for name, _args in hooks.calls] == ["retry"]

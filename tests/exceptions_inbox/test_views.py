@@ -7,6 +7,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from exceptions_inbox.actions import Action, apply_action
 from exceptions_inbox.models import AssignmentNotice, ExceptionGroup
@@ -14,6 +15,7 @@ from exceptions_inbox.recording import clear_occurrences, record_occurrence
 from tests.exceptions_inbox.factories import make_group
 
 HTMX = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "results"}
+S_VALUES = ExceptionGroup.State.values
 
 
 def inbox_url(ws="acme", **params):
@@ -482,3 +484,215 @@ def test_a_page_of_payloads_is_rendered_in_one_call_when_the_engine_offers_it(cl
     html = client.get(group_url(group)).content.decode()
     assert calls == [25]
     assert html.count("Event event:") == 25
+
+
+def bulk_url(ws="acme"):
+    return reverse("exceptions_inbox:bulk", kwargs={"ws": ws})
+
+
+def test_every_match_applies_to_the_filters_matches_on_every_page_and_reports_the_rest(
+    client, world
+):
+    ops = [make_group(world.workspace, sku=f"OPS-{n}") for n in range(30)]
+    acknowledged = [make_group(world.workspace, sku=f"ACK-{n}") for n in range(3)]
+    for group in acknowledged:
+        apply_action(group, Action.ACKNOWLEDGE, world.admin)
+    finance = [
+        make_group(world.workspace, kind="order_total_mismatch", sku=f"FIN-{n}") for n in range(2)
+    ]
+    resolved = make_group(world.workspace, sku="DONE")
+    apply_action(resolved, Action.RESOLVE, world.admin)
+    client.force_login(world.teammate)
+    page = client.get(inbox_url(tab="open"))
+    assert len(records(page)) == 25  # the list shows one page of the 35 matches
+    assert 'name="select" value="matching"' in page.content.decode()
+
+    response = client.post(
+        bulk_url(),
+        {
+            "action": "acknowledge",
+            "select": "matching",
+            "tab": "open",
+            "next": inbox_url(tab="open"),
+        },
+        follow=True,
+    )
+
+    assert (
+        "Acknowledge: 30 group(s). Left 5 unchanged: 3 because it is acknowledged, "
+        "2 because only its team or an admin may change it."
+    ) in response.content.decode()
+    states = dict(ExceptionGroup.objects.values_list("pk", "state"))
+    assert {states[g.pk] for g in ops + acknowledged} == {"acknowledged"}
+    assert {states[g.pk] for g in finance} == {"open"}  # another team's: left alone, counted
+    assert states[resolved.pk] == "resolved"  # not a match of the Open tab: not even counted
+
+
+def test_every_match_keeps_to_the_kind_flow_and_search_of_the_list(client, world, hooks):
+    hooks.register("sku_mapping_gap", on_resolve=hooks.recorder("on_resolve"))
+    wanted = make_group(world.workspace, sku="AB-12", flow_key="flow:2")
+    other_flow = make_group(world.workspace, sku="AB-12", flow_key="flow:1")
+    other_sku = make_group(world.workspace, sku="ZZ-9", flow_key="flow:2")
+    client.force_login(world.admin)
+    response = client.post(
+        bulk_url(),
+        {
+            "action": "resolve",
+            "note": "renamed product",
+            "select": "matching",
+            "tab": "review",
+            "kind": "sku_mapping_gap",
+            "flow": "flow:2",
+            "q": "AB-12",
+        },
+        follow=True,
+    )
+    assert "Resolve: 1 group(s)." in response.content.decode()
+    states = dict(ExceptionGroup.objects.values_list("pk", "state"))
+    assert states == {wanted.pk: "resolved", other_flow.pk: "open", other_sku.pk: "open"}
+    [(_name, (_group, _occurrences, actor, note))] = hooks.calls
+    assert (actor, note) == (world.admin, "renamed product")
+
+
+def test_every_match_ignores_the_ticks_and_assigns_only_where_it_changes_something(
+    client, world, django_capture_on_commit_callbacks
+):
+    a = make_group(world.workspace, sku="A")
+    b = make_group(world.workspace, sku="B")
+    apply_action(b, Action.ASSIGN, world.admin, assignee=world.teammate)
+    c = make_group(world.workspace, sku="C")
+    client.force_login(world.admin)
+    with django_capture_on_commit_callbacks(execute=False):
+        response = client.post(
+            bulk_url(),
+            {
+                "action": "assign",
+                "assignee": world.teammate.pk,
+                "select": "matching",
+                "groups": [a.pk],  # a tick left on the page: every match wins
+                "tab": "open",
+            },
+            follow=True,
+        )
+    assert (
+        "Assign: 2 group(s). Left 1 unchanged: 1 because it is already assigned to teammate."
+    ) in response.content.decode()
+    assignees = dict(ExceptionGroup.objects.values_list("pk", "assignee"))
+    assert assignees == {a.pk: world.teammate.pk, b.pk: world.teammate.pk, c.pk: world.teammate.pk}
+
+
+def test_every_match_in_the_cross_workspace_inbox_stays_in_the_persons_workspaces(client, world):
+    mine = make_group(world.workspace, sku="MINE")
+    theirs = make_group(world.other, sku="THEIRS")
+    client.force_login(world.admin)
+    response = client.post(
+        reverse("exceptions_inbox:all-bulk"),
+        {"action": "acknowledge", "select": "matching", "tab": "open"},
+        follow=True,
+    )
+    assert "Acknowledge: 1 group(s)." in response.content.decode()
+    assert dict(ExceptionGroup.objects.values_list("pk", "state")) == {
+        mine.pk: "acknowledged",
+        theirs.pk: "open",
+    }
+
+
+def test_every_match_with_nothing_legal_changes_nothing_and_says_why(client, world):
+    make_group(world.workspace, kind="order_total_mismatch", sku="FIN-1")
+    client.force_login(world.teammate)
+    response = client.post(
+        bulk_url(), {"action": "ignore", "select": "matching", "tab": "open"}, follow=True
+    )
+    assert (
+        "Ignore: 0 group(s). Left 1 unchanged: 1 because only its team or an admin may change it."
+    ) in response.content.decode()
+    assert set(ExceptionGroup.objects.values_list("state", flat=True)) == {"open"}
+
+
+BULK_LEGAL = {
+    "assign": {"open", "acknowledged", "snoozed"},
+    "acknowledge": {"open"},
+    "snooze": {"open", "acknowledged"},
+    "resolve": {"open", "acknowledged", "snoozed"},
+    "ignore": {"open", "acknowledged", "snoozed"},
+    "retry": {"open", "acknowledged", "snoozed"},
+}
+BULK_AFTER = {
+    "acknowledge": "acknowledged",
+    "snooze": "snoozed",
+    "resolve": "resolved",
+    "ignore": "ignored",
+}  # assign and retry leave the state as it was
+
+
+@pytest.mark.parametrize("action", list(BULK_LEGAL))
+def test_each_bulk_action_on_a_group_in_every_state_applies_where_legal_and_reports_the_rest(
+    client, world, hooks, action
+):
+    retried = []
+    hooks.register("sku_mapping_gap", retry=lambda occurrences: retried.extend(occurrences))
+    groups = {state: make_group(world.workspace, sku=state.upper()) for state in S_VALUES}
+    apply_action(groups["acknowledged"], Action.ACKNOWLEDGE, world.admin)
+    apply_action(groups["snoozed"], Action.SNOOZE, world.admin, more=5)
+    apply_action(groups["resolved"], Action.RESOLVE, world.admin)
+    apply_action(groups["ignored"], Action.IGNORE, world.admin)
+    client.force_login(world.teammate)
+    data = {
+        "action": action,
+        "groups": [g.pk for g in groups.values()],
+        "assignee": world.teammate.pk,
+        "snooze": "1d",
+    }
+
+    response = client.post(bulk_url(), data, follow=True)
+
+    legal = BULK_LEGAL[action]
+    skipped = sorted(set(S_VALUES) - legal)
+    reasons = ", ".join(f"1 because it is {state}" for state in skipped)
+    label = Action(action).label
+    assert (
+        f"{label}: {len(legal)} group(s). Left {len(skipped)} unchanged: {reasons}."
+    ) in response.content.decode()
+    for state, group in groups.items():
+        before = group.state
+        group.refresh_from_db()
+        if state in legal:
+            assert group.state == BULK_AFTER.get(
+                action, "ignored" if action == "ignore" else before
+            )
+            assert group.activities.last().actor == world.teammate
+            if action == "assign":
+                assert group.assignee == world.teammate
+        else:
+            assert (group.state, group.assignee) == (before, None)
+    if action == "retry":
+        assert sorted(o.group_id for o in retried) == sorted(groups[s].pk for s in legal)
+
+
+def test_every_match_cannot_reach_a_workspace_the_person_is_not_in(client, world):
+    make_group(world.workspace)
+    client.force_login(world.outsider)
+    response = client.post(bulk_url(), {"action": "acknowledge", "select": "matching"})
+    assert response.status_code == 404
+    assert set(ExceptionGroup.objects.values_list("state", flat=True)) == {"open"}
+
+
+def test_every_match_by_a_member_of_no_team_changes_nothing(client, world):
+    make_group(world.workspace, sku="OPS-1")
+    ExceptionGroup.objects.create(  # a group no team owns (its team was deleted)
+        workspace=world.workspace,
+        kind="sku_mapping_gap",
+        fingerprint="orphan",
+        title="No team",
+        first_seen=timezone.now(),
+        last_seen=timezone.now(),
+    )
+    client.force_login(world.member)
+    response = client.post(
+        bulk_url(), {"action": "acknowledge", "select": "matching", "tab": "open"}, follow=True
+    )
+    assert (
+        "Acknowledge: 0 group(s). Left 2 unchanged: 2 because only its team or an admin may "
+        "change it."
+    ) in response.content.decode()
+    assert set(ExceptionGroup.objects.values_list("state", flat=True)) == {"open"}
