@@ -20,3 +20,7 @@ class MonitoringConfig(AppConfig):
 
         alerts.register_hooks()
         reconcile.register_hooks()
+
+        from monitoring import config_services
+
+        config_services.register_audit_pages()  # links of the audit page (issue 9)

@@ -12,6 +12,8 @@ from typing import Any
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.utils import timezone
 
 from accounts.models import Workspace
@@ -27,6 +29,10 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.queue} @ {self.hostname}"
+
+
+DEFAULT_DISPATCHED_LIST = "Syncdesk - Dispatched today"
+DEFAULT_RECENT_BUYERS_LIST = "Syncdesk - Recent buyers (30 days)"
 
 
 class Flow(models.Model):
@@ -82,6 +88,42 @@ class Flow(models.Model):
         default=False, help_text="This flow's product events are the workspace's catalogue."
     )
     sku_case_sensitive = models.BooleanField(default=False)
+    sku_cleaning = models.TextField(
+        blank=True,
+        help_text="Cleaning rules applied to this flow's SKUs before aliases and the catalogue "
+        "check, one per line (monitoring.pipeline.transforms.parse_sku_rules).",
+    )
+    # Lists programs enrol from (docs/architecture.md, "Configuration": lists and programs).
+    dispatched_list = models.CharField(
+        max_length=120,
+        blank=True,
+        default=DEFAULT_DISPATCHED_LIST,
+        help_text="DotDigital list of contacts whose order was just dispatched (left when the "
+        "order is refunded); empty: none.",
+    )
+    dispatched_keep_hours = models.PositiveIntegerField(
+        default=24, help_text="How long a contact stays on it after the latest dispatch."
+    )
+    recent_buyers_list = models.CharField(
+        max_length=120,
+        blank=True,
+        default=DEFAULT_RECENT_BUYERS_LIST,
+        help_text="DotDigital list of recent buyers (to exclude them from promotions); empty: none.",
+    )
+    recent_buyer_days = models.PositiveIntegerField(
+        default=30, help_text="The recent-buyer exclusion period: days after the last order."
+    )
+    back_in_stock_list = models.CharField(
+        max_length=120,
+        blank=True,
+        help_text="The DotDigital list a back-in-stock program enrols from. Recorded only: no "
+        "source sends who asked to be told, so Syncdesk writes no members to it.",
+    )
+    payload_retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Days this flow's payloads are kept; empty: PAYLOAD_RETENTION_DAYS.",
+    )
     backfill_state = models.CharField(
         max_length=12, choices=Backfill.choices, default=Backfill.NOT_STARTED
     )
@@ -487,6 +529,12 @@ class Order(models.Model):
         default=False, help_text="An order.created/updated arrived (not only a dispatch)."
     )
     revision = models.DateTimeField(null=True, blank=True, help_text="Version of the body held")
+    carries_money = models.BooleanField(
+        default=True,
+        help_text="False while the body held is a copy of the channel's figures (a warehouse's "
+        "order: data.carries_money false): it counts for nothing in LTV, and a money-carrying "
+        "body (the ERP's) replaces it; a copy never replaces a money-carrying body.",
+    )
     status_version = models.DateTimeField(null=True, blank=True)
     placed_at = models.DateTimeField(null=True, blank=True)
     currency = models.CharField(max_length=3, blank=True)
@@ -622,6 +670,16 @@ class StockDelta(models.Model):
 
     def __str__(self) -> str:
         return f"delta of {self.level_id} as of {self.as_of}"
+
+
+@receiver(post_delete, sender=Schedule, dispatch_uid="monitoring.schedule_leaves_beat")
+def _schedule_leaves_beat(sender: type[Schedule], instance: Schedule, **kwargs: Any) -> None:
+    """A schedule deleted any way (`remove_schedule`, the Django admin, its flow's or workspace's
+    cascade) takes its beat entry with it, so beat never runs a job for a flow that is gone. A
+    signal, against our habit, because a cascade calls no code of ours."""
+    from django_celery_beat.models import PeriodicTask
+
+    PeriodicTask.objects.filter(name=instance.beat_name).delete()
 
 
 from monitoring.outbox import *  # noqa: E402,F401,F403

@@ -9,8 +9,11 @@ Only settled work is redacted: an event still to stage or deliver (or failed, wa
 for a retry) keeps its envelope until it is delivered or skipped, and a request body stays while
 one of its events is unsettled.
 
-The period is `settings.PAYLOAD_RETENTION_DAYS` (env, default 30) for every workspace; the
-configuration pages (issue 9) will make it per flow.
+The period is `settings.PAYLOAD_RETENTION_DAYS` (env, default 30), unless a flow sets its own
+(`Flow.payload_retention_days`, on the flow's thresholds and policies page): an event goes after
+its flow's period; a webhook request body or a notification payload, which may hold events of
+every flow of its source connection, after the shortest period among those flows (so no flow's
+data outlives its policy in a shared body). An event whose flow is gone takes the default.
 
 The sweeper works in batches of `batch_size` rows, one short transaction each, so it never holds
 locks long; several sweepers may run at once (beat fired twice, a manual run): on PostgreSQL each
@@ -27,10 +30,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from monitoring.models import SourceEvent, SourceNotification, WebhookRequest
+from monitoring.models import Flow, SourceEvent, SourceNotification, WebhookRequest
 
 DEFAULT_BATCH = 500
 SETTLED = (SourceEvent.State.DELIVERED, SourceEvent.State.SKIPPED)
@@ -40,6 +43,45 @@ ENVELOPE_HEAD = ("schema", "event_type", "source_event_id", "occurred_at", "sour
 
 def retention_days() -> int:
     return int(getattr(settings, "PAYLOAD_RETENTION_DAYS", 30))
+
+
+@dataclass
+class Periods:
+    """Which rows are past their period: per flow (events) and per source connection (request
+    bodies, notification payloads), as filters on `received_at`."""
+
+    events: Q
+    connections: Q
+
+
+def periods(now: datetime, default_days: int) -> Periods:
+    default_cutoff = now - timedelta(days=default_days)
+    own: dict[int, list[int]] = {}  # days → flows with a period of their own
+    shortest: dict[int, int] = {}  # source connection → its flows' shortest period
+    for pk, source_id, days in Flow.objects.values_list(
+        "pk", "source_id", "payload_retention_days"
+    ):
+        period = days or default_days
+        if days:
+            own.setdefault(days, []).append(pk)
+        shortest[source_id] = min(period, shortest.get(source_id, period))
+    events = Q(received_at__lt=default_cutoff)
+    if own:
+        overridden = [pk for ids in own.values() for pk in ids]
+        events = (Q(flow__isnull=True) | ~Q(flow_id__in=overridden)) & events
+        for days, ids in own.items():
+            events |= Q(flow_id__in=ids, received_at__lt=now - timedelta(days=days))
+    by_days: dict[int, list[int]] = {}
+    for connection_id, days in shortest.items():
+        if days != default_days:
+            by_days.setdefault(days, []).append(connection_id)
+    connections = Q(received_at__lt=default_cutoff)
+    if by_days:
+        special = [pk for ids in by_days.values() for pk in ids]
+        connections = ~Q(connection_id__in=special) & connections
+        for days, ids in by_days.items():
+            connections |= Q(connection_id__in=ids, received_at__lt=now - timedelta(days=days))
+    return Periods(events, connections)
 
 
 def marker(reason: str, now: datetime) -> dict[str, Any]:
@@ -119,12 +161,15 @@ def sweep_retention(
     batch_size: int = DEFAULT_BATCH,
     max_batches: int | None = None,
 ) -> SweepReport:
-    """Redact every payload older than the retention period; returns what was redacted."""
+    """Redact every payload older than its retention period (its flow's, else `days`, else
+    PAYLOAD_RETENTION_DAYS); returns what was redacted (`cutoff`: the default period's)."""
     now = now or timezone.now()
-    cutoff = now - timedelta(days=retention_days() if days is None else days)
+    default_days = retention_days() if days is None else days
+    cutoff = now - timedelta(days=default_days)
     report = SweepReport(cutoff=cutoff)
+    due = periods(now, default_days)
 
-    events = SourceEvent.objects.filter(received_at__lt=cutoff, state__in=SETTLED).exclude(
+    events = SourceEvent.objects.filter(due.events, state__in=SETTLED).exclude(
         envelope__has_key="redacted"
     )
 
@@ -143,7 +188,7 @@ def sweep_retention(
 
     unsettled = SourceEvent.objects.filter(request=OuterRef("pk")).exclude(state__in=SETTLED)
     requests = (
-        WebhookRequest.objects.filter(received_at__lt=cutoff)
+        WebhookRequest.objects.filter(due.connections)
         .exclude(headers__has_key="redacted")
         .filter(~Exists(unsettled))
     )
@@ -158,7 +203,7 @@ def sweep_retention(
     report.requests = _sweep(requests, redact_requests, batch_size, max_batches, report)
 
     notifications = (
-        SourceNotification.objects.filter(received_at__lt=cutoff)
+        SourceNotification.objects.filter(due.connections)
         .exclude(state=SourceNotification.State.PENDING)
         .exclude(payload__has_key="redacted")
     )
@@ -177,9 +222,11 @@ def sweep_retention(
 
 
 __all__ = [
+    "Periods",
     "SweepReport",
     "is_redacted",
     "marker",
+    "periods",
     "redacted_envelope",
     "retention_days",
     "sweep_retention",

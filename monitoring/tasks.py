@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from functools import partial
 
 from celery import shared_task
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -18,6 +21,8 @@ from monitoring.models import SourceEvent, SourceNotification, WorkerHeartbeat
 log = logging.getLogger(__name__)
 
 STAGE_TIME_BUDGET = 20.0  # seconds a staging task works before handing over to a fresh message
+PLAN_TIME_BUDGET = 5.0  # seconds of planning after each staged batch, at most
+STAGE_ACTIVE_SECONDS = 15.0  # a staging task that claimed within this long is still at work
 
 
 @shared_task(name="monitoring.record_heartbeat")
@@ -28,9 +33,9 @@ def record_heartbeat(queue: str) -> None:
     )
 
 
-def _send(task: object, args: tuple[object, ...], queue: str) -> None:
+def _send(task: object, args: tuple[object, ...], queue: str, countdown: float = 0) -> None:
     try:
-        task.apply_async(args, queue=queue, expires=300)  # type: ignore[attr-defined]
+        task.apply_async(args, queue=queue, expires=300, countdown=countdown or None)  # type: ignore[attr-defined]
     except Exception:  # the broker is down: the rows wait for the sweeper
         log.warning("could not wake %s on %s; the sweeper will", task, queue, exc_info=True)
 
@@ -48,17 +53,100 @@ def wake_fetch(notification_ids: list[int]) -> None:
         )
 
 
+def plan_after_staging(flow_id: int | None) -> int:
+    """Staged events are READY: plan them into the outbox now, in this worker, and wake the
+    lanes of their operations after that commits (`plan.plan_batch`). The lane runners then
+    only send and confirm, and a dispatch does not wait for the sweeper or a runner's planning
+    of a backlog. Returns how many it planned (0 when another worker got there first)."""
+    from monitoring.models import Flow
+    from monitoring.pipeline.plan import run_planning
+
+    destinations: set[int | None] = {None}
+    if flow_id is not None:
+        destinations = set(Flow.objects.filter(pk=flow_id).values_list("destination_id", flat=True))
+    planned = 0
+    for destination_id in destinations:
+        if flow_id is not None and destination_id is None:
+            continue
+        try:
+            planned += run_planning(destination_id=destination_id, time_budget=PLAN_TIME_BUDGET)
+        except Exception:  # the lane runners plan what is left
+            log.exception("planning after staging failed")
+    return planned
+
+
+def _staging_elsewhere(flow_id: int) -> bool:
+    """Whether another worker is staging this flow: it claimed events within the last
+    `STAGE_ACTIVE_SECONDS` (a live task claims a batch every few seconds; a dead one's leases
+    stop counting well before they expire)."""
+    from monitoring.pipeline.staging import LEASE_SECONDS
+
+    now = timezone.now()
+    return (
+        SourceEvent.objects.filter(
+            flow_id=flow_id,
+            state__in=(SourceEvent.State.RECEIVED, SourceEvent.State.HELD),
+            next_attempt_at__lte=now,
+            lease_until__gt=now + timedelta(seconds=LEASE_SECONDS - STAGE_ACTIVE_SECONDS),
+        )
+        .exclude(lease_owner="")
+        .exists()
+    )
+
+
+STAGE_LOCK = 0x53544147  # pg advisory lock class of "one staging task per flow"
+
+
+@contextmanager
+def _flow_staging_lock(flow_id: int | None) -> Iterator[bool]:
+    """Whether this task may stage the flow: on PostgreSQL a session advisory lock per flow (freed
+    with the session if the worker dies); elsewhere, that no other task claimed lately."""
+    if flow_id is None:
+        yield True
+        return
+    if connection.vendor != "postgresql":
+        yield not _staging_elsewhere(flow_id)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [STAGE_LOCK, flow_id])
+        took = bool(cursor.fetchone()[0])
+    try:
+        yield took
+    finally:
+        if took:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [STAGE_LOCK, flow_id])
+
+
 @shared_task(name="monitoring.stage_events")
 def stage_events(flow_id: int | None = None) -> int:
-    """Stage the flow's due events until none is due (or the time budget is spent)."""
+    """Stage the flow's due events a batch at a time until none is due (or the time budget is
+    spent), planning each batch's READY events right after it commits, which wakes the delivery
+    lanes (rather than leaving it to the sweeper or a lingering runner).
+
+    One task stages a flow at a time: a wake-up that finds the flow taken returns at once (the
+    task at work loops until nothing is due, and looks again after letting go). Without this,
+    every webhook request's wake-up held a realtime worker slot for the whole backlog, and the
+    lane runners queued behind them."""
     from monitoring.pipeline.staging import run_staging
 
-    staged = run_staging(flow_id=flow_id, time_budget=STAGE_TIME_BUDGET)
+    staged = 0
+    with _flow_staging_lock(flow_id) as mine:
+        if not mine:
+            return 0
+        started = time.monotonic()
+        while time.monotonic() - started < STAGE_TIME_BUDGET:
+            done = run_staging(flow_id=flow_id, time_budget=0.0)  # one batch, committed
+            if not done:
+                break
+            staged += done
+            plan_after_staging(flow_id)
+    # After letting go: whatever arrived meanwhile (its wake-up may have found the flow taken).
     qs = SourceEvent.objects.due_for_staging()
     if flow_id is not None:
         qs = qs.filter(flow_id=flow_id)
-    if staged and qs.exists():
-        _send(stage_events, (flow_id,), "realtime")
+    if qs.exists():
+        _send(stage_events, (flow_id,), "realtime", countdown=0 if staged else 1)
     return staged
 
 

@@ -1,8 +1,10 @@
 """`POST /hooks/<token>/`: the canonical webhook, answered by design.md's table.
 
 No login and no CSRF: the unguessable token in the path is the credential (compared by hash in
-constant time). 202 only after the transaction holding the body and its events commits; a
-database failure answers 503 (the sender retries), never 500.
+constant time). The query string goes to the adapter with the body and headers and is kept with
+the stored request (under the `:query` key of its headers). 202 only after the transaction
+holding the body and its events commits; a database failure answers 503 (the sender retries),
+never 500. Data signals of the events stored (an unmapped status) become inbox warnings.
 """
 
 from __future__ import annotations
@@ -12,17 +14,19 @@ import logging
 
 from django.contrib.auth.decorators import login_not_required
 from django.core.cache import cache
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from connectors.models import Connection
-from connectors.sources import WebhookRequestData, get_adapter
-from monitoring.models import Flow
+from connectors.sources import WebhookRequestData, get_adapter, patchworks
+from connectors.sources.base import signal_warnings
+from monitoring.models import Flow, SourceEvent, WebhookRequest
 from monitoring.pipeline import ingest
 from monitoring.pipeline.flows import mark_backfill_complete, mark_catalogue_loaded, start_backfill
+from monitoring.pipeline.sources import file_warnings
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,35 @@ def _headers(request: HttpRequest) -> dict[str, str]:
     return dict(request.headers.items())
 
 
+QUERY_KEY = ":query"  # no HTTP header can be named so (HTTP/2 writes its pseudo-headers alike)
+
+
+def _keep_query(request_id: object, query_string: str) -> None:
+    """Keep the URL's query string with the stored request, beside its headers: for some sources
+    (Mintsoft's callback URLs) it is what says what happened."""
+    if not query_string or not isinstance(request_id, int):
+        return
+    stored = WebhookRequest.objects.filter(pk=request_id).values_list("headers", flat=True).first()
+    headers = dict(stored or {})
+    headers[QUERY_KEY] = query_string[:2000]
+    WebhookRequest.objects.filter(pk=request_id).update(headers=headers)
+
+
+def _file_signals(request_id: object) -> None:
+    """The data signals of the events this request brought (an unmapped status, an error
+    status at the source) into the inbox as `source_warning`s, as a poll's warnings are."""
+    if not isinstance(request_id, int):
+        return
+    signalled = (
+        SourceEvent.objects.filter(request_id=request_id, envelope__data__has_key="signal")
+        .exclude(flow=None)
+        .select_related("flow", "flow__workspace")
+    )
+    for event in signalled:
+        assert event.flow is not None
+        file_warnings(event.flow, signal_warnings([event.envelope]))
+
+
 @csrf_exempt
 @login_not_required
 @never_cache
@@ -82,15 +115,20 @@ def receive(request: HttpRequest, token: str) -> HttpResponse:
                 connection, body, content_type, _headers(request), len(body)
             )
             return JsonResponse(answer.body, status=answer.status)
-        answer = ingest.receive_webhook(
-            connection,
-            adapter,
-            WebhookRequestData(
-                body=body,
-                content_type=request.META.get("CONTENT_TYPE", ""),
-                headers=_headers(request),
-            ),
-        )
+        query_string = str(request.META.get("QUERY_STRING", ""))
+        with transaction.atomic():
+            answer = ingest.receive_webhook(
+                connection,
+                adapter,
+                WebhookRequestData(
+                    body=body,
+                    content_type=request.META.get("CONTENT_TYPE", ""),
+                    headers=_headers(request),
+                    query_string=query_string,
+                ),
+            )
+            _keep_query(answer.body.get("request_id"), query_string)
+            _file_signals(answer.body.get("request_id"))
         return JsonResponse(answer.body, status=answer.status)
     except DatabaseError:
         log.exception("webhook could not be stored")
@@ -138,3 +176,26 @@ def control(request: HttpRequest, token: str) -> HttpResponse:
     except DatabaseError:
         log.exception("webhook control failed")
         return _unavailable()
+
+
+@csrf_exempt
+@login_not_required
+@never_cache
+@require_POST
+def receive_bearer(request: HttpRequest) -> HttpResponse:
+    """`POST /hooks/` with `Authorization: Bearer <token>`: the same webhook with the token kept
+    out of the URL, for Patchworks flows (the only kind that may use it). No or a malformed header
+    answers 401; a token of no Patchworks connection 404 (rate-limited, as an unknown URL token).
+    Neither stores anything."""
+    token = patchworks.bearer_token(request.headers)
+    if not token:
+        response = JsonResponse({"error": "unauthorized"}, status=401)
+        response["WWW-Authenticate"] = "Bearer"
+        return response
+    try:
+        if patchworks.connection_for_bearer(request.headers) is None:
+            return _unknown(request)
+    except DatabaseError:
+        log.exception("webhook bearer lookup failed")
+        return _unavailable()
+    return receive(request, token)

@@ -24,7 +24,7 @@ from typing import Any
 
 from django.db import DatabaseError, transaction
 from django.db import connection as db_connection
-from django.db.models import F, Max, OuterRef, Q, Subquery
+from django.db.models import Case, F, Max, Min, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
 from accounts.models import Workspace
@@ -36,11 +36,17 @@ from monitoring.models import Customer, SourceEvent
 from monitoring.outbox import DeliveryBatch, ListMembership, Operation, OperationEvent
 from monitoring.pipeline.claims import worker_token
 from monitoring.pipeline.normalise import parse_time
+from monitoring.pipeline.staging import bulk_set
 
 log = logging.getLogger(__name__)
 
 STAGE = "deliver"
-MAX_ATTEMPTS = 10  # transient failures of one operation before it fails for good
+# A transient failure (429, 5xx, timeout, dropped connection, the contact still being written)
+# is retried while its events are within their flow's lag threshold (design.md, "Errors: whose
+# problem is it"); once it outlasts that, and has failed at least this many times, it fails
+# into the inbox. An operation without open events is measured from its creation.
+MIN_ATTEMPTS = 3
+DEFAULT_LAG_THRESHOLD = 15 * 60
 POLL_LEASE_SECONDS = 60
 KINDS = ("dotdigital_rejected", "schema_mismatch")
 Op = Operation.State
@@ -82,7 +88,8 @@ def record_results(results: Sequence[Result], *, owner: str | None = None) -> se
         ops = Operation.objects.filter(pk__in=[r.op_id for r in results])
         if owner is not None:
             ops = ops.filter(Q(lease_owner=owner) | Q(state=Op.SENT))
-        mine = {op.pk: op for op in ops.select_for_update()}
+        # In pk order, as planning locks them: two lanes never wait on each other in a cycle.
+        mine = {op.pk: op for op in ops.select_for_update().defer("payload").order_by("pk")}
         touched: set[int] = set()
         delivered = [r for r in by["delivered"] if r.op_id in mine]
         if delivered:
@@ -91,7 +98,11 @@ def record_results(results: Sequence[Result], *, owner: str | None = None) -> se
                 operation_id__in=ids, outcome="", version__lte=F("operation__sent_version")
             ).update(outcome=OperationEvent.Outcome.DELIVERED)
             Operation.objects.filter(pk__in=ids, version=F("sent_version")).update(
-                state=Op.DELIVERED, delivered_at=now, lease_owner="", lease_until=None
+                state=Op.DELIVERED,
+                delivered_at=now,
+                lease_owner="",
+                lease_until=None,
+                via=Case(When(batch__isnull=False, then=Value("import")), default=Value("single")),
             )
             # Newer state arrived while it was in flight: send again, straight away.
             Operation.objects.filter(pk__in=ids).exclude(version=F("sent_version")).update(
@@ -104,35 +115,59 @@ def record_results(results: Sequence[Result], *, owner: str | None = None) -> se
             )
             _after_delivery([mine[i] for i in ids], delivered)
             touched.update(ids)
+        in_batch: dict[int | None, list[int]] = defaultdict(list)
         for result in by["sent"]:
             if result.op_id in mine:
-                Operation.objects.filter(pk=result.op_id).update(
-                    state=Op.SENT, batch_id=result.batch_id, lease_owner="", lease_until=None
-                )
+                in_batch[result.batch_id].append(result.op_id)
+        for batch_id, op_ids in in_batch.items():  # one UPDATE per import
+            Operation.objects.filter(pk__in=op_ids).update(
+                state=Op.SENT, batch_id=batch_id, lease_owner="", lease_until=None
+            )
+        retried: list[Operation] = []
+        lagging = outlasting_lag(
+            [
+                mine[r.op_id]
+                for r in by["retry"]
+                if r.op_id in mine and mine[r.op_id].attempts >= MIN_ATTEMPTS
+            ],
+            now,
+        )
         for result in by["retry"]:
             op = mine.get(result.op_id)
             if op is None:
                 continue
-            if op.attempts >= MAX_ATTEMPTS:
+            if op.pk in lagging:
                 by["failed"].append(
                     Result(
                         op.pk,
                         "failed",
-                        reason=f"Gave up after {op.attempts} attempts: {result.reason}",
+                        reason=(
+                            f"Still failing after {op.attempts} attempts, beyond the flow's lag "
+                            f"threshold: {result.reason}"
+                        ),
                         code=result.code,
                         text=result.text,
                     )
                 )
                 continue
-            Operation.objects.filter(pk=op.pk).update(
-                state=Op.PENDING,
-                next_attempt_at=now + timedelta(seconds=backoff(op.attempts, result.retry_after)),
-                lease_owner="",
-                lease_until=None,
-                batch=None,
-                error_code=result.code[:120],
-                error_text=(result.text or result.reason)[:2000],
-            )
+            op.state = Op.PENDING
+            op.next_attempt_at = now + timedelta(seconds=backoff(op.attempts, result.retry_after))
+            op.lease_owner, op.lease_until, op.batch_id = "", None, None
+            op.error_code = result.code[:120]
+            op.error_text = (result.text or result.reason)[:2000]
+            retried.append(op)
+        bulk_set(
+            retried,
+            [
+                "state",
+                "next_attempt_at",
+                "lease_owner",
+                "lease_until",
+                "batch",
+                "error_code",
+                "error_text",
+            ],
+        )
         for outcome, link in (
             ("skipped", OperationEvent.Outcome.SKIPPED),
             ("failed", OperationEvent.Outcome.FAILED),
@@ -165,6 +200,28 @@ def record_results(results: Sequence[Result], *, owner: str | None = None) -> se
         )
         settled = settle_events(events, now, failures=by["failed"])
     return settled
+
+
+def outlasting_lag(ops: Sequence[Operation], now: datetime) -> set[int]:
+    """Of these operations, those whose oldest open event has waited longer than its flow's lag
+    threshold (the lowest, when events of several flows share the operation)."""
+    if not ops:
+        return set()
+    rows = (
+        OperationEvent.objects.filter(operation_id__in=[op.pk for op in ops], outcome="")
+        .values("operation_id")
+        .annotate(
+            oldest=Min("event__received_at"), threshold=Min("event__flow__lag_threshold_seconds")
+        )
+    )
+    waited = {r["operation_id"]: (r["oldest"], r["threshold"]) for r in rows}
+    out = set()
+    for op in ops:
+        oldest, threshold = waited.get(op.pk, (None, None))
+        since = oldest or op.created_at
+        if (now - since).total_seconds() > (threshold or DEFAULT_LAG_THRESHOLD):
+            out.add(op.pk)
+    return out
 
 
 def _describe(result: Result) -> str:
@@ -232,18 +289,21 @@ def _after_delivery(ops: list[Operation], results: list[Result]) -> None:
     if customers:
         transaction.on_commit(partial(remember_contact_ids, customers))
     memberships = []
+    lists = [o.pk for o in ops if o.kind in ("list_add", "list_remove")]
+    payloads = dict(Operation.objects.filter(pk__in=lists).values_list("pk", "payload"))
     for op in ops:
         if op.kind not in ("list_add", "list_remove") or op.version != op.sent_version:
             continue
+        payload = payloads.get(op.pk) or {}
         memberships.append(
             ListMembership(
                 workspace_id=op.workspace_id,
                 destination_id=op.destination_id,
-                list_name=str(op.payload.get("list")),
+                list_name=str(payload.get("list")),
                 email=op.record_key,
                 customer_id=op.customer_id,
                 member=op.kind == "list_add",
-                expires_at=parse_time(op.payload.get("expires_at")),
+                expires_at=parse_time(payload.get("expires_at")),
             )
         )
     if memberships:

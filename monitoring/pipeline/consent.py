@@ -111,9 +111,18 @@ def subscribe_blocked(destination: Connection, payload: dict[str, object]) -> st
 
 
 def send_consent(sending: Sending, ops: Sequence[Operation]) -> None:
-    """Subscription changes, one single call each (never in an import, so a skipped one makes no
-    call at all)."""
-    from monitoring.pipeline.deliver import _handled, kill_point
+    """Subscription changes. A subscribe DotDigital's opt-out forbids is decided here, before
+    anything is sent, so it makes no call at all; the rest go as single calls (concurrently)
+    while the single-call tier has room, else in a contact import, which takes the same body
+    (`resubscribeWithNoChallenge: false` included)."""
+    from monitoring.pipeline.deliver import (
+        SINGLE_MAX,
+        _handled,
+        _record_handles,
+        each_call,
+        kill_point,
+        single_room,
+    )
 
     subscribes = [op for op in ops if op.payload.get("status") == "subscribed"]
     if subscribes:
@@ -123,6 +132,7 @@ def send_consent(sending: Sending, ops: Sequence[Operation]) -> None:
             _handled(sending, subscribes, exc)
             ops = [op for op in ops if op not in subscribes]
             subscribes = []
+    writes: list[tuple[Operation, ContactWrite]] = []
     for op in ops:
         status = str(op.payload.get("status") or "")
         email = op.record_key
@@ -141,22 +151,49 @@ def send_consent(sending: Sending, ops: Sequence[Operation]) -> None:
         else:  # pending / not_subscribed: nothing for DotDigital to change
             sending.add(op, "delivered")
             continue
-        try:
-            result = sending.client.upsert_contact(write)
-        except errors.DotDigitalError as exc:
-            _handled(sending, [op], exc)
-            continue
-        kill_point("after_send")
-        if result.outcome is Outcome.SUPPRESSED:
-            sending.add(
-                op, "skipped", reason="The contact is suppressed in DotDigital.", code="suppressed"
-            )
-        else:
-            sending.add(
-                op,
-                "delivered",
-                contact_id=result.contact.contact_id if result.contact else None,
-                reason="DotDigital asked the contact to confirm."
-                if result.outcome is Outcome.PENDING_OPT_IN
-                else "",
-            )
+        writes.append((op, write))
+    if not writes:
+        return
+    realtime = sending.lane == "realtime"
+    if realtime and len(writes) <= SINGLE_MAX and single_room(sending.client, len(writes)):
+        answers = each_call(sending.client, sending.client.upsert_contact, [w for _, w in writes])
+        rest: list[tuple[Operation, ContactWrite]] = []
+        failed: list[tuple[Operation, errors.DotDigitalError]] = []
+        for (op, write), answer in zip(writes, answers, strict=True):
+            if isinstance(answer, errors.RateLimited) and answer.status is None:
+                rest.append((op, write))  # the single tier is spent: in an import
+            elif isinstance(answer, errors.DotDigitalError):
+                failed.append((op, answer))
+            elif answer.outcome is Outcome.SUPPRESSED:
+                sending.add(
+                    op,
+                    "skipped",
+                    reason="The contact is suppressed in DotDigital.",
+                    code="suppressed",
+                )
+            else:
+                sending.add(
+                    op,
+                    "delivered",
+                    contact_id=answer.contact.contact_id if answer.contact else None,
+                    reason="DotDigital asked the contact to confirm."
+                    if answer.outcome is Outcome.PENDING_OPT_IN
+                    else "",
+                )
+        if len(rest) + len(failed) < len(writes):
+            kill_point("after_send")
+        failed.sort(key=lambda item: isinstance(item[1], errors.ConnectionProblem))
+        for op, error in failed:
+            _handled(sending, [op], error)
+        writes = rest
+    if not writes:
+        return
+    by_email = {write.key: [op] for op, write in writes}
+    try:
+        handles = sending.client.import_contacts([w for _, w in writes])
+    except errors.DotDigitalError as exc:
+        done = _record_handles(sending, getattr(exc, "submitted", []), by_email, "contacts", None)
+        _handled(sending, [op for op, w in writes if w.key not in done], exc)
+        return
+    kill_point("after_send")
+    _record_handles(sending, handles, by_email, "contacts", None)

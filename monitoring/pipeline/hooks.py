@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from exceptions_inbox.kinds import register_hooks
-from monitoring.models import Flow, SkuAlias, SourceEvent
+from monitoring.models import Flow, Product, SkuAlias, SourceEvent
 from monitoring.pipeline.normalise import clean_sku, sku_match_key
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ STAGING_KINDS = (
     "order_total_mismatch",
     "currency_mismatch",
     "guest_policy",
+    "refund_mismatch",
 )
 
 
@@ -70,16 +71,31 @@ def skip_events(
 
 
 def render_event(occurrence: Occurrence) -> dict[str, Any]:
-    ids = event_ids([occurrence])
-    event = SourceEvent.objects.filter(pk__in=ids).select_related("flow").first()
-    if event is None:
-        return {}
-    return {
-        "event": event,
-        "envelope": event.envelope,
-        "state": event.get_state_display(),
-        "reason": event.reason,
-    }
+    return render_events([occurrence]).get(occurrence.pk, {})
+
+
+def render_events(occurrences: Sequence[Occurrence]) -> dict[int, dict[str, Any]]:
+    """The blocked events as the inbox's group page shows them ({"title", "fields", "payload"},
+    see exceptions_inbox/kinds.py), a page of them in one query."""
+    wanted = {o.pk: event_ids([o]) for o in occurrences}
+    events = SourceEvent.objects.select_related("flow").in_bulk(
+        [pk for ids in wanted.values() for pk in ids]
+    )
+    rendered: dict[int, dict[str, Any]] = {}
+    for occurrence_pk, ids in wanted.items():
+        event = events.get(ids[0]) if ids else None
+        if event is None:
+            continue
+        rendered[occurrence_pk] = {
+            "title": f"{event.event_type} from {event.flow.name if event.flow else 'no flow'}",
+            "fields": {
+                "State": event.get_state_display(),
+                "Reason": event.reason,
+                "Received": event.received_at.isoformat(timespec="seconds"),
+            },
+            "payload": event.envelope,
+        }
+    return rendered
 
 
 def add_sku_alias(group: ExceptionGroup, data: dict[str, Any], actor: User) -> str:
@@ -100,6 +116,18 @@ def add_sku_alias(group: ExceptionGroup, data: dict[str, Any], actor: User) -> s
     return f"{group.sku or alias} now means {target}; its events are being retried."
 
 
+SUGGEST_FROM = 20_000  # catalogue SKUs the inbox ranks by similarity (rapidfuzz: milliseconds)
+
+
+def catalogue_skus(group: ExceptionGroup) -> list[str]:
+    """The workspace's catalogue SKUs, for the inbox to rank against the group's unknown SKU."""
+    return list(
+        Product.objects.filter(workspace_id=group.workspace_id)
+        .order_by("sku")
+        .values_list("sku", flat=True)[:SUGGEST_FROM]
+    )
+
+
 def register() -> None:
     for kind in STAGING_KINDS:
         register_hooks(
@@ -108,5 +136,6 @@ def register() -> None:
             on_resolve=skip_events,
             on_ignore=skip_events,
             render_occurrence=render_event,
+            render_occurrences=render_events,
         )
-    register_hooks("sku_mapping_gap", fix=add_sku_alias)
+    register_hooks("sku_mapping_gap", fix=add_sku_alias, suggest=catalogue_skus)

@@ -28,7 +28,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from monitoring.models import Customer, FieldMapping, Order, Product, SourceEvent
+from monitoring.models import (
+    DEFAULT_DISPATCHED_LIST,
+    DEFAULT_RECENT_BUYERS_LIST,
+    Customer,
+    FieldMapping,
+    Flow,
+    Order,
+    Product,
+    SourceEvent,
+)
 from monitoring.pipeline import transforms
 
 CONTACT_EVENTS = {"customer.upserted"}
@@ -57,9 +66,11 @@ DATA_FIELD_TYPES: dict[str, str] = {
     FieldMapping.Type.BOOLEAN.value: "Boolean",
 }
 
-# Lists programs enrol from. `post_purchase` lists are left when the order is refunded.
-DISPATCHED_TODAY = "Syncdesk - Dispatched today"
-RECENT_BUYERS = "Syncdesk - Recent buyers (30 days)"
+# Lists programs enrol from, configured per flow (`Flow.dispatched_list`, `recent_buyers_list`
+# and their periods); these are a new flow's defaults. `post_purchase` lists are left when the
+# order is refunded.
+DISPATCHED_TODAY = DEFAULT_DISPATCHED_LIST
+RECENT_BUYERS = DEFAULT_RECENT_BUYERS_LIST
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,21 @@ LIST_RULES = (
     ListRule(DISPATCHED_TODAY, post_purchase=True, keep_for=timedelta(days=1)),
     ListRule(RECENT_BUYERS, post_purchase=False, keep_for=timedelta(days=30)),
 )
+
+
+def list_rules(flow: Flow | None) -> tuple[ListRule, ...]:
+    """The lists a flow's events keep (none named: none kept); without a flow, the defaults.
+    "Back in stock" is not among them: no source sends who asked to be told (configuration only)."""
+    if flow is None:
+        return LIST_RULES
+    rules = []
+    if flow.dispatched_list:
+        keep = timedelta(hours=flow.dispatched_keep_hours)
+        rules.append(ListRule(flow.dispatched_list, post_purchase=True, keep_for=keep))
+    if flow.recent_buyers_list:
+        keep = timedelta(days=flow.recent_buyer_days)
+        rules.append(ListRule(flow.recent_buyers_list, post_purchase=False, keep_for=keep))
+    return tuple(rules)
 
 
 @dataclass
@@ -103,6 +129,15 @@ class Context:
     mappings: dict[int, list[FieldMapping]] = field(default_factory=dict)  # flow id → mappings
     latest_dispatch: dict[int, tuple[datetime | None, bool]] = field(default_factory=dict)
     enrolments: dict[tuple[int, str], list[int]] = field(default_factory=dict)
+    list_rules: dict[int, tuple[ListRule, ...]] = field(default_factory=dict)  # flow id → rules
+
+    def rules_for(self, flow_id: int | None) -> tuple[ListRule, ...]:
+        """The flow's list rules, read once per batch (the planner's batches are per flow)."""
+        if not flow_id:
+            return LIST_RULES
+        if flow_id not in self.list_rules:
+            self.list_rules[flow_id] = list_rules(Flow.objects.filter(pk=flow_id).first())
+        return self.list_rules[flow_id]
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -346,12 +381,15 @@ def consent_spec(event: SourceEvent, customer: Customer) -> OpSpec | None:
     )
 
 
-def list_specs(customer: Customer, ctx: Context) -> list[OpSpec]:
-    """Desired list memberships of a contact, from today's state (planner drops no-ops)."""
+def list_specs(
+    customer: Customer, ctx: Context, rules: Iterable[ListRule] = LIST_RULES
+) -> list[OpSpec]:
+    """Desired list memberships of a contact under a flow's `rules`, from today's state (the
+    planner drops no-ops)."""
     out = []
     dispatched, refunded = ctx.latest_dispatch.get(customer.pk, (None, False))
     bought = max(filter(None, [customer.last_order_at, customer.last_dispatch_at]), default=None)
-    for rule in LIST_RULES:
+    for rule in rules:
         anchor = dispatched if rule.post_purchase else bought
         expires = anchor + rule.keep_for if anchor else None
         wanted = expires is not None and expires > ctx.now
@@ -400,7 +438,7 @@ def specs_for(event: SourceEvent, ctx: Context, sends_aggregates: bool) -> list[
             contact_spec(customer, mappings, sends_aggregates),
             order_spec(order, customer.email, ctx.shipments.get(order.pk, [])),
         ]
-        specs.extend(list_specs(customer, ctx))
+        specs.extend(list_specs(customer, ctx, ctx.rules_for(event.flow_id)))
         return specs
     if kind == "product.updated":
         product = ctx.products.get((event.workspace_id, _sku(event)))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Max, Q, Sum
 from django.utils import timezone
 
@@ -46,6 +46,7 @@ from monitoring.outbox import (
 )
 from monitoring.pipeline.claims import claim_ids, worker_token
 from monitoring.pipeline.mapping import Context, OpSpec, refresh_fields, specs_for
+from monitoring.pipeline.staging import bulk_set
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,15 @@ def run_planning(
         )
         if not ids:
             return total
-        total += plan_batch(ids, owner)
+        try:
+            total += plan_batch(ids, owner)
+        except DatabaseError:
+            # A deadlock or a lost connection: the events go back at once, not when the lease
+            # runs out (two minutes of latency for a dispatch).
+            SourceEvent.objects.filter(pk__in=ids, lease_owner=owner).update(
+                lease_owner="", lease_until=None
+            )
+            raise
         if len(ids) < batch_size:
             return total
         if time_budget is not None and time.monotonic() - started > time_budget:
@@ -198,7 +207,7 @@ def plan_batch(ids: Iterable[int], owner: str) -> int:
                 current.events.append(event.pk)
             enrol.append((event, flow.destination_id))
         _drop_list_noops(planned, now)
-        linked = _write_operations(planned, now, ctx)
+        linked = write_operations(planned, now, ctx)
         linked_events = {event_id for event_ids in linked.values() for event_id in event_ids}
         # Events whose writes were all no-ops (a list membership DotDigital already has).
         nothing.extend(
@@ -288,14 +297,19 @@ def _drop_list_noops(planned: dict[tuple[int, str], Planned], now: datetime) -> 
         elif p.spec.kind == "list_add" and member and row is not None:
             from monitoring.pipeline.normalise import parse_time
 
-            row.expires_at = parse_time(p.spec.payload.get("expires_at"))
-            renewed.append(row)
+            expires = parse_time(p.spec.payload.get("expires_at"))
+            # The expiry follows the state exactly (a local write, no call): rounding it would
+            # keep a contact on a post-purchase list past its time, or take it off early (the CI
+            # chaos run caught contacts left on "Dispatched today" by an hour's tolerance).
+            if expires != row.expires_at:
+                row.expires_at = expires
+                renewed.append(row)
             del planned[(p.destination_id, p.spec.key)]
     if renewed:
-        ListMembership.objects.bulk_update(renewed, ["expires_at"])
+        bulk_set(renewed, ["expires_at"])
 
 
-def _write_operations(
+def write_operations(
     planned: dict[tuple[int, str], Planned], now: datetime, ctx: Context
 ) -> dict[int, list[int]]:
     """Upsert the open operation of each destination key; link the events. Returns op → events."""
@@ -323,7 +337,7 @@ def _write_operations(
             next_attempt_at=now,
             created_at=now,
         )
-        for slot, p in planned.items()
+        for slot, p in sorted(planned.items())  # in key order: concurrent planners never deadlock
         if slot not in existing
     ]
     if fresh:
@@ -352,25 +366,24 @@ def _write_operations(
             OperationEvent(operation_id=op.pk, event_id=event_id, version=op.version)
             for event_id in p.events
         )
-    Operation.objects.bulk_update(
-        changed, ["payload", "kind", "lane", "version", "next_attempt_at"], batch_size=500
-    )
+    # One pipelined UPDATE per row: bulk_update's CASE expressions cost more than planning itself.
+    bulk_set(changed, ["payload", "kind", "lane", "version", "next_attempt_at"])
     OperationEvent.objects.bulk_create(links, ignore_conflicts=True, batch_size=1000)
     return out
 
 
 def _lock_open(by_destination: dict[int, list[str]]) -> dict[tuple[int, str], Operation]:
+    """The open operations of these keys, locked in pk order (as `confirm.record_results` locks
+    them), so planning and confirmation never deadlock."""
     found: dict[tuple[int, str], Operation] = {}
-    for destination_id, keys in by_destination.items():
-        for start in range(0, len(keys), 1000):
-            chunk = keys[start : start + 1000]
-            qs = (
-                Operation.objects.select_for_update()
-                .filter(destination_id=destination_id, key__in=chunk, state__in=OPEN_STATES)
-                .order_by("pk")
-            )
-            for op in qs:
-                found[(destination_id, op.key)] = op
+    for destination_id, keys in sorted(by_destination.items()):
+        qs = (
+            Operation.objects.select_for_update()
+            .filter(destination_id=destination_id, key__in=keys, state__in=OPEN_STATES)
+            .order_by("pk")
+        )
+        for op in qs:
+            found[(destination_id, op.key)] = op
     return found
 
 

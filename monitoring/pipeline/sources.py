@@ -3,7 +3,9 @@ backfills of a date range. All end in `ingest_events`, so a record seen twice is
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
 from django.db import transaction
@@ -11,6 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from connectors.sources import SourceError, get_adapter
+from exceptions_inbox.recording import record_occurrence
 from monitoring.models import Flow, SourceEvent, SourceNotification
 from monitoring.pipeline.claims import claim_ids, worker_token
 from monitoring.pipeline.flows import mark_backfill_complete
@@ -68,6 +71,10 @@ def fetch_one(note: SourceNotification) -> int:
         results = ingest_events(
             note.connection, events, via=SourceEvent.Via.NOTIFICATION, notification=note
         )
+        warnings = getattr(events, "warnings", ())  # a `Fetched` carries the adapter's warnings
+        flow = Flow.objects.filter(source=note.connection, is_active=True).order_by("pk").first()
+        if warnings and flow is not None:
+            file_warnings(flow, warnings)
         SourceNotification.objects.filter(pk=note.pk).update(
             state=SourceNotification.State.DONE,
             fetched_at=now,
@@ -99,6 +106,7 @@ def poll_flow(flow_id: int, *, max_pages: int = 20) -> int:
                 backfill=flow.backfill_state == Flow.Backfill.RUNNING,
             )
             accepted += _accepted(results)
+            file_warnings(flow, page.warnings)
             Flow.objects.filter(pk=flow.pk).update(
                 poll_cursor=page.cursor, last_polled_at=timezone.now()
             )
@@ -126,6 +134,29 @@ def backfill_range(flow: Flow, start: datetime, end: datetime) -> int:
         if page.reached_present or not page.events or page.cursor == cursor:
             return accepted
         cursor = page.cursor
+
+
+def file_warnings(flow: Flow, warnings: Iterable[Mapping[str, str]]) -> None:
+    """A page's warnings (an unknown status, a skipped record) into the inbox as `source_warning`:
+    one group per flow and message, one occurrence per subject (e.g. the order)."""
+    for warning in warnings:
+        code = str(warning.get("code") or "warning")
+        message = str(warning.get("message") or code)
+        subject = str(warning.get("subject") or "")
+        digest = hashlib.sha256(f"{code}|{message}".encode()).hexdigest()[:24]
+        record_occurrence(
+            workspace=flow.workspace,
+            kind="source_warning",
+            event_key=f"warning:{flow.pk}:{digest}:{subject}"[:100],
+            stage="poll",
+            message=message,
+            flow_key=flow.key,
+            flow_label=flow.name,
+            subject_key=f"{code}:{digest}",
+            subject_label=message[:255],
+            order_number=subject[:100] if code == "unknown_status" else "",
+            detail={**warning},
+        )
 
 
 def _accepted(results: list[Result]) -> int:

@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import DatabaseError, connection, transaction
+from django.db.models import Model, Q
 from django.utils import timezone
 
 from accounts.models import Workspace
@@ -47,6 +48,7 @@ from monitoring.pipeline.normalise import (
     parse_time,
     sku_match_key,
 )
+from monitoring.pipeline.transforms import clean_sku_by_rules
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +146,46 @@ class StateCache:
         obj.pk = pool.pop()
         self.pending.setdefault(label, {})[obj.pk] = obj
 
+    # Shipments, refunds, products and stock levels the batch names, by natural key (None: read
+    # and absent), with every refund of the orders read and every delta after each level's
+    # snapshot: the rows their events look up, read up front (locked) instead of one by one.
+    shipments: dict[tuple[int, str], Shipment | None] = field(default_factory=dict)
+    refunds: dict[tuple[int, str], Refund | None] = field(default_factory=dict)
+    refunds_of_orders: set[int] = field(default_factory=set)  # orders whose refunds are all here
+    products: dict[tuple[int, str], Product | None] = field(default_factory=dict)
+    levels: dict[tuple[int, str, str], StockLevel | None] = field(default_factory=dict)
+    deltas: dict[tuple[int, str, str], list[StockDelta]] = field(default_factory=dict)
+    # Rows written by the batch: new ones inserted together at its end, changed ones updated
+    # together (one pipelined UPDATE per model) at its end.
+    new_rows: dict[str, dict[int, Any]] = field(default_factory=dict)  # by id(obj)
+    dirty: dict[str, dict[int, Any]] = field(default_factory=dict)  # by pk
+
+    def write(self, obj: Any) -> None:
+        """What obj.save() would write, at the end of the batch."""
+        label = obj._meta.label
+        if obj.pk is None:
+            self.new_rows.setdefault(label, {})[id(obj)] = obj
+        elif not self.is_pending(obj):
+            self.dirty.setdefault(label, {})[obj.pk] = obj
+
     def flush(self) -> None:
-        """Insert the new rows: customers first, then orders."""
-        for model in (Customer, Order):
-            rows = list(self.pending.pop(model._meta.label, {}).values())
+        """Insert the new rows (customers, orders, then what refers to them), then update the
+        changed ones."""
+        inserted: tuple[tuple[type[Model], dict[str, dict[int, Any]]], ...] = (
+            (Customer, self.pending),
+            (Order, self.pending),
+            (Shipment, self.new_rows),
+            (Refund, self.new_rows),
+            (Product, self.new_rows),
+            (StockLevel, self.new_rows),
+            (StockDelta, self.new_rows),
+        )
+        for model, rows_of in inserted:
+            rows = list(rows_of.pop(model._meta.label, {}).values())
             if rows:
                 model._default_manager.bulk_create(rows, batch_size=500)
+        for label in list(self.dirty):  # orders, shipments, refunds, products, stock levels
+            _update_rows(list(self.dirty.pop(label).values()))
 
     def customer(self, pk: int | None) -> Customer | None:
         return self.customers.get(pk) if pk is not None else None
@@ -184,6 +220,87 @@ class StateCache:
             return False, None
         pks = self.by_ref.get((workspace_id, join_key, ref))
         return True, self.orders[min(pks)] if pks else None
+
+
+def _update_rows(objs: list[Any]) -> None:
+    """Write every field of rows the batch changed, as save() would (auto_now included)."""
+    meta = objs[0]._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    for f in fields:
+        if getattr(f, "auto_now", False):
+            for obj in objs:
+                f.pre_save(obj, False)
+    bulk_set(objs, [f.name for f in fields])
+
+
+def _read_rows(cache: StateCache, events: list[SourceEvent]) -> None:
+    """The shipments, refunds, products and stock levels the batch's events name, locked, in a
+    query each (and the refunds of the orders read, and the deltas after each level's
+    snapshot)."""
+    shipment_keys: dict[int, set[str]] = {}
+    refund_keys: dict[int, set[str]] = {}
+    skus: dict[int, set[str]] = {}
+    levels: dict[int, set[tuple[str, str]]] = {}
+    for event in events:
+        data, ws = event.data, event.workspace_id
+        kind = event.event_type
+        if kind.startswith("shipment.") and data.get("shipment_key"):
+            shipment_keys.setdefault(ws, set()).add(str(data["shipment_key"]))
+        elif kind == "refund.issued" and data.get("refund_key"):
+            refund_keys.setdefault(ws, set()).add(str(data["refund_key"]))
+        elif kind == "product.updated":
+            skus.setdefault(ws, set()).add(clean_sku(data.get("sku")))
+        elif kind == "stock.changed":
+            location = data.get("location") or {}
+            if isinstance(location, dict) and "key" in location:
+                levels.setdefault(ws, set()).add((clean_sku(data.get("sku")), str(location["key"])))
+    for ws, keys in shipment_keys.items():
+        cache.shipments.update({(ws, key): None for key in keys})
+        for shipment in Shipment.objects.select_for_update().filter(
+            workspace_id=ws, shipment_key__in=sorted(keys)
+        ):
+            cache.shipments[(ws, shipment.shipment_key)] = shipment
+    if refund_keys:  # and every refund of the orders read, for their sums
+        order_pks = sorted(pk for pk in cache.orders if not cache.is_pending(cache.orders[pk]))
+        refund_q = Q(order_id__in=order_pks)
+        for ws, keys in refund_keys.items():
+            cache.refunds.update({(ws, key): None for key in keys})
+            refund_q |= Q(workspace_id=ws, refund_key__in=sorted(keys))
+        for refund in Refund.objects.select_for_update().filter(refund_q).order_by("pk"):
+            cache.refunds[(refund.workspace_id, refund.refund_key)] = refund
+        cache.refunds_of_orders |= set(cache.orders)
+    for ws, wanted in skus.items():
+        cache.products.update({(ws, sku): None for sku in wanted})
+        for product in Product.objects.select_for_update().filter(
+            workspace_id=ws, sku__in=sorted(wanted)
+        ):
+            cache.products[(ws, product.sku)] = product
+    for ws, pairs in levels.items():
+        for sku, location in pairs:
+            cache.levels[(ws, sku, location)] = None
+            cache.deltas[(ws, sku, location)] = []
+        found = StockLevel.objects.select_for_update().filter(
+            workspace_id=ws,
+            sku__in=sorted({sku for sku, _ in pairs}),
+            location_key__in=sorted({loc for _, loc in pairs}),
+        )
+        by_pk: dict[int, tuple[int, str, str]] = {}
+        for level in found.order_by("pk"):
+            key = (ws, level.sku, level.location_key)
+            if key in cache.levels:
+                cache.levels[key] = level
+                by_pk[level.pk] = key
+        after = Q()
+        for pk, key in by_pk.items():
+            read = cache.levels[key]
+            assert read is not None
+            if read.snapshot_as_of:
+                after |= Q(level_id=pk, as_of__gt=read.snapshot_as_of)
+            else:
+                after |= Q(level_id=pk)
+        if by_pk:
+            for delta in StockDelta.objects.filter(after).order_by("pk"):
+                cache.deltas[by_pk[delta.level_id]].append(delta)
 
 
 def _read_state(events: list[SourceEvent]) -> StateCache:
@@ -232,6 +349,7 @@ def _read_state(events: list[SourceEvent]) -> StateCache:
         for order in qs.exclude(**{join_key: ""}).order_by("pk"):
             cache.keep_order(order)
         cache.order_refs |= {(workspace_id, join_key, ref) for ref in wanted}
+    _read_rows(cache, events)
     return cache
 
 
@@ -743,10 +861,19 @@ def save_order(batch: Batch, order: Order) -> None:
     if cache is not None and cache.defer_inserts and (order.pk is None or cache.is_pending(order)):
         if order.pk is None:
             cache.add_pending(order)
+            cache.refunds_of_orders.add(order.pk)  # a new order has no refunds yet
         batch.wrote = True  # a row the batch will insert: only a rollback undoes it
         _keep_order(batch, order)
         return
+    if cache is not None and order.pk is not None:
+        batch.wrote = True
+        cache.write(order)  # updated with the batch's other changed rows at its end
+        _keep_order(batch, order)
+        return
+    new = order.pk is None
     order.save()
+    if cache is not None and new:
+        cache.refunds_of_orders.add(order.pk)
     _keep_order(batch, order)
 
 
@@ -815,7 +942,7 @@ def _sku_gaps(event: SourceEvent, flow: Flow, batch: Batch, lines: list[dict[str
     for line in lines:
         if line.get("is_non_stock") or not line.get("sku"):
             continue
-        cleaned = clean_sku(line.get("sku"))
+        cleaned = clean_sku_by_rules(clean_sku(line.get("sku")), flow.sku_cleaning)
         key = sku_match_key(cleaned, flow.sku_case_sensitive)
         target = aliases.get((flow.pk, key)) or aliases.get((None, key))
         wanted[sku_match_key(target, flow.sku_case_sensitive) if target else key] = cleaned
@@ -827,6 +954,12 @@ def _sku_gaps(event: SourceEvent, flow: Flow, batch: Batch, lines: list[dict[str
             workspace_id=event.workspace_id, **{f"{field_name}__in": list(wanted)}
         ).values_list(field_name, flat=True)
     )
+    if batch.cache is not None:  # the batch's own products, not inserted yet
+        known |= {
+            getattr(product, field_name)
+            for (ws, _), product in batch.cache.products.items()
+            if ws == event.workspace_id and product is not None
+        }
     for key, cleaned in wanted.items():
         if key not in known:
             _fail(
@@ -881,6 +1014,12 @@ def stage_order(event: SourceEvent, flow: Flow, batch: Batch) -> None:
     workspace = event.workspace
     identity = event.envelope.get("identity") or {}
     number = str(data.get("order_number") or "")
+    carries_money = data.get("carries_money") is not False
+    if not carries_money:
+        held = find_order(event, flow, batch=batch)
+        if held is not None and held.has_body and held.carries_money:
+            _join_copy(event, held, batch)
+            return
     currency = str(data.get("currency") or "")
     if currency != workspace.currency:
         _fail(
@@ -919,7 +1058,12 @@ def stage_order(event: SourceEvent, flow: Flow, batch: Batch) -> None:
         )
         raise Outcome(State.FAILED, "", "guest_policy")
     order = find_order(event, flow, batch=batch)
-    if order is not None and order.revision and event.source_version < order.revision:
+    if (
+        order is not None
+        and order.revision
+        and event.source_version < order.revision
+        and (order.carries_money or not carries_money)  # money replaces a copy, whatever its age
+    ):
         raise Outcome(State.SKIPPED, "Superseded: a newer version of this order is staged.")
     customer = resolve_customer(event, batch)
     if order is None:
@@ -940,6 +1084,7 @@ def stage_order(event: SourceEvent, flow: Flow, batch: Batch) -> None:
     order.email = customer.email if customer else order.email
     order.is_guest = is_guest
     order.has_body = True
+    order.carries_money = carries_money
     order.revision = event.source_version
     order.placed_at = parse_time(data.get("placed_at"))
     order.currency = currency
@@ -964,6 +1109,26 @@ def stage_order(event: SourceEvent, flow: Flow, batch: Batch) -> None:
     if customer is None or not customer.email:
         _no_email(event, batch, number)
     _sku_gaps(event, flow, batch, lines)
+
+
+def _join_copy(event: SourceEvent, order: Order, batch: Batch) -> None:
+    """A warehouse's copy of an order whose money-carrying body (the ERP's) is held: joined to it
+    (its key, and the channel reference if the order has none) without touching the ERP's number,
+    lines, money or status, so one order stays one record (sources.md §12: the WMS carries no
+    money). Status changes still come through order.status_changed and shipments."""
+    data = event.data
+    links = event.envelope.get("links") or {}
+    order.source_keys = sorted({*order.source_keys, str(data.get("order_key"))})
+    order.channel_order_ref = order.channel_order_ref or str(
+        data.get("channel_order_ref") or links.get("channel_order_ref") or ""
+    )
+    save_order(batch, order)
+    event.order = order
+    event.customer = order.customer
+    event.reason = "A warehouse copy of an order held with the ERP's money: joined to it."
+    batch.released_refs.setdefault(event.workspace_id, set()).update(
+        {order.order_number, order.channel_order_ref}
+    )
 
 
 def _set_status(order: Order, status: dict[str, Any]) -> None:
@@ -1055,27 +1220,27 @@ def stage_dispatch(event: SourceEvent, flow: Flow, batch: Batch) -> None:
     data = event.data
     order = _parent_order(event, flow, batch)
     key = str(data["shipment_key"])
-    shipment = (
-        Shipment.objects.select_for_update()
-        .filter(workspace_id=event.workspace_id, shipment_key=key)
-        .first()
-    )
+    shipment = _shipment_by_key(event, batch, key)
     dispatched_at = parse_time(data.get("dispatched_at")) or event.occurred_at
     if shipment is not None and event.source_version < shipment.source_version:
         raise Outcome(State.SKIPPED, "Superseded: a newer version of this shipment is staged.")
     if shipment is None:
         shipment = Shipment(workspace_id=event.workspace_id, shipment_key=key, order=order)
+        if batch.cache is not None:
+            batch.cache.shipments[(event.workspace_id, key)] = shipment
     shipment.order = order
     shipment.dispatched_at = dispatched_at
     shipment.tracking_numbers = data.get("tracking_numbers") or shipment.tracking_numbers
     shipment.carrier = data.get("carrier") or shipment.carrier
     shipment.lines = data.get("lines") or []
     shipment.source_version = event.source_version
-    shipment.save()
+    save_row(batch, shipment)
     order.first_dispatched_at = min(filter(None, [order.first_dispatched_at, dispatched_at]))
     order.last_dispatched_at = max(filter(None, [order.last_dispatched_at, dispatched_at]))
     if order.fulfilment != "dispatched":
-        order.fulfilment = "partially_dispatched" if data.get("is_partial") else "dispatched"
+        order.fulfilment = (
+            "dispatched" if _every_part_shipped(event, order, batch) else "partially_dispatched"
+        )
     save_order(batch, order)
     _link(event, order, batch)
     batch.released_entities.setdefault(event.workspace_id, set()).add(event.entity_key)
@@ -1095,20 +1260,80 @@ def stage_dispatch(event: SourceEvent, flow: Flow, batch: Batch) -> None:
         event.reason = "The carrier's first scan did not come by the deadline: sent without it."
 
 
-def _shipment_for(event: SourceEvent) -> Shipment | None:
+def _every_part_shipped(event: SourceEvent, order: Order, batch: Batch) -> bool:
+    """Whether this dispatch completes the order (sources.md §12.7: order-level "dispatched" only
+    once every part has gone). A dispatch not marked partial completes it; a part of a split
+    (Mintsoft's `Part`/`NumberOfParts`: each part its own shipment of the one order) completes it
+    once the order has as many shipments as the split has parts, whatever order they came in."""
     data = event.data
-    qs = Shipment.objects.select_for_update().filter(workspace_id=event.workspace_id)
+    if not data.get("is_partial"):
+        return True
+    try:
+        parts = int(data.get("parts") or 0)
+    except (TypeError, ValueError):
+        parts = 0
+    if parts < 2:
+        return False
+    ws = event.workspace_id
+    keys = {str(data["shipment_key"])}
+    if order.pk:
+        keys.update(
+            Shipment.objects.filter(workspace_id=ws, order_id=order.pk).values_list(
+                "shipment_key", flat=True
+            )
+        )
+    if batch.cache is not None:  # the batch's own shipments, not inserted yet on the fast path
+        keys.update(
+            key
+            for (cached_ws, key), kept in batch.cache.shipments.items()
+            if cached_ws == ws and kept is not None and kept.order is order
+        )
+    return len(keys) >= parts
+
+
+def save_row(batch: Batch, obj: Any) -> None:
+    """obj.save(), or on the fast path: written with the batch's other rows at its end."""
+    if batch.cache is None:
+        obj.save()
+        return
+    batch.wrote = True  # only a rollback of the batch undoes it
+    batch.cache.write(obj)
+
+
+def _shipment_by_key(event: SourceEvent, batch: Batch, key: str) -> Shipment | None:
+    cache, ws = batch.cache, event.workspace_id
+    if cache is not None and (ws, key) in cache.shipments:
+        return cache.shipments[(ws, key)]
+    shipment = (
+        Shipment.objects.select_for_update().filter(workspace_id=ws, shipment_key=key).first()
+    )
+    if cache is not None:
+        cache.shipments[(ws, key)] = shipment
+    return shipment
+
+
+def _shipment_for(event: SourceEvent, batch: Batch) -> Shipment | None:
+    data = event.data
     if data.get("shipment_key"):
-        return qs.filter(shipment_key=str(data["shipment_key"])).first()
+        return _shipment_by_key(event, batch, str(data["shipment_key"]))
     number = str(data.get("tracking_number") or "")
+    cache, ws = batch.cache, event.workspace_id
+    if cache is not None:
+        for kept in cache.shipments.values():
+            if kept is not None and kept.workspace_id == ws and number in kept.tracking_numbers:
+                return kept
+    qs = Shipment.objects.select_for_update().filter(workspace_id=ws)
     for shipment in qs.filter(tracking_numbers__icontains=number):
+        if cache is not None:  # the batch's own instance, when it has one
+            shipment = cache.shipments.get((ws, shipment.shipment_key)) or shipment
+            cache.shipments[(ws, shipment.shipment_key)] = shipment
         if number in shipment.tracking_numbers:
             return shipment
     return None
 
 
 def _hold_for_shipment(event: SourceEvent, flow: Flow, batch: Batch) -> Shipment:
-    shipment = _shipment_for(event)
+    shipment = _shipment_for(event, batch)
     if shipment is None:
         _hold_orphan(
             event,
@@ -1123,7 +1348,7 @@ def _hold_for_shipment(event: SourceEvent, flow: Flow, batch: Batch) -> Shipment
 def stage_tracking(event: SourceEvent, flow: Flow, batch: Batch) -> None:
     shipment = _hold_for_shipment(event, flow, batch)
     shipment.tracking_numbers = event.data.get("tracking_numbers") or shipment.tracking_numbers
-    shipment.save()
+    save_row(batch, shipment)
     _link(event, _order_of(batch, shipment), batch)
 
 
@@ -1133,7 +1358,7 @@ def stage_scan(event: SourceEvent, flow: Flow, batch: Batch) -> None:
     if shipment.first_scan_at is None or (scanned_at and scanned_at < shipment.first_scan_at):
         shipment.first_scan_at = scanned_at
     shipment.scan_status = str(event.data.get("scan_status") or "")
-    shipment.save()
+    save_row(batch, shipment)
     _link(event, _order_of(batch, shipment), batch)
     # Dispatch triggers held for this scan go now.
     batch.scanned_orders.add(shipment.order_id)
@@ -1155,24 +1380,93 @@ def stage_refund(event: SourceEvent, flow: Flow, batch: Batch) -> None:
             order_number=order.order_number,
         )
         raise Outcome(State.FAILED, "", "currency_mismatch")
-    refund = (
-        Refund.objects.select_for_update()
-        .filter(workspace_id=event.workspace_id, refund_key=str(data["refund_key"]))
-        .first()
-    )
+    key = str(data["refund_key"])
+    refund = _refund_by_key(event, batch, key)
     if refund is not None and event.source_version < refund.source_version:
         raise Outcome(State.SKIPPED, "Superseded: a newer version of this refund is staged.")
     if refund is None:
-        refund = Refund(workspace_id=event.workspace_id, refund_key=str(data["refund_key"]))
+        refund = Refund(workspace_id=event.workspace_id, refund_key=key)
+    _refund_within_total(event, order, refund, amount or Decimal(0), currency, batch)
     refund.order = order
     refund.amount = amount or Decimal(0)
     refund.currency = currency
     refund.refunded_at = parse_time(data.get("refunded_at")) or event.occurred_at
     refund.source_version = event.source_version
-    refund.save()
-    order.refunded_total = sum(order.refunds.values_list("amount", flat=True), Decimal(0))
+    if batch.cache is not None:
+        batch.cache.refunds[(event.workspace_id, key)] = refund
+    save_row(batch, refund)
+    order.refunded_total = sum((r.amount for r in _refunds_of(batch, order)), Decimal(0))
     save_order(batch, order)
     _link(event, order, batch)
+
+
+def _refund_by_key(event: SourceEvent, batch: Batch, key: str) -> Refund | None:
+    cache, ws = batch.cache, event.workspace_id
+    if cache is not None and (ws, key) in cache.refunds:
+        return cache.refunds[(ws, key)]
+    refund = Refund.objects.select_for_update().filter(workspace_id=ws, refund_key=key).first()
+    if cache is not None:
+        cache.refunds[(ws, key)] = refund
+    return refund
+
+
+def _refunds_of(batch: Batch, order: Order) -> list[Refund]:
+    """Every refund of the order (the batch's own instances on the fast path)."""
+    cache = batch.cache
+    if cache is None:
+        return list(order.refunds.all()) if order.pk is not None else []
+    if order.pk not in cache.refunds_of_orders:
+        for refund in Refund.objects.select_for_update().filter(order_id=order.pk):
+            key = (refund.workspace_id, refund.refund_key)
+            if cache.refunds.get(key) is None:
+                cache.refunds[key] = refund
+        cache.refunds_of_orders.add(order.pk)
+    return [r for r in cache.refunds.values() if r is not None and r.order_id == order.pk]
+
+
+def _refund_within_total(
+    event: SourceEvent, order: Order, refund: Refund, amount: Decimal, currency: str, batch: Batch
+) -> None:
+    """refund_mismatch: the order's refunds, this one included (a newer version of a refund
+    replacing its older amount), may not exceed what was paid on it — its grand total, in
+    Decimal and the same currency. Checked once the order's money is known; a failing refund
+    changes nothing in the state (its writes are undone), so LTV never goes below what was kept."""
+    if order.grand_total is None or not order.has_body or order.currency != currency:
+        return
+    others = sum(
+        (r.amount for r in _refunds_of(batch, order) if r.refund_key != refund.refund_key),
+        Decimal(0),
+    )
+    refunded = others + amount
+    if refunded <= order.grand_total:
+        return
+    number = order.order_number or order.channel_order_ref
+    unit = minor_unit(currency)
+
+    def shown(value: Decimal) -> Decimal:  # 30.0100 as 30.01, never rounding a real digit away
+        return value.quantize(unit) if value == value.quantize(unit) else value
+
+    message = (
+        f"Refunds of {shown(refunded)} {currency} exceed order {number}'s total of "
+        f"{shown(order.grand_total)} {currency}."
+    )
+    _fail(
+        event,
+        batch,
+        "refund_mismatch",
+        message,
+        subject_key=f"order:{number}",
+        subject_label=number,
+        order_number=number,
+        detail={
+            "refund_key": refund.refund_key,
+            "amount": str(shown(amount)),
+            "refunded": str(shown(refunded)),
+            "grand_total": str(shown(order.grand_total)),
+            "currency": currency,
+        },
+    )
+    raise Outcome(State.FAILED, message, "refund_mismatch")
 
 
 def stage_return(event: SourceEvent, flow: Flow, batch: Batch) -> None:
@@ -1188,13 +1482,17 @@ def stage_product(event: SourceEvent, flow: Flow, batch: Batch) -> None:
         raise Outcome(State.SKIPPED, "This flow does not master the catalogue.")
     data = event.data
     sku = clean_sku(data.get("sku"))
-    product = (
-        Product.objects.select_for_update().filter(workspace_id=event.workspace_id, sku=sku).first()
-    )
+    cache, ws = batch.cache, event.workspace_id
+    if cache is not None and (ws, sku) in cache.products:
+        product = cache.products[(ws, sku)]
+    else:
+        product = Product.objects.select_for_update().filter(workspace_id=ws, sku=sku).first()
     if product is not None and event.source_version < product.source_version:
         raise Outcome(State.SKIPPED, "Superseded: a newer version of this product is staged.")
     if product is None:
-        product = Product(workspace_id=event.workspace_id, sku=sku)
+        product = Product(workspace_id=ws, sku=sku)
+    if cache is not None:
+        cache.products[(ws, sku)] = product
     product.flow = flow
     product.sku_key = sku.casefold()
     product.product_key = str(data.get("product_key"))
@@ -1203,7 +1501,7 @@ def stage_product(event: SourceEvent, flow: Flow, batch: Batch) -> None:
     product.price = money(data.get("price"))
     product.currency = str((data.get("price") or {}).get("currency") or "")
     product.source_version = event.source_version
-    product.save()
+    save_row(batch, product)
 
 
 QUANTITIES = ("on_hand", "allocated", "saleable", "quarantined", "incoming")
@@ -1214,11 +1512,15 @@ def stage_stock(event: SourceEvent, flow: Flow, batch: Batch) -> None:
     latest snapshot; deltas older than the snapshot drop."""
     data = event.data
     as_of = parse_time(data.get("as_of")) or event.source_version
-    level, _ = StockLevel.objects.select_for_update().get_or_create(
-        workspace_id=event.workspace_id,
-        sku=clean_sku(data.get("sku")),
-        location_key=str(data["location"]["key"]),
-    )
+    key = (event.workspace_id, clean_sku(data.get("sku")), str(data["location"]["key"]))
+    cache = batch.cache
+    deltas: list[StockDelta] | None = None
+    if cache is None:
+        level, _ = StockLevel.objects.select_for_update().get_or_create(
+            workspace_id=key[0], sku=key[1], location_key=key[2]
+        )
+    else:
+        level, deltas = _stock_level(cache, key)
     before = level.saleable
     quantities = {k: data["quantities"].get(k) for k in QUANTITIES}
     if data["mode"] == "snapshot":
@@ -1230,13 +1532,18 @@ def stage_stock(event: SourceEvent, flow: Flow, batch: Batch) -> None:
     else:
         if level.snapshot_as_of and as_of <= level.snapshot_as_of:
             raise Outcome(State.SKIPPED, "Dropped: older than the latest stock snapshot.")
-        StockDelta.objects.get_or_create(
-            event=event, defaults={"level": level, "as_of": as_of, "quantities": quantities}
-        )
-    _recompute_stock(level)
+        if deltas is None:
+            StockDelta.objects.get_or_create(
+                event=event, defaults={"level": level, "as_of": as_of, "quantities": quantities}
+            )
+        elif not any(d.event_id == event.pk for d in deltas):
+            delta = StockDelta(level=level, event=event, as_of=as_of, quantities=quantities)
+            deltas.append(delta)
+            save_row(batch, delta)
+    _recompute_stock(level, deltas)
     level.previous_saleable = before
     level.as_of = max(filter(None, [level.as_of, as_of]))
-    level.save()
+    save_row(batch, level)
     crossed_zero = (before or 0) <= 0 < (level.saleable or 0) or (before or 0) > 0 >= (
         level.saleable or 0
     )
@@ -1247,10 +1554,42 @@ def stage_stock(event: SourceEvent, flow: Flow, batch: Batch) -> None:
     )
 
 
-def _recompute_stock(level: StockLevel) -> None:
-    deltas = level.deltas.all()
-    if level.snapshot_as_of:
-        deltas = deltas.filter(as_of__gt=level.snapshot_as_of)
+def _stock_level(
+    cache: StateCache, key: tuple[int, str, str]
+) -> tuple[StockLevel, list[StockDelta]]:
+    """The level (new if there is none) and its deltas after the snapshot, from the cache."""
+    if key not in cache.levels:
+        workspace_id, sku, location = key
+        found = (
+            StockLevel.objects.select_for_update()
+            .filter(workspace_id=workspace_id, sku=sku, location_key=location)
+            .first()
+        )
+        cache.levels[key] = found
+        cache.deltas[key] = []
+        if found is not None:
+            deltas = StockDelta.objects.filter(level=found)
+            if found.snapshot_as_of:
+                deltas = deltas.filter(as_of__gt=found.snapshot_as_of)
+            cache.deltas[key] = list(deltas.order_by("pk"))
+    level = cache.levels[key]
+    if level is None:
+        level = StockLevel(workspace_id=key[0], sku=key[1], location_key=key[2])
+        cache.levels[key] = level
+    return level, cache.deltas[key]
+
+
+def _recompute_stock(level: StockLevel, kept: list[StockDelta] | None = None) -> None:
+    """The quantities: the snapshot plus the deltas after it (`kept`: the batch's list of the
+    level's deltas, else read)."""
+    deltas: Iterable[StockDelta]
+    if kept is not None:
+        deltas = [d for d in kept if not level.snapshot_as_of or d.as_of > level.snapshot_as_of]
+    else:
+        qs = level.deltas.all()
+        if level.snapshot_as_of:
+            qs = qs.filter(as_of__gt=level.snapshot_as_of)
+        deltas = list(qs)
     for name in QUANTITIES:
         base = level.snapshot.get(name) if level.snapshot_as_of else None
         changes = [d.quantities.get(name) for d in deltas if d.quantities.get(name) is not None]
@@ -1282,6 +1621,7 @@ def recompute_aggregates(customer_ids: Iterable[int], now: datetime | None = Non
     rows = Order.objects.filter(customer_id__in=ids).values_list(
         "customer_id",
         "has_body",
+        "carries_money",
         "lifecycle",
         "grand_total",
         "refunded_total",
@@ -1289,14 +1629,15 @@ def recompute_aggregates(customer_ids: Iterable[int], now: datetime | None = Non
         "last_dispatched_at",
     )
     latest: dict[int, Any] = {}
-    for customer_id, has_body, lifecycle, grand, refunded, placed, dispatched in rows:
+    for customer_id, has_body, paid, lifecycle, grand, refunded, placed, dispatched in rows:
         agg = sums[customer_id]
         if dispatched and (agg["dispatch"] is None or dispatched > agg["dispatch"]):
             agg["dispatch"] = dispatched
         if not has_body or lifecycle == "cancelled":
             continue
         agg["n"] += 1
-        agg["ltv"] += (grand or Decimal(0)) - (refunded or Decimal(0))
+        if paid:  # a warehouse's copy of the channel's figures is no money received
+            agg["ltv"] += (grand or Decimal(0)) - (refunded or Decimal(0))
         if placed and (agg["last"] is None or placed > agg["last"]):
             agg["last"] = placed
             latest[customer_id] = refunded

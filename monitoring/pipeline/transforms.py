@@ -106,3 +106,72 @@ def _plain(value: Decimal) -> str:
     """12.0000 → "12", 12.5000 → "12.5": how a person writes the number in a map."""
     text = format(value.normalize(), "f")
     return text
+
+
+# -- SKU cleaning rules ---------------------------------------------------------------------------
+#
+# A flow's SKUs go through its cleaning rules (`Flow.sku_cleaning`, one rule a line) after
+# staging's own cleaning (trim + NFC) and before aliases and the catalogue check, so a source that
+# writes `uk_ab_12` can match the catalogue's `AB-12` without an alias per SKU.
+#
+# | rule | does |
+# |---|---|
+# | `trim` | strips surrounding white space; `trim:<chars>` strips those characters instead |
+# | `upper`, `lower` | changes the case |
+# | `replace:<from>=<to>` | replaces every `<from>` with `<to>` (empty `<to>`: removes it) |
+# | `strip_prefix:<text>`, `strip_suffix:<text>` | removes the text at the start / end, if there |
+
+SKU_RULES_MAX = 1000  # characters of a flow's rules
+SKU_CASES = {"upper": str.upper, "lower": str.lower}
+
+
+def parse_sku_rules(text: str) -> list[tuple[str, Any]]:
+    """The rules as (name, argument), in order; raises TransformError naming the line."""
+    rules: list[tuple[str, Any]] = []
+    if len(text) > SKU_RULES_MAX:
+        raise TransformError(f"At most {SKU_RULES_MAX} characters.")
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip("\r\n\t ")
+        if not line:
+            continue
+        name, colon, arg = line.partition(":")
+        if not colon and line in ("trim", *SKU_CASES):
+            rules.append((line, None))
+        elif name == "trim" and colon and arg:
+            rules.append(("trim", arg))
+        elif name == "replace" and colon:
+            source, eq, target = arg.partition("=")
+            if not eq or not source:
+                raise TransformError(f"Line {number}: replace:<from>=<to>, e.g. replace:_=-")
+            rules.append(("replace", (source, target)))
+        elif name in ("strip_prefix", "strip_suffix") and colon and arg:
+            rules.append((name, arg))
+        else:
+            raise TransformError(
+                f"Line {number}: “{line}” is not a rule; use trim, trim:<chars>, upper, lower, "
+                "replace:<from>=<to>, strip_prefix:<text> or strip_suffix:<text>."
+            )
+    return rules
+
+
+def clean_sku_by_rules(sku: str, rules: str) -> str:
+    """`sku` (already trimmed and NFC) after a flow's cleaning rules; never raises (rules that do
+    not parse leave the SKU as it was: the form refuses them before they are saved)."""
+    if not rules or not sku:
+        return sku
+    try:
+        parsed = parse_sku_rules(rules)
+    except TransformError:
+        return sku
+    for name, arg in parsed:
+        if name == "trim":
+            sku = sku.strip() if arg is None else sku.strip(arg)
+        elif name in SKU_CASES:
+            sku = SKU_CASES[name](sku)
+        elif name == "replace":
+            sku = sku.replace(arg[0], arg[1])
+        elif name == "strip_prefix":
+            sku = sku.removeprefix(arg)
+        elif name == "strip_suffix":
+            sku = sku.removesuffix(arg)
+    return sku.strip()

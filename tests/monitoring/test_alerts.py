@@ -212,3 +212,38 @@ def test_a_second_check_racing_the_first_opens_no_second_alert(flow, webhook):
         assert alerts.trigger(h, Alert.Kind.LAG, "again") is None
     assert Alert.objects.filter(kind="lag").count() == 1
     assert AlertChange.objects.filter(kind="triggered").count() == 1
+
+
+def test_the_whole_lifecycle_sends_one_notice_per_change_and_a_recovery_notice(
+    flow, world, webhook, mailoutbox
+):
+    with time_machine.travel(TUESDAY_9, tick=False) as clock:
+        late = a_waiting_event(flow, minutes_old=10)
+        make_event(flow)
+        check()
+        clock.shift(timedelta(minutes=6))
+        assert check() == [f"{flow.pk}: lag triggered"]
+        alert = Alert.objects.get(flow=flow)
+        clock.shift(timedelta(minutes=3))
+        assert alerts.acknowledge(alert, world.teammate)
+        assert not alerts.acknowledge(alert, world.teammate)  # once
+        clock.shift(timedelta(minutes=40))  # acknowledged: no escalation
+        make_event(flow)
+        assert check() == []
+        SourceEvent.objects.filter(pk=late.pk).update(state=SourceEvent.State.DELIVERED)
+        clock.shift(timedelta(minutes=1))
+        assert check() == [f"{flow.pk}: lag resolved"]
+        for _ in range(3):
+            clock.shift(timedelta(minutes=1))
+            assert check() == []
+    alert.refresh_from_db()
+    assert alert.state == Alert.State.RESOLVED
+    assert kinds_of_changes(alert) == ["triggered", "acknowledged", "resolved"]
+    notices = AlertNotice.objects.order_by("pk")
+    assert [n.change.kind for n in notices] == ["triggered", "acknowledged", "resolved"]
+    assert [m.subject.split(":")[0] for m in mailoutbox] == [
+        n.subject.split(":")[0] for n in notices
+    ]
+    assert "Recovered" in notices[2].subject
+    assert webhook.call_count == 3
+    assert all(n.emailed_at is not None and n.webhook_status == 200 for n in notices)

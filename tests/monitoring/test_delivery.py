@@ -227,3 +227,22 @@ def test_the_bulk_lane_batches_into_imports_and_confirms_them_by_polling(engine:
     assert all(b.state == "finished" for b in batches)
     assert batches.count() <= 4  # not a call per event
     assert engine.sandbox.state()["counts"]["contacts"] == 30
+
+
+def test_a_realtime_record_does_not_wait_for_the_bulk_lanes_batch_of_its_contact(engine: Engine):
+    from monitoring.pipeline.deliver import run_lane
+    from monitoring.pipeline.plan import run_planning
+    from monitoring.pipeline.staging import run_staging
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    engine.post("erp", [order_created("RB1", "bo@example.com", "15.00", at=now)])
+    run_staging()
+    run_planning()
+    # Its contact's upsert sits in the bulk lane, which would wait to fill a batch.
+    Operation.objects.filter(kind="contact").update(lane="bulk")
+
+    run_lane(engine.destination.pk, "realtime", time_budget=10.0, linger=0.0, idle_sleep=0.02)
+
+    assert Operation.objects.get(kind="contact").state == "delivered"
+    assert set(engine.records("bo@example.com")) == {"RB1"}
+    assert SourceEvent.objects.get().state == "delivered"

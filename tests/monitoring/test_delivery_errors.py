@@ -10,7 +10,7 @@ import pytest
 
 from exceptions_inbox.actions import apply_action
 from exceptions_inbox.models import ExceptionGroup, Occurrence
-from monitoring.models import SourceEvent
+from monitoring.models import Flow, SourceEvent
 from monitoring.outbox import Operation
 from monitoring.pipeline.deliver import test_and_resume as resume_connection
 from tests.monitoring.delivery_support import *  # noqa: F403
@@ -69,6 +69,39 @@ def test_transient_failures_are_retried_with_backoff_until_delivered(engine: Eng
     op = Operation.objects.get(kind="contact")
     assert op.state == "delivered" and op.attempts >= 2
     assert not Occurrence.objects.exists()  # no exception for a transient error
+
+
+def test_a_transient_failure_keeps_retrying_past_ten_attempts_while_within_the_lag_threshold(
+    engine: Engine,
+):
+    now = datetime.now(UTC).replace(microsecond=0)
+    engine.sandbox.faults(match="/contacts/v3", error_burst=12, error_status=503)
+    engine.post("erp", [order_created("NT2", "kit@example.com", "10.00", at=now)])
+    engine.pump(rounds=60)
+
+    assert SourceEvent.objects.get().state == "delivered"
+    op = Operation.objects.get(kind="contact")
+    assert op.state == "delivered" and op.attempts > 10
+    assert not Occurrence.objects.exists()
+
+
+def test_a_transient_failure_that_outlasts_the_flows_lag_threshold_fails_into_the_inbox(
+    engine: Engine,
+):
+    now = datetime.now(UTC).replace(microsecond=0)
+    engine.sandbox.faults(match="/contacts/v3", error_burst=1000, error_status=503)
+    engine.post("erp", [order_created("NT3", "ash@example.com", "10.00", at=now)])
+    Flow.objects.filter(pk=engine.erp_flow.pk).update(lag_threshold_seconds=60)
+    # The event has been waiting two minutes: past the flow's 60 s threshold.
+    SourceEvent.objects.update(received_at=datetime.now(UTC) - timedelta(minutes=2))
+    engine.pump(rounds=60)
+
+    event = SourceEvent.objects.get()
+    assert event.state == "failed"
+    op = Operation.objects.get(kind="contact")
+    assert op.state == "failed" and 3 <= op.attempts <= 4
+    assert "beyond the flow's lag threshold" in op.reason
+    assert Occurrence.objects.filter(event_key=event.key).count() == 1
 
 
 def test_a_record_dotdigital_rejects_fails_its_event_with_dotdigitals_code_and_text(

@@ -1,5 +1,7 @@
 """Reconciliation against the DotDigital sandbox (differences planted in it), the exceptions each
-difference opens, one-click repair through the outbox, and the opt-out round trip."""
+difference opens, and one-click repair through the outbox, after which a new run finds nothing.
+(Against the source's API: test_reconcile_source.py; the opt-out round trip:
+test_optout_round_trip.py.)"""
 
 from __future__ import annotations
 
@@ -10,13 +12,11 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from connectors.sources.base import SourceError
+from exceptions_inbox.actions import apply_action
 from exceptions_inbox.models import ExceptionGroup, Occurrence
 from monitoring import reconcile
-from monitoring.outbox import Suppression
-from monitoring.pipeline.consent import pull_suppressions
 from monitoring.pipeline.staging import run_staging
-from monitoring.watch_models import OptOutWriteBack, ReconciliationDifference
+from monitoring.watch_models import ReconciliationDifference
 from tests.factories import make_member
 from tests.monitoring.delivery_support import *  # noqa: F403
 from tests.monitoring.delivery_support import ERP, Engine, event, iso
@@ -182,78 +182,38 @@ def test_a_difference_not_found_again_is_cleared_from_the_inbox(engine: Engine):
     assert ReconciliationDifference.objects.count() == 1
 
 
-class FakeSource:
-    def __init__(self, error: SourceError | None = None) -> None:
-        self.calls: list[tuple[str, datetime]] = []
-        self.error = error
-
-    def write_back_opt_out(self, connection: Any, email: str, opted_out_at: datetime) -> None:
-        self.calls.append((email, opted_out_at))
-        if self.error:
-            raise self.error
-
-
-def test_an_opt_out_made_in_dotdigital_is_written_back_to_the_source_with_both_times(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
+def test_retrying_the_differences_in_the_inbox_repairs_them_and_the_next_run_is_clean(
+    engine: Engine,
 ):
     now = datetime.now(UTC).replace(microsecond=0)
-    engine.post("erp", [order_created("O1", "jo@example.com", "9.00", at=now, customer="J1")])
+    engine.post(
+        "erp",
+        [
+            order_created("Q1", "ada@example.com", "30.00", at=now, customer="Q1"),
+            order_created("Q2", "bo@example.com", "12.50", at=now, customer="Q2"),
+        ],
+    )
     engine.pump()
     engine.sandbox.plant(
-        suppressions=[
-            {
-                "email": "jo@example.com",
-                "reason": "Unsubscribed",
-                "dateRemoved": "2025-03-04T09:15:00Z",
-            }
+        contacts=[
+            {"email": "ada@example.com", "dataFields": {"LTV": 3}},
+            {"email": "bo@example.com", "dataFields": {"LTV": 0}},
         ]
     )
-    pull_suppressions(engine.destination)
-    assert Suppression.objects.filter(email="jo@example.com").exists()
-    source = FakeSource()
-    monkeypatch.setattr(reconcile, "get_adapter", lambda kind: source)
+    run = reconcile.run_reconciliation(engine.erp_flow, sample=0)
+    assert {(d.kind, d.subject, d.field) for d in run.differences.all()} == {
+        ("field", "ada@example.com", "LTV"),
+        ("field", "bo@example.com", "LTV"),
+    }
+    group = ExceptionGroup.objects.get(kind="reconciliation_difference")
 
-    assert reconcile.round_trip(engine.erp_flow) == (1, 1)
-    assert reconcile.round_trip(engine.erp_flow) == (0, 0)  # once
-
-    row = OptOutWriteBack.objects.get()
-    assert source.calls == [("jo@example.com", datetime(2025, 3, 4, 9, 15, tzinfo=UTC))]
-    assert row.state == "written" and row.written_at is not None
-    assert row.opted_out_at == datetime(2025, 3, 4, 9, 15, tzinfo=UTC)
-    web = Client()
-    web.force_login(make_member(engine.workspace, "mkt", teams=["marketing"]))
-    page = web.get(reverse("watch:opt-outs", args=[engine.workspace.slug])).content.decode()
-    assert "jo@example.com" in page and "2025-03-04 09:15:00" in page
-
-
-def test_a_failed_write_back_opens_consent_sync_failed(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
-):
-    now = datetime.now(UTC).replace(microsecond=0)
-    engine.post("erp", [order_created("O2", "lee@example.com", "9.00", at=now, customer="L1")])
+    apply_action(group, "retry", make_member(engine.workspace, "fin", teams=["finance"]))
+    assert run.differences.filter(repaired_at__isnull=True).count() == 0
     engine.pump()
-    engine.sandbox.plant(suppressions=[{"email": "lee@example.com", "reason": "Unsubscribed"}])
-    pull_suppressions(engine.destination)
-    transient = FakeSource(SourceError("503 from the ERP"))
-    monkeypatch.setattr(reconcile, "get_adapter", lambda kind: transient)
-    reconcile.round_trip(engine.erp_flow)
-    row = OptOutWriteBack.objects.get()
-    assert row.state == "pending" and row.attempts == 1 and row.next_attempt_at > now
-    assert not Occurrence.objects.filter(group__kind="consent_sync_failed").exists()
 
-    permanent = FakeSource(SourceError("No opt-out webhook URL is set.", permanent=True))
-    monkeypatch.setattr(reconcile, "get_adapter", lambda kind: permanent)
-    OptOutWriteBack.objects.update(next_attempt_at=now)
-    reconcile.round_trip(engine.erp_flow)
-    row.refresh_from_db()
-    assert row.state == "failed"
-    occurrence = Occurrence.objects.get(group__kind="consent_sync_failed")
-    assert occurrence.email == "lee@example.com" and occurrence.group.team.slug == "marketing"
-
-    # Retry from the inbox once the source is fixed: written, and the occurrence clears.
-    fixed = FakeSource()
-    monkeypatch.setattr(reconcile, "get_adapter", lambda kind: fixed)
-    reconcile.retry_write_backs([occurrence])
-    row.refresh_from_db()
-    assert row.state == "written"
-    assert Occurrence.objects.get(pk=occurrence.pk).state == "cleared"
+    assert engine.contact("ada@example.com")["dataFields"]["LTV"] == 30
+    assert engine.contact("bo@example.com")["dataFields"]["LTV"] == 12.5
+    again = reconcile.run_reconciliation(engine.erp_flow, sample=0)
+    assert (again.mismatched, again.missing, again.checked, again.matched) == (0, 0, 4, 4)
+    group.refresh_from_db()
+    assert group.state == ExceptionGroup.State.RESOLVED

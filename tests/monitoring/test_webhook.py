@@ -91,8 +91,11 @@ def test_it_answers_400_to_the_wrong_content_type_and_keeps_the_body(erp):
     response = erp.post(body, content_type="text/plain")
     assert response.status_code == 400
     assert "Content-Type" in response.json()["errors"][0]["errors"][0]["message"]
-    assert bytes(WebhookRequest.objects.get().body) == body.encode()
-    assert Occurrence.objects.filter(group__kind="malformed_payload").count() == 1
+    stored = WebhookRequest.objects.get()
+    assert bytes(stored.body) == body.encode()
+    occurrence = Occurrence.objects.get(group__kind="malformed_payload")
+    assert occurrence.detail["request_id"] == stored.pk  # the exception names the stored body
+    assert not SourceEvent.objects.exists()
 
 
 def test_it_answers_400_when_every_event_is_invalid(erp):

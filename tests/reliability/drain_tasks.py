@@ -18,4 +18,5 @@ def drain_probe(markers: str, label: str) -> None:
     deadline = time.monotonic() + 60
     while not (folder / "release").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    (folder / f"{label}.done").write_text(str(os.getpid()))
+    with (folder / f"{label}.done").open("a") as done:  # one line per run: a rerun shows
+        done.write(f"{os.getpid()}\n")

@@ -108,3 +108,47 @@ def test_two_sweepers_at_once_redact_each_row_once(world):
     assert sum(r.events for r in reports) == 40
     assert sum(r.requests for r in reports) == 40
     assert not SourceEvent.objects.exclude(envelope__has_key="redacted").exists()
+
+
+def test_a_flows_own_retention_overrides_the_default_both_ways(world, settings):
+    settings.PAYLOAD_RETENTION_DAYS = 30
+    short = Source(world.workspace, "short", payload_retention_days=7)
+    long = Source(world.workspace, "long", payload_retention_days=60)
+    default = Source(world.workspace, "plain")
+    short_request = post_orders(short, ["S1"], age_days=10)
+    long_request = post_orders(long, ["L1"], age_days=40)
+    default_request = post_orders(default, ["D1"], age_days=10)
+
+    report = sweep_retention()
+
+    assert (report.events, report.requests) == (1, 1)
+    assert SourceEvent.objects.get(request_id=short_request).envelope["redacted"] == "retention"
+    assert bytes(WebhookRequest.objects.get(pk=short_request).body) == b""
+    for kept in (long_request, default_request):  # 40 < 60 days; 10 < 30 days
+        assert "data" in SourceEvent.objects.get(request_id=kept).envelope
+        assert bytes(WebhookRequest.objects.get(pk=kept).body) != b""
+    assert report.cutoff is not None  # the default period's
+
+
+def test_a_request_body_goes_with_the_shortest_period_of_its_connections_flows(world, settings):
+    from monitoring.models import Flow
+
+    settings.PAYLOAD_RETENTION_DAYS = 30
+    shop = Source(world.workspace, "shop", payload_retention_days=7)
+    # A second flow of the same source connection, with a shorter period, taking only stock.
+    Flow.objects.create(
+        workspace=world.workspace,
+        name="shop stock",
+        source=shop.connection,
+        event_types=["stock.changed"],
+        payload_retention_days=3,
+    )
+    request_id = post_orders(shop, ["1"], age_days=5)
+
+    report = sweep_retention()
+
+    # The body may hold the stock flow's events too: it goes after 3 days; the order event's
+    # own flow keeps it for 7.
+    assert (report.requests, report.events) == (1, 0)
+    assert bytes(WebhookRequest.objects.get(pk=request_id).body) == b""
+    assert "data" in SourceEvent.objects.get(request_id=request_id).envelope

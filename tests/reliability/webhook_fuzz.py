@@ -320,6 +320,24 @@ def schema_valid(candidate: Any) -> bool:
         return False
 
 
+# The published limit on nesting (docs/reliability.md), restated here rather than imported.
+MAX_JSON_DEPTH = 512
+
+
+def too_deep(document: Any) -> bool:
+    """Arrays and objects nested deeper than the published limit (counted here independently)."""
+    level, frontier = 0, [document]
+    while frontier:
+        containers = [v for v in frontier if isinstance(v, dict | list)]
+        if not containers:
+            return False
+        level += 1
+        if level > MAX_JSON_DEPTH:
+            return True
+        frontier = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
+    return False
+
+
 def candidates_of(case: Case) -> list[Any] | None:
     """The items of the body by the published format; None when it is no JSON of a JSON type."""
     if case.content_type.split(";", 1)[0].strip().lower() not in JSON_TYPES:
@@ -327,6 +345,8 @@ def candidates_of(case: Case) -> list[Any] | None:
     try:
         document = json.loads(case.body)
     except (ValueError, RecursionError):
+        return None
+    if too_deep(document):
         return None
     if isinstance(document, dict) and "events" in document:
         document = document["events"]
