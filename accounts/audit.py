@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -25,6 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.urls import reverse
 
 from accounts.models import ConfigChange, Workspace
 
@@ -141,6 +142,34 @@ def _target(obj_or_label: models.Model | str) -> tuple[str, str, str]:
     return "", "", obj_or_label
 
 
+# -- where each audited object is shown ----------------------------------------------------------
+#
+# Each app registers, per object type it audits, how to find the object's page from a history row
+# (accounts imports no other app, so it cannot know their URLs or models). A resolver gets the row
+# and returns the page's URL: the object's own page while it exists, else the page listing its
+# kind (a deleted mapping's flow, the aliases page...). Rows of an unregistered type have no link.
+
+ObjectPage = Callable[[ConfigChange], str | None]
+OBJECT_PAGES: dict[str, ObjectPage] = {}
+
+
+def register_object_page(object_type: str, resolve: ObjectPage) -> None:
+    OBJECT_PAGES[object_type] = resolve
+
+
+def object_url(change: ConfigChange) -> str | None:
+    """The page of the row's object (or of its kind, once it is gone); None when unknown."""
+    resolve = OBJECT_PAGES.get(change.object_type)
+    return resolve(change) if resolve is not None else None
+
+
+def _team_page(change: ConfigChange) -> str:
+    return reverse("accounts:teams", kwargs={"ws": change.workspace.slug})
+
+
+register_object_page("accounts.team", _team_page)
+
+
 def record_change(
     workspace: Workspace,
     actor: Any,
@@ -152,6 +181,8 @@ def record_change(
     secret_fields: Iterable[str] = (),
     note: str = "",
     always: bool | None = None,
+    object_type: str = "",
+    object_id: str | int = "",
 ) -> ConfigChange | None:
     """Write one audit row, unless nothing changed.
 
@@ -159,13 +190,16 @@ def record_change(
     snapshots (or any flat or nested dicts; secrets named in `secret_fields` are hidden here
     too). An empty diff writes nothing and returns None unless `always` (by default: for every
     action but CHANGED, since "created", "tested" or "rotated" are news without a diff).
+    An object that is not a row of ours (a DotDigital list) is named by a label, with an
+    `object_type` (e.g. "dotdigital.list") and `object_id` for its page (`object_url`).
     """
     changes = diff(before, after, secret_fields)
     if always is None:
         always = action != ConfigChange.Action.CHANGED
     if not changes and not always:
         return None
-    object_type, object_id, label = _target(obj_or_label)
+    found_type, found_id, label = _target(obj_or_label)
+    object_type, object_id = found_type or object_type, found_id or str(object_id)
     user = actor if getattr(actor, "is_authenticated", False) else None
     return ConfigChange.objects.create(
         workspace=workspace,

@@ -67,8 +67,10 @@ class FlowForm(forms.ModelForm):
             "lag_threshold_seconds",
             "masters_products",
             "sku_case_sensitive",
+            "payload_retention_days",
         ]
         labels = {
+            "payload_retention_days": "Payload retention (days)",
             "orphan_hold_seconds": "Orphan hold (seconds)",
             "scan_hold_seconds": "Carrier-scan hold (seconds)",
             "lag_threshold_seconds": "Lag threshold (seconds)",
@@ -93,6 +95,10 @@ class FlowForm(forms.ModelForm):
             assert isinstance(field, forms.IntegerField)
             field.min_value = 60
             field.validators.append(_at_least(60))
+        retention = self.fields["payload_retention_days"]
+        assert isinstance(retention, forms.IntegerField)
+        retention.min_value = 1
+        retention.validators.append(_at_least(1, "day"))
 
     def clean_name(self) -> str:
         name = str(self.cleaned_data["name"]).strip()
@@ -108,10 +114,10 @@ class FlowForm(forms.ModelForm):
         return super().save(commit)
 
 
-def _at_least(limit: int) -> Any:
+def _at_least(limit: int, unit: str = "second") -> Any:
     def check(value: int) -> None:
         if value is not None and value < limit:
-            raise ValidationError(f"At least {limit} seconds.")
+            raise ValidationError(f"At least {limit} {unit}{'' if limit == 1 else 's'}.")
 
     return check
 
@@ -141,6 +147,8 @@ class WatchForm(forms.ModelForm):
             "lag_for_minutes",
             "escalate_after_minutes",
             "owning_team",
+            "reconcile_sample",
+            "reconcile_source_days",
         ]
 
     def __init__(self, workspace: Workspace, *args: Any, **kwargs: Any) -> None:
@@ -410,6 +418,148 @@ class AliasForm(forms.ModelForm):
     def _post_clean(self) -> None:
         self.instance.workspace = self.workspace
         super()._post_clean()  # type: ignore[misc]
+
+
+class SkuCleaningForm(forms.Form):
+    """A flow's SKU cleaning rules (applied before aliases and the catalogue check)."""
+
+    flow = forms.ModelChoiceField(queryset=Flow.objects.none())
+    rules = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false"}),
+        label="Rules, one a line",
+        help_text="trim (or trim:<chars>), upper, lower, replace:<from>=<to> (e.g. replace:_=-; "
+        "an empty <to> removes), strip_prefix:<text>, strip_suffix:<text>. Applied in order, "
+        "after trimming and NFC, before case folding and aliases.",
+    )
+
+    def __init__(self, workspace: Workspace, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", "id_cleaning_%s")  # the alias form on the page has a flow
+        super().__init__(*args, **kwargs)
+        flow = self.fields["flow"]
+        assert isinstance(flow, forms.ModelChoiceField)
+        flow.queryset = Flow.objects.filter(workspace=workspace)
+
+    def clean_rules(self) -> str:
+        text = "\n".join(
+            line.strip("\r\t ") for line in str(self.cleaned_data.get("rules") or "").splitlines()
+        ).strip("\n")
+        try:
+            transforms.parse_sku_rules(text)
+        except transforms.TransformError as exc:
+            raise ValidationError(str(exc)) from None
+        return text
+
+
+LIST_PURPOSES = (
+    ("dispatched_list", "Dispatched today", "dispatched_keep_hours"),
+    ("recent_buyers_list", "Recent buyers", "recent_buyer_days"),
+    ("back_in_stock_list", "Back in stock", ""),
+)
+NEW = "__new__"
+
+
+class FlowListsForm(forms.ModelForm):
+    """Which DotDigital lists a flow keeps, chosen from the account's lists (`books`: their names,
+    None when the account cannot be read: then typed) or a new one, created when saved."""
+
+    class Meta:
+        model = Flow
+        fields = [
+            "dispatched_list",
+            "dispatched_keep_hours",
+            "recent_buyers_list",
+            "recent_buyer_days",
+            "back_in_stock_list",
+        ]
+        labels = {
+            "dispatched_keep_hours": "Kept on it for (hours after the latest dispatch)",
+            "recent_buyer_days": "Recent-buyer exclusion period (days after the last order)",
+        }
+
+    def __init__(self, flow: Flow, books: list[str] | None, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", f"id_lists{flow.pk}_%s")  # one form per flow on the page
+        kwargs["instance"] = flow
+        super().__init__(*args, **kwargs)
+        self.books = books
+        self.to_create: list[str] = []
+        for name, label, _ in LIST_PURPOSES:
+            current = str(getattr(flow, name) or "")
+            if books is None:
+                self.fields[name] = forms.CharField(
+                    max_length=120, required=False, label=f"{label} list (name)"
+                )
+                continue
+            names = sorted({*books, *([current] if current else [])}, key=str.casefold)
+            choices = [("", "— none —")]
+            choices += [(n, n if n in books else f"{n} (not in the account yet)") for n in names]
+            choices.append((NEW, "A new list…"))
+            self.fields[name] = forms.ChoiceField(
+                choices=choices, required=False, label=f"{label} list"
+            )
+            self.fields[f"{name}_new"] = forms.CharField(
+                max_length=120, required=False, label="New list's name"
+            )
+        for name in ("dispatched_keep_hours", "recent_buyer_days"):
+            field = self.fields[name]
+            assert isinstance(field, forms.IntegerField)
+            field.min_value = 1
+            field.validators.append(_at_least(1, "hour" if "hours" in name else "day"))
+        self.fields["back_in_stock_list"].help_text = (
+            "Recorded for the program only: no source sends who asked to be told when an item is "
+            "back, so Syncdesk adds no one to it (it keeps the Stock collection's InStock current "
+            "on the realtime lane, which such a program can read)."
+        )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        chosen: dict[str, str] = {}
+        for name, _, _ in LIST_PURPOSES:
+            value = str(data.get(name) or "").strip()
+            if value == NEW:
+                value = str(data.get(f"{name}_new") or "").strip()
+                if not value:
+                    self.add_error(f"{name}_new", "Name the new list.")
+                    continue
+                if self.books is not None and value in self.books:
+                    self.add_error(f"{name}_new", f"The account has “{value}” already: pick it.")
+                    continue
+                if value not in self.to_create:
+                    self.to_create.append(value)
+            data[name] = value
+            if value and value in chosen.values():
+                self.add_error(
+                    name, "Another of this flow's lists is this list: one list, one use."
+                )
+            chosen[name] = value
+        self._refuse_other_writers(data)
+        return data
+
+    def _refuse_other_writers(self, data: dict[str, Any]) -> None:
+        """One list, one rule per DotDigital account: another flow to the same account may keep the
+        same list only for the same use and period (else the two would undo each other's work)."""
+        flow = self.instance
+        if flow.destination_id is None:
+            return
+        others = Flow.objects.filter(destination_id=flow.destination_id).exclude(pk=flow.pk)
+        for other in others:
+            theirs = {
+                other.dispatched_list: ("dispatched_list", other.dispatched_keep_hours),
+                other.recent_buyers_list: ("recent_buyers_list", other.recent_buyer_days),
+                other.back_in_stock_list: ("back_in_stock_list", None),
+            }
+            for name, _, period in LIST_PURPOSES:
+                value = data.get(name)
+                if not value or value not in theirs or self.has_error(name):
+                    continue
+                use, their_period = theirs[value]
+                mine = data.get(period) if period else None
+                if use != name or their_period != mine:
+                    self.add_error(
+                        name,
+                        f"The flow “{other.name}” keeps “{value}” in the same DotDigital account "
+                        "for another use or period: one list, one rule.",
+                    )
 
 
 class AliasImportForm(forms.Form):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from accounts import audit
@@ -30,11 +31,16 @@ from monitoring.outbox import OperationEvent, ProgramEnrolment
 from monitoring.pipeline.flows import remove_schedule
 from monitoring.pipeline.mapping import DATA_FIELD_TYPES
 from monitoring.pipeline.normalise import clean_sku, sku_match_key
+from monitoring.pipeline.transforms import clean_sku_by_rules
 
 logger = logging.getLogger(__name__)
 
 # A person waits on these pages: never wait long on the shared rate budget.
 PAGE_MAX_WAIT = 2.0
+
+# Audited objects that are not rows of ours (`audit.record_change(..., object_type=...)`).
+DOTDIGITAL_LIST = "dotdigital.list"  # object_id: the DotDigital connection
+DOTDIGITAL_FIELD = "dotdigital.datafield"  # object_id: the flow it was created for
 
 MAPPING_FIELDS = ["target", "source_path", "type", "is_aggregate", "transform", "enabled"]
 ALIAS_FIELDS = ["flow", "alias_key", "sku"]
@@ -208,13 +214,16 @@ def dry_run(
 
 
 def alias_key_for(workspace: Workspace, flow: Flow | None, alias: str) -> str:
-    """The alias as staging matches it: trimmed, NFC, case-folded unless the flow keeps case
-    (for every flow: folded unless every flow of the workspace keeps case)."""
+    """The alias as staging matches it: trimmed, NFC, through the flow's cleaning rules, then
+    case-folded unless the flow keeps case (for every flow: no flow's rules, and folded unless
+    every flow of the workspace keeps case)."""
     if flow is not None:
         case_sensitive = flow.sku_case_sensitive
-    else:
-        flows = Flow.objects.filter(workspace=workspace)
-        case_sensitive = flows.exists() and not flows.filter(sku_case_sensitive=False).exists()
+        return sku_match_key(
+            clean_sku_by_rules(clean_sku(alias), flow.sku_cleaning), case_sensitive
+        )
+    flows = Flow.objects.filter(workspace=workspace)
+    case_sensitive = flows.exists() and not flows.filter(sku_case_sensitive=False).exists()
     return sku_match_key(clean_sku(alias), case_sensitive)
 
 
@@ -229,6 +238,24 @@ def sku_problem(workspace: Workspace, sku: str) -> str | None:
             return f"{sku} is not in the catalogue with this case."
         return f"{sku} is not in the catalogue."
     return None
+
+
+def retry_sku_gaps(flow: Flow) -> int:
+    """Retry the events of the flow's open SKU gaps (after its cleaning rules changed): staging
+    checks them again under today's rules. Returns how many occurrences were retried."""
+    from exceptions_inbox.models import Occurrence
+    from monitoring.pipeline.hooks import retry_events
+
+    occurrences = list(
+        Occurrence.objects.filter(
+            group__workspace_id=flow.workspace_id,
+            group__kind="sku_mapping_gap",
+            group__flow_key=flow.key,
+            state="open",
+        )
+    )
+    retry_events(occurrences)
+    return len(occurrences)
 
 
 CSV_HEADER = ["alias", "sku", "flow"]
@@ -360,16 +387,14 @@ def delete_flow(flow: Flow, actor: Any) -> None:
     """Remove a flow with its schedules (and their beat entries: `remove_schedule`)."""
     with transaction.atomic():
         for schedule in Schedule.objects.filter(flow=flow):
-            label = str(schedule)
-            pk = schedule.pk
-            remove_schedule(schedule)
             audit.record_change(
                 flow.workspace,
                 actor,
-                label,
+                schedule,
                 ConfigChange.Action.DELETED,
-                note=f"Schedule {pk} removed with its flow {flow.name}.",
+                note=f"Removed with its flow {flow.name}.",
             )
+            remove_schedule(schedule)
         audit.record_change(flow.workspace, actor, flow, ConfigChange.Action.DELETED)
         flow.delete()
 
@@ -451,3 +476,76 @@ def recent_events(flow: Flow, limit: int = 20) -> Iterable[SourceEvent]:
 
 def now() -> Any:
     return timezone.now()
+
+
+# -- where the audit page links each object ----------------------------------------------------
+
+
+def register_audit_pages() -> None:
+    """Tell the audit (accounts, which knows no other app) where each configuration object of the
+    engine, and a connection, is shown: its own page while it exists, else its kind's page."""
+    from monitoring.outbox import DirectEnrolment
+
+    def ws(change: ConfigChange) -> dict[str, Any]:
+        return {"ws": change.workspace.slug}
+
+    def alive(model: Any, change: ConfigChange) -> Any:
+        if not change.object_id.isdigit():
+            return None
+        return model.objects.filter(pk=int(change.object_id), workspace=change.workspace).first()
+
+    def connection(change: ConfigChange) -> str:
+        if alive(Connection, change):
+            return reverse("connectors:detail", kwargs={**ws(change), "pk": change.object_id})
+        return reverse("connectors:list", kwargs=ws(change))
+
+    def flow(change: ConfigChange) -> str:
+        if alive(Flow, change):
+            return reverse("config:flow", kwargs={**ws(change), "pk": change.object_id})
+        return reverse("config:flows", kwargs=ws(change))
+
+    def mapping(change: ConfigChange) -> str:
+        found = (
+            FieldMapping.objects.filter(
+                pk=int(change.object_id), flow__workspace=change.workspace
+            ).first()
+            if change.object_id.isdigit()
+            else None
+        )
+        if found is not None:
+            kwargs = {**ws(change), "pk": found.flow_id, "mapping": found.pk}
+            return reverse("config:mapping", kwargs=kwargs)
+        return reverse("config:flows", kwargs=ws(change))
+
+    def schedule(change: ConfigChange) -> str:
+        if alive(Schedule, change):
+            return reverse("config:schedule", kwargs={**ws(change), "pk": change.object_id})
+        return reverse("config:schedules", kwargs=ws(change))
+
+    def data_field(change: ConfigChange) -> str:  # object_id: the flow it was created for
+        if alive(Flow, change):
+            return reverse("config:mappings", kwargs={**ws(change), "pk": change.object_id})
+        return reverse("config:flows", kwargs=ws(change))
+
+    def lists_page(change: ConfigChange) -> str:  # object_id: the DotDigital connection
+        anchor = f"#destination-{change.object_id}" if change.object_id else ""
+        return reverse("config:lists", kwargs=ws(change)) + anchor
+
+    def enrolment(change: ConfigChange) -> str:
+        found = alive(DirectEnrolment, change)
+        anchor = f"#destination-{found.destination_id}" if found else ""
+        return reverse("config:lists", kwargs=ws(change)) + anchor
+
+    def page(name: str) -> audit.ObjectPage:
+        return lambda change: reverse(name, kwargs=ws(change))
+
+    audit.register_object_page("connectors.connection", connection)
+    audit.register_object_page("monitoring.flow", flow)
+    audit.register_object_page("monitoring.fieldmapping", mapping)
+    audit.register_object_page("monitoring.skualias", page("config:aliases"))
+    audit.register_object_page("monitoring.schedule", schedule)
+    audit.register_object_page("exceptions_inbox.routingrule", page("config:routing"))
+    meta = DirectEnrolment._meta
+    audit.register_object_page(f"{meta.app_label}.{meta.model_name}", enrolment)
+    audit.register_object_page(DOTDIGITAL_LIST, lists_page)
+    audit.register_object_page(DOTDIGITAL_FIELD, data_field)

@@ -14,8 +14,10 @@ from typing import Any
 
 from django.contrib import messages
 from django.db import transaction
+from django.db.models import Q
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import audit
@@ -35,15 +37,17 @@ from monitoring.config_forms import (
     DryRunForm,
     EnrolmentForm,
     FlowForm,
+    FlowListsForm,
     MappingForm,
     RoutingForm,
     ScheduleForm,
+    SkuCleaningForm,
     WatchForm,
 )
 from monitoring.models import FieldMapping, Flow, Schedule, SkuAlias
 from monitoring.outbox import DirectEnrolment
 from monitoring.pipeline import flows as engine_flows
-from monitoring.pipeline.mapping import LIST_RULES
+from monitoring.pipeline.mapping import list_rules
 from monitoring.watch import watch_for
 
 logger = logging.getLogger(__name__)
@@ -61,6 +65,14 @@ FLOW_FIELDS = [
     "lag_threshold_seconds",
     "masters_products",
     "sku_case_sensitive",
+    "payload_retention_days",
+]
+LIST_FIELDS = [
+    "dispatched_list",
+    "dispatched_keep_hours",
+    "recent_buyers_list",
+    "recent_buyer_days",
+    "back_in_stock_list",
 ]
 WATCH_FIELDS = [
     "enabled",
@@ -73,6 +85,8 @@ WATCH_FIELDS = [
     "escalate_after_minutes",
     "owning_team",
     "webhook_url",
+    "reconcile_sample",
+    "reconcile_source_days",
 ]
 WATCH_SECRETS = ("webhook_url",)  # a Slack webhook URL carries its token
 BACKFILL_FIELDS = ["backfill_state", "backfill_completed_at", "backfill_completed_by"]
@@ -400,6 +414,8 @@ def mapping_create_field(request: AuthenticatedHttpRequest, ws: str, pk: int) ->
         None,
         {"name": created.name, "type": created.type},
         note=f"In the account of {flow.destination}",
+        object_type=services.DOTDIGITAL_FIELD,
+        object_id=flow.pk,
     )
     messages.success(request, f"{created.name} ({created.type}) created in DotDigital.")
     return redirect("config:mappings", ws=ws, pk=flow.pk)
@@ -443,9 +459,14 @@ def _alias_page(
     form: AliasForm | None = None,
     import_form: AliasImportForm | None = None,
     imported: services.ImportResult | None = None,
+    cleaning_form: SkuCleaningForm | None = None,
     status: int = 200,
 ) -> HttpResponse:
     aliases = SkuAlias.objects.filter(workspace=access.workspace).select_related("flow")
+    changes = ConfigChange.objects.filter(workspace=access.workspace).filter(
+        Q(object_type="monitoring.skualias")
+        | Q(object_type="monitoring.flow", note="SKU cleaning rules")
+    )
     return render(
         request,
         "monitoring/config/aliases.html",
@@ -455,10 +476,10 @@ def _alias_page(
             flows=Flow.objects.filter(workspace=access.workspace),
             form=form or (AliasForm(access.workspace) if access.is_admin else None),
             import_form=import_form or (AliasImportForm() if access.is_admin else None),
+            cleaning_form=cleaning_form
+            or (SkuCleaningForm(access.workspace) if access.is_admin else None),
             imported=imported,
-            changes=ConfigChange.objects.filter(
-                workspace=access.workspace, object_type="monitoring.skualias"
-            ).select_related("actor")[:30],
+            changes=changes.select_related("actor", "workspace")[:30],
         ),
         status=status,
     )
@@ -484,6 +505,38 @@ def alias_list(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
             audit.snapshot(alias, services.ALIAS_FIELDS),
         )
     messages.success(request, f"{alias} added.")
+    return redirect("config:aliases", ws=ws)
+
+
+@require_POST
+def sku_cleaning(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
+    """Set a flow's SKU cleaning rules; its open SKU gaps are retried under them (fix once,
+    release many: the events the rules now match get through, the others fail again)."""
+    access = get_workspace_for_user(request, ws)
+    access.require_admin()
+    form = SkuCleaningForm(access.workspace, request.POST)
+    if not form.is_valid():
+        return _alias_page(request, access, cleaning_form=form, status=400)
+    flow = form.cleaned_data["flow"]
+    before = audit.snapshot(flow, ["sku_cleaning"])
+    with transaction.atomic():
+        flow.sku_cleaning = form.cleaned_data["rules"]
+        flow.save(update_fields=["sku_cleaning"])
+        audit.record_change(
+            access.workspace,
+            request.user,
+            flow,
+            ConfigChange.Action.CHANGED,
+            before,
+            audit.snapshot(flow, ["sku_cleaning"]),
+            note="SKU cleaning rules",
+        )
+        retried = services.retry_sku_gaps(flow)
+    messages.success(
+        request,
+        f"Cleaning rules of {flow.name} saved"
+        + (f"; {retried} blocked events are being retried." if retried else "."),
+    )
     return redirect("config:aliases", ws=ws)
 
 
@@ -734,12 +787,14 @@ def _destination(access: WorkspaceAccess, pk: str | int | None) -> Connection:
         raise Http404("No such DotDigital connection") from None
 
 
-@require_GET
-def lists(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
-    """Per DotDigital connection: the lists Syncdesk keeps (recent buyers, dispatched today) and
-    whether the account has them, and the direct program enrolments."""
-    access = get_workspace_for_user(request, ws)
+def _lists_page(
+    request: AuthenticatedHttpRequest,
+    access: WorkspaceAccess,
+    bound: FlowListsForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
     destinations = []
+    flows = Flow.objects.filter(workspace=access.workspace).order_by("name")
     for conn in Connection.objects.filter(
         workspace=access.workspace, kind=Connection.Kind.DOTDIGITAL
     ).order_by("name"):
@@ -757,28 +812,118 @@ def lists(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
             (e, names.get(e.program_id, f"program {e.program_id}"))
             for e in DirectEnrolment.objects.filter(destination=conn).order_by("event_type")
         ]
+        per_flow = []
+        for flow in (f for f in flows if f.destination_id == conn.pk):
+            if bound is not None and bound.instance.pk == flow.pk:
+                form = bound
+            else:
+                form = _read_only(FlowListsForm(flow, None if error else list(books)), access)
+            rules = [(rule, books.get(rule.name)) for rule in list_rules(flow)]
+            per_flow.append(
+                {
+                    "flow": flow,
+                    "rules": rules,
+                    "back_in_stock": books.get(flow.back_in_stock_list),
+                    "form": form,
+                }
+            )
         destinations.append(
             {
                 "conn": conn,
                 "error": error,
-                "rules": [(rule, books.get(rule.name)) for rule in LIST_RULES],
+                "flows": per_flow,
                 "books": sorted(books.values(), key=lambda b: b.name),
                 "enrolments": enrolments,
                 "form": EnrolmentForm(programs) if access.is_admin else None,
             }
         )
-    return render(request, "monitoring/config/lists.html", _ctx(access, destinations=destinations))
+    return render(
+        request,
+        "monitoring/config/lists.html",
+        _ctx(
+            access,
+            destinations=destinations,
+            changes=ConfigChange.objects.filter(
+                workspace=access.workspace, object_type="monitoring.flow", note="Lists"
+            )[:20],
+        ),
+        status=status,
+    )
+
+
+@require_GET
+def lists(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
+    """Per DotDigital connection, per flow delivering to it: the lists the flow keeps (dispatched
+    today, recent buyers, back in stock) chosen from the account's lists or created, their periods,
+    and whether the account has them; and the direct program enrolments."""
+    access = get_workspace_for_user(request, ws)
+    return _lists_page(request, access)
+
+
+@require_POST
+def flow_lists(request: AuthenticatedHttpRequest, ws: str, pk: int) -> HttpResponse:
+    """Save a flow's lists; a list named new is created in the DotDigital account first."""
+    flow, access = get_object_for_user(
+        request, Flow.objects.select_related("destination"), ws, pk=pk
+    )
+    access.require_admin()
+    if flow.destination is None:
+        raise Http404("The flow delivers to no DotDigital connection")
+    books: list[str] | None
+    client = services.client_for(flow.destination)
+    try:
+        books = [b.name for b in client.list_address_books()]
+    except (DotDigitalError, ConnectorError):
+        books = None
+    before = audit.snapshot(flow, LIST_FIELDS)
+    form = FlowListsForm(flow, books, request.POST)
+    if not form.is_valid():
+        return _lists_page(request, access, bound=form, status=400)
+    for name in form.to_create:
+        try:
+            book = client.create_address_book(name)
+        except (DotDigitalError, ConnectorError) as exc:
+            form.add_error(None, f"DotDigital did not create “{name}”: {exc}")
+            return _lists_page(request, access, bound=form, status=400)
+        audit.record_change(
+            access.workspace,
+            request.user,
+            f"DotDigital list {book.name}",
+            ConfigChange.Action.CREATED,
+            None,
+            {"name": book.name, "id": book.id},
+            note=f"In the account of {flow.destination.name}, for {flow.name}",
+            object_type=services.DOTDIGITAL_LIST,
+            object_id=flow.destination.pk,
+        )
+    with transaction.atomic():
+        flow = form.save()
+        audit.record_change(
+            access.workspace,
+            request.user,
+            flow,
+            ConfigChange.Action.CHANGED,
+            before,
+            audit.snapshot(flow, LIST_FIELDS),
+            note="Lists",
+        )
+    messages.success(request, f"Lists of {flow.name} saved.")
+    return redirect(f"{reverse('config:lists', kwargs={'ws': ws})}#flow-{flow.pk}")
 
 
 @require_POST
 def list_create(request: AuthenticatedHttpRequest, ws: str, pk: int) -> HttpResponse:
-    """Create one of Syncdesk's lists in the DotDigital account now (delivery would on first use)."""
+    """Create one of the lists a flow keeps in the DotDigital account now (delivery would on
+    first use)."""
     access = get_workspace_for_user(request, ws)
     access.require_admin()
     conn = _destination(access, pk)
     name = request.POST.get("name", "")
-    if name not in {rule.name for rule in LIST_RULES}:
-        raise Http404("Not one of Syncdesk's lists")
+    kept = {rule.name for rule in list_rules(None)}  # a new flow's
+    kept |= {rule.name for flow in conn.destination_flows.all() for rule in list_rules(flow)}
+    kept |= {f.back_in_stock_list for f in conn.destination_flows.all() if f.back_in_stock_list}
+    if name not in kept:
+        raise Http404("Not a list a flow keeps")
     try:
         book = services.client_for(conn).create_address_book(name)
     except (DotDigitalError, ConnectorError) as exc:
@@ -792,6 +937,8 @@ def list_create(request: AuthenticatedHttpRequest, ws: str, pk: int) -> HttpResp
         None,
         {"name": book.name, "id": book.id},
         note=f"In the account of {conn.name}",
+        object_type=services.DOTDIGITAL_LIST,
+        object_id=conn.pk,
     )
     messages.success(request, f"{book.name} created in DotDigital.")
     return redirect("config:lists", ws=ws)

@@ -1,18 +1,28 @@
-"""The demo workspace: one retailer, one person per team and an admin (make demo)."""
+"""The demo workspace: one retailer, one person per team and an admin (make demo), its generated
+demo ERP and WMS, and the recorded source systems (below: how a system plugs in)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import requests
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 
 from accounts.models import Membership, Workspace
 from connectors.models import Connection
+from connectors.sources.base import RecordedApi, RecordedRequest
+
+log = logging.getLogger(__name__)
 
 DEMO_PASSWORD = "syncdesk-demo"
 
@@ -105,6 +115,7 @@ def seed_demo_source(workspace: Workspace) -> dict[str, str]:
         )
         install_defaults(flow)
         flows[key] = flow
+    seed_demo_systems(workspace, dotdigital, tokens)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(tokens, indent=2))
     path.chmod(0o600)
@@ -117,3 +128,215 @@ def seed_demo_source(workspace: Workspace) -> dict[str, str]:
         for flow in flows.values():
             mark_backfill_complete(flow, by="seed_demo")
     return tokens
+
+
+# -- Recorded source systems ---------------------------------------------------------------
+#
+# How a source system plugs into `make demo`: add a `DemoSystem` to `demo_systems()` below. It
+# names the connection (kind, name, credentials), the flow's join key, `requests` (the recorded
+# webhook requests, `RecordedRequest`s, POSTed once to the flow's public webhook exactly as they
+# came: body, content type, headers and query string) and, for a source the engine pulls from
+# (its webhooks send ids to fetch, or it is polled), `api`: a `RecordedApi` that
+# `manage.py run_demo_source --serve <key>` serves on 127.0.0.1 as one more demo process
+# ("demo-<key>-api"), with `options(base_url)` pointing the connection at it. `polls=True` has
+# the replay process page the flow the way the poller does (`poll_flow`) before posting the
+# requests (after them with `poll_first=False`) and every POLL_SECONDS after. seed_demo creates
+# one connection and flow per system (its webhook token in var/demo-tokens.json under `key`);
+# run_demo starts the APIs and one "demo-replay" process (`run_demo_source --replay`) that does
+# the rest and then keeps polling until stopped. Each system's module keeps its recordings (e.g. connectors/sources/mintsoft/
+# demo.py), so adding one is: a module with requests/api/options, and one entry here.
+
+POLL_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class DemoSystem:
+    key: str
+    kind: str
+    name: str
+    join_key: str
+    requests: Callable[[], Sequence[RecordedRequest]]
+    credentials: Callable[[], dict[str, Any]] = dict
+    options: Callable[[str], dict[str, Any]] = lambda base_url: {}
+    api: Callable[[], RecordedApi] | None = None
+    polls: bool = False
+    #: poll before posting the requests (else after): whichever brings an order first makes it
+    poll_first: bool = True
+
+
+def demo_systems() -> list[DemoSystem]:
+    """The recorded source systems of the demo, in the order their APIs take ports."""
+    from connectors.sources import orderwise_demo, patchworks_demo, stokly_demo
+    from connectors.sources.brightpearl import demo as brightpearl
+    from connectors.sources.mintsoft import demo as mintsoft
+
+    return [
+        DemoSystem(
+            key="brightpearl",
+            kind=Connection.Kind.BRIGHTPEARL,
+            name="Brightpearl (recorded)",
+            join_key="order_number",
+            requests=brightpearl.demo_requests,
+            credentials=brightpearl.demo_credentials,
+            options=brightpearl.demo_options,
+            api=brightpearl.demo_api,
+        ),
+        DemoSystem(
+            key="mintsoft",
+            kind=Connection.Kind.MINTSOFT,
+            name="Mintsoft (recorded)",
+            join_key="order_number",
+            requests=mintsoft.demo_requests,
+            credentials=mintsoft.demo_credentials,
+            options=mintsoft.demo_options,
+            api=mintsoft.demo_api,
+            polls=True,
+            # The callbacks' order (with its email) before the captured list's (without one).
+            poll_first=False,
+        ),
+        DemoSystem(
+            key="orderwise",
+            kind=Connection.Kind.ORDERWISE,
+            name="OrderWise (recorded)",
+            join_key="order_number",
+            requests=orderwise_demo.demo_requests,
+            credentials=orderwise_demo.demo_credentials,
+            options=orderwise_demo.demo_options,
+            api=orderwise_demo.demo_api,
+            polls=True,
+        ),
+        DemoSystem(
+            key="stokly",
+            kind=Connection.Kind.STOKLY,
+            name="Stokly (recorded)",
+            join_key="order_number",
+            requests=stokly_demo.demo_requests,
+            credentials=stokly_demo.demo_credentials,
+            options=stokly_demo.demo_options,
+            api=stokly_demo.demo_api,
+            polls=True,
+        ),
+        DemoSystem(
+            key="patchworks",
+            kind=Connection.Kind.PATCHWORKS,
+            name="Patchworks (recorded)",
+            join_key="order_number",
+            requests=patchworks_demo.demo_requests,
+            credentials=patchworks_demo.demo_credentials,
+            options=patchworks_demo.demo_options,
+        ),
+    ]
+
+
+def demo_system(key: str) -> DemoSystem:
+    for system in demo_systems():
+        if system.key == key:
+            return system
+    raise KeyError(f"no demo system {key!r}")
+
+
+def api_ports() -> dict[str, int]:
+    """Each served system's port: DEMO_SOURCES_PORT (default: the sandbox's port + 1) upwards."""
+    sandbox = int(os.environ.get("DEMO_SANDBOX_PORT", "8099"))
+    first = int(os.environ.get("DEMO_SOURCES_PORT", str(sandbox + 1)))
+    served = [s.key for s in demo_systems() if s.api is not None]
+    return {key: first + index for index, key in enumerate(served)}
+
+
+def api_url(system: DemoSystem) -> str:
+    port = api_ports().get(system.key)
+    return f"http://127.0.0.1:{port}" if port else ""
+
+
+def seed_demo_systems(workspace: Workspace, dotdigital: Connection, tokens: dict[str, str]) -> None:
+    """One connection and flow per recorded system; their tokens into `tokens`. Safe to rerun."""
+    from monitoring.models import Flow
+    from monitoring.pipeline.flows import install_defaults, mark_backfill_complete
+
+    for system in demo_systems():
+        source, created = Connection.objects.get_or_create(
+            workspace=workspace, kind=system.kind, name=system.name
+        )
+        source.credentials = system.credentials()
+        source.options = system.options(api_url(system))
+        source.save(update_fields=["credentials", "options"])
+        stale = system.key not in tokens or Connection.for_webhook_token(tokens[system.key]) is None
+        if created or stale:
+            tokens[system.key] = source.rotate_webhook_token()
+        flow, _ = Flow.objects.get_or_create(
+            workspace=workspace,
+            source=source,
+            defaults={
+                "name": f"{system.name} → DotDigital",
+                "destination": dotdigital,
+                "join_key": system.join_key,
+            },
+        )
+        install_defaults(flow)
+        if flow.backfill_state != Flow.Backfill.COMPLETE:
+            # Recorded history only: nothing older to wait for before aggregates may be sent.
+            mark_backfill_complete(flow, by="seed_demo")
+
+
+def serve_api(system: DemoSystem, port: int) -> ThreadingHTTPServer:
+    """The system's recorded API on 127.0.0.1:`port` (the caller runs `serve_forever`)."""
+    if system.api is None:
+        raise ValueError(f"{system.key} has no recorded API")
+    answer = system.api()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            url = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, body, extra = answer(self.command, url.path, query, headers)
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in extra.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_PATCH = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.info("%s api: %s", system.key, format % args)
+
+    return ThreadingHTTPServer(("127.0.0.1", port), Handler)
+
+
+def poll_demo_flows(system: DemoSystem) -> int:
+    """Page the system's demo flows once, as the poller would; returns the events accepted."""
+    from monitoring.models import Flow
+    from monitoring.pipeline.sources import poll_flow
+
+    accepted = 0
+    for flow_id in Flow.objects.filter(
+        workspace__slug="demo", source__kind=system.kind, is_active=True
+    ).values_list("pk", flat=True):
+        accepted += poll_flow(flow_id)
+    return accepted
+
+
+def replay_requests(
+    system: DemoSystem, base_url: str, token: str, session: requests.Session
+) -> list[tuple[str, int]]:
+    """POST the system's recorded requests to its flow's webhook; (label, status) for each."""
+    answers = []
+    for recorded in system.requests():
+        url = f"{base_url}/hooks/{token}/"
+        if recorded.query_string:
+            url += f"?{recorded.query_string}"
+        response = session.post(
+            url,
+            data=recorded.body,
+            headers={**recorded.headers, "Content-Type": recorded.content_type},
+            timeout=30,
+        )
+        answers.append((recorded.label, response.status_code))
+    return answers

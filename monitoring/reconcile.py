@@ -1,31 +1,42 @@
-"""Reconciliation (the engine's state against DotDigital, read through the client) and the
-opt-out round trip (DotDigital's suppressions written back to the source).
+"""Reconciliation (the engine's state against DotDigital, read through the client, and against
+the source, read through its connector's poll) and the opt-out round trip (DotDigital's
+suppressions written back to the source).
 
 A run compares, per flow, the contacts its events touched (all, or a sample): the contact exists,
 and its key fields (LTV, ORDER_COUNT, LAST_ORDER_DATE) hold what the engine's state says; then the
-flow's orders: the `Orders` record exists and its GrandTotal matches. Each difference is a row and
-a `reconciliation_difference` occurrence (money to finance, segment fields and missing contacts to
-marketing, by `team_slug`); a difference not found again by the next run is cleared. "Repair"
-re-sends the engine's value through the outbox (an upsert by key, so it applies once).
+flow's orders: the `Orders` record exists and its GrandTotal matches. Where the flow's source can
+be polled, the source's orders of the last `reconcile_source_days` (up to a settling margin) are
+read through the adapter's `backfill` and compared with the engine's state: an order the source
+has that Syncdesk never received, and a grand total that differs. Each difference is a row and a
+`reconciliation_difference` occurrence (money to finance, segment fields and missing contacts to
+marketing, orders never received to ops, by `team_slug`); a difference not found again by the next
+run is cleared. "Repair" re-sends the engine's value through the outbox (an upsert by key, so it
+applies once); for a difference with the source, it takes the source's events in through the
+engine's intake (deduplicated on their source event ids, so that too applies once).
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import logging
-from collections.abc import Sequence
+import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+import requests
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from connectors.dotdigital.client import DotDigitalClient
 from connectors.dotdigital.errors import DotDigitalError, NotFound
 from connectors.dotdigital.types import Contact
-from connectors.sources.base import SourceError
+from connectors.sources.base import SourceAdapter, SourceError
 from connectors.sources.registry import get_adapter
 from exceptions_inbox.recording import clear_occurrences, record_occurrence
 from monitoring.models import Customer, Flow, Order, SourceEvent
@@ -52,6 +63,7 @@ FIELDS: dict[str, str] = {
     "LAST_ORDER_DATE": "marketing",
 }
 KIND = "reconciliation_difference"
+SOURCE_KINDS = (Diff.SOURCE_MISSING, Diff.SOURCE_TOTAL)
 
 
 @dataclass
@@ -64,6 +76,8 @@ class Found:
     field: str = ""
     engine: Any = None
     dotdigital: Any = None
+    source: Any = None
+    events: list[dict[str, Any]] | None = None
 
 
 def same(engine: Any, remote: Any, field_type: str) -> bool:
@@ -119,6 +133,7 @@ def run_reconciliation(
         found = compare(flow, run, client, size)
     except DotDigitalError as exc:
         return _fail(run, f"DotDigital: {exc}")
+    found += compare_source(flow, run, size)
     _record(flow, run, found)
     return run
 
@@ -198,6 +213,182 @@ def compare(flow: Flow, run: ReconciliationRun, client: DotDigitalClient, size: 
     return found
 
 
+# -- the source, read through its connector ------------------------------------------------
+
+SOURCE_PAGES = 200  # a run reads at most this many backfill pages of the source
+#: a source order younger than this may still be on its way (a webhook in flight, a fetch due)
+SETTLE = timedelta(minutes=15)
+IN_FLIGHT = (SourceEvent.State.RECEIVED, SourceEvent.State.READY, SourceEvent.State.HELD)
+
+
+@dataclass
+class SourceOrder:
+    """One order as the source holds it, from its newest order event in the window."""
+
+    key: str
+    entity_key: str
+    number: str
+    ref: str
+    email: str
+    grand_total: Any
+    version: str
+    events: list[dict[str, Any]]
+
+    @property
+    def label(self) -> str:
+        return self.number or self.ref or self.key
+
+
+def _amount(value: Any) -> Any:
+    """A money amount as the engine shows one (10.0000 → 10), or as given when not a number."""
+    try:
+        return number(Decimal(str(value)))
+    except (InvalidOperation, ValueError):
+        return value
+
+
+def source_window(flow: Flow, now: datetime) -> tuple[datetime, datetime]:
+    from monitoring.watch import watch_for
+
+    days = watch_for(flow).reconcile_source_days or 7
+    now = now.replace(microsecond=0)
+    return now - timedelta(days=days), now - SETTLE
+
+
+def read_source_orders(
+    adapter: SourceAdapter, flow: Flow, start: datetime, end: datetime
+) -> dict[str, SourceOrder]:
+    """The source's orders created between `start` and `end`, paged through the adapter's
+    backfill (its poll by date), by order key; each with every event read for it."""
+    events: list[dict[str, Any]] = []
+    cursor = ""
+    for _ in range(SOURCE_PAGES):
+        page = adapter.backfill(flow.source, start, end, cursor)
+        events += [e for e in page.events if isinstance(e, dict)]
+        if page.reached_present or not page.events or page.cursor == cursor:
+            break
+        cursor = page.cursor
+    orders: dict[str, SourceOrder] = {}
+    for event in events:
+        data = event.get("data") or {}
+        if not str(event.get("event_type", "")).startswith("order.") or not isinstance(data, dict):
+            continue
+        entity = event.get("entity") or {}
+        key = str(data.get("order_key") or entity.get("key") or "")
+        if not key:
+            continue
+        version = str(event.get("source_updated_at") or event.get("occurred_at") or "")
+        order = orders.get(key)
+        if order is None:
+            order = orders[key] = SourceOrder(
+                key, str(entity.get("key") or key), "", "", "", None, "", []
+            )
+        totals = data.get("totals") if isinstance(data.get("totals"), dict) else {}
+        grand = (totals or {}).get("grand_total")
+        if isinstance(grand, dict) and version >= order.version:
+            order.grand_total = _amount(grand.get("amount"))
+            order.version = version
+        order.number = order.number or str(data.get("order_number") or "")
+        order.ref = order.ref or str(data.get("channel_order_ref") or "")
+        identity = event.get("identity") or {}
+        order.email = order.email or str(identity.get("email") or "")
+    # Every event read that belongs to one of these orders (a shipment or refund links to it),
+    # so a repair takes in the whole of what the engine missed.
+    for event in events:
+        entity = event.get("entity") or {}
+        links = event.get("links") or {}
+        data = event.get("data") or {}
+        for key in {
+            str(entity.get("key") or ""),
+            str(links.get("order_key") or "") if isinstance(links, dict) else "",
+            str(data.get("order_key") or "") if isinstance(data, dict) else "",
+        }:
+            if key in orders:
+                orders[key].events.append(event)
+                break
+    return orders
+
+
+def compare_source(flow: Flow, run: ReconciliationRun, size: int) -> list[Found]:
+    """The source's orders of the window against the engine's state. A source that cannot be
+    polled is not read (`source_orders` stays empty); one that fails is noted on the run, and
+    the comparison with DotDigital still stands."""
+    adapter = get_adapter(flow.source.kind)
+    if adapter is None or not adapter.can_poll:
+        return []
+    start, end = source_window(flow, run.started_at)
+    run.source_window_start, run.source_window_end = start, end
+    try:
+        orders = read_source_orders(adapter, flow, start, end)
+    except (SourceError, requests.RequestException) as exc:
+        run.source_error = f"{flow.source.name}: {exc}"[:2000]
+        return []
+    run.source_orders = len(orders)
+    chosen = list(orders.values())
+    if size and len(chosen) > size:
+        chosen = random.sample(chosen, size)
+    keys = {o.entity_key for o in chosen} | {o.key for o in chosen}
+    states: dict[str, set[str]] = {}
+    for entity_key, state in SourceEvent.objects.filter(
+        workspace_id=flow.workspace_id, entity_key__in=keys
+    ).values_list("entity_key", "state"):
+        states.setdefault(entity_key, set()).add(state)
+    numbers = {o.number for o in chosen if o.number} | {o.ref for o in chosen if o.ref}
+    engine_orders = list(
+        Order.objects.filter(workspace_id=flow.workspace_id).filter(
+            Q(order_number__in=numbers) | Q(channel_order_ref__in=numbers)
+        )
+    )
+    by_key = {k: o for o in engine_orders for k in (o.source_keys or ())}
+    by_number = {o.order_number: o for o in engine_orders if o.order_number}
+    by_ref = {o.channel_order_ref: o for o in engine_orders if o.channel_order_ref}
+    found: list[Found] = []
+    checked = matched = 0
+    for order in sorted(chosen, key=lambda o: o.label):
+        seen = states.get(order.entity_key, set()) | states.get(order.key, set())
+        if seen & set(IN_FLIGHT):
+            continue  # received and on its way: lag alerts watch that, not reconciliation
+        checked += 1
+        mine = by_key.get(order.key) or by_number.get(order.number) or by_ref.get(order.ref)
+        if mine is None and not seen:
+            found.append(
+                Found(
+                    Diff.SOURCE_MISSING,
+                    order.label,
+                    "ops",
+                    order.email,
+                    order.label,
+                    source=order.grand_total,
+                    events=order.events,
+                )
+            )
+            continue
+        if (
+            mine is not None
+            and order.grand_total is not None
+            and mine.grand_total is not None
+            and not same(number(mine.grand_total), order.grand_total, "numeric")
+        ):
+            found.append(
+                Found(
+                    Diff.SOURCE_TOTAL,
+                    order.label,
+                    "finance",
+                    order.email or mine.email,
+                    order.label,
+                    "grand_total",
+                    number(mine.grand_total),
+                    source=order.grand_total,
+                    events=order.events,
+                )
+            )
+            continue
+        matched += 1
+    run.checked += checked
+    run.matched += matched
+    return found
+
+
 def contact_records(client: DotDigitalClient, email: str) -> dict[str, dict[str, Any]]:
     """A contact's `Orders` records by key (none when DotDigital has no such contact)."""
     out: dict[str, dict[str, Any]] = {}
@@ -234,23 +425,27 @@ def _record(flow: Flow, run: ReconciliationRun, found: list[Found]) -> None:
             field=f.field,
             engine_value=_text(f.engine),
             dotdigital_value=_text(f.dotdigital),
+            source_value=_text(f.source),
+            source_events=f.events or [],
             team_slug=f.team,
         )
         seen.add((f.kind, f.subject, f.field))
         label = f"{f.field} differs" if f.field else diff.get_kind_display()
+        if f.kind in SOURCE_KINDS:
+            label = diff.get_kind_display()
+            other = f"{flow.source.name} has {_text(f.source) or '—'}"
+        else:
+            other = f"DotDigital has {_text(f.dotdigital) or '—'}"
         record_occurrence(
             workspace=flow.workspace,
             kind=KIND,
             event_key=diff.event_key,
             stage="reconcile",
-            message=(
-                f"{f.subject}: Syncdesk has {_text(f.engine) or '—'}, "
-                f"DotDigital has {_text(f.dotdigital) or '—'}"
-            ),
+            message=f"{f.subject}: Syncdesk has {_text(f.engine) or '—'}, {other}",
             title=f"Reconciliation: {label} ({flow.name})",
             flow_key=flow.key,
             flow_label=flow.name,
-            subject_key=f"reconcile:{f.field or f.kind}",
+            subject_key=f"reconcile:{f.kind if f.kind in SOURCE_KINDS else f.field or f.kind}",
             subject_label=label,
             detail={"run": run.pk, "difference": diff.pk},
             order_number=f.order_number,
@@ -259,8 +454,10 @@ def _record(flow: Flow, run: ReconciliationRun, found: list[Found]) -> None:
         )
     gone = [d.event_key for d in previous if (d.kind, d.subject, d.field) not in seen]
     clear_occurrences(flow.workspace, gone)
-    run.mismatched = sum(f.kind in (Diff.FIELD, Diff.RECORD) for f in found)
-    run.missing = sum(f.kind in (Diff.CONTACT_MISSING, Diff.RECORD_MISSING) for f in found)
+    run.mismatched = sum(f.kind in (Diff.FIELD, Diff.RECORD, Diff.SOURCE_TOTAL) for f in found)
+    run.missing = sum(
+        f.kind in (Diff.CONTACT_MISSING, Diff.RECORD_MISSING, Diff.SOURCE_MISSING) for f in found
+    )
     run.state = ReconciliationRun.State.FINISHED
     run.finished_at = timezone.now()
     run.save(
@@ -271,6 +468,10 @@ def _record(flow: Flow, run: ReconciliationRun, found: list[Found]) -> None:
             "matched",
             "mismatched",
             "missing",
+            "source_orders",
+            "source_window_start",
+            "source_window_end",
+            "source_error",
             "state",
             "finished_at",
         ]
@@ -290,19 +491,21 @@ def _fail(run: ReconciliationRun, error: str) -> ReconciliationRun:
 
 def enqueue(flow: Flow, spec: OpSpec) -> None:
     """Queue one write through the outbox (coalesced with an open write of the same key)."""
-    from monitoring.pipeline.plan import Planned, _write_operations
+    from monitoring.pipeline.plan import Planned, write_operations
 
     assert flow.destination_id is not None
     now = timezone.now()
     planned = Planned(flow.destination_id, flow.workspace_id, spec, SourceEvent.Lane.REALTIME)
     with transaction.atomic():
-        _write_operations({(flow.destination_id, spec.key): planned}, now, Context(now=now))
+        write_operations({(flow.destination_id, spec.key): planned}, now, Context(now=now))
 
 
 def repair(diff: ReconciliationDifference, actor: User | None) -> bool:
     """Re-send the engine's value for this difference through the outbox. False when it was
     repaired already, or there is nothing to send (no DotDigital connection, subject gone)."""
     flow = diff.run.flow
+    if diff.kind in SOURCE_KINDS:
+        return repair_from_source(diff, actor)
     if flow.destination_id is None:
         return False
     mappings = list(flow.field_mappings.all())
@@ -337,6 +540,31 @@ def repair(diff: ReconciliationDifference, actor: User | None) -> bool:
     return True
 
 
+def repair_from_source(diff: ReconciliationDifference, actor: User | None) -> bool:
+    """Take the source's events for this order in through the engine's intake (as a poll would);
+    they then stage and deliver like any other. False when already repaired, or when Syncdesk
+    already holds every one of those events (taking them in again would change nothing)."""
+    from monitoring.pipeline.ingest import ingest_events
+
+    flow = diff.run.flow
+    events = [e for e in diff.source_events if isinstance(e, dict)]
+    if not events:
+        return False
+    with transaction.atomic():
+        claimed = ReconciliationDifference.objects.filter(
+            pk=diff.pk, repaired_at__isnull=True
+        ).update(repaired_at=timezone.now(), repaired_by=actor)
+        if not claimed:
+            return False
+        results = ingest_events(flow.source, events, via=SourceEvent.Via.POLL)
+        if not any(r.status == "accepted" for r in results):
+            transaction.set_rollback(True)
+            return False
+    clear_occurrences(flow.workspace, [diff.event_key])
+    diff.refresh_from_db()
+    return True
+
+
 def repair_occurrences(occurrences: Sequence[Occurrence]) -> None:
     """The inbox's retry for reconciliation differences: repair each."""
     ids = [
@@ -358,10 +586,21 @@ def queue_write_backs(flow: Flow) -> int:
     flow knows; returns how many were new."""
     if flow.destination_id is None:
         return 0
-    emails = Customer.objects.filter(workspace_id=flow.workspace_id, events__flow=flow).values(
-        "email"
+    # Driven from the destination's suppressions (hundreds, not millions): those not yet queued
+    # for this flow, whose contact the flow has sent an event for — an index probe per suppression
+    # (customers by (workspace, email), events by customer). The former `email IN (customers
+    # joined to every event of the flow)` took minutes on a busy flow (seen in bench/engine.py).
+    known = Customer.objects.filter(workspace_id=flow.workspace_id, email=OuterRef("email")).filter(
+        Exists(SourceEvent.objects.filter(customer_id=OuterRef("pk"), flow_id=flow.pk))
     )
-    suppressions = Suppression.objects.filter(destination_id=flow.destination_id, email__in=emails)
+    queued = OptOutWriteBack.objects.filter(
+        flow=flow, email=OuterRef("email"), opted_out_at=OuterRef("date_removed")
+    )
+    suppressions = (
+        Suppression.objects.filter(destination_id=flow.destination_id)
+        .filter(Exists(known))
+        .exclude(Exists(queued))
+    )
     rows = [
         OptOutWriteBack(
             workspace_id=flow.workspace_id,
@@ -393,14 +632,13 @@ def write_back_due(flow: Flow, now: datetime | None = None) -> int:
     ).order_by("opted_out_at")[:WRITE_BACK_BATCH]
     for row in due:
         try:
-            if adapter is None:
-                raise SourceError("This source kind has no connector.", permanent=True)
-            adapter.write_back_opt_out(flow.source, row.email, row.opted_out_at)
+            via = tell_source(flow, adapter, row)
         except SourceError as exc:
             _write_back_failed(flow, row, exc, now)
             continue
         OptOutWriteBack.objects.filter(pk=row.pk).update(
             state=OptOutWriteBack.State.WRITTEN,
+            via=via,
             written_at=timezone.now(),
             attempts=row.attempts + 1,
             error="",
@@ -408,6 +646,78 @@ def write_back_due(flow: Flow, now: datetime | None = None) -> int:
         clear_occurrences(flow.workspace, [row.event_key])
         written += 1
     return written
+
+
+def writes_opt_outs(adapter: SourceAdapter | None) -> bool:
+    """Whether this source's connector can record an opt-out itself."""
+    return adapter is not None and (
+        type(adapter).write_back_opt_out is not SourceAdapter.write_back_opt_out
+    )
+
+
+def tell_source(flow: Flow, adapter: SourceAdapter | None, row: OptOutWriteBack) -> str:
+    """Record one opt-out in the source: through its connector where it can, else POSTed to the
+    flow's opt-out webhook. Returns how (`OptOutWriteBack.Via`); raises SourceError."""
+    from monitoring.watch import watch_for
+
+    if adapter is not None and writes_opt_outs(adapter):
+        adapter.write_back_opt_out(flow.source, row.email, row.opted_out_at)
+        return OptOutWriteBack.Via.CONNECTOR
+    url = watch_for(flow).opt_out_webhook_url
+    if not url:
+        raise SourceError(
+            f"{flow.source.name} has no way to record opt-outs through its connector and the "
+            "flow has no opt-out webhook: an admin can set one on the Opt-outs page.",
+            permanent=True,
+        )
+    post_opt_out(url, opt_out_body(flow, row))
+    return OptOutWriteBack.Via.WEBHOOK
+
+
+OPT_OUT_TIMEOUT = 10.0
+
+
+def opt_out_body(flow: Flow, row: OptOutWriteBack) -> dict[str, Any]:
+    """The outbound webhook's JSON: a consent change in the canonical event's words, with a key
+    the receiver can deduplicate on (the same opt-out always carries the same key)."""
+    at = row.opted_out_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "event_type": "consent.changed",
+        "channel": "email",
+        "status": "unsubscribed",
+        "email": row.email,
+        "reason": row.reason,
+        "opted_out_at": at,
+        "origin": "dotdigital",
+        "flow": flow.name,
+        "source": flow.source.name,
+        "idempotency_key": hashlib.sha256(
+            f"{flow.source_id}|{row.email}|{at}".encode()
+        ).hexdigest(),
+    }
+
+
+def post_opt_out(url: str, body: dict[str, Any]) -> None:
+    """POST one opt-out; 2xx is written. 4xx other than 408/429 is permanent (a wrong URL will
+    not mend by retrying); timeouts, dropped connections, 408, 429 and 5xx are transient."""
+    where = urlsplit(url)
+    shown = f"{where.scheme}://{where.netloc}{where.path}"  # never a token in the query
+    try:
+        response = requests.post(
+            url,
+            json=body,
+            headers={"Idempotency-Key": str(body["idempotency_key"])},
+            timeout=OPT_OUT_TIMEOUT,
+        )
+    except requests.RequestException as exc:
+        raise SourceError(f"Opt-out webhook {shown}: {type(exc).__name__}") from exc
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    raise SourceError(
+        f"Opt-out webhook {shown} answered {status}: {response.text[:200]}",
+        permanent=400 <= status < 500 and status not in (408, 429),
+    )
 
 
 def _write_back_failed(flow: Flow, row: OptOutWriteBack, exc: SourceError, now: datetime) -> None:
@@ -450,6 +760,81 @@ def retry_write_backs(occurrences: Sequence[Occurrence]) -> None:
     )
     for flow in Flow.objects.filter(opt_out_writes__pk__in=ids).distinct():
         write_back_due(flow)
+
+
+@dataclass
+class OptOutRoute:
+    flow: Flow
+    way: str  # "connector", "webhook" or "" (none: every opt-out fails until one is set)
+
+
+def opt_out_routes(workspace_id: int) -> list[OptOutRoute]:
+    """How each flow's opt-outs reach its source."""
+    from monitoring.watch import watch_for
+
+    routes = []
+    for flow in Flow.objects.filter(workspace_id=workspace_id).select_related("source"):
+        way: str
+        if writes_opt_outs(get_adapter(flow.source.kind)):
+            way = OptOutWriteBack.Via.CONNECTOR
+        else:
+            way = OptOutWriteBack.Via.WEBHOOK if watch_for(flow).opt_out_webhook_url else ""
+        routes.append(OptOutRoute(flow, way))
+    return routes
+
+
+def set_opt_out_webhook(flow: Flow, url: str, actor: User | None) -> None:
+    """Set (or, with "", remove) the flow's opt-out webhook, with an audit row (value hidden)."""
+    from accounts import audit
+    from accounts.models import ConfigChange
+    from monitoring.watch import watch_for
+
+    watch = watch_for(flow)
+    before = audit.snapshot(watch, ["opt_out_webhook_url"], secret_fields=["opt_out_webhook_url"])
+    watch.opt_out_webhook_url = url
+    watch.save(update_fields=["opt_out_webhook_url"])
+    audit.record_change(
+        flow.workspace,
+        actor,
+        watch,
+        ConfigChange.Action.CHANGED,
+        before,
+        audit.snapshot(watch, ["opt_out_webhook_url"], secret_fields=["opt_out_webhook_url"]),
+        secret_fields=["opt_out_webhook_url"],
+        always=True,
+    )
+
+
+def opt_outs_of(workspace_id: int, query: str) -> list[OptOutWriteBack]:
+    """One contact's opt-outs and how each reached the source (for the timeline by email)."""
+    if "@" not in query:
+        return []
+    return list(
+        OptOutWriteBack.objects.filter(workspace_id=workspace_id, email=query.strip().lower())
+        .select_related("flow", "source")
+        .order_by("-opted_out_at")[:20]
+    )
+
+
+def write_opt_outs_csv(out: Any, rows: Iterable[OptOutWriteBack]) -> None:
+    """The opt-outs as CSV: the export for a source told by hand."""
+    writer = csv.writer(out)
+    writer.writerow(
+        ["email", "reason", "opted_out_at", "source", "flow", "state", "via", "written_at"]
+    )
+    for row in rows:
+        writer.writerow(
+            [
+                row.email,
+                row.reason,
+                row.opted_out_at.astimezone(UTC).isoformat(),
+                row.source.name,
+                row.flow.name,
+                row.state,
+                row.via,
+                row.written_at.astimezone(UTC).isoformat() if row.written_at else "",
+            ]
+        )
 
 
 def round_trip(flow: Flow) -> tuple[int, int]:

@@ -11,6 +11,7 @@ urlpatterns = [
     path("w/<slug:ws>/flows/", views.flows, name="flows"),
     path("w/<slug:ws>/events/", views.events, name="events"),
     path("w/<slug:ws>/config/", views.configuration, name="configuration"),
+    path("hooks/", webhooks.receive_bearer, name="webhook-bearer"),
     path("hooks/<str:token>/", webhooks.receive, name="webhook"),
     path("hooks/<str:token>/control/", webhooks.control, name="webhook-control"),
 ]

@@ -74,6 +74,16 @@ class FlowWatch(models.Model):
     reconcile_sample = models.PositiveIntegerField(
         default=0, help_text="Contacts and orders compared per run; 0 compares all."
     )
+    reconcile_source_days = models.PositiveIntegerField(
+        default=7,
+        help_text="Reconciliation also reads the source's orders of this many days through its "
+        "connector's poll (where it has one) and compares them with Syncdesk's state.",
+    )
+    opt_out_webhook_url = models.URLField(
+        blank=True,
+        help_text="Where the source's connector cannot record an opt-out, it is POSTed here as "
+        "JSON (an outbound webhook to the source's own intake); empty: none.",
+    )
     lag_breach_since = models.DateTimeField(null=True, blank=True, editable=False)
 
     def __str__(self) -> str:
@@ -229,6 +239,15 @@ class ReconciliationRun(models.Model):
     matched = models.PositiveIntegerField(default=0)
     mismatched = models.PositiveIntegerField(default=0)
     missing = models.PositiveIntegerField(default=0)
+    source_orders = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Orders read from the source through its connector; empty: not read (the "
+        "source cannot be polled, or the read failed).",
+    )
+    source_window_start = models.DateTimeField(null=True, blank=True)
+    source_window_end = models.DateTimeField(null=True, blank=True)
+    source_error = models.TextField(blank=True, help_text="Why the source could not be read.")
     error = models.TextField(blank=True)
 
     class Meta:
@@ -246,6 +265,8 @@ class ReconciliationDifference(models.Model):
         FIELD = "field", "Contact field differs"
         RECORD_MISSING = "record_missing", "Order record missing in DotDigital"
         RECORD = "record", "Order record differs"
+        SOURCE_MISSING = "source_missing", "Order in the source never received"
+        SOURCE_TOTAL = "source_total", "Order total differs from the source"
 
     run = models.ForeignKey(ReconciliationRun, on_delete=models.CASCADE, related_name="differences")
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -255,6 +276,12 @@ class ReconciliationDifference(models.Model):
     field = models.CharField(max_length=60, blank=True)
     engine_value = models.TextField(blank=True)
     dotdigital_value = models.TextField(blank=True)
+    source_value = models.TextField(blank=True)
+    source_events = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The source's canonical events for this order, as read (ingested by a repair).",
+    )
     team_slug = models.SlugField(max_length=40)
     repaired_at = models.DateTimeField(null=True, blank=True)
     repaired_by = models.ForeignKey(
@@ -278,6 +305,10 @@ class OptOutWriteBack(models.Model):
         WRITTEN = "written", "Written to the source"
         FAILED = "failed", "Failed (in the inbox)"
 
+    class Via(models.TextChoices):
+        CONNECTOR = "connector", "The source's connector"
+        WEBHOOK = "webhook", "Outbound webhook"
+
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
     flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="opt_out_writes")
     source = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="+")
@@ -288,6 +319,9 @@ class OptOutWriteBack(models.Model):
     reason = models.CharField(max_length=60, blank=True)
     opted_out_at = models.DateTimeField(help_text="When DotDigital suppressed the contact.")
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    via = models.CharField(
+        max_length=10, choices=Via.choices, blank=True, help_text="How the source was told."
+    )
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     written_at = models.DateTimeField(null=True, blank=True)
@@ -305,6 +339,8 @@ class OptOutWriteBack(models.Model):
             models.Index(
                 fields=["next_attempt_at"], name="opt_out_write_due", condition=Q(state="pending")
             ),
+            # One contact's opt-outs: the timeline searched by email, the Opt-outs page's filter.
+            models.Index(fields=["workspace", "email"], name="opt_out_write_contact"),
         ]
 
     def __str__(self) -> str:

@@ -19,4 +19,9 @@ urlpatterns = [
         "w/<slug:ws>/reconciliation/difference/<int:pk>/repair/", watch_views.repair, name="repair"
     ),
     path("w/<slug:ws>/opt-outs/", watch_views.opt_outs, name="opt-outs"),
+    path(
+        "w/<slug:ws>/opt-outs/flow/<int:flow>/webhook/",
+        watch_views.opt_out_webhook,
+        name="opt-out-webhook",
+    ),
 ]

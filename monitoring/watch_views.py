@@ -19,6 +19,7 @@ from accounts.http import AuthenticatedHttpRequest
 from monitoring import alerts, health, reconcile, watch
 from monitoring.models import Flow
 from monitoring.watch_charts import backlog_chart, latency_chart
+from monitoring.watch_forms import OptOutWebhookForm
 from monitoring.watch_models import (
     Alert,
     OptOutWriteBack,
@@ -61,6 +62,7 @@ def events(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
         "query": query,
         "timelines": watch.timelines(found[:EVENTS_SHOWN]),
         "more": len(found) > EVENTS_SHOWN,
+        "opt_outs": reconcile.opt_outs_of(access.workspace.pk, query),
     }
     template = "monitoring/events.html#results" if request.htmx else "monitoring/events.html"
     return render(request, template, context)
@@ -117,7 +119,7 @@ def run_now(request: AuthenticatedHttpRequest, ws: str, flow: int) -> HttpRespon
 def run_detail(request: AuthenticatedHttpRequest, ws: str, pk: int) -> HttpResponse:
     access = get_workspace_for_user(request, ws)
     run = get_object_or_404(
-        ReconciliationRun.objects.select_related("flow"), workspace=access.workspace, pk=pk
+        ReconciliationRun.objects.select_related("flow__source"), workspace=access.workspace, pk=pk
     )
     diffs = run.differences.select_related("repaired_by").order_by("kind", "subject")
     return render(
@@ -137,7 +139,10 @@ def repair(request: AuthenticatedHttpRequest, ws: str, pk: int) -> HttpResponse:
     )
     access.require_team(diff.team_slug)
     if reconcile.repair(diff, request.user):
-        messages.success(request, f"{diff.subject}: Syncdesk's value is being sent again.")
+        if diff.kind in reconcile.SOURCE_KINDS:
+            messages.success(request, f"{diff.subject}: the source's records are being taken in.")
+        else:
+            messages.success(request, f"{diff.subject}: Syncdesk's value is being sent again.")
     else:
         messages.error(request, f"{diff.subject}: nothing to re-send (already repaired or gone).")
     return redirect("watch:run", ws=ws, pk=diff.run_id)
@@ -145,13 +150,51 @@ def repair(request: AuthenticatedHttpRequest, ws: str, pk: int) -> HttpResponse:
 
 @require_GET
 def opt_outs(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
+    """The opt-outs written back to sources, newest first (`?q=` one contact's); `?format=csv`
+    exports them all, for a source that has neither a connector write nor a webhook."""
     access = get_workspace_for_user(request, ws)
+    query = request.GET.get("q", "").strip()[:254]
     items = OptOutWriteBack.objects.filter(workspace=access.workspace).select_related(
         "flow", "source"
-    )[:200]
-    return render(
-        request, "monitoring/opt_outs.html", {"access": access, "nav": "flows", "items": items}
     )
+    if query:
+        items = items.filter(email=query.lower())
+    if request.GET.get("format") == "csv":
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="opt-outs.csv"'
+        reconcile.write_opt_outs_csv(response, items.iterator())
+        return response
+    return render(
+        request,
+        "monitoring/opt_outs.html",
+        {
+            "access": access,
+            "nav": "flows",
+            "items": items[:200],
+            "query": query,
+            "routes": reconcile.opt_out_routes(access.workspace.pk),
+            "form": OptOutWebhookForm(),
+        },
+    )
+
+
+@require_POST
+def opt_out_webhook(request: AuthenticatedHttpRequest, ws: str, flow: int) -> HttpResponse:
+    """Set or remove a flow's opt-out webhook (admins; audited, the URL never shown)."""
+    access = get_workspace_for_user(request, ws)
+    target = get_object_or_404(Flow, workspace=access.workspace, pk=flow)
+    access.require_admin()
+    form = OptOutWebhookForm(request.POST)
+    if not form.is_valid():
+        messages.error(
+            request, " ".join(str(e) for e in form.errors.get("__all__", [])) or ("Not a URL.")
+        )
+        return redirect("watch:opt-outs", ws=ws)
+    reconcile.set_opt_out_webhook(
+        target, "" if form.cleaned_data["clear"] else form.cleaned_data["url"], request.user
+    )
+    messages.success(request, f"{target.name}: opt-out webhook saved.")
+    return redirect("watch:opt-outs", ws=ws)
 
 
 @login_not_required

@@ -122,6 +122,30 @@ def _enrolment_kwargs(world: Any) -> dict[str, Any]:
     return {"ws": world.workspace.slug, "pk": row.pk}
 
 
+def _flow_to_dd_kwargs(world: Any) -> dict[str, Any]:
+    flow = _flow(world)
+    flow.destination = make_connection(
+        world.workspace, "dotdigital", name="authz DD", options=UNREACHABLE
+    )
+    flow.save(update_fields=["destination"])
+    return {"ws": world.workspace.slug, "pk": flow.pk}
+
+
+def _lists(world: Any) -> dict[str, Any]:
+    # DotDigital unreachable: the list names are typed.
+    return {
+        "dispatched_list": "Dispatched",
+        "dispatched_keep_hours": 24,
+        "recent_buyers_list": "Recent buyers",
+        "recent_buyer_days": 30,
+        "back_in_stock_list": "",
+    }
+
+
+def _cleaning(world: Any) -> dict[str, Any]:
+    return {"flow": _flow(world).pk, "rules": "replace:_=-"}
+
+
 RULES = {
     "config:flows": Rule(get=WORKSPACE_PAGE, post=GET_ONLY),
     "config:flow-create": Rule(get=ADMIN_ONLY_FORM, post=ADMIN_FORM_POST, post_data=_new_flow),
@@ -163,6 +187,7 @@ RULES = {
         post_data=lambda world: {"alias_key": "hat 1", "sku": "HAT-1"},
     ),
     "config:alias-delete": Rule(get=POST_ONLY, post=ADMIN_FORM_POST, kwargs=_alias_kwargs),
+    "config:sku-cleaning": Rule(get=POST_ONLY, post=ADMIN_FORM_POST, post_data=_cleaning),
     "config:aliases-import": Rule(get=POST_ONLY, post=ADMIN_FORM_POST, post_data=_csv),
     "config:aliases-export": Rule(get=WORKSPACE_PAGE, post=GET_ONLY),
     "config:schedules": Rule(get=WORKSPACE_PAGE, post=ADMIN_FORM_POST, post_data=_schedule),
@@ -181,6 +206,9 @@ RULES = {
         post=ADMIN_FORM_POST,
         kwargs=_destination_kwargs,
         post_data=lambda world: {"name": "Syncdesk - Dispatched today"},
+    ),
+    "config:flow-lists": Rule(
+        get=POST_ONLY, post=ADMIN_FORM_POST, kwargs=_flow_to_dd_kwargs, post_data=_lists
     ),
     "config:enrolment-add": Rule(
         get=POST_ONLY,

@@ -3,7 +3,7 @@
 Every member reads the monitoring pages; an alert is acknowledged by its owning team (ops here,
 the teammate's team) or an admin; a reconciliation difference is repaired by its team (made
 ops-owned here) or an admin; reconciling on demand is finance's (or an admin's): the ops teammate
-gets 403. Outsiders get 404. /metrics answers 404 to everyone without the bearer token.
+gets 403; a flow's opt-out webhook is set by an admin only. Outsiders get 404. /metrics answers 404 to everyone without the bearer token.
 """
 
 from __future__ import annotations
@@ -54,4 +54,10 @@ RULES: dict[str, Rule] = {
     "watch:run": Rule(get=WORKSPACE_PAGE, post=GET_ONLY, kwargs=_run),
     "watch:repair": Rule(get=POST_ONLY, post=TEAM_POST, kwargs=_difference),
     "watch:opt-outs": Rule(get=WORKSPACE_PAGE, post=GET_ONLY),
+    "watch:opt-out-webhook": Rule(
+        get=POST_ONLY,
+        post=each(LOGIN, 404, 403, 403, 302),
+        kwargs=_flow,
+        post_data=lambda world: {"url": "https://example.com/optouts"},
+    ),
 }

@@ -22,6 +22,25 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
             db.setdefault("TEST", {})["NAME"] = f"test_{db['NAME']}_{os.getpid()}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_stray_sessions_at_teardown(django_db_setup, django_db_blocker):
+    """On PostgreSQL, end any other session still on this process's test database before it is
+    dropped: a worker process or thread a test started and that outlived it would otherwise make
+    the DROP fail ("being accessed by other users") after every test has passed."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        connection.close()
+
+
 @pytest.fixture(autouse=True)
 def _fast_tests(settings, tmp_path):
     # Test speed-ups, never production behaviour.
@@ -83,3 +102,17 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 redis_answers = service_answers("127.0.0.1", 6379)
 rabbitmq_answers = service_answers("127.0.0.1", 5672)
+
+# The production brokers, for tests parametrized over them (skipped where one does not answer).
+NETWORK_BROKERS = [
+    pytest.param(
+        REDIS_URL,
+        marks=pytest.mark.skipif(not redis_answers, reason="Redis does not answer on 6379"),
+        id="redis",
+    ),
+    pytest.param(
+        RABBITMQ_URL,
+        marks=pytest.mark.skipif(not rabbitmq_answers, reason="RabbitMQ does not answer on 5672"),
+        id="rabbitmq",
+    ),
+]

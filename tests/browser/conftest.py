@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,20 @@ def page(browser):
     page = context.new_page()
     yield page
     context.close()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+README_SHOTS = ROOT / "docs" / "screenshots"
+
+
+def screenshot(page, name: str) -> Path:
+    """Save a full-page screenshot under test-artifacts/ (ignored by git). With
+    SYNCDESK_UPDATE_SCREENSHOTS=1 it also replaces the README's copy in docs/screenshots/."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("SYNCDESK_UPDATE_SCREENSHOTS") == "1":
+        README_SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, README_SHOTS / name)
+    return path

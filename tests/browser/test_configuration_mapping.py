@@ -1,4 +1,5 @@
-"""An admin creates a field mapping after a dry run, and a SKU alias, in headless Chromium."""
+"""An admin creates a field mapping after a dry run, a SKU alias and a SKU cleaning rule, in
+headless Chromium."""
 
 from __future__ import annotations
 
@@ -78,4 +79,13 @@ def test_an_admin_dry_runs_and_saves_a_mapping_then_adds_an_alias(
     page.click("#add-alias")
     page.wait_for_selector("#aliases >> text=hat-1 red")
     assert SkuAlias.objects.get().sku == "HAT-1"
+
+    # and a cleaning rule for the ERP flow's SKUs, on the same page
+    page.select_option("#id_cleaning_flow", str(engine.erp_flow.pk))
+    page.fill("#id_cleaning_rules", "strip_prefix:UK-\nreplace:_=-")
+    page.click("#save-cleaning")
+    page.wait_for_selector("text=Cleaning rules of")
+    engine.erp_flow.refresh_from_db()
+    assert engine.erp_flow.sku_cleaning == "strip_prefix:UK-\nreplace:_=-"
+    assert "replace:_=-" in page.locator("#cleaning-rules").inner_text()
     page.screenshot(path=str(ARTIFACTS / "config-sku-aliases.png"), full_page=True)

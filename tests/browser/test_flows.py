@@ -12,11 +12,11 @@ from playwright.sync_api import expect
 
 from monitoring.models import SourceEvent
 from monitoring.watch_models import FlowSample
+from tests.browser.conftest import screenshot
 from tests.factories import PASSWORD
 from tests.monitoring.watch_support import make_event, make_flow
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "docs" / "screenshots"
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -77,8 +77,7 @@ def test_ops_sees_flow_health_and_an_orders_timeline(page, live_server, world):
     expect(rows.filter(has_text="Stokly")).to_contain_text("paused")
     expect(page.locator("svg.chart")).to_have_count(2)
     expect(page.locator("#flows-live")).to_have_attribute("hx-trigger", "every 10s")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "flows.png"), full_page=True)
+    screenshot(page, "flows.png")
 
     page.click("nav.mainnav >> text=Events")
     page.fill("#q", "SO-10042")
@@ -91,4 +90,4 @@ def test_ops_sees_flow_health_and_an_orders_timeline(page, live_server, world):
     assert "q=SO-10042" in page.url
     timeline.locator("details.payload summary").first.click()
     expect(timeline.locator("pre").first).to_contain_text("JD0002231")
-    page.screenshot(path=str(SHOTS / "timeline.png"), full_page=True)
+    screenshot(page, "timeline.png")

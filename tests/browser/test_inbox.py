@@ -10,11 +10,11 @@ from playwright.sync_api import expect
 from exceptions_inbox.actions import Action, apply_action
 from exceptions_inbox.kinds import hooks_of, register_hooks
 from exceptions_inbox.recording import clear_occurrences, record_occurrence
+from tests.browser.conftest import screenshot
 from tests.factories import PASSWORD
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-SCREENSHOT = ROOT / "docs" / "screenshots" / "inbox.png"
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -83,8 +83,7 @@ def test_a_teammate_triages_a_sku_gap_until_it_resolves(page, live_server, world
     page.wait_for_url(f"{live_server.url}/w/acme/inbox/")
     expect(page.locator("table#groups tbody tr")).to_have_count(8)
     expect(page.locator(".tabs a[aria-current=page]")).to_contain_text("For review")
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    screenshot(page, "inbox.png")
 
     # Filter by kind: htmx swaps the results and pushes the URL, no full reload.
     page.evaluate("window.__sameDocument = true")
@@ -171,3 +170,29 @@ def test_one_alias_from_the_suggestions_releases_every_blocked_event(
     expect(page.locator("[data-state]")).to_have_text("Resolved")
     assert sku_alias_fix == [{"alias": "AB-12/RED", "sku": "AB-12-RED"}]
     expect(page.locator("#history")).to_contain_text("Fixed by teammate")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_match_acknowledges_the_groups_on_every_page(page, live_server, world):
+    ws = world.workspace
+    for n in range(30):
+        blocked(ws, "sku_mapping_gap", f"SKU-{n:02d}", 1, sku=f"SKU-{n:02d}")
+    blocked(ws, "order_total_mismatch", "SO-1", 1)  # finance's: the teammate may not change it
+
+    page.goto(f"{live_server.url}/login/?next=/w/acme/inbox/")
+    page.fill("#id_username", "teammate")
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/w/acme/inbox/")
+    expect(page.locator("table#groups tbody tr")).to_have_count(25)  # one page of 31
+    expect(page.locator(".select-matching")).to_contain_text("every match (31)")
+
+    page.check("[data-select-matching]")
+    expect(page.locator("[data-bulk-count]")).to_have_text("Every match selected")
+    page.click("#bulk button[value=acknowledge]")
+    expect(page.locator("#results .messages")).to_contain_text(
+        "Acknowledge: 30 group(s). Left 1 unchanged: 1 because only its team or an admin may "
+        "change it."
+    )
+    expect(page.locator("table#groups tbody tr[data-group]")).to_have_count(1)
+    expect(page.locator(".tabs a[data-tab=open] .count")).to_have_text("31")

@@ -248,6 +248,8 @@ def test_alerting_webhook_is_write_only_and_audited_as_changed(admin_client, wor
         "escalate_after_minutes": 30,
         "owning_team": "ops",
         "webhook_url": hook,
+        "reconcile_sample": 0,
+        "reconcile_source_days": 7,
     }
     bad = admin_client.post(
         f"/w/{ws}/config/flows/{flow.pk}/", {**data, "trading_timezone": "Mars/Base"}
@@ -262,3 +264,61 @@ def test_alerting_webhook_is_write_only_and_audited_as_changed(admin_client, wor
     assert {"field": "webhook_url", "secret": True} in change.changes
     page = admin_client.get(f"/w/{ws}/config/flows/{flow.pk}/").content.decode()
     assert hook not in page and "SeCrEtToKeN" not in page
+
+
+def test_reconciliation_sample_and_source_window_are_set_with_the_alerting(
+    admin_client, world, flow
+):
+    ws = world.workspace.slug
+    data = {
+        "form": "watch",
+        "enabled": "on",
+        "stalled_grace_minutes": 60,
+        "trading_days": "01234",
+        "trading_start": "07:00",
+        "trading_end": "22:00",
+        "trading_timezone": "Europe/London",
+        "lag_for_minutes": 5,
+        "escalate_after_minutes": 30,
+        "owning_team": "finance",
+        "reconcile_sample": 500,
+        "reconcile_source_days": -1,
+    }
+    bad = admin_client.post(f"/w/{ws}/config/flows/{flow.pk}/", data)
+    assert "reconcile_source_days" in bad.context["watch_form"].errors
+    r = admin_client.post(f"/w/{ws}/config/flows/{flow.pk}/", {**data, "reconcile_source_days": 30})
+    assert r.status_code == 302
+    flow.watch.refresh_from_db()
+    assert (flow.watch.reconcile_sample, flow.watch.reconcile_source_days) == (500, 30)
+    change = ConfigChange.objects.get(object_type="monitoring.flow")
+    assert {"field": "reconcile_source_days", "before": 7, "after": 30} in change.changes
+
+
+def test_a_flows_payload_retention_is_set_on_its_policies_page(admin_client, world, flow):
+    ws = world.workspace.slug
+    data = {
+        "form": "flow",
+        "name": "WMS",
+        "is_active": "on",
+        "guest_policy": "merge",
+        "join_key": "order_number",
+        "orphan_hold_seconds": 3600,
+        "scan_hold_seconds": 3600,
+        "lag_threshold_seconds": 900,
+        "payload_retention_days": 0,
+    }
+    r = admin_client.post(f"/w/{ws}/config/flows/{flow.pk}/", data)
+    assert r.status_code == 400
+    assert "payload_retention_days" in r.context["form"].errors
+    r = admin_client.post(f"/w/{ws}/config/flows/{flow.pk}/", {**data, "payload_retention_days": 7})
+    assert r.status_code == 302
+    flow.refresh_from_db()
+    assert flow.payload_retention_days == 7
+    change = ConfigChange.objects.get(object_type="monitoring.flow")
+    assert {"field": "payload_retention_days", "before": None, "after": 7} in change.changes
+    # blank: back to PAYLOAD_RETENTION_DAYS
+    r = admin_client.post(
+        f"/w/{ws}/config/flows/{flow.pk}/", {**data, "payload_retention_days": ""}
+    )
+    flow.refresh_from_db()
+    assert flow.payload_retention_days is None

@@ -12,6 +12,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from monitoring.demo import api_ports
+
 
 class Command(BaseCommand):
     help = "Run web (gunicorn), a realtime and a bulk Celery worker, and beat, until Ctrl-C."
@@ -83,6 +85,26 @@ class Command(BaseCommand):
                 f"http://127.0.0.1:{port}",
                 "--sandbox",
                 f"http://127.0.0.1:{sandbox_port}",
+            ],
+            # The recorded source systems (monitoring/demo.py): their APIs, and their requests
+            # replayed through the public webhooks (and polled) once the web answers.
+            **{
+                f"demo-{key}-api": [
+                    sys.executable,
+                    os.path.join(settings.BASE_DIR, "manage.py"),
+                    "run_demo_source",
+                    "--serve",
+                    key,
+                ]
+                for key in api_ports()
+            },
+            "demo-replay": [
+                sys.executable,
+                os.path.join(settings.BASE_DIR, "manage.py"),
+                "run_demo_source",
+                "--replay",
+                "--url",
+                f"http://127.0.0.1:{port}",
             ],
             "beat": [
                 *celery,

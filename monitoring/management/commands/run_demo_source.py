@@ -1,10 +1,15 @@
 """The demo's sources: the event generator posting a demo ERP's and a demo WMS's events to their
 webhooks (tokens from var/demo-tokens.json, written by seed_demo) at a few per second, with the
 demo faults (guest duplicates, missing emails, odd SKUs, duplicates, reordering, bad totals), after
-setting a small rate of 5xx answers and 429s on the DotDigital sandbox."""
+setting a small rate of 5xx answers and 429s on the DotDigital sandbox.
+
+`--serve <system>` serves a recorded source system's API instead, and `--replay` posts each
+recorded system's webhook requests (and polls the polled ones) through their native paths: see
+"Recorded source systems" in monitoring/demo.py."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -18,7 +23,17 @@ from django.core.management.base import BaseCommand
 
 from eventgen import Faults, Generator
 from eventgen.post import post_batches
-from monitoring.demo import tokens_path
+from monitoring.demo import (
+    POLL_SECONDS,
+    DemoSystem,
+    api_ports,
+    demo_system,
+    demo_systems,
+    poll_demo_flows,
+    replay_requests,
+    serve_api,
+    tokens_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +49,27 @@ class Command(BaseCommand):
         parser.add_argument("--rate", type=float, default=4.0, help="events per second")
         parser.add_argument("--batch", type=int, default=8)
         parser.add_argument("--events", type=int, default=0, help="0 = until stopped")
+        parser.add_argument("--serve", metavar="SYSTEM", help="serve this system's recorded API")
+        parser.add_argument(
+            "--replay", action="store_true", help="replay the recorded systems, then keep polling"
+        )
+        parser.add_argument(
+            "--once", action="store_true", help="with --replay: stop after one replay"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s demo-source: %(message)s")
+        if options["serve"]:
+            served = demo_system(options["serve"])
+            server = serve_api(served, api_ports()[served.key])
+            log.info("%s's recorded API on port %s", served.key, server.server_address[1])
+            with contextlib.suppress(KeyboardInterrupt):  # run_demo's Ctrl-C
+                server.serve_forever()
+            return
+        if options["replay"]:
+            with contextlib.suppress(KeyboardInterrupt):
+                self._replay(options["url"], once=options["once"])
+            return
         tokens = json.loads(tokens_path().read_text())
         self._sandbox_faults(options["sandbox"])
         # The people and the catalogue are seed 1's (what seed_demo loaded); the stream after
@@ -61,6 +94,53 @@ class Command(BaseCommand):
                 pause = len(batch) / rate - (time.monotonic() - started)
                 if pause > 0:
                     time.sleep(pause)
+
+    def _replay(self, url: str, *, once: bool) -> None:
+        tokens = json.loads(tokens_path().read_text())
+        systems = demo_systems()
+        with requests.Session() as session:
+            self._wait_for(session, f"{url}/healthz")
+            refused = []
+            for system in systems:
+                if system.polls and system.poll_first:
+                    self._poll(system)
+                for label, status in replay_requests(system, url, tokens[system.key], session):
+                    log.info("%s: %s → %s", system.key, label, status)
+                    if status != 202:
+                        refused.append(f"{system.key}: {label} ({status})")
+                if system.polls and not system.poll_first:
+                    self._poll(system)
+        # scripts/demo_check.py waits for this line.
+        log.info(
+            "recorded systems replayed: %s",
+            f"{len(refused)} refused: {'; '.join(refused)}" if refused else "all accepted",
+        )
+        if once:
+            return
+        while True:
+            time.sleep(POLL_SECONDS)
+            for system in systems:
+                if system.polls:
+                    self._poll(system)
+
+    def _poll(self, system: DemoSystem) -> None:
+        for _ in range(30):
+            try:
+                log.info("%s: polled, %s events accepted", system.key, poll_demo_flows(system))
+                return
+            except Exception as exc:  # the recorded API may still be starting
+                log.info("%s: poll failed (%s); again in 1 s", system.key, exc)
+                time.sleep(1)
+
+    def _wait_for(self, session: requests.Session, url: str) -> None:
+        for _ in range(120):
+            try:
+                if session.get(url, timeout=5).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(1)
+        log.warning("%s did not answer; replaying anyway", url)
 
     def _batches(self, gen: Generator, size: int, total: int) -> Iterator[list[dict[str, Any]]]:
         counts = itertools.count() if total == 0 else range(0, total, size)
