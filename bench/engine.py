@@ -1,11 +1,13 @@
 """The engine end to end: webhook → staging → planning → DotDigital (the sandbox's realistic
 profile) → confirmation, on PostgreSQL and Redis with a realtime and a bulk Celery worker and beat.
 
-    dropdb --if-exists -h 127.0.0.1 -U postgres syncdesk_bench_engine  # a fresh database each run
-    createdb -h 127.0.0.1 -U postgres syncdesk_bench_engine
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/syncdesk_bench_engine \\
-    CELERY_BROKER_URL=redis://127.0.0.1:6379/5 RATE_BUDGET_REDIS_URL=redis://127.0.0.1:6379/6 \\
-        .venv/bin/python bench/engine.py [--events 60000] [--low-seconds 120] [--naive-seconds 120]
+    .venv/bin/python bench/engine.py [--events 60000] [--low-seconds 120] [--naive-seconds 120]
+    .venv/bin/python bench/engine.py --events 6000 --low-seconds 30 --naive-seconds 20  # quick
+
+It drops and creates its own database, `syncdesk_bench_engine`, on the PostgreSQL server of
+`--postgres` (default postgres://postgres@127.0.0.1:5432/postgres), and empties the Redis databases
+it uses for the broker and the rate budget (`--redis`, default redis://127.0.0.1:6379, databases 5
+and 6), so each run starts fresh. `--keep` leaves the database for inspection afterwards.
 
 The run (issue 6): 10 s warm-up; `--events` events (the generator's mix: 40% new orders, 15% order
 status, 15% dispatches, 5% carrier scans, 10% stock, 5% customers, 5% refunds, 5% consent, over
@@ -26,8 +28,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +41,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 PY = sys.executable
-REALTIME_TYPES = {"order.created", "shipment.dispatched", "shipment.carrier_scanned"}
+DATABASE = "syncdesk_bench_engine"
+# What the low-rate phase sends (staging's realtime lane: consent, dispatch, carrier scan, refund,
+# new orders; stock to or from zero too, which the generator cannot pick out in advance).
+REALTIME_TYPES = {
+    "order.created",
+    "shipment.dispatched",
+    "shipment.carrier_scanned",
+    "refund.issued",
+    "consent.changed",
+}
 
 
 def free_port() -> int:
@@ -83,11 +96,56 @@ def main() -> int:
     parser.add_argument("--low-rate", type=float, default=3.0)
     parser.add_argument("--naive-seconds", type=float, default=120.0)
     parser.add_argument("--settle-timeout", type=float, default=900.0)
+    parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379")
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--trace", action="store_true", help="workers log at DEBUG (each lane loop, each call)"
+    )
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        print("set DATABASE_URL to a scratch PostgreSQL database")
-        return 2
 
+    server = args.postgres.rsplit("/", 1)[0]
+    fresh_database(args.postgres)
+    os.environ["DATABASE_URL"] = f"{server}/{DATABASE}"
+    os.environ["CELERY_BROKER_URL"] = f"{args.redis}/5"
+    os.environ["RATE_BUDGET_REDIS_URL"] = f"{args.redis}/6"
+    import redis
+
+    for db in (5, 6):
+        redis.Redis.from_url(f"{args.redis}/{db}").flushdb()
+    try:
+        return run(args)
+    finally:
+        if not args.keep:
+            drop_database(args.postgres)
+
+
+def _admin(url: str) -> Any:
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
+def drop_database(url: str) -> None:
+    if "django.db" in sys.modules:  # settings read only after DATABASE_URL names the bench's
+        from django.db import connections
+
+        connections.close_all()
+    with _admin(url) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (DATABASE,),
+        )
+        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
+
+
+def fresh_database(url: str) -> None:
+    drop_database(url)
+    with _admin(url) as conn:
+        conn.execute(f"CREATE DATABASE {DATABASE}")
+
+
+def run(args: argparse.Namespace) -> int:
     tmp = ROOT / "var" / f"bench-engine-{os.getpid()}"
     tmp.mkdir(parents=True, exist_ok=True)
     # One var dir (and so one generated encryption key) for this process and its children.
@@ -96,7 +154,7 @@ def main() -> int:
 
     django.setup()
     from django.core.management import call_command
-    from django.db.models import Count, Sum
+    from django.db.models import Count
 
     call_command("migrate", verbosity=0)
     from accounts.models import Workspace
@@ -110,6 +168,8 @@ def main() -> int:
     sandbox_port, web_port = free_port(), free_port()
     sandbox = f"http://127.0.0.1:{sandbox_port}"
     env = {**os.environ, "SYNCDESK_VAR_DIR": str(tmp)}
+    if args.trace:
+        env["LOG_LEVEL"] = "DEBUG"
     try:
         procs["sandbox"] = subprocess.Popen(
             [PY, "-m", "connectors.dotdigital.sandbox", "--port", str(sandbox_port), "--db",
@@ -144,16 +204,17 @@ def main() -> int:
             mark_backfill_complete(flow, by="bench")
             urls[system] = f"http://127.0.0.1:{web_port}/hooks/{token}/"
 
+        level = "DEBUG" if args.trace else "WARNING"
         bindir = os.path.dirname(PY)
         celery = [os.path.join(bindir, "celery"), "-A", "config"]
         commands = {
             "web": [os.path.join(bindir, "gunicorn"), "config.wsgi", "--bind",
                     f"127.0.0.1:{web_port}", "--workers", "3", "--log-level", "warning"],
-            "realtime": [*celery, "worker", "-Q", "realtime", "-n", f"rt{run}@%h", "-c", "2",
-                         "--loglevel", "WARNING"],
+            "realtime": [*celery, "worker", "-Q", "realtime", "-n", f"rt{run}@%h", "-c", "3",
+                         "--loglevel", level],
             "bulk": [*celery, "worker", "-Q", "bulk", "-n", f"bulk{run}@%h", "-c", "2",
-                     "--loglevel", "WARNING"],
-            "beat": [*celery, "beat", "--loglevel", "WARNING", "--schedule",
+                     "--loglevel", level],
+            "beat": [*celery, "beat", "--loglevel", level, "--schedule",
                      str(tmp / "beat-schedule")],
         }  # fmt: skip
         log = (tmp / "processes.log").open("ab")
@@ -166,8 +227,15 @@ def main() -> int:
         session = requests.Session()
 
         def post(events: list[dict[str, Any]]) -> None:
+            # The event happens as it is posted (the generator's clock has whole seconds, and a
+            # batch generated ahead would count its wait in this process as latency).
+            now = datetime.now(UTC)
+            for event in events:
+                event["occurred_at"] = now.isoformat().replace("+00:00", "Z")
             for system, url in urls.items():
                 mine = [e for e in events if e["source"]["system"] == system]
+                if not mine:
+                    continue
                 for _ in range(20):
                     r = session.post(url, json={"events": mine}, timeout=60)
                     if r.status_code == 202:
@@ -196,31 +264,60 @@ def main() -> int:
             post(gen.events(100))
         wait_settled(0)
         last_pk = SourceEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
-        calls_before = len(requests.get(f"{sandbox}/_sandbox/calls", timeout=60).json()["calls"])
+        calls_before = requests.get(f"{sandbox}/_sandbox/calls", timeout=60).json()["last_id"]
+        ops_before = Operation.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
 
         # Full load.
         cpu0 = cpu_seconds(measured)
+        cpu0_by = {n: cpu_seconds([procs[n].pid]) for n in ("web", "realtime", "bulk", "beat")}
         t0 = time.monotonic()
+        load_start = os.getloadavg()[0]
+        in_flight = threading.Semaphore(8)
+
+        def post_one(events: list[dict[str, Any]]) -> None:
+            try:
+                post(events)
+            finally:
+                in_flight.release()
+
         with ThreadPoolExecutor(4) as pool:
-            list(pool.map(post, (gen.events(100) for _ in range(args.events // 100))))
+            futures = []
+            for _ in range(args.events // 100):
+                in_flight.acquire()
+                futures.append(pool.submit(post_one, gen.events(100)))
+            for future in futures:
+                future.result()
         posted = time.monotonic() - t0
         t1 = wait_settled(last_pk)
         cpu1 = cpu_seconds(measured)
+        cpu_by = {
+            n: round(cpu_seconds([procs[n].pid]) - cpu0_by[n], 1)
+            for n in ("web", "realtime", "bulk", "beat")
+        }
+        load_full = os.getloadavg()[0]
         full = SourceEvent.objects.filter(pk__gt=last_pk)
         delivered = full.filter(state="delivered").count()
         elapsed = t1 - t0
-        batches = DeliveryBatch.objects.filter(
-            destination=dd, submitted_at__gte=full.order_by("pk").values("received_at")[:1]
-        )
         bulk_events = full.filter(lane="bulk").count()
-        bulk_imports = batches.filter(lane="bulk").count()
-        polls = batches.aggregate(n=Sum("polls"))["n"] or 0
-        sandbox_calls = requests.get(f"{sandbox}/_sandbox/calls", timeout=120).json()["calls"][
-            calls_before:
-        ]
+        sandbox_calls = requests.get(
+            f"{sandbox}/_sandbox/calls", params={"after_id": calls_before}, timeout=120
+        ).json()["calls"]
+        lane_of = dict(
+            DeliveryBatch.objects.filter(destination=dd).values_list("import_id", "lane")
+        )
         by_tier: dict[str, int] = {}
+        imports_by_lane = {"realtime": 0, "bulk": 0}
         for call in sandbox_calls:
             by_tier[call["tier"] or "none"] = by_tier.get(call["tier"] or "none", 0) + 1
+            if call["tier"] == "import" and call.get("import"):
+                lane = lane_of.get(str(call["import"]["id"]), "bulk")
+                imports_by_lane[lane] += 1
+        polls = by_tier.get("status", 0)
+        # The bulk lane's single calls (list removals): its operations delivered by a single call.
+        bulk_singles = Operation.objects.filter(
+            destination=dd, pk__gt=ops_before, lane="bulk", via="single"
+        ).count()
+        bulk_calls = imports_by_lane["bulk"] + bulk_singles
 
         def latencies(qs: Any) -> list[float]:
             return [
@@ -251,6 +348,15 @@ def main() -> int:
         wait_settled(last_pk)
         low = SourceEvent.objects.filter(pk__gt=last_pk)
         rt_low = latencies(low.filter(lane="realtime"))
+        parts: dict[str, list[float]] = {"source": [], "queue": [], "dotdigital": []}
+        for o, r, sent, d in low.filter(lane="realtime", state="delivered").values_list(
+            "occurred_at", "received_at", "sent_at", "delivered_at"
+        ):
+            if sent is None or d is None:
+                continue
+            parts["source"].append((r - o).total_seconds())
+            parts["queue"].append((sent - r).total_seconds())
+            parts["dotdigital"].append((d - sent).total_seconds())
 
         # The naive baseline: one single-record call per event, same profile, fixed time.
         from connectors.budget import Lane
@@ -259,18 +365,19 @@ def main() -> int:
         from connectors.dotdigital.types import ContactWrite
 
         naive = DotDigitalClient.for_connection(dd, lane=Lane.REALTIME, account_key=f"naive:{run}")
-        done = 0
+        done = errors = 0
         t3 = time.monotonic()
-        naive_events = gen.events(100_000)
-        for event_ in naive_events:
-            if time.monotonic() - t3 >= args.naive_seconds:
-                break
-            email = (event_.get("identity") or {}).get("email") or "naive@example.com"
-            try:
-                naive.upsert_contact(ContactWrite(email=email, data_fields={}))
-                done += 1
-            except DotDigitalError:
-                time.sleep(0.1)
+        while time.monotonic() - t3 < args.naive_seconds:
+            for event_ in gen.events(100):
+                if time.monotonic() - t3 >= args.naive_seconds:
+                    break
+                email = (event_.get("identity") or {}).get("email") or "naive@example.com"
+                try:
+                    naive.upsert_contact(ContactWrite(email=email, data_fields={}))
+                    done += 1
+                except DotDigitalError:
+                    errors += 1
+                    time.sleep(0.1)
         naive_rate = done / (time.monotonic() - t3)
 
         rate = delivered / elapsed if elapsed else 0.0
@@ -288,16 +395,22 @@ def main() -> int:
                 "states": states,
                 "delivered_events_per_s": round(rate, 1),
                 "cpu_ms_per_event": round((cpu1 - cpu0) * 1000 / max(1, full.count()), 2),
+                "cpu_s_by_process": cpu_by,
+                "load_average_1m_at_start_and_end": [round(load_start, 1), round(load_full, 1)],
                 "realtime_p50_s": round(pct(rt_full, 50), 2),
                 "realtime_p95_s": round(pct(rt_full, 95), 2),
                 "bulk_p50_s": round(pct(bulk_full, 50), 2),
                 "bulk_p95_s": round(pct(bulk_full, 95), 2),
                 "first_orders_of_new_contacts_p50_s": round(pct(first, 50), 2),
                 "first_orders_of_new_contacts_p95_s": round(pct(first, 95), 2),
-                "bulk_import_calls_per_10k_bulk_events": round(
-                    bulk_imports * 10_000 / max(1, bulk_events), 1
+                "bulk_events": bulk_events,
+                "bulk_lane_calls": {"imports": imports_by_lane["bulk"], "single": bulk_singles},
+                "bulk_calls_per_10k_bulk_events_excluding_polls": round(
+                    bulk_calls * 10_000 / max(1, bulk_events), 1
                 ),
-                "status_polls": polls,
+                "realtime_lane_import_calls": imports_by_lane["realtime"],
+                "status_polls_all_lanes": polls,
+                "status_polls_per_10k_events": round(polls * 10_000 / max(1, full.count()), 1),
                 "sandbox_calls_by_tier": by_tier,
                 "operations": Operation.objects.filter(destination=dd).count(),
             },
@@ -305,9 +418,14 @@ def main() -> int:
                 "realtime_events": len(rt_low),
                 "realtime_p50_s": round(pct(rt_low, 50), 3),
                 "realtime_p95_s": round(pct(rt_low, 95), 3),
+                # source: post → stored; queue: stored → last write sent (staging, planning,
+                # waiting); dotdigital: sent → confirmed.
+                "realtime_p50_split_s": {k: round(pct(v, 50), 3) for k, v in parts.items()},
+                "realtime_p95_split_s": {k: round(pct(v, 95), 3) for k, v in parts.items()},
             },
             "naive_baseline": {
                 "events_per_s": round(naive_rate, 1),
+                "calls_refused": errors,
                 "ratio": round(rate / naive_rate, 1) if naive_rate else None,
             },
         }

@@ -6,7 +6,7 @@ the end):
 
     createdb -h 127.0.0.1 -U postgres syncdesk_bench
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/syncdesk_bench \\
-        .venv/bin/python bench/ingest.py [--events 10000] [--single 1000] [--clients 8] [--workers 4]
+        .venv/bin/python bench/ingest.py [--events 10000] [--single 1000] [--clients 8] [--workers 4] [--mix]
 
 Target (issue 5): >= 1,000 events/s accepted in batches of 100. Figures depend on the machine:
 the script prints its core count with them.
@@ -78,6 +78,121 @@ def make_events(n: int, run: str, start: int = 0) -> list[dict]:
     return events
 
 
+def make_mixed_events(n: int, run: str, start: int = 0) -> list[dict]:
+    """A day's mix rather than only new orders: per ten events two new orders, an order update,
+    a status change, two dispatches, a refund, a product and two stock changes (a snapshot and a
+    delta). Each order's events follow it in the stream, as a source sends them."""
+    events: list[dict] = []
+    for i in range(start, start + n):
+        group, kind = divmod(i, 10)
+        number = f"B{run}-{group}"
+        total = f"{(group % 500) + 10}.{group % 100:02d}"
+        sku = f"SKU-{group % 300}"
+        at = f"2026-05-01T{10 + kind:02d}:{group % 60:02d}:00Z"
+        sid = f"bench:{run}:{i}"
+        if kind in (0, 5):
+            [order] = make_events(1, run, start=group * 2 + (kind == 5))
+            order["source_event_id"] = sid
+            events.append(order)
+            continue
+        order_key = f"bench:order:B{run}-{group * 2}"
+        envelope: dict = {
+            "schema": "sync.event/v1",
+            "source": {"system": "bench", "account": run},
+            "source_event_id": sid,
+            "occurred_at": at,
+            "source_updated_at": at,
+            "links": {"order_number": f"B{run}-{group * 2}"},
+        }
+        if kind == 1:
+            [order] = make_events(1, run, start=group * 2)
+            order.update(envelope, event_type="order.updated")
+            order["data"]["revision"] = at
+            order["data"]["status"]["financial"] = "partially_refunded"
+            events.append(order)
+        elif kind == 9:
+            events.append(
+                {
+                    **envelope,
+                    "event_type": "order.status_changed",
+                    "entity": {"type": "order", "key": order_key},
+                    "data": {
+                        "order_key": order_key,
+                        "to": {"lifecycle": "closed", "fulfilment": "dispatched"},
+                        "source_status_raw": "closed",
+                    },
+                }
+            )
+        elif kind in (2, 3):
+            key = f"bench:shipment:{number}-{kind - 1}"
+            events.append(
+                {
+                    **envelope,
+                    "event_type": "shipment.dispatched",
+                    "entity": {"type": "shipment", "key": key},
+                    "data": {
+                        "shipment_key": key,
+                        "order_key": order_key,
+                        "dispatched_at": at,
+                        "lines": [{"sku": sku, "quantity": 1}],
+                        "tracking_numbers": [f"TRK{run}{i}"],
+                        "is_partial": kind == 2,
+                    },
+                }
+            )
+        elif kind == 4:
+            key = f"bench:refund:{number}"
+            events.append(
+                {
+                    **envelope,
+                    "event_type": "refund.issued",
+                    "entity": {"type": "refund", "key": key},
+                    "data": {
+                        "refund_key": key,
+                        "order_key": order_key,
+                        "refunded_at": at,
+                        "amount": {"amount": "1.00", "currency": "GBP"},
+                    },
+                }
+            )
+        elif kind == 6:
+            events.append(
+                {
+                    **envelope,
+                    "event_type": "product.updated",
+                    "entity": {"type": "product", "key": f"bench:product:{sku}"},
+                    "data": {
+                        "sku": sku,
+                        "product_key": f"bench:product:{sku}",
+                        "status": "active",
+                        "name": f"Product {sku}",
+                        "price": {"amount": total, "currency": "GBP"},
+                    },
+                }
+            )
+        else:  # 7, 8: a snapshot, then a delta after it
+            as_of = f"2026-05-{1 + group // 1440 % 28:02d}T{group // 60 % 24:02d}:{group % 60:02d}:{kind:02d}Z"
+            events.append(
+                {
+                    **envelope,
+                    "event_type": "stock.changed",
+                    "entity": {"type": "stock", "key": f"bench:stock:{sku}:WH1"},
+                    "data": {
+                        "sku": sku,
+                        "location": {"key": "WH1", "name": "Warehouse 1"},
+                        "mode": "snapshot" if kind == 7 else "delta",
+                        "as_of": as_of,
+                        "quantities": (
+                            {"on_hand": 20, "allocated": 2, "saleable": 18}
+                            if kind == 7
+                            else {"on_hand": -1, "saleable": -1}
+                        ),
+                    },
+                }
+            )
+    return events
+
+
 def post_all(url: str, bodies: list[bytes], clients: int) -> tuple[float, int]:
     session_per_thread: dict[int, requests.Session] = {}
 
@@ -110,7 +225,14 @@ def main() -> None:
         default=None,
         help="stop staging after the batch that passes this many seconds (default: stage all)",
     )
+    parser.add_argument(
+        "--mix",
+        action="store_true",
+        help="post a mixed load (orders, updates, status changes, dispatches, refunds, products, "
+        "stock) instead of new orders only",
+    )
     args = parser.parse_args()
+    make = make_mixed_events if args.mix else make_events
     load_before = os.getloadavg()
 
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
@@ -133,7 +255,9 @@ def main() -> None:
     workspace = Workspace.objects.create(name=f"Bench {run}", slug=f"bench-{run}")
     conn = Connection.objects.create(workspace=workspace, kind="canonical", name="bench")
     token = conn.rotate_webhook_token()
-    flow = Flow.objects.create(workspace=workspace, name="bench", source=conn)
+    flow = Flow.objects.create(
+        workspace=workspace, name="bench", source=conn, masters_products=args.mix
+    )
 
     port = free_port()
     server = subprocess.Popen(
@@ -166,13 +290,13 @@ def main() -> None:
             args.clients,
         )
 
-        batched = make_events(args.events, run)
+        batched = make(args.events, run)
         bodies = [
             json.dumps({"events": batched[i : i + 100]}).encode()
             for i in range(0, len(batched), 100)
         ]
         seconds, accepted = post_all(url, bodies, args.clients)
-        singles = make_events(args.single, run, start=args.events)
+        singles = make(args.single, run, start=args.events)
         seconds_1, accepted_1 = post_all(
             url, [json.dumps(e).encode() for e in singles], args.clients
         )
@@ -188,7 +312,7 @@ def main() -> None:
 
     load_after = os.getloadavg()
     print(
-        f"database: {connection.vendor}; cores: {os.cpu_count()}; gunicorn workers: {args.workers}; clients: {args.clients}"
+        f"database: {connection.vendor}; cores: {os.cpu_count()}; gunicorn workers: {args.workers}; clients: {args.clients}; load: {'mixed' if args.mix else 'new orders'}"
     )
     print(
         "load average (1, 5, 15 min): before {:.2f} {:.2f} {:.2f}; after {:.2f} {:.2f} {:.2f}".format(
@@ -205,9 +329,11 @@ def main() -> None:
         f"staged (one process): {staged} of {total} events in {staging_seconds:.2f} s = {staged / staging_seconds:,.0f} events/s ({ready} ready to deliver)"
     )
     # Leave the scratch database as it was.
-    from monitoring.models import Customer, Order
+    from monitoring.models import Customer, Order, Product, StockLevel
 
     SourceEvent.objects.filter(workspace=workspace).delete()
+    StockLevel.objects.filter(workspace=workspace).delete()
+    Product.objects.filter(workspace=workspace).delete()
     Order.objects.filter(workspace=workspace).delete()
     Customer.objects.filter(workspace=workspace).delete()
     Flow.objects.filter(workspace=workspace).delete()

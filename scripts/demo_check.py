@@ -1,4 +1,5 @@
-"""make demo-check: start `make demo`, wait for /healthz and the sign-in page, then stop it."""
+"""make demo-check: start `make demo`, wait for /healthz, the sign-in page and the recorded source
+systems' replay (every recorded webhook request answered 202), then stop it."""
 
 from __future__ import annotations
 
@@ -22,6 +23,18 @@ def get(path: str, base: str = BASE) -> tuple[int, str]:
             return resp.status, resp.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode("utf-8", "replace")
+
+
+def wait_for_replay(started: float) -> str:
+    """The demo-replay process's verdict on the recorded systems' webhooks ("" if none yet)."""
+    marker = "recorded systems replayed: "
+    while time.monotonic() - started < BUDGET_SECONDS:
+        with open("var/demo-check.log", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if marker in line:
+                    return line.split(marker, 1)[1].strip()
+        time.sleep(1)
+    return ""
 
 
 def main() -> int:
@@ -55,6 +68,9 @@ def main() -> int:
                     f"/login/ {page_status}, sign-in form {'shown' if 'Sign in' in page else 'MISSING'}"
                 )
                 print(f"DotDigital sandbox /_sandbox/health {sandbox_status}")
+                replayed = wait_for_replay(started)
+                print(f"recorded source systems: {replayed or 'NOT replayed in time'}")
+                ok = ok and replayed == "all accepted"
                 break
             time.sleep(1)
         else:
