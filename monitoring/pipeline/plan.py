@@ -14,6 +14,7 @@ loaded set-based, each event's operations are built from the merged state as it 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import defaultdict
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Max, Q, Sum
 from django.utils import timezone
 
@@ -164,6 +165,49 @@ def load_context(events: list[SourceEvent], now: datetime) -> Context:
     return ctx
 
 
+PLAN_LOCK = 0x504C414E  # pg advisory lock class of "planning this contact or SKU"
+
+
+def subject_keys(events: list[SourceEvent]) -> list[int]:
+    """The advisory lock keys of what a batch plans for: its contacts (an order event's buyer
+    included) and its SKUs, as signed 32-bit ints, sorted (planners lock in one order)."""
+    customers = {e.customer_id for e in events if e.customer_id}
+    no_buyer = {e.order_id for e in events if e.order_id and not e.customer_id}
+    if no_buyer:
+        customers |= set(
+            Order.objects.filter(pk__in=no_buyer, customer_id__isnull=False).values_list(
+                "customer_id", flat=True
+            )
+        )
+    from monitoring.pipeline.normalise import clean_sku
+
+    names = [f"c:{pk}" for pk in customers]
+    names += [
+        f"s:{e.workspace_id}:{clean_sku(str(e.data.get('sku') or ''))}"
+        for e in events
+        if e.event_type in ("product.updated", "stock.changed")
+    ]
+    keys = {
+        int.from_bytes(hashlib.blake2b(n.encode(), digest_size=4).digest(), "big", signed=True)
+        for n in names
+    }
+    return sorted(keys)
+
+
+def lock_subjects(events: list[SourceEvent]) -> None:
+    """Hold, until this transaction ends, the planning locks of the batch's contacts and SKUs
+    (PostgreSQL; SQLite has one writer at a time and fails a stale snapshot's write instead)."""
+    if connection.vendor != "postgresql":
+        return
+    keys = subject_keys(events)
+    if keys:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(pg_advisory_xact_lock(%s, k)) FROM unnest(%s::int[]) AS k",
+                [PLAN_LOCK, keys],
+            )
+
+
 def plan_batch(ids: Iterable[int], owner: str) -> int:
     """Turn the claimed events into operations (one transaction). Returns how many it planned."""
     ids = list(ids)
@@ -177,6 +221,11 @@ def plan_batch(ids: Iterable[int], owner: str) -> int:
         return 0
     wake: set[tuple[int, str]] = set()
     with transaction.atomic():
+        # Two planners of one contact (a dispatch in the realtime lane, its refund in the bulk
+        # lane) must not both plan from state the other has not seen: the second waits, then
+        # reads the state as the first left it (the chaos run caught a refund's list removal
+        # dropped as a no-op while the dispatch's add was still being planned).
+        lock_subjects(events)
         # Links of an earlier attempt (an inbox retry) are not this attempt's.
         OperationEvent.objects.filter(event_id__in=[e.pk for e in events]).delete()
         ctx = load_context(events, now)
