@@ -196,7 +196,7 @@ def subject_keys(events: list[SourceEvent]) -> list[int]:
 
 def lock_subjects(events: list[SourceEvent]) -> None:
     """Hold, until this transaction ends, the planning locks of the batch's contacts and SKUs
-    (PostgreSQL; SQLite has one writer at a time and fails a stale snapshot's write instead)."""
+    (PostgreSQL; on SQLite every transaction takes the one write lock at BEGIN IMMEDIATE)."""
     if connection.vendor != "postgresql":
         return
     keys = subject_keys(events)

@@ -4,7 +4,8 @@ planner must read the state as the first left it, or the refund's removal from "
 today" is dropped as a no-op and the dispatch's add lands after it (found by the CI chaos run:
 contacts left on "Dispatched today" after a refund).
 
-PostgreSQL only: the planners serialise on advisory locks; SQLite has one writer at a time."""
+PostgreSQL only: the planners serialise on advisory locks; SQLite takes its one write lock at
+BEGIN IMMEDIATE."""
 
 from __future__ import annotations
 
