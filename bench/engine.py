@@ -348,14 +348,24 @@ def run(args: argparse.Namespace) -> int:
         wait_settled(last_pk)
         low = SourceEvent.objects.filter(pk__gt=last_pk)
         rt_low = latencies(low.filter(lane="realtime"))
-        parts: dict[str, list[float]] = {"source": [], "queue": [], "dotdigital": []}
-        for o, r, sent, d in low.filter(lane="realtime", state="delivered").values_list(
-            "occurred_at", "received_at", "sent_at", "delivered_at"
+        parts: dict[str, list[float]] = {
+            "source": [],
+            "queue": [],
+            "queue_staging": [],
+            "queue_to_send": [],
+            "dotdigital": [],
+        }
+        for o, r, staged, sent, d in low.filter(lane="realtime", state="delivered").values_list(
+            "occurred_at", "received_at", "staged_at", "sent_at", "delivered_at"
         ):
-            if sent is None or d is None:
+            if sent is None or d is None or staged is None:
                 continue
             parts["source"].append((r - o).total_seconds())
             parts["queue"].append((sent - r).total_seconds())
+            # The queue, split: received → staged (the wake-up and staging), staged → sent
+            # (planning, the lane runner's look and its claim).
+            parts["queue_staging"].append((staged - r).total_seconds())
+            parts["queue_to_send"].append((sent - staged).total_seconds())
             parts["dotdigital"].append((d - sent).total_seconds())
 
         # The naive baseline: one single-record call per event, same profile, fixed time.

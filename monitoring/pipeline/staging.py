@@ -128,6 +128,7 @@ class StateCache:
     defer_inserts: bool = False
     new_ids: dict[str, list[int]] = field(default_factory=dict)
     pending: dict[str, dict[int, Any]] = field(default_factory=dict)
+    new_keys: dict[tuple[int, str, str], Customer] = field(default_factory=dict)  # source ids
 
     def is_pending(self, obj: Any) -> bool:
         return obj.pk is not None and obj.pk in self.pending.get(obj._meta.label, {})
@@ -184,8 +185,40 @@ class StateCache:
             rows = list(rows_of.pop(model._meta.label, {}).values())
             if rows:
                 model._default_manager.bulk_create(rows, batch_size=500)
+            if model is Customer:
+                self._insert_keys()
         for label in list(self.dirty):  # orders, shipments, refunds, products, stock levels
             _update_rows(list(self.dirty.pop(label).values()))
+
+    def _insert_keys(self) -> None:
+        """The source customer ids the batch met first, in one statement; a key another worker
+        inserted meanwhile (for another customer) aborts the batch to the safe path."""
+        if not self.new_keys:
+            return
+        keys, self.new_keys = self.new_keys, {}
+        CustomerKey.objects.bulk_create(
+            [
+                CustomerKey(
+                    workspace_id=ws,
+                    source_system=system,
+                    source_customer_id=source_id,
+                    customer_id=customer.pk,
+                )
+                for (ws, system, source_id), customer in sorted(keys.items())
+            ],
+            ignore_conflicts=True,
+            batch_size=500,
+        )
+        by_group: dict[tuple[int, str], list[str]] = {}
+        for ws, system, source_id in keys:
+            by_group.setdefault((ws, system), []).append(source_id)
+        for (ws, system), ids in by_group.items():
+            stored = CustomerKey.objects.filter(
+                workspace_id=ws, source_system=system, source_customer_id__in=ids
+            ).values_list("source_customer_id", "customer_id")
+            for source_id, customer_id in stored:
+                if keys[(ws, system, source_id)].pk != customer_id:
+                    raise _Abort(f"customer key {system}:{source_id} taken meanwhile")
 
     def customer(self, pk: int | None) -> Customer | None:
         return self.customers.get(pk) if pk is not None else None
@@ -768,7 +801,13 @@ def resolve_customer(
     if source_id:
         cache = batch.cache
         known = (workspace_id, event.source_system, str(source_id))
-        if cache is None or cache.by_source_id.get(known) is None:
+        if cache is not None and cache.defer_inserts and cache.by_source_id.get(known) is None:
+            # Inserted with the batch's new customers at its end (checked there: a key another
+            # worker took meanwhile sends the batch to the safe path).
+            cache.new_keys[known] = customer
+            cache.by_source_id[known] = customer.pk
+            batch.wrote = True
+        elif cache is None or cache.by_source_id.get(known) is None:
             key, _ = CustomerKey.objects.get_or_create(
                 workspace_id=workspace_id,
                 source_system=event.source_system,
