@@ -12,6 +12,7 @@ incremented.
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections.abc import Iterable
@@ -20,7 +21,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection, models, transaction
 from django.db.models import Model, Q
 from django.utils import timezone
 
@@ -460,8 +461,10 @@ EVENT_FIELDS = (
 
 
 def bulk_set(objs: list[Any], fields: Iterable[str]) -> None:
-    """What `bulk_update` writes, as one `UPDATE … WHERE pk = %s` run with executemany (pipelined
-    on PostgreSQL): bulk_update's CASE expressions cost more Python time than staging itself."""
+    """What `bulk_update` writes: on PostgreSQL one `UPDATE … FROM unnest(<a typed array per
+    column>)`, elsewhere one `UPDATE … WHERE pk = %s` run with executemany. bulk_update's CASE
+    expressions cost more Python time than staging itself, and a statement per row (even
+    pipelined) costs both Python and PostgreSQL more than one statement of arrays."""
     if not objs:
         return
     model = type(objs[0])
@@ -469,6 +472,10 @@ def bulk_set(objs: list[Any], fields: Iterable[str]) -> None:
     columns = [meta.get_field(name) for name in fields]
     wanted = frozenset(columns)
     names = [f.name for f in columns]
+    assert len(set(names)) == len(names)
+    if connection.vendor == "postgresql":
+        _set_by_arrays(objs, columns, wanted)
+        return
     quote = connection.ops.quote_name
     sql = "UPDATE {} SET {} WHERE {} = %s".format(
         quote(meta.db_table),
@@ -482,9 +489,52 @@ def bulk_set(objs: list[Any], fields: Iterable[str]) -> None:
             [f.get_db_prep_save(getattr(obj, f.attname), connection) for f in columns]
             + [meta.pk.get_db_prep_save(obj.pk, connection)]
         )
-    assert len(set(names)) == len(names)
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
+
+
+_PLAIN_TYPES = (
+    models.CharField,
+    models.TextField,
+    models.IntegerField,  # and its big, small and positive kinds
+    models.BooleanField,
+    models.DateTimeField,
+    models.DecimalField,
+    models.ForeignKey,
+)
+
+
+def _set_by_arrays(objs: list[Any], columns: list[Any], wanted: frozenset[Any]) -> None:
+    """PostgreSQL: every row's values in one statement, a typed array per column. Values of
+    plain types go as they are (psycopg adapts them as Django would); others (JSON) through the
+    field's own `get_db_prep_save`."""
+    meta = objs[0]._meta
+    quote = connection.ops.quote_name
+    pk = meta.pk
+    plain = [isinstance(f, _PLAIN_TYPES) for f in columns]
+    arrays: list[list[Any]] = [[] for _ in columns]
+    ids = []
+    for obj in objs:
+        obj._prepare_related_fields_for_save(operation_name="bulk_update", fields=wanted)
+        ids.append(obj.pk)
+        for i, f in enumerate(columns):
+            value = getattr(obj, f.attname)
+            if not plain[i]:
+                value = f.get_db_prep_save(value, connection)
+            elif isinstance(value, enum.Enum):  # a TextChoices member: its value, as Django saves
+                value = value.value
+            arrays[i].append(value)
+    casts = [f"{pk.db_type(connection)}[]"] + [f"{f.db_type(connection)}[]" for f in columns]
+    aliases = ["_pk"] + [f"_c{i}" for i in range(len(columns))]
+    sql = "UPDATE {t} AS t SET {sets} FROM unnest({arrays}) AS v({aliases}) WHERE t.{pk} = v._pk".format(
+        t=quote(meta.db_table),
+        sets=", ".join(f"{quote(f.column)} = v._c{i}" for i, f in enumerate(columns)),
+        arrays=", ".join(f"%s::{cast}" for cast in casts),
+        aliases=", ".join(aliases),
+        pk=quote(pk.column),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [ids, *arrays])
 
 
 def _note_writes(batch: Batch) -> Any:
