@@ -47,7 +47,7 @@ from monitoring.outbox import (
 )
 from monitoring.pipeline.claims import claim_ids, worker_token
 from monitoring.pipeline.mapping import Context, OpSpec, refresh_fields, specs_for
-from monitoring.pipeline.staging import bulk_set
+from monitoring.pipeline.staging import bulk_set, insert_rows
 
 log = logging.getLogger(__name__)
 
@@ -367,9 +367,10 @@ def write_operations(
     by_destination: dict[int, list[str]] = defaultdict(list)
     for destination_id, key in planned:
         by_destination[destination_id].append(key)
-    # New keys: inserted with version 0. A racing planner's insert of the same key makes ours a
-    # no-op (the partial unique index), and we merge into its row below instead.
     existing = _lock_open(by_destination)
+    # New keys: inserted at version 1, carrying their events' payload (no second write). A key
+    # whose insert a racing writer's row made a no-op (the partial unique index: an expiry
+    # sweep's list removal) is merged into that row below instead.
     fresh = [
         Operation(
             workspace_id=p.workspace_id,
@@ -382,43 +383,65 @@ def write_operations(
             customer_id=p.spec.customer_id,
             collection=p.spec.collection,
             payload=p.spec.payload,
-            version=0,
+            version=1,
             next_attempt_at=now,
             created_at=now,
         )
         for slot, p in sorted(planned.items())  # in key order: concurrent planners never deadlock
         if slot not in existing
     ]
-    if fresh:
-        Operation.objects.bulk_create(fresh, ignore_conflicts=True, batch_size=500)
-        existing = _lock_open(by_destination)
+    inserted = _insert_fresh(fresh)
+    lost: dict[int, list[str]] = defaultdict(list)
+    for new in fresh:
+        if (new.destination_id, new.key) not in inserted:
+            lost[new.destination_id].append(new.key)
+    if lost:
+        existing.update(_lock_open(lost))
     changed: list[Operation] = []
     links: list[OperationEvent] = []
     out: dict[int, list[int]] = {}
     for slot, p in planned.items():
-        op = existing.get(slot)
-        if op is None:  # settled between our insert and our read: try again next batch
+        found = inserted.get(slot) or existing.get(slot)
+        if found is None:  # settled between our insert and our read: try again next batch
             log.warning("operation %s vanished while planning", slot)
             continue
-        if op.version > 0:
-            spec = _merge_into(op, p.spec, ctx)
-            op.payload = spec.payload
-            op.kind = spec.kind
-            if p.lane == REALTIME:
-                op.lane = REALTIME
-            if op.state == Operation.State.PENDING and op.attempts == 0:
-                op.next_attempt_at = min(op.next_attempt_at, now)
-        op.version += 1
-        changed.append(op)
+        op = found
+        if slot not in inserted:
+            if op.version > 0:
+                spec = _merge_into(op, p.spec, ctx)
+                op.payload = spec.payload
+                op.kind = spec.kind
+                if p.lane == REALTIME:
+                    op.lane = REALTIME
+                if op.state == Operation.State.PENDING and op.attempts == 0:
+                    op.next_attempt_at = min(op.next_attempt_at, now)
+            op.version += 1
+            changed.append(op)
         out[op.pk] = p.events
         links.extend(
             OperationEvent(operation_id=op.pk, event_id=event_id, version=op.version)
             for event_id in p.events
         )
-    # One pipelined UPDATE per row: bulk_update's CASE expressions cost more than planning itself.
     bulk_set(changed, ["payload", "kind", "lane", "version", "next_attempt_at"])
-    OperationEvent.objects.bulk_create(links, ignore_conflicts=True, batch_size=1000)
+    if connection.vendor == "postgresql":
+        insert_rows(links, ignore_conflicts=True)
+    else:
+        OperationEvent.objects.bulk_create(links, ignore_conflicts=True, batch_size=1000)
     return out
+
+
+def _insert_fresh(fresh: list[Operation]) -> dict[tuple[int, str], Operation]:
+    """Insert new operations; returns those inserted (with their ids) by destination key."""
+    if not fresh:
+        return {}
+    by_slot = {(op.destination_id, op.key): op for op in fresh}
+    if connection.vendor == "postgresql":
+        rows = insert_rows(fresh, ignore_conflicts=True, returning=("id", "destination_id", "key"))
+        for pk, destination_id, key in rows:
+            by_slot[(destination_id, key)].pk = pk
+    else:  # SQLite: this transaction holds the one write lock (BEGIN IMMEDIATE), nobody races
+        Operation.objects.bulk_create(fresh, batch_size=500)
+    return {slot: op for slot, op in by_slot.items() if op.pk is not None}
 
 
 def _lock_open(by_destination: dict[int, list[str]]) -> dict[tuple[int, str], Operation]:

@@ -504,6 +504,49 @@ _PLAIN_TYPES = (
 )
 
 
+def _array_value(f: Any, value: Any, plain: bool) -> Any:
+    if not plain:
+        return f.get_db_prep_save(value, connection)
+    if isinstance(value, enum.Enum):  # a TextChoices member: its value, as Django saves it
+        return value.value
+    return value
+
+
+def insert_rows(
+    objs: list[Any], *, ignore_conflicts: bool = False, returning: tuple[str, ...] = ()
+) -> list[tuple[Any, ...]]:
+    """PostgreSQL: INSERT model instances as `bulk_create` would (every concrete field as the
+    instance holds it, auto_now fields set; ids from the sequence), in one statement of typed
+    arrays, `ON CONFLICT DO NOTHING` if asked. Returns the `returning` columns of the rows
+    inserted (not of those a conflict skipped)."""
+    if not objs:
+        return []
+    assert connection.vendor == "postgresql"
+    meta = objs[0]._meta
+    quote = connection.ops.quote_name
+    columns = [f for f in meta.concrete_fields if not f.primary_key]
+    plain = [isinstance(f, _PLAIN_TYPES) for f in columns]
+    arrays: list[list[Any]] = [[] for _ in columns]
+    for obj in objs:
+        obj._prepare_related_fields_for_save(operation_name="bulk_create")
+        for i, f in enumerate(columns):
+            arrays[i].append(_array_value(f, f.pre_save(obj, True), plain[i]))
+    out: list[tuple[Any, ...]] = []
+    sql = "INSERT INTO {t} ({cols}) SELECT * FROM unnest({arrays}){conflict}{ret}".format(
+        t=quote(meta.db_table),
+        cols=", ".join(quote(f.column) for f in columns),
+        arrays=", ".join(f"%s::{f.db_type(connection)}[]" for f in columns),
+        conflict=" ON CONFLICT DO NOTHING" if ignore_conflicts else "",
+        ret=f" RETURNING {', '.join(quote(c) for c in returning)}" if returning else "",
+    )
+    with connection.cursor() as cursor:
+        for start in range(0, len(objs), 2000):
+            cursor.execute(sql, [a[start : start + 2000] for a in arrays])
+            if returning:
+                out.extend(cursor.fetchall())
+    return out
+
+
 def _set_by_arrays(objs: list[Any], columns: list[Any], wanted: frozenset[Any]) -> None:
     """PostgreSQL: every row's values in one statement, a typed array per column. Values of
     plain types go as they are (psycopg adapts them as Django would); others (JSON) through the
@@ -518,12 +561,7 @@ def _set_by_arrays(objs: list[Any], columns: list[Any], wanted: frozenset[Any]) 
         obj._prepare_related_fields_for_save(operation_name="bulk_update", fields=wanted)
         ids.append(obj.pk)
         for i, f in enumerate(columns):
-            value = getattr(obj, f.attname)
-            if not plain[i]:
-                value = f.get_db_prep_save(value, connection)
-            elif isinstance(value, enum.Enum):  # a TextChoices member: its value, as Django saves
-                value = value.value
-            arrays[i].append(value)
+            arrays[i].append(_array_value(f, getattr(obj, f.attname), plain[i]))
     casts = [f"{pk.db_type(connection)}[]"] + [f"{f.db_type(connection)}[]" for f in columns]
     aliases = ["_pk"] + [f"_c{i}" for i in range(len(columns))]
     sql = "UPDATE {t} AS t SET {sets} FROM unnest({arrays}) AS v({aliases}) WHERE t.{pk} = v._pk".format(
