@@ -36,7 +36,7 @@ from monitoring.models import Customer, SourceEvent
 from monitoring.outbox import DeliveryBatch, ListMembership, Operation, OperationEvent
 from monitoring.pipeline.claims import worker_token
 from monitoring.pipeline.normalise import parse_time
-from monitoring.pipeline.staging import bulk_set
+from monitoring.pipeline.rows import bulk_set
 
 log = logging.getLogger(__name__)
 

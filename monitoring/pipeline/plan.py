@@ -47,7 +47,7 @@ from monitoring.outbox import (
 )
 from monitoring.pipeline.claims import claim_ids, worker_token
 from monitoring.pipeline.mapping import Context, OpSpec, refresh_fields, specs_for
-from monitoring.pipeline.staging import bulk_set, insert_rows
+from monitoring.pipeline.rows import bulk_set, insert_rows
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ incremented.
 
 from __future__ import annotations
 
-import enum
 import logging
 import time
 from collections.abc import Iterable
@@ -21,7 +20,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import DatabaseError, connection, models, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Model, Q
 from django.utils import timezone
 
@@ -49,6 +48,7 @@ from monitoring.pipeline.normalise import (
     parse_time,
     sku_match_key,
 )
+from monitoring.pipeline.rows import bulk_set
 from monitoring.pipeline.transforms import clean_sku_by_rules
 
 log = logging.getLogger(__name__)
@@ -458,121 +458,6 @@ EVENT_FIELDS = (
     "order",
     "order_ref",
 )
-
-
-def bulk_set(objs: list[Any], fields: Iterable[str]) -> None:
-    """What `bulk_update` writes: on PostgreSQL one `UPDATE … FROM unnest(<a typed array per
-    column>)`, elsewhere one `UPDATE … WHERE pk = %s` run with executemany. bulk_update's CASE
-    expressions cost more Python time than staging itself, and a statement per row (even
-    pipelined) costs both Python and PostgreSQL more than one statement of arrays."""
-    if not objs:
-        return
-    model = type(objs[0])
-    meta = model._meta
-    columns = [meta.get_field(name) for name in fields]
-    wanted = frozenset(columns)
-    names = [f.name for f in columns]
-    assert len(set(names)) == len(names)
-    if connection.vendor == "postgresql":
-        _set_by_arrays(objs, columns, wanted)
-        return
-    quote = connection.ops.quote_name
-    sql = "UPDATE {} SET {} WHERE {} = %s".format(
-        quote(meta.db_table),
-        ", ".join(f"{quote(f.column)} = %s" for f in columns),
-        quote(meta.pk.column),
-    )
-    rows = []
-    for obj in objs:
-        obj._prepare_related_fields_for_save(operation_name="bulk_update", fields=wanted)
-        rows.append(
-            [f.get_db_prep_save(getattr(obj, f.attname), connection) for f in columns]
-            + [meta.pk.get_db_prep_save(obj.pk, connection)]
-        )
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
-
-
-_PLAIN_TYPES = (
-    models.CharField,
-    models.TextField,
-    models.IntegerField,  # and its big, small and positive kinds
-    models.BooleanField,
-    models.DateTimeField,
-    models.DecimalField,
-    models.ForeignKey,
-)
-
-
-def _array_value(f: Any, value: Any, plain: bool) -> Any:
-    if not plain:
-        return f.get_db_prep_save(value, connection)
-    if isinstance(value, enum.Enum):  # a TextChoices member: its value, as Django saves it
-        return value.value
-    return value
-
-
-def insert_rows(
-    objs: list[Any], *, ignore_conflicts: bool = False, returning: tuple[str, ...] = ()
-) -> list[tuple[Any, ...]]:
-    """PostgreSQL: INSERT model instances as `bulk_create` would (every concrete field as the
-    instance holds it, auto_now fields set; ids from the sequence), in one statement of typed
-    arrays, `ON CONFLICT DO NOTHING` if asked. Returns the `returning` columns of the rows
-    inserted (not of those a conflict skipped)."""
-    if not objs:
-        return []
-    assert connection.vendor == "postgresql"
-    meta = objs[0]._meta
-    quote = connection.ops.quote_name
-    columns = [f for f in meta.concrete_fields if not f.primary_key]
-    plain = [isinstance(f, _PLAIN_TYPES) for f in columns]
-    arrays: list[list[Any]] = [[] for _ in columns]
-    for obj in objs:
-        obj._prepare_related_fields_for_save(operation_name="bulk_create")
-        for i, f in enumerate(columns):
-            arrays[i].append(_array_value(f, f.pre_save(obj, True), plain[i]))
-    out: list[tuple[Any, ...]] = []
-    sql = "INSERT INTO {t} ({cols}) SELECT * FROM unnest({arrays}){conflict}{ret}".format(
-        t=quote(meta.db_table),
-        cols=", ".join(quote(f.column) for f in columns),
-        arrays=", ".join(f"%s::{f.db_type(connection)}[]" for f in columns),
-        conflict=" ON CONFLICT DO NOTHING" if ignore_conflicts else "",
-        ret=f" RETURNING {', '.join(quote(c) for c in returning)}" if returning else "",
-    )
-    with connection.cursor() as cursor:
-        for start in range(0, len(objs), 2000):
-            cursor.execute(sql, [a[start : start + 2000] for a in arrays])
-            if returning:
-                out.extend(cursor.fetchall())
-    return out
-
-
-def _set_by_arrays(objs: list[Any], columns: list[Any], wanted: frozenset[Any]) -> None:
-    """PostgreSQL: every row's values in one statement, a typed array per column. Values of
-    plain types go as they are (psycopg adapts them as Django would); others (JSON) through the
-    field's own `get_db_prep_save`."""
-    meta = objs[0]._meta
-    quote = connection.ops.quote_name
-    pk = meta.pk
-    plain = [isinstance(f, _PLAIN_TYPES) for f in columns]
-    arrays: list[list[Any]] = [[] for _ in columns]
-    ids = []
-    for obj in objs:
-        obj._prepare_related_fields_for_save(operation_name="bulk_update", fields=wanted)
-        ids.append(obj.pk)
-        for i, f in enumerate(columns):
-            arrays[i].append(_array_value(f, getattr(obj, f.attname), plain[i]))
-    casts = [f"{pk.db_type(connection)}[]"] + [f"{f.db_type(connection)}[]" for f in columns]
-    aliases = ["_pk"] + [f"_c{i}" for i in range(len(columns))]
-    sql = "UPDATE {t} AS t SET {sets} FROM unnest({arrays}) AS v({aliases}) WHERE t.{pk} = v._pk".format(
-        t=quote(meta.db_table),
-        sets=", ".join(f"{quote(f.column)} = v._c{i}" for i, f in enumerate(columns)),
-        arrays=", ".join(f"%s::{cast}" for cast in casts),
-        aliases=", ".join(aliases),
-        pk=quote(pk.column),
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [ids, *arrays])
 
 
 def _note_writes(batch: Batch) -> Any:

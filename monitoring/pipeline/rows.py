@@ -1,0 +1,145 @@
+"""Writing many rows at once, for staging, planning and confirmation: what `bulk_update` and
+`bulk_create` write, at a fraction of their cost.
+
+On PostgreSQL a batch is one statement whatever its size: the values travel as a typed array per
+column (`unnest`), JSON columns as one JSON array (`jsonb_array_elements`, zipped with the rest
+by `ROWS FROM`), since an array of JSON documents is escaped element by element and cost more
+than the rest of planning. Elsewhere (SQLite) an UPDATE per row through executemany, and Django's
+`bulk_create`.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import connection, models
+
+# Fields whose Python values psycopg adapts as Django's get_db_prep_save would (TextChoices
+# members aside, which go as their values).
+_PLAIN_TYPES = (
+    models.CharField,
+    models.TextField,
+    models.IntegerField,  # and its big, small and positive kinds
+    models.BooleanField,
+    models.DateTimeField,
+    models.DecimalField,
+    models.ForeignKey,
+)
+PLAIN, JSON, PREPARED = "plain", "json", "prepared"
+CHUNK = 2000
+
+
+def _kind(f: Any) -> str:
+    if isinstance(f, models.JSONField) and not f.null:
+        return JSON  # a SQL NULL cannot ride in a JSON array: nullable JSON goes prepared
+    if isinstance(f, _PLAIN_TYPES):
+        return PLAIN
+    return PREPARED
+
+
+def _value(f: Any, value: Any, kind: str) -> Any:
+    if kind == PREPARED:
+        return f.get_db_prep_save(value, connection)
+    if isinstance(value, enum.Enum):  # a TextChoices member: its value, as Django saves it
+        return value.value
+    return value
+
+
+def _rows_from(fields: list[Any], kinds: list[str], columns: list[list[Any]]) -> tuple[str, list]:
+    """`ROWS FROM (…)` yielding the columns side by side, and its parameters."""
+    parts: list[str] = []
+    params: list[Any] = []
+    for f, kind, values in zip(fields, kinds, columns, strict=True):
+        if kind == JSON:
+            parts.append("jsonb_array_elements(%s::jsonb)")
+            params.append(json.dumps(values, cls=f.encoder))
+        else:
+            parts.append(f"unnest(%s::{f.db_type(connection)}[])")
+            params.append(values)
+    return f"ROWS FROM ({', '.join(parts)})", params
+
+
+def bulk_set(objs: list[Any], fields: Iterable[str]) -> None:
+    """Write `fields` of each of `objs` (rows of one model), as `bulk_update` would."""
+    if not objs:
+        return
+    meta = objs[0]._meta
+    columns = [meta.get_field(name) for name in fields]
+    wanted = frozenset(columns)
+    assert len(set(columns)) == len(columns)
+    quote = connection.ops.quote_name
+    pk = meta.pk
+    if connection.vendor != "postgresql":
+        sql = "UPDATE {} SET {} WHERE {} = %s".format(
+            quote(meta.db_table),
+            ", ".join(f"{quote(f.column)} = %s" for f in columns),
+            quote(pk.column),
+        )
+        rows = []
+        for obj in objs:
+            obj._prepare_related_fields_for_save(operation_name="bulk_update", fields=wanted)
+            rows.append(
+                [f.get_db_prep_save(getattr(obj, f.attname), connection) for f in columns]
+                + [pk.get_db_prep_save(obj.pk, connection)]
+            )
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, rows)
+        return
+    fields_all = [pk, *columns]
+    kinds = [PLAIN] + [_kind(f) for f in columns]
+    values: list[list[Any]] = [[] for _ in fields_all]
+    for obj in objs:
+        obj._prepare_related_fields_for_save(operation_name="bulk_update", fields=wanted)
+        values[0].append(obj.pk)
+        for i, f in enumerate(columns, start=1):
+            values[i].append(_value(f, getattr(obj, f.attname), kinds[i]))
+    aliases = ", ".join(f"_c{i}" for i in range(len(fields_all)))
+    sets = ", ".join(f"{quote(f.column)} = v._c{i}" for i, f in enumerate(columns, start=1))
+    with connection.cursor() as cursor:
+        for start in range(0, len(objs), CHUNK):
+            source, params = _rows_from(
+                fields_all, kinds, [v[start : start + CHUNK] for v in values]
+            )
+            cursor.execute(
+                f"UPDATE {quote(meta.db_table)} AS t SET {sets} FROM {source} AS v({aliases}) "
+                f"WHERE t.{quote(pk.column)} = v._c0",
+                params,
+            )
+
+
+def insert_rows(
+    objs: list[Any], *, ignore_conflicts: bool = False, returning: tuple[str, ...] = ()
+) -> list[tuple[Any, ...]]:
+    """PostgreSQL: INSERT `objs` (new rows of one model) as `bulk_create` would (every concrete
+    field as the instance holds it, auto_now fields set, ids from the sequence), `ON CONFLICT DO
+    NOTHING` if asked. Returns the `returning` columns of the rows inserted (not of those a
+    conflict skipped)."""
+    if not objs:
+        return []
+    assert connection.vendor == "postgresql"
+    meta = objs[0]._meta
+    quote = connection.ops.quote_name
+    columns = [f for f in meta.concrete_fields if not f.primary_key]
+    kinds = [_kind(f) for f in columns]
+    values: list[list[Any]] = [[] for _ in columns]
+    for obj in objs:
+        obj._prepare_related_fields_for_save(operation_name="bulk_create")
+        for i, f in enumerate(columns):
+            values[i].append(_value(f, f.pre_save(obj, True), kinds[i]))
+    conflict = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
+    ret = f" RETURNING {', '.join(quote(c) for c in returning)}" if returning else ""
+    cols = ", ".join(quote(f.column) for f in columns)
+    out: list[tuple[Any, ...]] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(objs), CHUNK):
+            source, params = _rows_from(columns, kinds, [v[start : start + CHUNK] for v in values])
+            cursor.execute(
+                f"INSERT INTO {quote(meta.db_table)} ({cols}) SELECT * FROM {source}{conflict}{ret}",
+                params,
+            )
+            if returning:
+                out.extend(cursor.fetchall())
+    return out
