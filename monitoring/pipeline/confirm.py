@@ -277,7 +277,7 @@ def remember_contact_ids(customers: dict[int, int]) -> None:
             )
             for customer in rows:
                 customer.dotdigital_contact_id = str(customers[customer.pk])
-            Customer.objects.bulk_update(rows, ["dotdigital_contact_id"])
+            bulk_set(rows, ["dotdigital_contact_id"])
     except DatabaseError as exc:
         log.info("contact ids not remembered this time: %s", exc)
 
