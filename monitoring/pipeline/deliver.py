@@ -695,7 +695,9 @@ def promote_blocking_contacts(destination_id: int) -> int:
     """Pending bulk contact upserts that realtime insight or list writes wait on move to the
     realtime lane: a dispatch's record must not wait for the bulk lane's next batch (seen in the
     bench: realtime records held for minutes behind bulk contacts). Returns how many moved."""
-    waiting = (
+    # Two statements, not one with a subquery: on an outbox that grew faster than its statistics
+    # PostgreSQL joined the two sides by a nested loop over every pair (1.8 s for 9,000 rows).
+    waiting = list(
         Operation.objects.filter(
             destination_id=destination_id,
             lane=Lane.REALTIME,
@@ -703,8 +705,11 @@ def promote_blocking_contacts(destination_id: int) -> int:
             kind__in=(Operation.Kind.INSIGHT, Operation.Kind.LIST_ADD, Operation.Kind.LIST_REMOVE),
         )
         .exclude(contact_key="")
-        .values("contact_key")
+        .values_list("contact_key", flat=True)
+        .distinct()[:5000]
     )
+    if not waiting:
+        return 0
     return Operation.objects.filter(
         destination_id=destination_id,
         lane=Lane.BULK,
