@@ -30,6 +30,13 @@ _PLAIN_TYPES = (
 )
 PLAIN, JSON, PREPARED = "plain", "json", "prepared"
 CHUNK = 2000
+# False: PostgreSQL takes the per-row path too (bench/pipeline.py's in-run baseline).
+USE_ARRAYS = True
+
+
+def arrays() -> bool:
+    """Whether batches go as one statement of arrays (PostgreSQL)."""
+    return USE_ARRAYS and connection.vendor == "postgresql"
 
 
 def _kind(f: Any) -> str:
@@ -72,7 +79,7 @@ def bulk_set(objs: list[Any], fields: Iterable[str]) -> None:
     assert len(set(columns)) == len(columns)
     quote = connection.ops.quote_name
     pk = meta.pk
-    if connection.vendor != "postgresql":
+    if not arrays():
         sql = "UPDATE {} SET {} WHERE {} = %s".format(
             quote(meta.db_table),
             ", ".join(f"{quote(f.column)} = %s" for f in columns),
@@ -119,7 +126,7 @@ def insert_rows(
     conflict skipped)."""
     if not objs:
         return []
-    assert connection.vendor == "postgresql"
+    assert arrays()
     meta = objs[0]._meta
     quote = connection.ops.quote_name
     columns = [f for f in meta.concrete_fields if not f.primary_key]

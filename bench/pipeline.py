@@ -1,0 +1,179 @@
+"""Staging and planning in process: CPU per event of Syncdesk and of its PostgreSQL backend, for
+the batched write path (`monitoring/pipeline/rows.py`: one statement of arrays per batch) against
+the per-row path it replaced (Django's `bulk_create`, an UPDATE per row; `rows.USE_ARRAYS =
+False`) in the same run, on the same mix.
+
+    .venv/bin/python bench/pipeline.py [--events 6000] [--postgres postgres://postgres@127.0.0.1:5432/postgres]
+
+It drops and creates its own database, `syncdesk_bench_pipeline`. No HTTP server and no
+DotDigital: events are posted to the webhook view in process (Django's test client), staged with
+`run_staging` and planned with `run_planning`, each timed by `time.process_time` (this process)
+and `/proc/<pid>/stat` (the PostgreSQL backend serving it). The generator's mix is the engine
+bench's (bench/engine.py); the baseline phase and the measured phase each take `--events` fresh
+events from the same stream. Not a test: it prints figures and asserts nothing about them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+DATABASE = "syncdesk_bench_pipeline"
+
+
+def _admin(url: str) -> Any:
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
+def recreate(url: str, *, create: bool) -> None:
+    with _admin(url) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (DATABASE,),
+        )
+        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
+        if create:
+            conn.execute(f"CREATE DATABASE {DATABASE}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=6000)
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    recreate(args.postgres, create=True)
+    os.environ["DATABASE_URL"] = f"{args.postgres.rsplit('/', 1)[0]}/{DATABASE}"
+    var = ROOT / "var" / f"bench-pipeline-{os.getpid()}"
+    var.mkdir(parents=True, exist_ok=True)
+    os.environ["SYNCDESK_VAR_DIR"] = str(var)
+    try:
+        print(json.dumps(run(args), indent=2))
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        recreate(args.postgres, create=False)
+    return 0
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test import Client
+
+    from accounts.models import Workspace
+    from connectors.models import Connection
+    from eventgen import Generator
+    from monitoring.models import Flow
+    from monitoring.pipeline import rows
+    from monitoring.pipeline.flows import install_defaults, mark_backfill_complete
+    from monitoring.pipeline.plan import run_planning
+    from monitoring.pipeline.staging import run_staging
+
+    call_command("migrate", verbosity=0)
+    workspace = Workspace.objects.create(name="Bench", slug="bench", currency="GBP")
+    dd = Connection.objects.create(
+        workspace=workspace, kind="dotdigital", name="DotDigital (not called)",
+        credentials={"api_user": "bench", "password": "bench"},
+        options={"api_endpoint": "http://127.0.0.1:9", "discovery_url": "http://127.0.0.1:9"},
+    )  # fmt: skip
+    urls = {}
+    for system, join in (("demo-erp", "order_number"), ("demo-wms", "channel_order_ref")):
+        source = Connection.objects.create(workspace=workspace, kind="canonical", name=system)
+        token = source.rotate_webhook_token()
+        flow = Flow.objects.create(
+            workspace=workspace, name=system, source=source, destination=dd, join_key=join
+        )
+        install_defaults(flow)
+        mark_backfill_complete(flow, by="bench")
+        urls[system] = f"/hooks/{token}/"
+    client = Client(HTTP_HOST="127.0.0.1")
+    gen = Generator(seed=11, customers=args.customers, live=True)
+
+    def post(events: list[dict[str, Any]]) -> None:
+        for system, url in urls.items():
+            mine = [e for e in events if e["source"]["system"] == system]
+            if mine:
+                answer = client.post(
+                    url, data=json.dumps({"events": mine}), content_type="application/json"
+                )
+                assert answer.status_code == 202, answer.content[:300]
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+
+    def backend_cpu() -> float:
+        fields = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def measure(step: Callable[[], int]) -> dict[str, float]:
+        cpu, pg, wall = time.process_time(), backend_cpu(), time.perf_counter()
+        done = step()
+        cpu, pg = time.process_time() - cpu, backend_cpu() - pg
+        return {
+            "events": done,
+            "wall_s": round(time.perf_counter() - wall, 2),
+            "cpu_ms_per_event": round(1000 * cpu / max(done, 1), 3),
+            "postgres_cpu_ms_per_event": round(1000 * pg / max(done, 1), 3),
+        }
+
+    catalogue = gen.catalogue_events()
+    for i in range(0, len(catalogue), 100):
+        post(catalogue[i : i + 100])
+    for _ in range(20):  # warm-up: customers and orders to join to
+        post(gen.events(100))
+    run_staging()
+    run_planning()
+
+    phases: dict[str, Any] = {}
+    for name, use_arrays in (("per_row_baseline", False), ("arrays", True)):
+        rows.USE_ARRAYS = use_arrays
+        for _ in range(args.events // 100):
+            post(gen.events(100))
+        phases[name] = {"staging": measure(run_staging), "planning": measure(run_planning)}
+    rows.USE_ARRAYS = True
+
+    def total(phase: dict[str, Any], key: str) -> float:
+        return float(phase["staging"][key] + phase["planning"][key])
+
+    base, new = phases["per_row_baseline"], phases["arrays"]
+    return {
+        "assumptions": {
+            "events_per_phase": args.events,
+            "customers": args.customers,
+            "cores": os.cpu_count(),
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        },
+        **phases,
+        "staging_and_planning_cpu_ms_per_event": {
+            "per_row_baseline": round(total(base, "cpu_ms_per_event"), 3),
+            "arrays": round(total(new, "cpu_ms_per_event"), 3),
+            "ratio": round(
+                total(base, "cpu_ms_per_event") / max(total(new, "cpu_ms_per_event"), 1e-9), 2
+            ),
+        },
+        "postgres_cpu_ms_per_event": {
+            "per_row_baseline": round(total(base, "postgres_cpu_ms_per_event"), 3),
+            "arrays": round(total(new, "postgres_cpu_ms_per_event"), 3),
+        },
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
