@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 STAGE_TIME_BUDGET = 20.0  # seconds a staging task works before handing over to a fresh message
 PLAN_TIME_BUDGET = 5.0  # seconds of planning after each staged batch, at most
 STAGE_ACTIVE_SECONDS = 15.0  # a staging task that claimed within this long is still at work
+INLINE_SEND_MAX = 50  # events planned after a staged batch, at most, for the task to send them too
 
 
 @shared_task(name="monitoring.record_heartbeat")
@@ -69,10 +70,33 @@ def plan_after_staging(flow_id: int | None) -> int:
         if flow_id is not None and destination_id is None:
             continue
         try:
-            planned += run_planning(destination_id=destination_id, time_budget=PLAN_TIME_BUDGET)
+            now_planned = run_planning(destination_id=destination_id, time_budget=PLAN_TIME_BUDGET)
         except Exception:  # the lane runners plan what is left
             log.exception("planning after staging failed")
+            continue
+        planned += now_planned
+        if destination_id is not None and 0 < now_planned <= INLINE_SEND_MAX:
+            send_realtime_now(destination_id)
     return planned
+
+
+def send_realtime_now(destination_id: int) -> int:
+    """A few events just planned (a trading day's trickle, not a backlog): send the realtime
+    lane's due writes here, at once, rather than when the lane runner next looks (its pick-up was
+    most of a dispatch's 0.3–0.6 s queue time at 3 events a second). Claims are leases, so this and
+    the runner never send one operation twice; a backlog is left to the runner, so staging is not
+    held up by DotDigital's latency. Returns how many operations it claimed."""
+    from connectors.models import Connection
+    from monitoring.pipeline.deliver import send_due
+
+    destination = Connection.objects.filter(pk=destination_id).first()
+    if destination is None:
+        return 0
+    try:
+        return send_due(destination, "realtime")
+    except Exception:  # the runner sends what is left
+        log.exception("sending right after planning failed")
+        return 0
 
 
 def _staging_elsewhere(flow_id: int) -> bool:
