@@ -24,6 +24,7 @@ STAGE_TIME_BUDGET = 20.0  # seconds a staging task works before handing over to 
 PLAN_TIME_BUDGET = 5.0  # seconds of planning after each staged batch, at most
 STAGE_ACTIVE_SECONDS = 15.0  # a staging task that claimed within this long is still at work
 INLINE_SEND_MAX = 50  # events planned after a staged batch, at most, for the task to send them too
+INLINE_SEND_ROUNDS = 3
 
 
 @shared_task(name="monitoring.record_heartbeat")
@@ -92,11 +93,18 @@ def send_realtime_now(destination_id: int) -> int:
     destination = Connection.objects.filter(pk=destination_id).first()
     if destination is None:
         return 0
+    claimed = 0
     try:
-        return send_due(destination, "realtime")
+        # A second claim right away: a new contact's order record and lists become due only once
+        # its upsert is delivered (contacts before the data that refers to them).
+        for _ in range(INLINE_SEND_ROUNDS):
+            now_claimed = send_due(destination, "realtime")
+            claimed += now_claimed
+            if not now_claimed:
+                break
     except Exception:  # the runner sends what is left
         log.exception("sending right after planning failed")
-        return 0
+    return claimed
 
 
 def _staging_elsewhere(flow_id: int) -> bool:
