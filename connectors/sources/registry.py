@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -30,17 +31,29 @@ def get_adapter(kind: str) -> SourceAdapter | None:
 
 
 _loaded = False
+_loading = threading.Lock()
 
 
 def _load() -> None:
+    """Import the adapters once. The flag is set after the imports, under a lock: set before
+    them, a second thread (gunicorn runs four a worker) found it set while the first was still
+    importing, looked up a kind not registered yet and answered 404 (`make demo-check` caught
+    a Brightpearl webhook refused that way)."""
     global _loaded
-    if not _loaded:
-        _loaded = True
-        from connectors.sources import (
-            brightpearl,  # noqa: F401  (registers itself)
-            canonical,  # noqa: F401  (registers itself)
-            mintsoft,  # noqa: F401  (registers itself)
-            orderwise,  # noqa: F401
-            patchworks,  # noqa: F401
-            stokly,  # noqa: F401
-        )
+    if _loaded:
+        return
+    with _loading:
+        if not _loaded:
+            _import_adapters()
+            _loaded = True
+
+
+def _import_adapters() -> None:
+    from connectors.sources import (  # noqa: F401  (each registers itself)
+        brightpearl,
+        canonical,
+        mintsoft,
+        orderwise,
+        patchworks,
+        stokly,
+    )

@@ -58,3 +58,33 @@ def test_a_push_only_source_says_it_cannot_poll():
         adapter.backfill(
             conn, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC), ""
         )
+
+
+def test_a_lookup_while_another_thread_loads_the_adapters_waits_for_them(monkeypatch):
+    """gunicorn's threads: the second lookup must not see "loaded" before the adapters are."""
+    import threading
+
+    from connectors.sources import registry
+
+    importing, second_looked = threading.Event(), threading.Event()
+
+    class Slow(CanonicalAdapter):
+        kind = "slow-kind"
+
+    def slow_import() -> None:
+        importing.set()
+        second_looked.wait(timeout=2)  # bounded: with the lock the other lookup waits for us
+        registry.ADAPTERS["slow-kind"] = Slow()
+
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry, "ADAPTERS", dict(registry.ADAPTERS))
+    monkeypatch.setattr(registry, "_import_adapters", slow_import)
+    found: dict[str, object] = {}
+    first = threading.Thread(target=lambda: found.setdefault("first", get_adapter("slow-kind")))
+    first.start()
+    assert importing.wait(timeout=10)
+    found["second"] = get_adapter("slow-kind")
+    second_looked.set()
+    first.join(timeout=10)
+    assert isinstance(found["first"], Slow)
+    assert isinstance(found["second"], Slow)
