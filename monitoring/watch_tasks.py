@@ -30,6 +30,9 @@ def check_flows() -> dict[str, int]:
     return {"changes": len(changes), "schedules": registered}
 
 
+RECONCILE_MAX_WAIT = 120.0  # seconds a scheduled reconciliation may wait on DotDigital's rate limits
+
+
 @shared_task(name="monitoring.reconcile_flow")
 def reconcile_flow(flow_id: int) -> dict[str, int]:
     from monitoring.reconcile import run_reconciliation
@@ -37,7 +40,14 @@ def reconcile_flow(flow_id: int) -> dict[str, int]:
     flow = Flow.objects.select_related("workspace", "destination").filter(pk=flow_id).first()
     if flow is None:
         return {}
-    run = run_reconciliation(flow)
+    client = None
+    if flow.destination is not None:
+        from connectors.dotdigital.client import DotDigitalClient
+
+        # In the background a 429 is waited out as DotDigital says (within the task's time
+        # limit), not a failed run; "reconcile now" on the page keeps the client's short wait.
+        client = DotDigitalClient.for_connection(flow.destination, max_wait=RECONCILE_MAX_WAIT)
+    run = run_reconciliation(flow, client=client)
     return {"run": run.pk, "mismatched": run.mismatched, "missing": run.missing}
 
 
