@@ -30,7 +30,9 @@ def check_flows() -> dict[str, int]:
     return {"changes": len(changes), "schedules": registered}
 
 
-RECONCILE_MAX_WAIT = 120.0  # seconds a scheduled reconciliation may wait on DotDigital's rate limits
+RECONCILE_MAX_WAIT = (
+    120.0  # seconds a scheduled reconciliation may wait on DotDigital's rate limits
+)
 
 
 @shared_task(name="monitoring.reconcile_flow")
