@@ -30,9 +30,8 @@ def check_flows() -> dict[str, int]:
     return {"changes": len(changes), "schedules": registered}
 
 
-RECONCILE_MAX_WAIT = (
-    120.0  # seconds a scheduled reconciliation may wait on DotDigital's rate limits
-)
+# Seconds a scheduled reconciliation may wait on DotDigital's rate limits.
+RECONCILE_MAX_WAIT = 120.0
 
 
 @shared_task(name="monitoring.reconcile_flow")
