@@ -188,11 +188,11 @@ def run(args: argparse.Namespace) -> int:
 
     call_command("migrate", verbosity=0)
     from accounts.models import Workspace
+    from bench.flows import bench_flows
     from connectors.models import Connection
     from eventgen import Generator
-    from monitoring.models import Flow, SourceEvent
+    from monitoring.models import SourceEvent
     from monitoring.outbox import DeliveryBatch, Operation
-    from monitoring.pipeline.flows import install_defaults, mark_backfill_complete
 
     procs: dict[str, subprocess.Popen[bytes]] = {}
     sandbox_port, web_port = free_port(), free_port()
@@ -223,16 +223,10 @@ def run(args: argparse.Namespace) -> int:
             credentials={"api_user": "apiuser-sandbox@apiconnector.com", "password": "sandbox-password"},
             options={"api_endpoint": sandbox, "discovery_url": sandbox},
         )  # fmt: skip
-        urls = {}
-        for system, join in (("demo-erp", "order_number"), ("demo-wms", "channel_order_ref")):
-            source = Connection.objects.create(workspace=workspace, kind="canonical", name=system)
-            token = source.rotate_webhook_token()
-            flow = Flow.objects.create(
-                workspace=workspace, name=system, source=source, destination=dd, join_key=join
-            )
-            install_defaults(flow)
-            mark_backfill_complete(flow, by="bench")
-            urls[system] = f"http://127.0.0.1:{web_port}/hooks/{token}/"
+        urls = {
+            system: f"http://127.0.0.1:{web_port}{path}"
+            for system, path in bench_flows(workspace, dd).items()
+        }
 
         level = "DEBUG" if args.trace else "WARNING"
         bindir = os.path.dirname(PY)

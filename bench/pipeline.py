@@ -77,11 +77,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from django.test import Client
 
     from accounts.models import Workspace
+    from bench.flows import bench_flows
     from connectors.models import Connection
     from eventgen import Generator
-    from monitoring.models import Flow
     from monitoring.pipeline import rows
-    from monitoring.pipeline.flows import install_defaults, mark_backfill_complete
     from monitoring.pipeline.plan import run_planning
     from monitoring.pipeline.staging import run_staging
 
@@ -92,16 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         credentials={"api_user": "bench", "password": "bench"},
         options={"api_endpoint": "http://127.0.0.1:9", "discovery_url": "http://127.0.0.1:9"},
     )  # fmt: skip
-    urls = {}
-    for system, join in (("demo-erp", "order_number"), ("demo-wms", "channel_order_ref")):
-        source = Connection.objects.create(workspace=workspace, kind="canonical", name=system)
-        token = source.rotate_webhook_token()
-        flow = Flow.objects.create(
-            workspace=workspace, name=system, source=source, destination=dd, join_key=join
-        )
-        install_defaults(flow)
-        mark_backfill_complete(flow, by="bench")
-        urls[system] = f"/hooks/{token}/"
+    urls = bench_flows(workspace, dd)
     client = Client(HTTP_HOST="127.0.0.1")
     gen = Generator(seed=11, customers=args.customers, live=True)
 
