@@ -352,10 +352,20 @@ class SourceEvent(Lease):
         REALTIME = "realtime", "Realtime"
         BULK = "bulk", "Bulk"
 
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    # No index of their own on `workspace` and `flow`: indexes that lead with them cover their
+    # lookups (`event_state`, `watch_event_flow_received`), and every index on this table is
+    # written again at almost each of an event's five updates (migration 0011).
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="+")
     flow = models.ForeignKey(
-        Flow, on_delete=models.SET_NULL, null=True, blank=True, related_name="events"
+        Flow,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="events",
+        db_index=False,
     )
     request = models.ForeignKey(
         WebhookRequest, on_delete=models.SET_NULL, null=True, blank=True, related_name="events"
@@ -412,9 +422,9 @@ class SourceEvent(Lease):
             ),
         ]
         indexes = [
-            # The staging claim and the sweeper: rows to stage that are due.
+            # The staging claim (one flow's due rows, in its order) and the sweeper.
             models.Index(
-                fields=["next_attempt_at"],
+                fields=["flow", "next_attempt_at", "id"],
                 name="event_stage_due",
                 condition=Q(state__in=["received", "held"]),
             ),

@@ -55,11 +55,12 @@ def wake_fetch(notification_ids: list[int]) -> None:
         )
 
 
-def plan_after_staging(flow_id: int | None) -> int:
+def plan_after_staging(flow_id: int | None, event_ids: list[int] | None = None) -> int:
     """Staged events are READY: plan them into the outbox now, in this worker, and wake the
     lanes of their operations after that commits (`plan.plan_batch`). The lane runners then
     only send and confirm, and a dispatch does not wait for the sweeper or a runner's planning
-    of a backlog. Returns how many it planned (0 when another worker got there first)."""
+    of a backlog. `event_ids`: the batch just staged (planned by key; the runners plan anything
+    else left READY). Returns how many it planned (0 when another worker got there first)."""
     from monitoring.models import Flow
     from monitoring.pipeline.plan import run_planning
 
@@ -71,7 +72,9 @@ def plan_after_staging(flow_id: int | None) -> int:
         if flow_id is not None and destination_id is None:
             continue
         try:
-            now_planned = run_planning(destination_id=destination_id, time_budget=PLAN_TIME_BUDGET)
+            now_planned = run_planning(
+                destination_id=destination_id, time_budget=PLAN_TIME_BUDGET, event_ids=event_ids
+            )
         except Exception:  # the lane runners plan what is left
             log.exception("planning after staging failed")
             continue
@@ -168,11 +171,12 @@ def stage_events(flow_id: int | None = None) -> int:
             return 0
         started = time.monotonic()
         while time.monotonic() - started < STAGE_TIME_BUDGET:
-            done = run_staging(flow_id=flow_id, time_budget=0.0)  # one batch, committed
+            claimed: list[int] = []
+            done = run_staging(flow_id=flow_id, time_budget=0.0, claimed=claimed)  # one batch
             if not done:
                 break
             staged += done
-            plan_after_staging(flow_id)
+            plan_after_staging(flow_id, claimed)
     # After letting go: whatever arrived meanwhile (its wake-up may have found the flow taken).
     qs = SourceEvent.objects.due_for_staging()
     if flow_id is not None:

@@ -80,14 +80,23 @@ def run_planning(
     destination_id: int | None = None,
     batch_size: int = PLAN_BATCH,
     time_budget: float | None = None,
+    event_ids: list[int] | None = None,
 ) -> int:
-    """Plan READY events until none is left (or the time budget is spent); returns how many."""
+    """Plan READY events until none is left (or the time budget is spent); returns how many.
+    `event_ids`: only these (a batch just staged), found by primary key. Without them the claim
+    reads `event_ready`, whose READY rows include every event waiting in the outbox: at full load
+    tens of thousands to step over before the few not yet planned."""
     started = time.monotonic()
     total = 0
+    if event_ids is not None and not event_ids:
+        return 0
     while True:
         owner = worker_token()
+        candidates = ready_events(lane=lane, destination_id=destination_id)
+        if event_ids is not None:
+            candidates = candidates.filter(pk__in=event_ids)
         ids = claim_ids(
-            ready_events(lane=lane, destination_id=destination_id),
+            candidates,
             limit=batch_size,
             owner=owner,
             lease_seconds=PLAN_LEASE_SECONDS,

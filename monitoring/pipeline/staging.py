@@ -392,10 +392,16 @@ def _read_state(events: list[SourceEvent]) -> StateCache:
 
 
 def run_staging(
-    *, flow_id: int | None = None, batch_size: int = BATCH_SIZE, time_budget: float | None = None
+    *,
+    flow_id: int | None = None,
+    batch_size: int = BATCH_SIZE,
+    time_budget: float | None = None,
+    claimed: list[int] | None = None,
 ) -> int:
     """Stage due events (of one flow, or all) until none is due or the time budget is spent.
-    Returns how many were staged. Safe to run on any number of workers at once."""
+    Returns how many were staged; `claimed`, if given, collects the ids of the events claimed
+    (for planning to take those that became READY by key). Safe to run on any number of workers
+    at once."""
     started = time.monotonic()
     total = 0
     while True:
@@ -406,6 +412,8 @@ def run_staging(
         ids = claim_ids(qs, limit=batch_size, owner=owner, lease_seconds=LEASE_SECONDS)
         if not ids:
             return total
+        if claimed is not None:
+            claimed.extend(ids)
         total += stage_batch(ids, owner)
         if time_budget is not None and time.monotonic() - started > time_budget:
             return total
