@@ -396,6 +396,9 @@ class SourceEvent(Lease):
         null=True, blank=True, help_text="When the last write it waited on went to DotDigital."
     )
     state = models.CharField(max_length=10, choices=State.choices, default=State.RECEIVED)
+    # READY and its operations are in the outbox (planned): what keeps the planners' index
+    # (`event_ready`) down to the events not planned yet (migration 0012).
+    in_outbox = models.BooleanField(default=False)
     reason = models.TextField(blank=True)
     hold = models.CharField(max_length=15, choices=Hold.choices, default=Hold.NONE, blank=True)
     hold_deadline = models.DateTimeField(null=True, blank=True)
@@ -434,9 +437,13 @@ class SourceEvent(Lease):
                 name="event_orphans",
                 condition=Q(state="held"),
             ),
-            # Part 2: the events ready to deliver, per flow, oldest first.
+            # Part 2: the events ready to plan, per flow, oldest first (not those already in the
+            # outbox: at full load tens of thousands wait there, and the planners' claims and
+            # their "anything left to plan?" checks stepped over all of them).
             models.Index(
-                fields=["flow", "staged_at"], name="event_ready", condition=Q(state="ready")
+                fields=["flow", "staged_at"],
+                name="event_ready",
+                condition=Q(state="ready", in_outbox=False),
             ),
             # Timelines and the audit.
             models.Index(fields=["workspace", "entity_key", "source_version"], name="event_entity"),

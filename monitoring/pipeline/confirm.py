@@ -590,7 +590,9 @@ def retry_delivery(occurrences: Sequence[Any]) -> None:
     qs = SourceEvent.objects.filter(pk__in=ids, state=SourceEvent.State.FAILED)
     destinations = set(qs.values_list("flow__destination_id", flat=True))
     lanes = set(qs.values_list("lane", flat=True))
-    qs.update(state=SourceEvent.State.READY, lease_owner="", lease_until=None, reason="")
+    qs.update(
+        state=SourceEvent.State.READY, lease_owner="", lease_until=None, reason="", in_outbox=False
+    )
     # Today's DotDigital too: its data field types and collection schemas are read again.
     from monitoring.outbox import DestinationCache
 

@@ -8,8 +8,8 @@ loaded set-based, each event's operations are built from the merged state as it 
   and a new `version` instead of a second write being queued (one write per key in flight);
 - each event is linked to each operation it needs, at that version: the event is delivered once
   a write of that version or newer is confirmed;
-- the events stay READY, leased to the outbox (`lease_owner="outbox"`, no expiry) until their
-  operations settle (`confirm.settle_events`).
+- the events stay READY, leased to the outbox (`lease_owner="outbox"`, no expiry, `in_outbox`)
+  until their operations settle (`confirm.settle_events`).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def ready_events(
     """READY events not yet in the outbox (or whose planning worker died), oldest first."""
     now = now or timezone.now()
     qs = SourceEvent.objects.ready_to_deliver().filter(
-        Q(lease_owner="") | (Q(lease_until__lt=now) & ~Q(lease_owner=OUTBOX))
+        Q(lease_owner="") | (Q(lease_until__lt=now) & ~Q(lease_owner=OUTBOX)), in_outbox=False
     )
     if lane is not None:
         qs = qs.filter(lane=lane)
@@ -276,7 +276,7 @@ def plan_batch(ids: Iterable[int], owner: str) -> int:
         )
         _program_enrolments(enrol, ctx)
         SourceEvent.objects.filter(pk__in=list(linked_events)).update(
-            lease_owner=OUTBOX, lease_until=None
+            lease_owner=OUTBOX, lease_until=None, in_outbox=True
         )
         if nothing:
             SourceEvent.objects.filter(pk__in=nothing).update(

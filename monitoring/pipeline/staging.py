@@ -453,6 +453,7 @@ def stage_batch(ids: Iterable[int], owner: str) -> int:
 
 EVENT_FIELDS = (
     "state",
+    "in_outbox",
     "reason",
     "hold",
     "hold_deadline",
@@ -650,6 +651,7 @@ def _finish(event: SourceEvent, batch: Batch) -> None:
     elif event.state != State.HELD:
         event.state = State.READY
         event.hold = Hold.NONE
+    event.in_outbox = False  # staged again (a release, a retry): planned afresh
     if event.state != State.HELD:
         event.staged_at = batch.now
 

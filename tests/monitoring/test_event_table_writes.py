@@ -20,6 +20,7 @@ from monitoring.models import SourceEvent
 from monitoring.pipeline import plan
 from monitoring.pipeline.claims import claim_ids, worker_token
 from monitoring.pipeline.staging import run_staging
+from tests.factories import make_connection
 from tests.monitoring.engine import Source
 
 postgres_only = pytest.mark.skipif(
@@ -138,3 +139,29 @@ def test_a_webhook_resent_in_part_answers_duplicates_with_the_stored_ids(world):
     assert resent["hot-2"]["event_id"] == ids["hot-2"]["event_id"]
     assert {resent["hot-3"]["status"], resent["hot-4"]["status"]} == {"accepted"}
     assert SourceEvent.objects.filter(flow=source.flow).count() == 5
+
+
+@pytest.mark.django_db
+def test_a_planned_event_waits_in_the_outbox_out_of_the_planners_sight_until_retried(world):
+    from types import SimpleNamespace
+
+    from monitoring.pipeline.confirm import retry_delivery
+
+    destination = make_connection(world.workspace, "dotdigital", name="DotDigital")
+    source = Source(world.workspace, "brightpearl", destination=destination)
+    source.post({"events": [order(source, 1)]})
+    run_staging()
+    event = SourceEvent.objects.get(flow=source.flow)
+    assert plan.ready_events().filter(pk=event.pk).exists()
+    assert plan.run_planning() == 1
+    event.refresh_from_db()
+    assert (event.state, event.in_outbox, event.lease_owner) == ("ready", True, plan.OUTBOX)
+    assert not plan.ready_events().exists()
+    assert plan.run_planning() == 0
+
+    # DotDigital rejected it; a person retries it from the inbox: it is planned afresh.
+    SourceEvent.objects.filter(pk=event.pk).update(state="failed")
+    retry_delivery([SimpleNamespace(event_key=f"event:{event.pk}")])
+    event.refresh_from_db()
+    assert (event.state, event.in_outbox) == ("ready", False)
+    assert list(plan.ready_events().values_list("pk", flat=True)) == [event.pk]
