@@ -181,7 +181,10 @@ def stage_events(flow_id: int | None = None) -> int:
     qs = SourceEvent.objects.due_for_staging()
     if flow_id is not None:
         qs = qs.filter(flow_id=flow_id)
-    if qs.exists():
+    # In the claim's order, so PostgreSQL reads staging's index (`event_stage_due`): as a bare
+    # EXISTS it chose the flow's index of every waiting event, READY ones included, and stepped
+    # over the whole outbox (53 ms a call at full load, the bench's costliest statement).
+    if qs.order_by("next_attempt_at", "pk").values_list("pk", flat=True)[:1]:
         _send(stage_events, (flow_id,), "realtime", countdown=0 if staged else 1)
     return staged
 
