@@ -586,21 +586,37 @@ def queue_write_backs(flow: Flow) -> int:
     flow knows; returns how many were new."""
     if flow.destination_id is None:
         return 0
-    # Driven from the destination's suppressions (hundreds, not millions): those not yet queued
-    # for this flow, whose contact the flow has sent an event for — an index probe per suppression
-    # (customers by (workspace, email), events by customer). The former `email IN (customers
-    # joined to every event of the flow)` took minutes on a busy flow (seen in bench/engine.py).
-    known = Customer.objects.filter(workspace_id=flow.workspace_id, email=OuterRef("email")).filter(
-        Exists(SourceEvent.objects.filter(customer_id=OuterRef("pk"), flow_id=flow.pk))
-    )
+    # Driven from the destination's suppressions (hundreds, not millions), in steps that each
+    # probe an index with a list: customers by (workspace, email), events by customer. The former
+    # `email IN (customers joined to every event of the flow)` took minutes on a busy flow, and
+    # its EXISTS rewrite still let PostgreSQL read the whole event table (3–5 s a call in
+    # bench/engine.py's runs).
     queued = OptOutWriteBack.objects.filter(
         flow=flow, email=OuterRef("email"), opted_out_at=OuterRef("date_removed")
     )
-    suppressions = (
-        Suppression.objects.filter(destination_id=flow.destination_id)
-        .filter(Exists(known))
-        .exclude(Exists(queued))
+    candidates = list(
+        Suppression.objects.filter(destination_id=flow.destination_id).exclude(Exists(queued))
     )
+    customers: dict[int, str] = {}
+    emails = sorted({c.email for c in candidates})
+    for start in range(0, len(emails), 1000):
+        customers.update(
+            Customer.objects.filter(
+                workspace_id=flow.workspace_id, email__in=emails[start : start + 1000]
+            ).values_list("pk", "email")
+        )
+    known: set[str] = set()
+    ids = sorted(customers)
+    for start in range(0, len(ids), 1000):
+        known.update(
+            customers[pk]
+            for pk in SourceEvent.objects.filter(
+                customer_id__in=ids[start : start + 1000], flow_id=flow.pk
+            )
+            .values_list("customer_id", flat=True)
+            .distinct()
+        )
+    suppressions = [c for c in candidates if c.email in known]
     rows = [
         OptOutWriteBack(
             workspace_id=flow.workspace_id,
