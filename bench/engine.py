@@ -39,6 +39,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.procstat import stat_seconds  # noqa: E402  (the checkout on the path first)
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 PY = sys.executable
 DATABASE = "syncdesk_bench_engine"
@@ -62,7 +64,6 @@ def free_port() -> int:
 def cpu_seconds(pids: list[int]) -> float:
     """utime + stime of processes and their children, from /proc (Linux)."""
     total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
     seen = set()
     queue = list(pids)
     while queue:
@@ -71,8 +72,7 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         seen.add(pid)
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            total += stat_seconds(Path(f"/proc/{pid}"))
             children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
             queue.extend(int(c) for c in children)
         except (FileNotFoundError, ProcessLookupError, IndexError):
@@ -84,16 +84,14 @@ def cpu_seconds_named(names: tuple[str, ...]) -> float:
     """CPU time of every process whose command name is one of `names` (the PostgreSQL server's
     backends, Redis): the rig's share of the two cores, printed beside ours."""
     total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             if (entry / "comm").read_text().strip() not in names:
                 continue
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             # Own time, and that of children already gone (backends of closed connections).
-            total += sum(int(f) for f in fields[11:15]) / tick
+            total += stat_seconds(entry, reaped=True)
         except (FileNotFoundError, ProcessLookupError, IndexError):
             continue
     return total

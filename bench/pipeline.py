@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from accounts.models import Workspace
     from bench.flows import bench_flows
+    from bench.procstat import stat_seconds
     from connectors.models import Connection
     from eventgen import Generator
     from monitoring.pipeline import rows
@@ -109,8 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         backend = cursor.fetchone()[0]
 
     def backend_cpu() -> float:
-        fields = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return stat_seconds(Path(f"/proc/{backend}"))
 
     def measure(step: Callable[[], int]) -> dict[str, float]:
         cpu, pg, wall = time.process_time(), backend_cpu(), time.perf_counter()

@@ -597,22 +597,17 @@ def queue_write_backs(flow: Flow) -> int:
     candidates = list(
         Suppression.objects.filter(destination_id=flow.destination_id).exclude(Exists(queued))
     )
-    customers: dict[int, str] = {}
+    known: set[str] = set()
     emails = sorted({c.email for c in candidates})
     for start in range(0, len(emails), 1000):
-        customers.update(
+        customers = dict(
             Customer.objects.filter(
                 workspace_id=flow.workspace_id, email__in=emails[start : start + 1000]
             ).values_list("pk", "email")
         )
-    known: set[str] = set()
-    ids = sorted(customers)
-    for start in range(0, len(ids), 1000):
         known.update(
             customers[pk]
-            for pk in SourceEvent.objects.filter(
-                customer_id__in=ids[start : start + 1000], flow_id=flow.pk
-            )
+            for pk in SourceEvent.objects.filter(customer_id__in=list(customers), flow_id=flow.pk)
             .values_list("customer_id", flat=True)
             .distinct()
         )

@@ -65,7 +65,9 @@ def ready_events(
     """READY events not yet in the outbox (or whose planning worker died), oldest first."""
     now = now or timezone.now()
     qs = SourceEvent.objects.ready_to_deliver().filter(
-        Q(lease_owner="") | (Q(lease_until__lt=now) & ~Q(lease_owner=OUTBOX)), in_outbox=False
+        # An event in the outbox is `in_outbox` (its lease, to OUTBOX, never expires).
+        Q(lease_owner="") | Q(lease_until__lt=now),
+        in_outbox=False,
     )
     if lane is not None:
         qs = qs.filter(lane=lane)
