@@ -13,7 +13,7 @@ help:
 	@echo "make demo       set everything up and run Syncdesk on http://127.0.0.1:8000"
 	@echo "make test       set up and run the whole test suite (what CI runs)"
 	@echo "make test-fast  the quick subset, for while you work"
-	@echo "make lint       ruff, mypy, import-linter and makemigrations --check"
+	@echo "make lint       ruff, mypy, import contracts and cycles, sizes, makemigrations --check"
 	@echo "make lock       re-resolve requirements/*.txt from pyproject.toml (with hashes)"
 
 $(BIN)/python:
@@ -54,6 +54,8 @@ lint: venv-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 	$(BIN)/lint-imports
+	$(PY) scripts/check_import_cycles.py
+	$(PY) scripts/check_sizes.py
 	$(MANAGE) makemigrations --check --dry-run
 
 format: venv-dev
