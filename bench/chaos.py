@@ -244,8 +244,7 @@ def _django_main(action: str, raw: str) -> None:  # pragma: no cover - runs in t
 def _helper_seed(arg: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - helper process
     from accounts.models import Workspace
     from connectors.models import Connection
-    from monitoring.models import Flow
-    from monitoring.outbox import DirectEnrolment
+    from monitoring.models import DirectEnrolment, Flow
     from monitoring.pipeline.flows import (
         install_defaults,
         mark_backfill_complete,
@@ -303,7 +302,7 @@ def _helper_seed(arg: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - h
 def _helper_stats(arg: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - helper process
     from django.db.models import Count
 
-    from monitoring.outbox import OPEN_STATES, Operation, ProgramEnrolment
+    from monitoring.models import OPEN_STATES, Operation, ProgramEnrolment
     from monitoring.pipeline.audit import audit
 
     report = audit(None)

@@ -218,8 +218,7 @@ def run(args: argparse.Namespace) -> int:
     from bench.flows import bench_flows
     from connectors.models import Connection
     from eventgen import Generator
-    from monitoring.models import SourceEvent
-    from monitoring.outbox import DeliveryBatch, Operation
+    from monitoring.models import DeliveryBatch, Operation, SourceEvent
 
     procs: dict[str, subprocess.Popen[bytes]] = {}
     sandbox_port, web_port = free_port(), free_port()

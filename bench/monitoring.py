@@ -42,8 +42,7 @@ from django.utils import timezone  # noqa: E402
 
 from accounts.models import Workspace  # noqa: E402
 from connectors.models import Connection  # noqa: E402
-from monitoring.models import Customer, Flow, SourceEvent  # noqa: E402
-from monitoring.watch_models import FlowSample, OptOutWriteBack  # noqa: E402
+from monitoring.models import Customer, Flow, FlowSample, OptOutWriteBack, SourceEvent  # noqa: E402  # noqa: E402
 
 SIZES = (10_000, 1_000_000)
 CUSTOMERS = 200_000

@@ -22,7 +22,7 @@ urlpatterns = [
     path("", include("connectors.urls")),
     path("", include("exceptions_inbox.urls")),
     path("", include("monitoring.urls")),
-    path("", include("monitoring.reliability_urls")),
-    path("", include("monitoring.watch_urls")),
-    path("", include("monitoring.config_urls")),
+    path("", include("monitoring.privacy.urls")),
+    path("", include("monitoring.watch.urls")),
+    path("", include("monitoring.configuration.urls")),
 ]

@@ -16,11 +16,11 @@ class MonitoringConfig(AppConfig):
 
         confirm.register_hooks()
 
-        from monitoring import alerts, reconcile
+        from monitoring.watch import alerts, reconcile
 
         alerts.register_hooks()
         reconcile.register_hooks()
 
-        from monitoring import config_services
+        from monitoring.configuration import services as config_services
 
         config_services.register_audit_pages()  # links of the audit page (issue 9)

@@ -18,7 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from connectors.models import Connection
-from monitoring.outbox import DeliveryBatch, LaneRunner, Operation, ProgramEnrolment
+from monitoring.models import DeliveryBatch, LaneRunner, Operation, ProgramEnrolment
 from monitoring.pipeline.claims import worker_token
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,6 @@ __all__ = ["sweep_retention"]
 @shared_task(name="monitoring.sweep_retention")
 def sweep_retention() -> int:
     """Beat, hourly: redact payloads past retention, in batches (safe to run twice at once)."""
-    from monitoring.retention import sweep_retention as sweep
+    from monitoring.privacy.retention import sweep_retention as sweep
 
     return sweep().total

@@ -13,8 +13,9 @@ from accounts.access import get_workspace_for_user
 from accounts.http import AuthenticatedHttpRequest
 from connectors.models import Connection
 from exceptions_inbox.models import ExceptionGroup
-from monitoring import health, watch, watch_views
 from monitoring.models import Flow, SourceEvent
+from monitoring.watch import flow_health, health
+from monitoring.watch import views as watch_views
 
 
 @require_GET
@@ -50,7 +51,7 @@ def overview(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
             "events": [
                 (label, value, events.get(value, 0)) for value, label in SourceEvent.State.choices
             ],
-            "health": watch.flow_health(flows) if flows else [],
+            "health": flow_health.flow_health(flows) if flows else [],
         },
     )
 

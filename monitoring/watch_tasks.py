@@ -1,4 +1,4 @@
-"""Celery tasks of monitoring: thin, taking ids, calling monitoring.alerts / monitoring.reconcile.
+"""Celery tasks of monitoring: thin, taking ids, calling monitoring.watch.alerts / monitoring.watch.reconcile.
 
 `check_flows` runs every minute from beat (config/settings.py): it checks each flow's health
 against its alert rules (the `sendalerts` loop of healthchecks, as a periodic task) and makes
@@ -22,8 +22,8 @@ __all__ = ["check_flows", "reconcile_flow", "write_back_opt_outs"]
 
 @shared_task(name="monitoring.check_flows")
 def check_flows() -> dict[str, int]:
-    from monitoring.alerts import check_all
-    from monitoring.watch_schedules import ensure_schedules
+    from monitoring.watch.alerts import check_all
+    from monitoring.watch.schedules import ensure_schedules
 
     registered = ensure_schedules()
     changes = check_all()
@@ -36,7 +36,7 @@ RECONCILE_MAX_WAIT = 120.0
 
 @shared_task(name="monitoring.reconcile_flow")
 def reconcile_flow(flow_id: int) -> dict[str, int]:
-    from monitoring.reconcile import run_reconciliation
+    from monitoring.watch.reconcile import run_reconciliation
 
     flow = Flow.objects.select_related("workspace", "destination").filter(pk=flow_id).first()
     if flow is None:
@@ -54,7 +54,7 @@ def reconcile_flow(flow_id: int) -> dict[str, int]:
 
 @shared_task(name="monitoring.write_back_opt_outs")
 def write_back_opt_outs(flow_id: int) -> dict[str, int]:
-    from monitoring.reconcile import round_trip
+    from monitoring.watch.reconcile import round_trip
 
     flow = Flow.objects.select_related("workspace", "source").filter(pk=flow_id).first()
     if flow is None:

@@ -7,8 +7,7 @@ from typing import Any
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from exceptions_inbox.models import RoutingRule
-from monitoring.models import FieldMapping, Flow, Schedule, SkuAlias
-from monitoring.outbox import DirectEnrolment
+from monitoring.models import DirectEnrolment, FieldMapping, Flow, Schedule, SkuAlias
 from tests.authz import ADMIN_FORM_POST, GET_ONLY, LOGIN, WORKSPACE_PAGE, Rule, each
 from tests.factories import make_connection
 

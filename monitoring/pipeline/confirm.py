@@ -32,8 +32,14 @@ from connectors.dotdigital import errors
 from connectors.dotdigital.client import DotDigitalClient
 from connectors.dotdigital.types import FailureKind, ImportHandle, ImportKind, ImportState
 from exceptions_inbox.recording import clear_occurrences, record_occurrence
-from monitoring.models import Customer, SourceEvent
-from monitoring.outbox import DeliveryBatch, ListMembership, Operation, OperationEvent
+from monitoring.models import (
+    Customer,
+    DeliveryBatch,
+    ListMembership,
+    Operation,
+    OperationEvent,
+    SourceEvent,
+)
 from monitoring.pipeline.claims import worker_token
 from monitoring.pipeline.normalise import parse_time
 from monitoring.pipeline.rows import bulk_set
@@ -594,7 +600,7 @@ def retry_delivery(occurrences: Sequence[Any]) -> None:
         state=SourceEvent.State.READY, lease_owner="", lease_until=None, reason="", in_outbox=False
     )
     # Today's DotDigital too: its data field types and collection schemas are read again.
-    from monitoring.outbox import DestinationCache
+    from monitoring.models import DestinationCache
 
     DestinationCache.objects.filter(destination_id__in=destinations).exclude(
         name__in=("suppressions_cursor", "lists")

@@ -24,7 +24,7 @@ from connectors.dotdigital import errors
 from connectors.dotdigital.client import DotDigitalClient
 from connectors.dotdigital.types import ContactWrite, Outcome
 from connectors.models import Connection
-from monitoring.outbox import DestinationCache, Operation, Suppression
+from monitoring.models import DestinationCache, Operation, Suppression
 from monitoring.pipeline.normalise import normalise_email, parse_time
 
 if TYPE_CHECKING:

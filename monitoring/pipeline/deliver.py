@@ -44,8 +44,14 @@ from connectors.dotdigital.client import DotDigitalClient
 from connectors.dotdigital.types import ContactWrite, InsightWrite, Outcome
 from connectors.models import Connection
 from exceptions_inbox.recording import clear_occurrences, record_occurrence
-from monitoring.models import Customer, SourceEvent
-from monitoring.outbox import OPEN_STATES, DeliveryBatch, DestinationCache, Operation
+from monitoring.models import (
+    OPEN_STATES,
+    Customer,
+    DeliveryBatch,
+    DestinationCache,
+    Operation,
+    SourceEvent,
+)
 from monitoring.pipeline import consent
 from monitoring.pipeline.claims import worker_token
 from monitoring.pipeline.confirm import Result, record_results, run_confirmation

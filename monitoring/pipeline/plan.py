@@ -28,22 +28,20 @@ from django.db.models import Max, Q, Sum
 from django.utils import timezone
 
 from monitoring.models import (
+    OPEN_STATES,
     Customer,
+    DirectEnrolment,
     FieldMapping,
     Flow,
-    Order,
-    Product,
-    Shipment,
-    SourceEvent,
-    StockLevel,
-)
-from monitoring.outbox import (
-    OPEN_STATES,
-    DirectEnrolment,
     ListMembership,
     Operation,
     OperationEvent,
+    Order,
+    Product,
     ProgramEnrolment,
+    Shipment,
+    SourceEvent,
+    StockLevel,
 )
 from monitoring.pipeline import rows
 from monitoring.pipeline.claims import claim_ids, worker_token

@@ -24,8 +24,7 @@ from connectors.budget import Lane
 from connectors.dotdigital import errors
 from connectors.dotdigital.client import DotDigitalClient
 from connectors.models import Connection
-from monitoring.models import Customer
-from monitoring.outbox import OPEN_STATES, ListMembership, Operation, ProgramEnrolment
+from monitoring.models import OPEN_STATES, Customer, ListMembership, Operation, ProgramEnrolment
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from typing import Any
 
 from django import template
 
-from monitoring.watch import fmt_seconds
+from monitoring.watch.flow_health import fmt_seconds
 
 register = template.Library()
 

@@ -10,8 +10,7 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from monitoring.models import SourceEvent
-from monitoring.watch_models import FlowSample
+from monitoring.models import FlowSample, SourceEvent
 from tests.browser.conftest import screenshot
 from tests.factories import PASSWORD
 from tests.monitoring.watch_support import make_event, make_flow

@@ -8,9 +8,8 @@ import re
 from accounts import audit
 from accounts.models import ConfigChange
 from exceptions_inbox.models import RoutingRule
-from monitoring.config_services import DOTDIGITAL_FIELD, DOTDIGITAL_LIST
-from monitoring.models import FieldMapping, Flow, Schedule, SkuAlias
-from monitoring.outbox import DirectEnrolment
+from monitoring.configuration.services import DOTDIGITAL_FIELD, DOTDIGITAL_LIST
+from monitoring.models import DirectEnrolment, FieldMapping, Flow, Schedule, SkuAlias
 from tests.factories import make_connection
 
 CREATED = ConfigChange.Action.CREATED

@@ -8,8 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.test import Client
 
-from monitoring.models import FieldMapping, SourceEvent
-from monitoring.outbox import Operation, OperationEvent
+from monitoring.models import FieldMapping, Operation, OperationEvent, SourceEvent
 from tests.factories import make_member
 from tests.monitoring.delivery_support import *  # noqa: F403
 from tests.monitoring.delivery_support import ERP, Engine, event, iso

@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from accounts.models import ConfigChange
-from monitoring.models import Flow
-from monitoring.outbox import ListMembership
+from monitoring.models import Flow, ListMembership
 from monitoring.pipeline.mapping import LIST_RULES, list_rules
 from tests.configuration.test_config_dry_run import admin_of, order_created
 from tests.factories import make_connection

@@ -7,10 +7,9 @@ import pytest
 from django.test import Client
 
 from exceptions_inbox.models import RoutingRule
-from monitoring.models import FieldMapping, Flow, Schedule, SkuAlias
-from monitoring.outbox import DirectEnrolment
+from monitoring.models import DirectEnrolment, FieldMapping, Flow, Schedule, SkuAlias
 from monitoring.pipeline.flows import install_defaults, mirror_schedule
-from monitoring.watch import watch_for
+from monitoring.watch.flow_health import watch_for
 from tests.configuration.test_no_secrets import connections_with_every_secret_set
 
 HOOK = "https://hooks.example.com/services/T0/B0/Hook-SECRET-v4lue"

@@ -19,8 +19,7 @@ from django.test import Client
 
 from accounts.models import Workspace
 from connectors.models import Connection
-from monitoring.models import Flow, SourceEvent
-from monitoring.outbox import Operation
+from monitoring.models import Flow, Operation, SourceEvent
 from monitoring.pipeline.flows import install_defaults, mark_backfill_complete
 from tests.connectors.dotdigital.conftest import SandboxProcess
 from tests.factories import make_connection, make_workspace

@@ -12,9 +12,8 @@ from django.utils import timezone
 
 from exceptions_inbox.actions import apply_action
 from exceptions_inbox.models import ExceptionGroup, Occurrence
-from monitoring import alerts
-from monitoring.models import SourceEvent
-from monitoring.watch_models import Alert, AlertChange, AlertNotice, FlowWatch
+from monitoring.models import Alert, AlertChange, AlertNotice, FlowWatch, SourceEvent
+from monitoring.watch import alerts
 from tests.monitoring.watch_support import make_event, make_flow
 
 pytestmark = pytest.mark.django_db
@@ -206,7 +205,7 @@ def test_a_second_check_racing_the_first_opens_no_second_alert(flow, webhook):
         FlowWatch.objects.filter(flow=flow).update(lag_for_minutes=0)
         check()
         Alert.objects.filter(flow=flow).update(state=Alert.State.TRIGGERED)
-        from monitoring.watch import flow_health
+        from monitoring.watch.flow_health import flow_health
 
         [h] = flow_health([flow])
         assert alerts.trigger(h, Alert.Kind.LAG, "again") is None

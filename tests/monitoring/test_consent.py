@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from monitoring.models import SourceEvent
-from monitoring.outbox import Suppression
+from monitoring.models import SourceEvent, Suppression
 from monitoring.pipeline.consent import pull_suppressions
 from tests.monitoring.delivery_support import *  # noqa: F403
 from tests.monitoring.delivery_support import ERP, Engine, event, iso

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from monitoring.models import SourceEvent
-from monitoring.outbox import DeliveryBatch, Operation, OperationEvent
+from monitoring.models import DeliveryBatch, Operation, OperationEvent, SourceEvent
 from monitoring.pipeline.mapping import DISPATCHED_TODAY, RECENT_BUYERS
 from tests.monitoring.delivery_support import *  # noqa: F403
 from tests.monitoring.delivery_support import ERP, WMS, Engine, event, iso

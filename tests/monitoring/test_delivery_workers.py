@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from monitoring.models import SourceEvent
-from monitoring.outbox import Operation
+from monitoring.models import Operation, SourceEvent
 from monitoring.pipeline.audit import audit
 from monitoring.pipeline.deliver import claim_operations
 from monitoring.pipeline.plan import run_planning

@@ -21,12 +21,11 @@ from django.urls import reverse
 from accounts.models import ConfigChange
 from exceptions_inbox.actions import apply_action
 from exceptions_inbox.models import Occurrence
-from monitoring import reconcile
-from monitoring.outbox import Suppression
+from monitoring.models import OptOutWriteBack, Suppression
 from monitoring.pipeline.consent import pull_suppressions
 from monitoring.pipeline.sources import backfill_range
-from monitoring.watch import watch_for
-from monitoring.watch_models import OptOutWriteBack
+from monitoring.watch import reconcile
+from monitoring.watch.flow_health import watch_for
 from monitoring.watch_tasks import write_back_opt_outs
 from tests.connectors.sources.fakes.brightpearl import FakeBrightpearl, load
 from tests.factories import make_member

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from django.db import connection, connections
 
-from monitoring.outbox import Operation
+from monitoring.models import Operation
 from monitoring.pipeline import plan
 from monitoring.pipeline.claims import claim_ids, worker_token
 from monitoring.pipeline.mapping import DISPATCHED_TODAY, RECENT_BUYERS

@@ -8,8 +8,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from monitoring.models import Flow
-from monitoring.watch_models import ReconciliationRun
+from monitoring.models import Flow, ReconciliationRun
 from tests.factories import make_connection, make_member, make_workspace
 
 pytestmark = pytest.mark.django_db

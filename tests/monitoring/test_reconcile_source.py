@@ -15,10 +15,9 @@ from django.test import Client
 from django.urls import reverse
 
 from exceptions_inbox.models import ExceptionGroup, Occurrence
-from monitoring import reconcile
-from monitoring.models import Flow, SourceEvent
+from monitoring.models import Flow, ReconciliationDifference, ReconciliationRun, SourceEvent
 from monitoring.pipeline.sources import backfill_range
-from monitoring.watch_models import ReconciliationDifference, ReconciliationRun
+from monitoring.watch import reconcile
 from monitoring.watch_tasks import reconcile_flow
 from tests.connectors.sources.fakes.brightpearl import FakeBrightpearl
 from tests.connectors.sources.fakes.mintsoft import FakeMintsoft

@@ -11,9 +11,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from monitoring import watch
 from monitoring.models import SourceEvent
-from monitoring.watch import BUCKETS, percentile
+from monitoring.watch import flow_health
+from monitoring.watch.flow_health import BUCKETS, percentile
 from tests.monitoring.watch_support import make_event, make_flow
 
 pytestmark = pytest.mark.django_db
@@ -49,7 +49,7 @@ def test_it_reports_each_flows_health(world):
             received_at=timezone.now() - timedelta(minutes=7)
         )
         make_event(flow, state=SourceEvent.State.HELD)
-        [h] = watch.flow_health([flow])
+        [h] = flow_health.flow_health([flow])
     assert h.delivered_hour == 20
     assert h.p50_hour is not None and h.p50_hour <= 5
     assert h.p95_hour is not None and h.p95_hour <= 15  # the slow one is beyond the 95th rank
@@ -65,7 +65,7 @@ def test_a_flow_over_its_threshold_is_lagging_and_a_switched_off_one_paused(worl
     for _ in range(5):
         make_event(lagging, queue=600)
     make_event(paused)
-    states = {h.flow.pk: h.state for h in watch.flow_health([lagging, paused])}
+    states = {h.flow.pk: h.state for h in flow_health.flow_health([lagging, paused])}
     assert states == {lagging.pk: "lagging", paused.pk: "paused"}
 
 
@@ -75,7 +75,7 @@ def test_history_posted_as_a_backfill_is_not_counted_as_lag(world):
         make_event(flow)
     for _ in range(20):  # last year's orders, loaded today
         make_event(flow, source_delay=365 * 86400, is_backfill=True)
-    [h] = watch.flow_health([flow])
+    [h] = flow_health.flow_health([flow])
     assert h.delivered_hour == 5
     assert h.p95_hour is not None and h.p95_hour <= 15
     assert h.state == "healthy"
@@ -84,7 +84,7 @@ def test_history_posted_as_a_backfill_is_not_counted_as_lag(world):
 def test_a_paused_connection_makes_the_flow_failing(world):
     flow = make_flow(world.workspace)
     flow.destination.pause("401 Unauthorized")
-    [h] = watch.flow_health([flow])
+    [h] = flow_health.flow_health([flow])
     assert h.state == "failing"
     assert "401 Unauthorized" in h.connection_problems[0]
 

@@ -10,11 +10,12 @@ from typing import Any
 from django.utils import timezone
 
 from accounts.models import Workspace
-from monitoring.models import Flow, SourceEvent
-from monitoring.watch_models import (
+from monitoring.models import (
     Alert,
+    Flow,
     ReconciliationDifference,
     ReconciliationRun,
+    SourceEvent,
 )
 from tests.factories import make_connection
 

@@ -11,8 +11,8 @@ from django.test import Client
 
 from accounts.models import ConfigChange
 from exceptions_inbox.models import ExceptionGroup, Occurrence
-from monitoring.erasure import email_digest, forget_contact
 from monitoring.models import Customer, CustomerKey, Order, SourceEvent, WebhookRequest
+from monitoring.privacy.erasure import email_digest, forget_contact
 from tests.monitoring.delivery_support import *  # noqa: F403
 from tests.monitoring.engine import Source, stage
 

@@ -11,7 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from monitoring.models import SourceEvent, WebhookRequest
-from monitoring.retention import sweep_retention
+from monitoring.privacy.retention import sweep_retention
 from tests.monitoring.engine import Source, stage
 
 State = SourceEvent.State

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.models import Workspace
-from monitoring.erasure import forget_contact
+from monitoring.privacy.erasure import forget_contact
 
 
 class Command(BaseCommand):

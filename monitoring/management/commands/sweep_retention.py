@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from monitoring.retention import DEFAULT_BATCH, retention_days, sweep_retention
+from monitoring.privacy.retention import DEFAULT_BATCH, retention_days, sweep_retention
 
 
 class Command(BaseCommand):

@@ -19,11 +19,10 @@ from typing import Any
 
 import pytest
 
-from monitoring import reconcile
-from monitoring.models import Flow, SourceEvent, WebhookRequest
+from monitoring.models import Flow, OptOutWriteBack, SourceEvent, WebhookRequest
 from monitoring.pipeline.consent import pull_suppressions
 from monitoring.pipeline.flows import install_defaults, mark_backfill_complete
-from monitoring.watch_models import OptOutWriteBack
+from monitoring.watch import reconcile
 from tests.connectors.sources.fakes.patchworks import FakePatchworks
 from tests.factories import make_connection
 from tests.monitoring.delivery_support import *  # noqa: F403

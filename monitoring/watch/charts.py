@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from monitoring.watch import LatencyBar, fmt_seconds
-from monitoring.watch_models import FlowSample
+from monitoring.models import FlowSample
+from monitoring.watch.flow_health import LatencyBar, fmt_seconds
 
 WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 640, 200, 56, 24, 10
 SERIES = (("source", "#8aa4c8", "Source delay"), ("queue", "#1f5fbf", "Queue time"),

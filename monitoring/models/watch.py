@@ -7,8 +7,6 @@
 - `FlowSample`: a flow's backlog once a minute, for the backlog chart.
 - `ReconciliationRun` and its `ReconciliationDifference` rows.
 - `OptOutWriteBack`: an opt-out DotDigital holds, written back to the source, with both times.
-
-Imported by `monitoring.models` (one line at its end), so Django sees these models.
 """
 
 from __future__ import annotations
@@ -22,19 +20,8 @@ from django.utils import timezone
 
 from accounts.models import Workspace
 from connectors.models import Connection
-from monitoring.models import Flow
-from monitoring.outbox import Suppression
-
-__all__ = [
-    "Alert",
-    "AlertChange",
-    "AlertNotice",
-    "FlowSample",
-    "FlowWatch",
-    "OptOutWriteBack",
-    "ReconciliationDifference",
-    "ReconciliationRun",
-]
+from monitoring.models.flows import Flow
+from monitoring.models.outbox import Suppression
 
 
 class FlowWatch(models.Model):

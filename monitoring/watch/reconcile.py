@@ -39,15 +39,18 @@ from connectors.dotdigital.types import Contact
 from connectors.sources.base import SourceAdapter, SourceError
 from connectors.sources.registry import get_adapter
 from exceptions_inbox.recording import clear_occurrences, record_occurrence
-from monitoring.models import Customer, Flow, Order, SourceEvent
-from monitoring.outbox import Suppression
-from monitoring.pipeline.mapping import ORDERS, Context, OpSpec, contact_spec, number, order_spec
-from monitoring.pipeline.normalise import parse_time
-from monitoring.watch_models import (
+from monitoring.models import (
+    Customer,
+    Flow,
     OptOutWriteBack,
+    Order,
     ReconciliationDifference,
     ReconciliationRun,
+    SourceEvent,
+    Suppression,
 )
+from monitoring.pipeline.mapping import ORDERS, Context, OpSpec, contact_spec, number, order_spec
+from monitoring.pipeline.normalise import parse_time
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -120,7 +123,7 @@ def run_reconciliation(
     flow: Flow, *, sample: int | None = None, client: DotDigitalClient | None = None
 ) -> ReconciliationRun:
     """Compare the flow's state with DotDigital; returns the finished (or failed) run."""
-    from monitoring.watch import watch_for
+    from monitoring.watch.flow_health import watch_for
 
     size = watch_for(flow).reconcile_sample if sample is None else sample
     run = ReconciliationRun.objects.create(
@@ -248,7 +251,7 @@ def _amount(value: Any) -> Any:
 
 
 def source_window(flow: Flow, now: datetime) -> tuple[datetime, datetime]:
-    from monitoring.watch import watch_for
+    from monitoring.watch.flow_health import watch_for
 
     days = watch_for(flow).reconcile_source_days or 7
     now = now.replace(microsecond=0)
@@ -669,7 +672,7 @@ def writes_opt_outs(adapter: SourceAdapter | None) -> bool:
 def tell_source(flow: Flow, adapter: SourceAdapter | None, row: OptOutWriteBack) -> str:
     """Record one opt-out in the source: through its connector where it can, else POSTed to the
     flow's opt-out webhook. Returns how (`OptOutWriteBack.Via`); raises SourceError."""
-    from monitoring.watch import watch_for
+    from monitoring.watch.flow_health import watch_for
 
     if adapter is not None and writes_opt_outs(adapter):
         adapter.write_back_opt_out(flow.source, row.email, row.opted_out_at)
@@ -781,7 +784,7 @@ class OptOutRoute:
 
 def opt_out_routes(workspace_id: int) -> list[OptOutRoute]:
     """How each flow's opt-outs reach its source."""
-    from monitoring.watch import watch_for
+    from monitoring.watch.flow_health import watch_for
 
     routes = []
     for flow in Flow.objects.filter(workspace_id=workspace_id).select_related("source"):
@@ -798,7 +801,7 @@ def set_opt_out_webhook(flow: Flow, url: str, actor: User | None) -> None:
     """Set (or, with "", remove) the flow's opt-out webhook, with an audit row (value hidden)."""
     from accounts import audit
     from accounts.models import ConfigChange
-    from monitoring.watch import watch_for
+    from monitoring.watch.flow_health import watch_for
 
     watch = watch_for(flow)
     before = audit.snapshot(watch, ["opt_out_webhook_url"], secret_fields=["opt_out_webhook_url"])

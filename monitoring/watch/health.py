@@ -99,9 +99,8 @@ def metrics_text(now: Any = None) -> str:
 
     from connectors.models import RateWindow
     from exceptions_inbox.models import ExceptionGroup
-    from monitoring.models import Flow, SourceEvent
-    from monitoring.outbox import DeliveryBatch, Operation
-    from monitoring.watch import BUCKETS, HOUR, IN_FLIGHT, histogram_aggregates, latency
+    from monitoring.models import DeliveryBatch, Flow, Operation, SourceEvent
+    from monitoring.watch.flow_health import BUCKETS, HOUR, IN_FLIGHT, histogram_aggregates, latency
 
     now = now or timezone.now()
     flows = {f.pk: f for f in Flow.objects.select_related("workspace")}

@@ -26,8 +26,16 @@ from connectors.dotdigital.types import DataField
 from connectors.models import Connection
 from exceptions_inbox.kinds import KINDS, Kind
 from exceptions_inbox.models import RoutingRule
-from monitoring.models import FieldMapping, Flow, Product, Schedule, SkuAlias, SourceEvent
-from monitoring.outbox import OperationEvent, ProgramEnrolment
+from monitoring.models import (
+    FieldMapping,
+    Flow,
+    OperationEvent,
+    Product,
+    ProgramEnrolment,
+    Schedule,
+    SkuAlias,
+    SourceEvent,
+)
 from monitoring.pipeline.flows import remove_schedule
 from monitoring.pipeline.mapping import DATA_FIELD_TYPES
 from monitoring.pipeline.normalise import clean_sku, sku_match_key
@@ -444,7 +452,7 @@ class RunbookTeam:
 
 def runbook(workspace: Workspace) -> list[RunbookTeam]:
     """Per team: the exception kinds it owns (and where) and the flows whose alerts it gets."""
-    from monitoring.watch_models import FlowWatch
+    from monitoring.models import FlowWatch
 
     table = routing_table(workspace)
     by_team: dict[int, RunbookTeam] = {
@@ -484,7 +492,7 @@ def now() -> Any:
 def register_audit_pages() -> None:
     """Tell the audit (accounts, which knows no other app) where each configuration object of the
     engine, and a connection, is shown: its own page while it exists, else its kind's page."""
-    from monitoring.outbox import DirectEnrolment
+    from monitoring.models import DirectEnrolment
 
     def ws(change: ConfigChange) -> dict[str, Any]:
         return {"ws": change.workspace.slug}

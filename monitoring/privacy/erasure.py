@@ -52,7 +52,7 @@ from monitoring.models import (
     WebhookRequest,
 )
 from monitoring.pipeline.normalise import normalise_email
-from monitoring.retention import is_redacted, marker, redacted_envelope
+from monitoring.privacy.retention import is_redacted, marker, redacted_envelope
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,6 @@ list memberships, program enrolments, cached data fields and collection schemas)
 Work is rows, not messages: an `Operation` is claimed with a lease like an event is, so a worker
 killed at any point leaves a row whose lease expires and is claimed again. Writes to DotDigital
 are upserts by key, so sending an operation twice never duplicates a contact or a record.
-
-Imported by `monitoring.models` (one line at its end), so Django sees these models.
 """
 
 from __future__ import annotations
@@ -17,19 +15,8 @@ from django.utils import timezone
 
 from accounts.models import Workspace
 from connectors.models import Connection
-from monitoring.models import Customer, Lease, SourceEvent
-
-__all__ = [
-    "DeliveryBatch",
-    "DestinationCache",
-    "DirectEnrolment",
-    "LaneRunner",
-    "ListMembership",
-    "Operation",
-    "OperationEvent",
-    "ProgramEnrolment",
-    "Suppression",
-]
+from monitoring.models.events import Lease, SourceEvent
+from monitoring.models.state import Customer
 
 OPEN_STATES = ("pending", "sending", "sent")
 

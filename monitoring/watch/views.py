@@ -1,6 +1,6 @@
 """Monitoring pages: flows (health, charts, live), the event timeline, alerts, reconciliation runs
 and their repair, opt-out write-backs, and /metrics. Small guarded views: the scoped getter first,
-one call into monitoring.watch / alerts / reconcile, render or redirect."""
+one call into monitoring.watch.flow_health / alerts / reconcile, render or redirect."""
 
 from __future__ import annotations
 
@@ -16,16 +16,16 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.access import get_workspace_for_user
 from accounts.http import AuthenticatedHttpRequest
-from monitoring import alerts, health, reconcile, watch
-from monitoring.models import Flow
-from monitoring.watch_charts import backlog_chart, latency_chart
-from monitoring.watch_forms import OptOutWebhookForm
-from monitoring.watch_models import (
+from monitoring.models import (
     Alert,
+    Flow,
     OptOutWriteBack,
     ReconciliationDifference,
     ReconciliationRun,
 )
+from monitoring.watch import alerts, flow_health, health, reconcile
+from monitoring.watch.charts import backlog_chart, latency_chart
+from monitoring.watch.forms import OptOutWebhookForm
 
 EVENTS_SHOWN = 50
 
@@ -36,7 +36,7 @@ def flows(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
     all_flows = Flow.objects.filter(workspace=access.workspace).select_related(
         "source", "destination"
     )
-    rows = watch.flow_health(all_flows)
+    rows = flow_health.flow_health(all_flows)
     selected = next((h for h in rows if str(h.flow.pk) == request.GET.get("flow")), None)
     selected = selected or (rows[0] if rows else None)
     context = {
@@ -44,8 +44,10 @@ def flows(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
         "nav": "flows",
         "rows": rows,
         "selected": selected,
-        "latency_chart": latency_chart(watch.latency_bars(selected.flow)) if selected else "",
-        "backlog_chart": backlog_chart(watch.backlog_points(selected.flow)) if selected else "",
+        "latency_chart": latency_chart(flow_health.latency_bars(selected.flow)) if selected else "",
+        "backlog_chart": backlog_chart(flow_health.backlog_points(selected.flow))
+        if selected
+        else "",
     }
     template = "monitoring/flows.html#live" if request.htmx else "monitoring/flows.html"
     return render(request, template, context)
@@ -55,12 +57,12 @@ def flows(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
 def events(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
     access = get_workspace_for_user(request, ws)
     query = request.GET.get("q", "").strip()[:255]
-    found = list(watch.find_events(access.workspace.pk, query)[: EVENTS_SHOWN + 1])
+    found = list(flow_health.find_events(access.workspace.pk, query)[: EVENTS_SHOWN + 1])
     context = {
         "access": access,
         "nav": "events",
         "query": query,
-        "timelines": watch.timelines(found[:EVENTS_SHOWN]),
+        "timelines": flow_health.timelines(found[:EVENTS_SHOWN]),
         "more": len(found) > EVENTS_SHOWN,
         "opt_outs": reconcile.opt_outs_of(access.workspace.pk, query),
     }

@@ -22,9 +22,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from exceptions_inbox.recording import clear_occurrences, record_occurrence
-from monitoring.models import Flow
-from monitoring.watch import FlowHealth, fmt_seconds, is_stalled, record_sample
-from monitoring.watch_models import Alert, AlertChange, AlertNotice, FlowWatch
+from monitoring.models import Alert, AlertChange, AlertNotice, Flow, FlowWatch
+from monitoring.watch.flow_health import FlowHealth, fmt_seconds, is_stalled, record_sample
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -287,7 +286,7 @@ def register_hooks() -> None:
 
 def check_all(now: datetime | None = None) -> list[str]:
     """Check every active flow (the periodic loop); returns the changes made."""
-    from monitoring.watch import flow_health
+    from monitoring.watch.flow_health import flow_health
 
     flows = Flow.objects.filter(is_active=True).select_related("workspace")
     changes: list[str] = []

@@ -28,8 +28,8 @@ from connectors.dotdigital.errors import ConnectorError, DotDigitalError
 from connectors.models import Connection
 from exceptions_inbox.kinds import KINDS
 from exceptions_inbox.models import RoutingRule
-from monitoring import config_services as services
-from monitoring.config_forms import (
+from monitoring.configuration import services
+from monitoring.configuration.forms import (
     TASKS,
     AliasForm,
     AliasImportForm,
@@ -44,11 +44,10 @@ from monitoring.config_forms import (
     SkuCleaningForm,
     WatchForm,
 )
-from monitoring.models import FieldMapping, Flow, Schedule, SkuAlias
-from monitoring.outbox import DirectEnrolment
+from monitoring.models import DirectEnrolment, FieldMapping, Flow, Schedule, SkuAlias
 from monitoring.pipeline import flows as engine_flows
 from monitoring.pipeline.mapping import list_rules
-from monitoring.watch import watch_for
+from monitoring.watch.flow_health import watch_for
 
 logger = logging.getLogger(__name__)
 

@@ -16,12 +16,11 @@ from accounts.models import Team, Workspace
 from connectors.models import Connection
 from exceptions_inbox import kinds as inbox_kinds
 from exceptions_inbox.models import RoutingRule
-from monitoring.config_services import AccountFields, alias_key_for, sku_problem
-from monitoring.models import FieldMapping, Flow, Schedule, SkuAlias, SourceEvent
+from monitoring.configuration.services import AccountFields, alias_key_for, sku_problem
+from monitoring.models import FieldMapping, Flow, FlowWatch, Schedule, SkuAlias, SourceEvent
 from monitoring.pipeline import transforms
 from monitoring.pipeline.mapping import COLLECTIONS, DATA_FIELD_TYPES
 from monitoring.pipeline.normalise import clean_sku
-from monitoring.watch_models import FlowWatch
 
 T = FieldMapping.Type
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from monitoring import config_views as v
+from monitoring.configuration import views as v
 
 app_name = "config"
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from monitoring import reliability_views
+from monitoring.privacy import views as reliability_views
 
 app_name = "reliability"
 

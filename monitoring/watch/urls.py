@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from monitoring import watch_views
+from monitoring.watch import views as watch_views
 
 app_name = "watch"
 

@@ -1,4 +1,4 @@
-"""The privacy page: a workspace admin erases one person's data (monitoring.erasure)."""
+"""The privacy page: a workspace admin erases one person's data (monitoring.privacy.erasure)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.access import get_workspace_for_user
 from accounts.http import AuthenticatedHttpRequest
-from monitoring.erasure import forget_contact
-from monitoring.retention import retention_days
+from monitoring.privacy.erasure import forget_contact
+from monitoring.privacy.retention import retention_days
 
 
 class ErasureForm(forms.Form):

@@ -39,9 +39,19 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from connectors.models import Connection
-from monitoring.models import Customer, Flow, Order, Product, SourceEvent
-from monitoring.outbox import DeliveryBatch, Operation, OperationEvent
-from monitoring.watch_models import Alert, FlowSample, FlowWatch
+from monitoring.models import (
+    Alert,
+    Customer,
+    DeliveryBatch,
+    Flow,
+    FlowSample,
+    FlowWatch,
+    Operation,
+    OperationEvent,
+    Order,
+    Product,
+    SourceEvent,
+)
 
 # Latency histogram bounds, seconds (Prometheus `le` labels; +Inf implied).
 BUCKETS: tuple[int, ...] = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
