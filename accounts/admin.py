@@ -1,25 +1,36 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.contrib import admin
 
 from accounts.models import Membership, Team, Workspace
 
+# The admin classes are generic only in django-stubs: at run time they take no type arguments.
+if TYPE_CHECKING:
+    MembershipInlineBase = admin.TabularInline[Membership, Workspace]
+    WorkspaceAdminBase = admin.ModelAdmin[Workspace]
+    TeamAdminBase = admin.ModelAdmin[Team]
+else:
+    MembershipInlineBase = admin.TabularInline
+    WorkspaceAdminBase = TeamAdminBase = admin.ModelAdmin
 
-class MembershipInline(admin.TabularInline):
+
+class MembershipInline(MembershipInlineBase):
     model = Membership
     extra = 0
     autocomplete_fields = ["user"]
 
 
 @admin.register(Workspace)
-class WorkspaceAdmin(admin.ModelAdmin):
+class WorkspaceAdmin(WorkspaceAdminBase):
     list_display = ["name", "slug", "currency", "created"]
     search_fields = ["name", "slug"]
     inlines = [MembershipInline]
 
 
 @admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
+class TeamAdmin(TeamAdminBase):
     list_display = ["name", "slug", "workspace"]
     list_filter = ["workspace"]
     filter_horizontal = ["members"]

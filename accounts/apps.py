@@ -8,4 +8,5 @@ class AccountsConfig(AppConfig):
     verbose_name = "Workspaces and teams"
 
     def ready(self) -> None:
-        from accounts import checks  # noqa: F401 (registers the deploy checks)
+        # Importing registers the deploy checks; Django's place for that is ready(), after loading.
+        from accounts import checks  # noqa: F401

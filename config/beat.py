@@ -168,7 +168,7 @@ def file_lock_path(database_name: str) -> Path:
     return Path(settings.VAR_DIR) / "beat.lock"
 
 
-class SingleBeatScheduler(DatabaseScheduler):
+class SingleBeatScheduler(DatabaseScheduler):  # type: ignore[misc] # django-celery-beat is untyped
     """DatabaseScheduler that sends only while it holds the beat lock (module docstring)."""
 
     #: Seconds between a standby's attempts to take the lock: how long a dead holder goes unreplaced.

@@ -250,7 +250,7 @@ CELERY_BEAT_SCHEDULE["watch-check-flows"] = {"task": "monitoring.check_flows", "
 ALERT_WEBHOOK_URL = env_secret("ALERT_WEBHOOK_URL") or ""
 # The inbox: snoozes that are due and assignment mails every minute; team digests (once a day each).
 CELERY_BEAT_SCHEDULE.update({f"inbox-{t}": {"task": f"exceptions_inbox.{t}", "schedule": s} for t, s in (("wake_snoozed_groups", 60.0), ("send_assignment_notices", 60.0), ("send_team_digests", 900.0))})  # fmt: skip
-# Delivery (engine part 2): each lane's runner on its own queue; the sweeper wakes what is due.
+# Delivery to DotDigital: each lane's runner on its own queue; the sweeper wakes what is due.
 CELERY_TASK_ROUTES = {
     "monitoring.deliver_realtime": {"queue": "realtime"},
     "monitoring.deliver_bulk": {"queue": "bulk"},
@@ -267,7 +267,7 @@ CELERY_BEAT_SCHEDULE.update({
 })  # fmt: skip
 # Retention (monitoring/retention.py): payloads (webhook bodies, event envelopes, notification
 # payloads) are redacted this many days after they arrived, hourly, once their work is settled.
-# One period for every workspace until the configuration pages (issue 9) make it per flow.
+# One period for every workspace and flow.
 PAYLOAD_RETENTION_DAYS = env_int("PAYLOAD_RETENTION_DAYS", 30, minimum=1)
 CELERY_BEAT_SCHEDULE["retention-sweep"] = {
     "task": "monitoring.sweep_retention",

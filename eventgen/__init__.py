@@ -2,7 +2,7 @@
 should produce in DotDigital.
 
 It imports no engine code on purpose: the demo feeds it to the webhook, and the benchmarks and the
-chaos run compare DotDigital's final state with the ground truth it computes on its own.
+reliability tests compare DotDigital's final state with the ground truth it computes on its own.
 """
 
 from __future__ import annotations

@@ -353,47 +353,9 @@ class Generator:
     def _new_order(self) -> list[dict[str, Any]]:
         self._seq += 1
         number = f"NW{100000 + self._seq}"
-        person = self.rng.choice(self._people)
-        guest = not person.registered
-        email_raw: str | None = person.email
-        if self.faults.guest_duplicate and self.rng.random() < self.faults.guest_duplicate:
-            guest, email_raw = True, f"  {person.email.title()} "
-        blocked = ""
-        if self.faults.missing_email and self.rng.random() < self.faults.missing_email:
-            email_raw, blocked = None, "contact_without_email"
-        lines, subtotal, line_discount_total = [], Decimal("0.00"), Decimal("0.00")
-        for n, product in enumerate(
-            self.rng.sample(self.catalogue, self.rng.randint(1, 3)), start=1
-        ):
-            qty = self.rng.randint(1, 3)
-            gross = product["price"] * qty
-            discount = (
-                (gross * Decimal("0.10")).quantize(CENT)
-                if self.rng.random() < 0.15
-                else Decimal("0.00")
-            )
-            total = gross - discount
-            sku = product["sku"]
-            if self.faults.odd_sku and self.rng.random() < self.faults.odd_sku:
-                sku, blocked = self.legacy[sku], blocked or "sku_mapping_gap"
-            lines.append(
-                {
-                    "line_key": f"{number}-{n}",
-                    "sku": sku,
-                    "sku_raw": sku,
-                    "product_key": product["product_key"],
-                    "name": product["name"],
-                    "quantity": qty,
-                    "unit_price": money(product["price"], self.currency),
-                    "line_subtotal": money(gross, self.currency),
-                    "line_discount": money(discount, self.currency),
-                    "line_tax": money((total / 6).quantize(CENT, ROUND_HALF_UP), self.currency),
-                    "line_total": money(total, self.currency),
-                    "tax_rate": "0.20",
-                }
-            )
-            subtotal += gross
-            line_discount_total += discount
+        person, guest, email_raw, blocked = self._order_buyer()
+        lines, subtotal, line_discount_total, odd_sku = self._order_lines(number)
+        blocked = blocked or odd_sku
         shipping = Decimal(self.rng.choice(["0.00", "3.95", "4.99"]))
         order_discount = (
             Decimal("5.00") if subtotal > 100 and self.rng.random() < 0.2 else Decimal("0.00")
@@ -419,27 +381,9 @@ class Generator:
                 "lines": lines,
                 "tax_inclusive": True,
                 "is_guest": guest,
-                "discounts": [
-                    {
-                        "code": "WELCOME5",
-                        "amount": money(order_discount, self.currency),
-                        "scope": "order",
-                    }
-                ]
-                if order_discount
-                else [],
-                "shipping": {
-                    "method": "Royal Mail Tracked 48",
-                    "amount": money(shipping, self.currency),
-                },
-                "totals": {
-                    "subtotal": money(subtotal - line_discount_total, self.currency),
-                    "discount": money(order_discount, self.currency),
-                    "shipping": money(shipping, self.currency),
-                    "tax": money((stated / 6).quantize(CENT, ROUND_HALF_UP), self.currency),
-                    "grand_total": money(stated, self.currency),
-                    "tax_inclusive": True,
-                },
+                **self._order_money(
+                    subtotal - line_discount_total, shipping, order_discount, stated
+                ),
             },
             identity=self._identity(person, email_raw, guest),
             source_ref=number,
@@ -462,6 +406,86 @@ class Generator:
             )
         )
         return [event]
+
+    def _order_buyer(self) -> tuple[_Customer, bool, str | None, str]:
+        """Who orders: the person, whether as a guest, the email as typed (None: phone only) and
+        the exception kind a missing email blocks the order with ("" when none)."""
+        person = self.rng.choice(self._people)
+        guest = not person.registered
+        email_raw: str | None = person.email
+        if self.faults.guest_duplicate and self.rng.random() < self.faults.guest_duplicate:
+            guest, email_raw = True, f"  {person.email.title()} "
+        blocked = ""
+        if self.faults.missing_email and self.rng.random() < self.faults.missing_email:
+            email_raw, blocked = None, "contact_without_email"
+        return person, guest, email_raw, blocked
+
+    def _order_lines(self, number: str) -> tuple[list[dict[str, Any]], Decimal, Decimal, str]:
+        """One to three lines: the lines, their gross subtotal and discounts, and the exception
+        kind a legacy SKU blocks the order with ("" when none)."""
+        lines, subtotal, line_discount_total = [], Decimal("0.00"), Decimal("0.00")
+        blocked = ""
+        for n, product in enumerate(
+            self.rng.sample(self.catalogue, self.rng.randint(1, 3)), start=1
+        ):
+            qty = self.rng.randint(1, 3)
+            gross = product["price"] * qty
+            discount = (
+                (gross * Decimal("0.10")).quantize(CENT)
+                if self.rng.random() < 0.15
+                else Decimal("0.00")
+            )
+            total = gross - discount
+            sku = product["sku"]
+            if self.faults.odd_sku and self.rng.random() < self.faults.odd_sku:
+                sku, blocked = self.legacy[sku], "sku_mapping_gap"
+            lines.append(
+                {
+                    "line_key": f"{number}-{n}",
+                    "sku": sku,
+                    "sku_raw": sku,
+                    "product_key": product["product_key"],
+                    "name": product["name"],
+                    "quantity": qty,
+                    "unit_price": money(product["price"], self.currency),
+                    "line_subtotal": money(gross, self.currency),
+                    "line_discount": money(discount, self.currency),
+                    "line_tax": money((total / 6).quantize(CENT, ROUND_HALF_UP), self.currency),
+                    "line_total": money(total, self.currency),
+                    "tax_rate": "0.20",
+                }
+            )
+            subtotal += gross
+            line_discount_total += discount
+        return lines, subtotal, line_discount_total, blocked
+
+    def _order_money(
+        self, net: Decimal, shipping: Decimal, order_discount: Decimal, stated: Decimal
+    ) -> dict[str, Any]:
+        """An order's discounts, shipping and totals (`stated` is the grand total it claims)."""
+        return {
+            "discounts": [
+                {
+                    "code": "WELCOME5",
+                    "amount": money(order_discount, self.currency),
+                    "scope": "order",
+                }
+            ]
+            if order_discount
+            else [],
+            "shipping": {
+                "method": "Royal Mail Tracked 48",
+                "amount": money(shipping, self.currency),
+            },
+            "totals": {
+                "subtotal": money(net, self.currency),
+                "discount": money(order_discount, self.currency),
+                "shipping": money(shipping, self.currency),
+                "tax": money((stated / 6).quantize(CENT, ROUND_HALF_UP), self.currency),
+                "grand_total": money(stated, self.currency),
+                "tax_inclusive": True,
+            },
+        }
 
     def _order_status(self) -> list[dict[str, Any]]:
         if not self._open:

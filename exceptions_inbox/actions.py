@@ -135,6 +135,20 @@ def apply_action(
     return activity
 
 
+# The history row each action writes.
+ACTIVITY_KINDS: dict[str, str] = {
+    Action.ACKNOWLEDGE: Activity.Kind.ACKNOWLEDGED,
+    Action.SNOOZE: Activity.Kind.SNOOZED,
+    Action.UNSNOOZE: Activity.Kind.UNSNOOZED,
+    Action.RESOLVE: Activity.Kind.RESOLVED,
+    Action.IGNORE: Activity.Kind.IGNORED,
+    Action.REOPEN: Activity.Kind.REOPENED,
+    Action.ASSIGN: Activity.Kind.ASSIGNED,
+    Action.RETRY: Activity.Kind.RETRIED,
+    Action.COMMENT: Activity.Kind.COMMENTED,
+}
+
+
 def _transition(
     group: ExceptionGroup,
     action: str,
@@ -145,85 +159,104 @@ def _transition(
     until: datetime | None,
     more: int | None,
 ) -> tuple[Activity, list[Occurrence]]:
-    now = timezone.now()
+    """Change the locked group as `action` says, call the kind's hook and write the history row.
+    Returns the row and, for a retry, the blocked occurrences to send back."""
+    if action not in ACTIVITY_KINDS:  # pragma: no cover - why_not() rejects unknown actions
+        raise IllegalAction(action)
     kind = group.kind_info
     before = _snapshot(group)
-    changed: list[str] = []
-    activity_kind: str
     retry_occurrences: list[Occurrence] = []
-    changed_saved = False
     extra_after: dict[str, Any] = {}
-
-    def set_fields(**values: Any) -> None:
-        for name, value in values.items():
-            setattr(group, name, value)
-            changed.append(name)
-
-    if action == Action.ACKNOWLEDGE:
-        set_fields(state=State.ACKNOWLEDGED)
-        activity_kind = Activity.Kind.ACKNOWLEDGED
-    elif action == Action.SNOOZE:
-        set_fields(
-            state=State.SNOOZED,
-            snoozed_until=until,
-            snooze_until_count=group.occurrence_count + more if more else None,
-        )
-        activity_kind = Activity.Kind.SNOOZED
-    elif action == Action.UNSNOOZE:
-        set_fields(state=State.OPEN, snoozed_until=None, snooze_until_count=None)
-        activity_kind = Activity.Kind.UNSNOOZED
-    elif action in (Action.RESOLVE, Action.IGNORE):
-        blocking = list(group.occurrences.filter(state=Occurrence.State.OPEN))
-        Occurrence.objects.filter(pk__in=[o.pk for o in blocking]).update(
-            state=Occurrence.State.SKIPPED
-        )
-        resolving = action == Action.RESOLVE
-        set_fields(
-            state=State.RESOLVED if resolving else State.IGNORED,
-            closed_at=now,
-            open_count=0,
-            is_regression=False,
-            snoozed_until=None,
-            snooze_until_count=None,
-        )
-        group.save(update_fields=changed)
-        changed_saved = True
-        hook = kind.on_resolve if resolving else kind.on_ignore
-        if hook is not None:
-            # The engine makes these events skipped, with the person and their note as reason.
-            hook(group, blocking, actor, note)
-        activity_kind = Activity.Kind.RESOLVED if resolving else Activity.Kind.IGNORED
-        extra_after["skipped"] = len(blocking)
-    elif action == Action.REOPEN:
-        set_fields(state=State.OPEN, closed_at=None)
-        activity_kind = Activity.Kind.REOPENED
-    elif action == Action.ASSIGN:
-        set_fields(assignee=assignee)
-        activity_kind = Activity.Kind.ASSIGNED
-        if assignee is not None and assignee != actor and assignee.email:
+    if action in (Action.RESOLVE, Action.IGNORE):
+        changed, skipped = _close(group, action, actor, note)
+        extra_after["skipped"] = skipped
+    else:
+        changed = _set_fields(group, _new_values(group, action, assignee, until, more))
+        if (
+            action == Action.ASSIGN
+            and assignee is not None
+            and assignee != actor
+            and assignee.email
+        ):
             AssignmentNotice.objects.create(group=group, assignee=assignee, assigned_by=actor)
-    elif action == Action.RETRY:
-        retry_occurrences = list(group.occurrences.filter(state=Occurrence.State.OPEN))
-        activity_kind = Activity.Kind.RETRIED
-        note = note or f"{len(retry_occurrences)} blocked event(s) sent back"
-    elif action == Action.COMMENT:
-        activity_kind = Activity.Kind.COMMENTED
-    else:  # pragma: no cover - why_not() rejects unknown actions
-        raise IllegalAction(action)
-
-    if changed and not changed_saved:
-        group.save(update_fields=sorted(set(changed)))
+        if action == Action.RETRY:
+            retry_occurrences = list(group.occurrences.filter(state=Occurrence.State.OPEN))
+            note = note or f"{len(retry_occurrences)} blocked event(s) sent back"
+        if changed:
+            group.save(update_fields=sorted(set(changed)))
     if action == Action.ACKNOWLEDGE and kind.on_acknowledge is not None:
         kind.on_acknowledge(group, actor)
     activity = Activity.objects.create(
         group=group,
-        kind=activity_kind,
+        kind=ACTIVITY_KINDS[action],
         actor=actor,
         note=note,
         before=before if changed else {},
         after={**_snapshot(group), **extra_after} if changed else {},
     )
     return activity, retry_occurrences
+
+
+def _new_values(
+    group: ExceptionGroup,
+    action: str,
+    assignee: User | None,
+    until: datetime | None,
+    more: int | None,
+) -> dict[str, Any]:
+    """The group's fields an action other than resolve or ignore sets (none for retry, comment)."""
+    if action == Action.ACKNOWLEDGE:
+        return {"state": State.ACKNOWLEDGED}
+    if action == Action.SNOOZE:
+        return {
+            "state": State.SNOOZED,
+            "snoozed_until": until,
+            "snooze_until_count": group.occurrence_count + more if more else None,
+        }
+    if action == Action.UNSNOOZE:
+        return {"state": State.OPEN, "snoozed_until": None, "snooze_until_count": None}
+    if action == Action.REOPEN:
+        return {"state": State.OPEN, "closed_at": None}
+    if action == Action.ASSIGN:
+        return {"assignee": assignee}
+    return {}
+
+
+def _set_fields(group: ExceptionGroup, values: dict[str, Any]) -> list[str]:
+    """Set the fields on the group in memory; returns their names (saved by the caller)."""
+    for name, value in values.items():
+        setattr(group, name, value)
+    return list(values)
+
+
+def _close(
+    group: ExceptionGroup, action: str, actor: User | None, note: str
+) -> tuple[list[str], int]:
+    """Resolve or ignore: the blocking occurrences become skipped, the group is saved closed and
+    the kind's hook is told. Returns the fields saved and how many occurrences were skipped."""
+    blocking = list(group.occurrences.filter(state=Occurrence.State.OPEN))
+    Occurrence.objects.filter(pk__in=[o.pk for o in blocking]).update(
+        state=Occurrence.State.SKIPPED
+    )
+    resolving = action == Action.RESOLVE
+    changed = _set_fields(
+        group,
+        {
+            "state": State.RESOLVED if resolving else State.IGNORED,
+            "closed_at": timezone.now(),
+            "open_count": 0,
+            "is_regression": False,
+            "snoozed_until": None,
+            "snooze_until_count": None,
+        },
+    )
+    group.save(update_fields=changed)
+    kind = group.kind_info
+    hook = kind.on_resolve if resolving else kind.on_ignore
+    if hook is not None:
+        # The engine makes these events skipped, with the person and their note as reason.
+        hook(group, blocking, actor, note)
+    return changed, len(blocking)
 
 
 def _snapshot(group: ExceptionGroup) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+# Named only in the hooks' types; exceptions_inbox.models imports this module.
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 

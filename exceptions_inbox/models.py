@@ -122,11 +122,6 @@ class ExceptionGroup(models.Model):
         return self.state in (self.State.RESOLVED, self.State.IGNORED)
 
     @property
-    def is_new(self) -> bool:
-        """Open and never acknowledged, snoozed or closed since it was opened or regressed."""
-        return self.state == self.State.OPEN
-
-    @property
     def kind_info(self) -> Kind:
         return get_kind(self.kind)
 

@@ -90,42 +90,23 @@ def record_occurrence(
         # In an ignored group the event is skipped straight away: the person who ignored the
         # group decided so, and the group stays ignored (nothing blocks on it).
         skip = group.state == ExceptionGroup.State.IGNORED
-        arriving_state = Occurrence.State.SKIPPED if skip else Occurrence.State.OPEN
-        occurrence, created = Occurrence.objects.get_or_create(
-            group=group,
-            event_key=event_key,
-            defaults={
-                "workspace": workspace,
-                "stage": stage,
-                "message": message,
-                "detail": detail or {},
-                "source_event_id": source_event_id,
-                "order_number": order_number,
-                "sku": sku,
-                "email": email,
-                "state": arriving_state,
-                "first_seen": now,
-                "last_seen": now,
-            },
+        occurrence, created, newly_blocking = _file_occurrence(
+            group,
+            event_key,
+            now,
+            skip=skip,
+            workspace=workspace,
+            stage=stage,
+            message=message,
+            detail=detail or {},
+            source_event_id=source_event_id,
+            order_number=order_number,
+            sku=sku,
+            email=email,
         )
         updates: dict[str, Any] = {"last_seen": now}
-        if created:
+        if created or newly_blocking:
             updates["occurrence_count"] = F("occurrence_count") + 1
-            newly_blocking = not skip
-        else:
-            was_open = occurrence.state == Occurrence.State.OPEN
-            newly_blocking = not was_open and not skip
-            if newly_blocking:
-                updates["occurrence_count"] = F("occurrence_count") + 1
-            Occurrence.objects.filter(pk=occurrence.pk).update(
-                stage=stage,
-                message=message,
-                detail=detail or {},
-                last_seen=now,
-                state=Occurrence.State.OPEN if was_open else arriving_state,
-                times_seen=F("times_seen") + 1,
-            )
-            occurrence.refresh_from_db()
         if newly_blocking:
             updates["open_count"] = F("open_count") + 1
         ExceptionGroup.objects.filter(pk=group.pk).update(**updates)
@@ -134,6 +115,49 @@ def record_occurrence(
             _wake(group, now)
     occurrence.group = group
     return occurrence
+
+
+def _file_occurrence(
+    group: ExceptionGroup,
+    event_key: str,
+    now: Any,
+    *,
+    skip: bool,
+    stage: str,
+    message: str,
+    detail: dict[str, Any],
+    **keys: Any,
+) -> tuple[Occurrence, bool, bool]:
+    """The event's occurrence in the group, created or seen again (its stage, message and detail
+    refreshed). Returns it, whether it was created, and whether it newly blocks: the group is not
+    ignored and the occurrence is new or was not blocking."""
+    arriving_state = Occurrence.State.SKIPPED if skip else Occurrence.State.OPEN
+    occurrence, created = Occurrence.objects.get_or_create(
+        group=group,
+        event_key=event_key,
+        defaults={
+            **keys,
+            "stage": stage,
+            "message": message,
+            "detail": detail,
+            "state": arriving_state,
+            "first_seen": now,
+            "last_seen": now,
+        },
+    )
+    if created:
+        return occurrence, True, not skip
+    was_open = occurrence.state == Occurrence.State.OPEN
+    Occurrence.objects.filter(pk=occurrence.pk).update(
+        stage=stage,
+        message=message,
+        detail=detail,
+        last_seen=now,
+        state=Occurrence.State.OPEN if was_open else arriving_state,
+        times_seen=F("times_seen") + 1,
+    )
+    occurrence.refresh_from_db()
+    return occurrence, False, not was_open and not skip
 
 
 def _get_or_create_group(

@@ -60,7 +60,7 @@ PER_PAGE = 25
 MAX_PER_PAGE = 100
 
 
-class InboxPaginator(LazyPaginator):
+class InboxPaginator(LazyPaginator):  # type: ignore[misc] # django-tables2 has no type information
     """Pages without COUNT(*) (it reads one row past the page), and never more than 100 a page."""
 
     def __init__(self, object_list: Any, per_page: int | str, *args: Any, **kwargs: Any) -> None:
