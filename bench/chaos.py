@@ -1,4 +1,4 @@
-"""The chaos run (issue 12): the real stack under fire, then DotDigital compared with the ground truth.
+"""The chaos run: the real stack under fire, then DotDigital compared with the ground truth.
 
     .venv/bin/python -m bench.chaos [--events 10000] [--seed 12] [--self-check] [--keep]
 

@@ -9,7 +9,7 @@ It drops and creates its own database, `syncdesk_bench_engine`, on the PostgreSQ
 it uses for the broker and the rate budget (`--redis`, default redis://127.0.0.1:6379, databases 5
 and 6), so each run starts fresh. `--keep` leaves the database for inspection afterwards.
 
-The run (issue 6): 10 s warm-up; `--events` events (the generator's mix: 40% new orders, 15% order
+The run: 10 s warm-up; `--events` events (the generator's mix: 40% new orders, 15% order
 status, 15% dispatches, 5% carrier scans, 10% stock, 5% customers, 5% refunds, 5% consent, over
 20,000 customers) posted 100 per request as fast as they are accepted; then `--low-seconds` at 3
 realtime events/s; then the naive baseline (one single-record call per event, same profile) for

@@ -8,7 +8,7 @@ the end):
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/syncdesk_bench \\
         .venv/bin/python bench/ingest.py [--events 10000] [--single 1000] [--clients 8] [--workers 4] [--mix]
 
-Target (issue 5): >= 1,000 events/s accepted in batches of 100. Figures depend on the machine:
+Target: >= 1,000 events/s accepted in batches of 100. Figures depend on the machine:
 the script prints its core count with them.
 """
 
