@@ -1,4 +1,4 @@
-"""Brightpearl in `make demo` (monitoring/demo.py): the webhooks to post to the flow's webhook
+"""Brightpearl in `make demo` (monitoring/demo.py plays `RECORDING`): the webhooks to post to the flow's webhook
 (ids only, as Brightpearl sends them) and a recorded Brightpearl API the engine's fetch reads the
 records from, within the shared budget (it sends the throttle headers and answers 503 past 200
 requests a minute, like Brightpearl).
@@ -23,7 +23,7 @@ from urllib.parse import unquote
 
 from django.conf import settings
 
-from connectors.sources.base import RecordedApi, RecordedRequest
+from connectors.sources.base import RecordedApi, RecordedRequest, Recording
 from connectors.sources.brightpearl.mapping import MappingError, expand_id_set
 
 ACCOUNT = "acme"
@@ -173,3 +173,13 @@ def demo_api() -> RecordedApi:
         return 200, {"response": found}, limits
 
     return answer
+
+
+RECORDING = Recording(
+    name="Brightpearl (recorded)",
+    join_key="order_number",
+    requests=demo_requests,
+    credentials=demo_credentials,
+    options=demo_options,
+    api=demo_api,
+)

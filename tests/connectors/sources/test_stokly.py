@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from connectors.models import Connection
-from connectors.sources import get_adapter
 from connectors.sources.base import SourceError
-from connectors.sources.stokly import (
+from connectors.sources.registry import get_adapter
+from connectors.sources.stokly.adapter import (
     _TOKENS,
     RateLimited,
     StoklyAdapter,

@@ -60,12 +60,12 @@ from connectors.sources.base import (
     Event,
     ItemError,
     Page,
+    Setting,
     SourceAdapter,
     SourceError,
     WebhookItems,
     WebhookRequestData,
 )
-from connectors.sources.registry import register
 
 SYSTEM = "orderwise"
 NAMESPACE = uuid.UUID("6f1c1b4e-2f7a-4b0e-9a51-5d1f3c2b7a10")  # eventgen's, so ids agree
@@ -990,9 +990,20 @@ class Cursor:
         return index >= len(STREAMS)
 
 
-@register("orderwise")
 class OrderwiseAdapter(SourceAdapter):
     kind = "orderwise"
+    settings = (
+        Setting(
+            "base_url",
+            "API address",
+            "options",
+            kind="url",
+            guards_secrets=True,
+            help_text="Your own OrderWise server's API, usually ending in /OWAPI or /AWAPI.",
+        ),
+        Setting("username", "API user", "credentials", help_text="A dedicated API user."),
+        Setting("password", "Password", "credentials", secret=True),
+    )
     can_poll = True
 
     #: tests replace these

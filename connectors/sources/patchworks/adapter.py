@@ -34,9 +34,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import requests
 
 from connectors.models import Connection
-from connectors.sources.base import Event, ItemError, SourceError, WebhookItems, WebhookRequestData
-from connectors.sources.canonical import CanonicalAdapter
-from connectors.sources.registry import register
+from connectors.sources.base import (
+    Event,
+    ItemError,
+    Setting,
+    SourceError,
+    WebhookItems,
+    WebhookRequestData,
+)
+from connectors.sources.canonical.adapter import CanonicalAdapter
 
 VIA = "patchworks"
 NAMESPACE = uuid.UUID("6f1c1b4e-2f7a-4b0e-9a51-5d1f3c2b7a10")  # eventgen's, so ids agree
@@ -153,9 +159,35 @@ def _despatch_event(
     return event, ""
 
 
-@register("patchworks")
 class PatchworksAdapter(CanonicalAdapter):
     kind = "patchworks"
+    settings = (
+        Setting(
+            "opt_out_webhook_url",
+            "Opt-out trigger webhook",
+            "options",
+            required=False,
+            kind="url",
+            guards_secrets=True,
+            help_text="Optional: the Patchworks trigger URL that opt-outs made in DotDigital are "
+            "posted to (without its patchworks_signature).",
+        ),
+        Setting(
+            "opt_out_signature",
+            "Trigger signature",
+            "credentials",
+            secret=True,
+            required=False,
+            help_text="The trigger's patchworks_signature.",
+        ),
+        Setting(
+            "opt_out_bearer_token",
+            "Trigger bearer token",
+            "credentials",
+            secret=True,
+            required=False,
+        ),
+    )
 
     def parse_webhook(self, connection: Connection, request: WebhookRequestData) -> WebhookItems:
         items = super().parse_webhook(connection, request)

@@ -1,4 +1,4 @@
-"""Patchworks in `make demo` (monitoring/demo.py): what a Patchworks process flow relaying a WMS
+"""Patchworks in `make demo` (monitoring/demo.py plays `RECORDING`): what a Patchworks process flow relaying a WMS
 posts to the flow's webhook. Push-only: no API to serve.
 
 Two requests, both to the flow's token URL: canonical events (a customer and the order
@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 
-from connectors.sources.base import RecordedRequest
+from connectors.sources.base import RecordedRequest, Recording
 
 SYSTEM, ACCOUNT = "peoplevox", "wh1"  # the system the relaying flow reads from
 ORDER = "#LMUK62388"  # the order of Patchworks' documented despatch example
@@ -97,3 +97,12 @@ def demo_requests() -> list[RecordedRequest]:
             label=f"Patchworks' documented start-flow example: the despatch of {ORDER}",
         ),
     ]
+
+
+RECORDING = Recording(
+    name="Patchworks (recorded)",
+    join_key="order_number",
+    requests=demo_requests,
+    credentials=demo_credentials,
+    options=demo_options,
+)

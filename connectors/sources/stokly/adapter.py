@@ -44,8 +44,7 @@ import requests
 
 from connectors.budget import Lane, RateBudget, TierLimit
 from connectors.models import Connection
-from connectors.sources.base import Event, Page, SourceAdapter, SourceError
-from connectors.sources.registry import register
+from connectors.sources.base import Event, Page, Setting, SourceAdapter, SourceError
 
 SYSTEM = "stokly"
 NAMESPACE = uuid.UUID("6f1c1b4e-2f7a-4b0e-9a51-5d1f3c2b7a10")  # eventgen's, so ids agree
@@ -780,9 +779,27 @@ class Cursor:
         return index >= len(STREAMS)
 
 
-@register("stokly")
 class StoklyAdapter(SourceAdapter):
     kind = "stokly"
+    settings = (
+        Setting(
+            "base_url",
+            "API address",
+            "options",
+            kind="url",
+            initial="https://api.stok.ly",
+            guards_secrets=True,
+        ),
+        Setting("account_key", "Account key", "credentials", help_text="Sent as accountkey."),
+        Setting("client_id", "Client id", "credentials"),
+        Setting(
+            "secret",
+            "Client secret",
+            "credentials",
+            secret=True,
+            help_text="Signs the client id (HMAC-SHA256) to get an access token.",
+        ),
+    )
     can_poll = True
 
     #: tests replace these
