@@ -36,17 +36,15 @@ pushed) for the engine to raise as an alert.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import re
 import time
-import unicodedata
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import Decimal
 from itertools import groupby
 from typing import Any
 from urllib.parse import parse_qs
@@ -65,6 +63,16 @@ from connectors.sources.base import (
     SourceError,
     WebhookItems,
     WebhookRequestData,
+)
+from connectors.sources.values import (
+    clean,
+    decimal,
+    fingerprint,
+    lenient_email,
+    money,
+    parse_dotnet,
+    quantity,
+    rfc3339,
 )
 
 SYSTEM = "orderwise"
@@ -86,7 +94,6 @@ LOCAL_FORMATS = ("%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S
                  "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%d/%m/%Y %H:%M:%S",
                  "%d/%m/%Y %H:%M")  # fmt: skip
 DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y")
-DOTNET_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
 CANONICAL_STATUS = {
     "lifecycle": {"open", "on_hold", "cancelled", "closed"},
     "fulfilment": {"unfulfilled", "backordered", "processing", "partially_dispatched", "dispatched"},
@@ -114,52 +121,6 @@ class OrderwisePage(Page):
 
 
 # -- values ----------------------------------------------------------------------------------
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _clean(value: Any) -> str:
-    return unicodedata.normalize("NFC", str(value if value is not None else "").strip())
-
-
-def _email(raw: Any) -> str | None:
-    text = _clean(raw).lower()
-    return text if "@" in text else None
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if value is None or isinstance(value, bool) or value == "":
-        return None
-    try:
-        number = value if isinstance(value, Decimal) else Decimal(str(value).strip())
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
-
-
-def money(value: Any, currency: str) -> dict[str, str] | None:
-    number = _decimal(value)
-    if number is None:
-        return None
-    places = -int(number.as_tuple().exponent)
-    if places > 4:
-        number = number.quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN)
-    elif places < 2:
-        number = number.quantize(Decimal("0.01"))
-    return {"amount": f"{number:f}", "currency": currency}
-
-
-def _quantity(value: Any) -> int | str | None:
-    number = _decimal(value)
-    if number is None:
-        return None
-    return int(number) if number == number.to_integral_value() else f"{number.normalize():f}"
-
-
-def _fingerprint(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _read_time(text: str) -> tuple[datetime | None, bool]:
@@ -192,9 +153,9 @@ def parse_local(value: Any, zone: ZoneInfo) -> tuple[datetime | None, str]:
     elif isinstance(value, date):
         moment, date_only = datetime.combine(value, datetime.min.time()), True
     elif isinstance(value, str) and value.strip():
-        dotnet = DOTNET_DATE.match(value.strip())
+        dotnet = parse_dotnet(value.strip())
         if dotnet:
-            return datetime.fromtimestamp(int(dotnet[1]) / 1000, UTC), "exact"
+            return dotnet, "exact"
         moment, date_only = _read_time(value.strip())
     else:
         return None, ""
@@ -268,7 +229,7 @@ class Mapper:
             "source": {"system": SYSTEM, "account": self.account, "channel": None, "via": None},
             "source_event_id": sid,
             "source_event_id_kind": "derived",
-            "occurred_at": _iso(occurred[0]),
+            "occurred_at": rfc3339(occurred[0]),
             "occurred_at_quality": occurred[1] or "received_time",
             "entity": {
                 "type": entity,
@@ -281,14 +242,14 @@ class Mapper:
             "data": data,
         }
         if updated_at is not None:
-            event["source_updated_at"] = _iso(updated_at)
+            event["source_updated_at"] = rfc3339(updated_at)
         return event
 
     def status(self, raw: Any, subject: str) -> dict[str, str] | None:
         """The canonical status of an ``os_description`` by the tenant's table; None when unknown."""
-        text = _clean(raw)
+        text = clean(raw)
         table: Mapping[str, Any] = self.options.get("status_map") or {}
-        lookup = {_clean(k).casefold(): v for k, v in table.items()}
+        lookup = {clean(k).casefold(): v for k, v in table.items()}
         mapped = lookup.get(text.casefold())
         if not isinstance(mapped, dict) or not mapped:
             self.warn(
@@ -305,16 +266,16 @@ class Mapper:
         return status
 
     def is_shared_account(self, row: Mapping[str, Any]) -> bool:
-        shared = {_clean(v).casefold() for v in self.options.get("shared_customer_ids") or []}
+        shared = {clean(v).casefold() for v in self.options.get("shared_customer_ids") or []}
         return bool(shared) and bool(
-            {_clean(row.get("cu_id")).casefold(), _clean(row.get("cu_account")).casefold()} & shared
+            {clean(row.get("cu_id")).casefold(), clean(row.get("cu_account")).casefold()} & shared
         )
 
     def identity(self, row: Mapping[str, Any]) -> dict[str, Any]:
         raw = row.get("contact_email")
-        email = _email(raw)
+        email = lenient_email(raw)
         guest = self.is_shared_account(row)
-        customer = None if guest else (_clean(row.get("cu_id")) or None)
+        customer = None if guest else (clean(row.get("cu_id")) or None)
         return {
             "email": email,
             "email_raw": raw if email else None,
@@ -324,7 +285,7 @@ class Mapper:
         }
 
     def order_key(self, number: Any) -> str:
-        return self.key("order", _clean(number))
+        return self.key("order", clean(number))
 
     # -- streams
     def orders(self, rows: list[dict[str, Any]], seen: datetime) -> list[Event]:
@@ -332,15 +293,15 @@ class Mapper:
         for _, grouped in groupby(rows, key=lambda r: r.get("row_id")):
             lines_rows = list(grouped)
             head = lines_rows[0]
-            number = _clean(head.get("oh_order_number")) or _clean(head.get("row_id"))
+            number = clean(head.get("oh_order_number")) or clean(head.get("row_id"))
             placed = self.time(head.get("oh_datetime"))
             amended = self.time(head.get("amended"))
             if placed[0] is None:
                 self.warn("unreadable", "Order without a readable oh_datetime: skipped.", number)
                 continue
-            currency = _clean(head.get("currency_code")) or self.currency
+            currency = clean(head.get("currency_code")) or self.currency
             order_key = self.order_key(number)
-            ref = _clean(head.get("oh_cust_order_ref")) or None
+            ref = clean(head.get("oh_cust_order_ref")) or None
             links = {"order_key": order_key, "order_number": number, "channel_order_ref": ref}
             identity = self.identity(head)
             status = self.status(head.get("os_description"), number)
@@ -352,16 +313,16 @@ class Mapper:
                 if row.get("ol_id") is None and row.get("vad_variant_code") is None:
                     continue
                 sku_raw = row.get("vad_variant_code")
-                quantity = _quantity(row.get("ol_quantity"))
+                ordered = quantity(row.get("ol_quantity"))
                 line = {
-                    "line_key": _clean(row.get("ol_id")),
-                    "sku": _clean(sku_raw) or None,
+                    "line_key": clean(row.get("ol_id")),
+                    "sku": clean(sku_raw) or None,
                     "sku_raw": sku_raw,
                     "name": row.get("vad_description"),
-                    "quantity": quantity,
+                    "quantity": ordered,
                 }
-                gross = _decimal(row.get("ol_gross"))
-                count = _decimal(quantity)
+                gross = decimal(row.get("ol_gross"))
+                count = decimal(ordered)
                 unit = row.get("ol_unit_price")
                 if gross is not None and count:
                     unit = gross / count
@@ -392,12 +353,12 @@ class Mapper:
                 "order_key": order_key,
                 "order_number": number,
                 "channel_order_ref": ref,
-                "placed_at": _iso(placed[0]),
+                "placed_at": rfc3339(placed[0]),
                 "currency": currency,
                 "lines": lines,
                 "totals": {k: v for k, v in totals.items() if v is not None},
                 "status": status or {},
-                "source_status_raw": _clean(head.get("os_description")),
+                "source_status_raw": clean(head.get("os_description")),
                 "is_guest": identity["is_guest"],
                 "tax_inclusive": True,
             }
@@ -417,7 +378,7 @@ class Mapper:
             if amended[0] is not None and self.since is not None and placed[0] < self.since:
                 # Placed before this window: an earlier round read it, so this is an amendment
                 # (lines, money): order.created would be a duplicate and change nothing.
-                revision = _iso(amended[0])
+                revision = rfc3339(amended[0])
                 events.append(
                     self.envelope(
                         "order.updated",
@@ -432,13 +393,13 @@ class Mapper:
                 )
             if status is not None:
                 when = self.when(head.get("amended"), seen)
-                raw = _clean(head.get("os_description"))
+                raw = clean(head.get("os_description"))
                 events.append(
                     self.envelope(
                         "order.status_changed",
                         "order",
                         number,
-                        f"order:{head.get('row_id')}:status:{raw.casefold()}:{_iso(when[0])}",
+                        f"order:{head.get('row_id')}:status:{raw.casefold()}:{rfc3339(when[0])}",
                         when,
                         {
                             "order_key": order_key,
@@ -461,11 +422,11 @@ class Mapper:
             "customer.upserted",
             "customer",
             f"email:{email}",
-            f"guest:{_fingerprint(email)}:{row.get('row_id')}",
+            f"guest:{fingerprint(email)}:{row.get('row_id')}",
             (at, "source_local_tz"),
             {
                 "customer_key": self.key("customer", f"email:{email}"),
-                "source_updated_at": _iso(at),
+                "source_updated_at": rfc3339(at),
                 "first_name": row.get("contact_first_name"),
                 "last_name": row.get("contact_last_name"),
                 "is_guest": True,
@@ -479,33 +440,33 @@ class Mapper:
         for _, grouped in groupby(rows, key=lambda r: r.get("row_id")):
             group = list(grouped)
             head = group[0]
-            delivery = _clean(head.get("dh_number")) or _clean(head.get("row_id"))
-            number = _clean(head.get("oh_order_number"))
+            delivery = clean(head.get("dh_number")) or clean(head.get("row_id"))
+            number = clean(head.get("oh_order_number"))
             when = self.time(head.get("dh_datetime"))
             if when[0] is None or not number:
                 self.warn("unreadable", "Delivery without dh_datetime or order number.", delivery)
                 continue
-            consignment = _clean(head.get("dh_consignment_number"))
+            consignment = clean(head.get("dh_consignment_number"))
             url = None
             if consignment and (
                 head.get("cod_tracking_url_prefix") or head.get("cod_tracking_url_suffix")
             ):
-                url = f"{_clean(head.get('cod_tracking_url_prefix'))}{consignment}{_clean(head.get('cod_tracking_url_suffix'))}"
+                url = f"{clean(head.get('cod_tracking_url_prefix'))}{consignment}{clean(head.get('cod_tracking_url_suffix'))}"
             shipment_key = self.key("shipment", f"{number}-{delivery}")
             links = {
                 "order_key": self.order_key(number),
                 "order_number": number,
-                "channel_order_ref": _clean(head.get("oh_cust_order_ref")) or None,
+                "channel_order_ref": clean(head.get("oh_cust_order_ref")) or None,
             }
-            carrier = _clean(head.get("courier_name")) or None
+            carrier = clean(head.get("courier_name")) or None
             data = {
                 "shipment_key": shipment_key,
                 "order_key": self.order_key(number),
-                "dispatched_at": _iso(when[0]),
+                "dispatched_at": rfc3339(when[0]),
                 "lines": [
                     {
-                        "sku": _clean(r.get("vad_variant_code")) or None,
-                        "quantity": _quantity(r.get("dl_quantity")),
+                        "sku": clean(r.get("vad_variant_code")) or None,
+                        "quantity": quantity(r.get("dl_quantity")),
                     }
                     for r in group
                     if r.get("vad_variant_code") is not None
@@ -550,11 +511,11 @@ class Mapper:
         for _, grouped in groupby(rows, key=lambda r: r.get("row_id")):
             group = list(grouped)
             head = group[0]
-            note = _clean(head.get("cn_number")) or _clean(head.get("row_id"))
-            number = _clean(head.get("oh_order_number"))
+            note = clean(head.get("cn_number")) or clean(head.get("row_id"))
+            number = clean(head.get("oh_order_number"))
             when = self.time(head.get("cn_datetime"))
-            currency = _clean(head.get("currency_code")) or self.currency
-            amount = _decimal(head.get("cn_gross"))
+            currency = clean(head.get("currency_code")) or self.currency
+            amount = decimal(head.get("cn_gross"))
             if when[0] is None or not number or amount is None:
                 self.warn(
                     "unreadable", "Credit note without date, order or cn_gross: skipped.", note
@@ -570,14 +531,14 @@ class Mapper:
                     {
                         "refund_key": self.key("refund", note),
                         "order_key": self.order_key(number),
-                        "refunded_at": _iso(when[0]),
+                        "refunded_at": rfc3339(when[0]),
                         "amount": money(abs(amount), currency),
                         "reason": head.get("cn_reason"),
                         "credit_note_number": note,
                         "lines": [
                             {
-                                "sku": _clean(r.get("vad_variant_code")) or None,
-                                "quantity": _quantity(r.get("cnl_quantity")),
+                                "sku": clean(r.get("vad_variant_code")) or None,
+                                "quantity": quantity(r.get("cnl_quantity")),
                                 "amount": money(r.get("cnl_gross"), currency),
                             }
                             for r in group
@@ -596,21 +557,21 @@ class Mapper:
         for row in rows:
             if self.is_shared_account(row):
                 continue  # the web store's shared account is not a person
-            customer = _clean(row.get("cu_id")) or _clean(row.get("row_id"))
+            customer = clean(row.get("cu_id")) or clean(row.get("row_id"))
             amended = self.time(row.get("amended"))
             at = self.when(row.get("amended"), seen)
             identity = self.identity(row)
-            contact = _clean(row.get("contact_id"))
+            contact = clean(row.get("contact_id"))
             data = {
                 "customer_key": self.key("customer", customer),
-                "source_updated_at": _iso(at[0]),
+                "source_updated_at": rfc3339(at[0]),
                 "first_name": row.get("contact_first_name"),
                 "last_name": row.get("contact_last_name"),
                 "company": row.get("cu_name"),
                 "account_code": row.get("cu_account"),
                 "is_guest": False,
             }
-            version = _iso(amended[0]) if amended[0] else _fingerprint(data, identity)
+            version = rfc3339(amended[0]) if amended[0] else fingerprint(data, identity)
             events.append(
                 self.envelope(
                     "customer.upserted",
@@ -620,7 +581,7 @@ class Mapper:
                     at,
                     data,
                     updated_at=at[0],
-                    source_ref=_clean(row.get("cu_account")) or None,
+                    source_ref=clean(row.get("cu_account")) or None,
                     identity=identity,
                 )
             )
@@ -630,12 +591,12 @@ class Mapper:
         events: list[Event] = []
         for row in rows:
             sku_raw = row.get("vad_variant_code")
-            sku = _clean(sku_raw)
+            sku = clean(sku_raw)
             if not sku:
                 self.warn(
                     "unreadable",
                     "Variant without vad_variant_code: skipped.",
-                    _clean(row.get("row_id")),
+                    clean(row.get("row_id")),
                 )
                 continue
             amended = self.time(row.get("amended"))
@@ -649,12 +610,12 @@ class Mapper:
             data: dict[str, Any] = {
                 "sku": sku,
                 "sku_raw": sku_raw,
-                "product_key": self.key("product", _clean(row.get("row_id"))),
+                "product_key": self.key("product", clean(row.get("row_id"))),
                 "status": "active" if active else "inactive",
                 "name": row.get("vad_description"),
             }
             price = money(
-                row.get("vafp_rsp_exc_vat"), _clean(row.get("currency_code")) or self.currency
+                row.get("vafp_rsp_exc_vat"), clean(row.get("currency_code")) or self.currency
             )
             if price is not None:
                 data["price"] = price
@@ -665,12 +626,12 @@ class Mapper:
                     f"SKU {sku!r} holds '~' or ',' (the legacy push's separators).",
                     sku,
                 )
-            version = _iso(amended[0]) if amended[0] else _fingerprint(data)
+            version = rfc3339(amended[0]) if amended[0] else fingerprint(data)
             events.append(
                 self.envelope(
                     "product.updated",
                     "product",
-                    _clean(row.get("row_id")),
+                    clean(row.get("row_id")),
                     f"variant:{row.get('row_id')}:{version}",
                     at,
                     data,
@@ -683,15 +644,15 @@ class Mapper:
     def stock(self, rows: list[dict[str, Any]], seen: datetime) -> list[Event]:
         events: list[Event] = []
         for row in rows:
-            sku = _clean(row.get("vad_variant_code"))
-            location = _clean(row.get("location_code")) or "default"
+            sku = clean(row.get("vad_variant_code"))
+            location = clean(row.get("location_code")) or "default"
             counts = {}
             for name, column in (
                 ("on_hand", "on_hand"),
                 ("allocated", "allocated"),
                 ("saleable", "free_stock"),
             ):
-                value = _decimal(row.get(column))
+                value = decimal(row.get(column))
                 counts[name] = (
                     int(value) if value is not None and value == value.to_integral_value() else None
                 )
@@ -704,14 +665,14 @@ class Mapper:
                     "stock.changed",
                     "stock",
                     f"{sku}@{location}",
-                    f"stock:{row.get('row_id')}:{location}:{_iso(at[0])}",
+                    f"stock:{row.get('row_id')}:{location}:{rfc3339(at[0])}",
                     at,
                     {
                         "sku": sku,
                         "sku_raw": row.get("vad_variant_code"),
                         "location": {"key": location, "name": row.get("location_name")},
                         "quantities": {**counts, "quarantined": None, "incoming": None},
-                        "as_of": _iso(at[0]),
+                        "as_of": rfc3339(at[0]),
                         "mode": "snapshot",
                     },
                     source_ref=sku,
@@ -723,14 +684,14 @@ class Mapper:
     def legacy(self, document: ET.Element, received: datetime, items: WebhookItems) -> None:
         by_ref = str(self.options.get("legacy_order_number_is")) != "order_number"
         for index, order in enumerate(document.iter("order")):
-            number = _clean(order.findtext("orderNo"))
+            number = clean(order.findtext("orderNo"))
             if not number:
                 items.errors.append(ItemError(index, [{"path": "orderNo", "message": "is empty"}]))
                 continue
             order_key = self.key("order", f"ref:{number}") if by_ref else self.order_key(number)
             links: dict[str, Any] = {"order_key": order_key}
             links["channel_order_ref" if by_ref else "order_number"] = number
-            raw = _clean(order.findtext("orderStatus"))
+            raw = clean(order.findtext("orderStatus"))
             if raw:
                 before = len(self.warnings)
                 status = self.status(raw, number)
@@ -774,14 +735,12 @@ class Mapper:
         delivery: ET.Element,
         received: datetime,
     ) -> None:
-        delivery_no = _clean(delivery.findtext("deliveryNumber"))
+        delivery_no = clean(delivery.findtext("deliveryNumber"))
         if not delivery_no:
             return
         occurred = self.when(delivery.findtext("deliveryDate"), received)
-        consignments = [
-            _clean(c.text) for c in delivery.iter("consignmentNumber") if _clean(c.text)
-        ]
-        carrier = _clean(delivery.findtext("courierName")) or None
+        consignments = [clean(c.text) for c in delivery.iter("consignmentNumber") if clean(c.text)]
+        carrier = clean(delivery.findtext("courierName")) or None
         shipment = f"{number}-{delivery_no}"
         shipment_key = self.key("shipment", shipment)
         self._add(
@@ -796,7 +755,7 @@ class Mapper:
                 {
                     "shipment_key": shipment_key,
                     "order_key": order_key,
-                    "dispatched_at": _iso(occurred[0]),
+                    "dispatched_at": rfc3339(occurred[0]),
                     "lines": [],  # the push names no lines
                     "tracking_numbers": consignments,
                     "carrier": {"code": carrier, "name": carrier} if carrier else None,
@@ -915,7 +874,7 @@ class OrderwiseAPI:
         if status < 400:
             return
         if status == 429 or status == 503 and response.headers.get("Retry-After"):
-            retry = _decimal(response.headers.get("Retry-After")) or Decimal(60)
+            retry = decimal(response.headers.get("Retry-After")) or Decimal(60)
             self.budget.block("api", float(retry))
             raise RateLimited(f"OrderWise {path}: {status}, retry in {retry} s.", float(retry))
         raise SourceError(

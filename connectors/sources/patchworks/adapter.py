@@ -43,6 +43,7 @@ from connectors.sources.base import (
     WebhookRequestData,
 )
 from connectors.sources.canonical.adapter import CanonicalAdapter
+from connectors.sources.values import rfc3339
 
 VIA = "patchworks"
 NAMESPACE = uuid.UUID("6f1c1b4e-2f7a-4b0e-9a51-5d1f3c2b7a10")  # eventgen's, so ids agree
@@ -74,10 +75,6 @@ def connection_for_bearer(headers: Mapping[str, str]) -> Connection | None:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _despatch_event(
@@ -124,7 +121,7 @@ def _despatch_event(
     ).hexdigest()[:16]
     shipment_id = f"{order}:{fingerprint}"
     source_event_id = f"{system}:despatch:{shipment_id}"
-    received = _iso(_now())
+    received = rfc3339(_now())
     order_key = f"{system}:{account}:order:{order}"
     event: Event = {
         "schema": "sync.event/v1",
@@ -267,10 +264,10 @@ class PatchworksAdapter(CanonicalAdapter):
             "channel": "email",
             "status": "unsubscribed",
             "email": email,
-            "opted_out_at": _iso(opted_out_at),
+            "opted_out_at": rfc3339(opted_out_at),
             "origin": "dotdigital",
             "idempotency_key": hashlib.sha256(
-                f"{connection.pk}|{email}|{_iso(opted_out_at)}".encode()
+                f"{connection.pk}|{email}|{rfc3339(opted_out_at)}".encode()
             ).hexdigest(),
         }
         where = f"{parts.scheme}://{parts.netloc}{parts.path}"  # never the signature

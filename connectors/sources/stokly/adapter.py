@@ -32,12 +32,11 @@ import hashlib
 import hmac
 import json
 import time
-import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import requests
@@ -45,6 +44,16 @@ import requests
 from connectors.budget import Lane, RateBudget, TierLimit
 from connectors.models import Connection
 from connectors.sources.base import Event, Page, Setting, SourceAdapter, SourceError
+from connectors.sources.values import (
+    clean,
+    decimal,
+    fingerprint,
+    lenient_email,
+    money,
+    parse_iso,
+    quantity,
+    rfc3339,
+)
 
 SYSTEM = "stokly"
 NAMESPACE = uuid.UUID("6f1c1b4e-2f7a-4b0e-9a51-5d1f3c2b7a10")  # eventgen's, so ids agree
@@ -96,64 +105,14 @@ class StoklyPage(Page):
 # -- small helpers ---------------------------------------------------------------------------
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _parse_time(value: Any) -> datetime | None:
     if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
         seconds = float(value)
         return datetime.fromtimestamp(seconds / 1000 if seconds > 1e11 else seconds, UTC)
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+    parsed = parse_iso(value)
+    if parsed is None:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if value is None or isinstance(value, bool) or value == "":
-        return None
-    try:
-        number = value if isinstance(value, Decimal) else Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
-
-
-def money(value: Any, currency: str) -> dict[str, str] | None:
-    """A JSON number as a money object: the source's digits, at least 2 and at most 4 places."""
-    number = _decimal(value)
-    if number is None:
-        return None
-    places = -int(number.as_tuple().exponent)
-    if places > 4:
-        number = number.quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN)
-    elif places < 2:
-        number = number.quantize(Decimal("0.01"))
-    return {"amount": f"{number:f}", "currency": currency}
-
-
-def _quantity(value: Any) -> int | str | None:
-    number = _decimal(value)
-    if number is None:
-        return None
-    return int(number) if number == number.to_integral_value() else f"{number:f}"
-
-
-def _clean(value: Any) -> str:
-    return unicodedata.normalize("NFC", str(value if value is not None else "").strip())
-
-
-def _email(raw: Any) -> str | None:
-    text = _clean(raw).lower()
-    return text if "@" in text else None
-
-
-def _fingerprint(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _literal(value: str) -> str:
@@ -294,7 +253,7 @@ class StoklyAPI:
         if status < 400:
             return
         if status == 429:
-            retry = _decimal(response.headers.get("Retry-After")) or Decimal(60)
+            retry = decimal(response.headers.get("Retry-After")) or Decimal(60)
             self.budget.block("api", float(retry))
             raise RateLimited(f"Stokly {path}: 429, retry in {retry} s.", float(retry))
         text = response.text[:200]
@@ -403,9 +362,9 @@ class Mapper:
     def status(self, order: Mapping[str, Any]) -> tuple[dict[str, str], str]:
         """The canonical status of an order and its raw form; unknown parts are left out."""
         custom: Mapping[str, Any] = self.options.get("status_map") or {}
-        stage = _clean(order.get("stage"))
+        stage = clean(order.get("stage"))
         raw_items = order.get("itemStatuses") or []
-        statuses = sorted({_clean(s) for s in raw_items if _clean(s)})
+        statuses = sorted({clean(s) for s in raw_items if clean(s)})
         raw = f"stage={stage}; items={','.join(statuses)}"
         subject = str(order.get("niceId") or order.get("saleOrderId"))
         result: dict[str, str] = {}
@@ -444,7 +403,7 @@ class Mapper:
         if not isinstance(customer, dict):
             customer = {}
         raw = customer.get("email") or order.get("email") or order.get("customerEmail")
-        email = _email(raw)
+        email = lenient_email(raw)
         customer_id = customer.get("customerId")
         return {
             "email": email,
@@ -460,20 +419,20 @@ class Mapper:
         order_id = str(order.get("saleOrderId"))
         number = str(order.get("niceId") or order_id)
         placed = _parse_time(order.get("createdAt"))
-        currency = _clean(order.get("currency")) or str(self.options["currency"])
+        currency = clean(order.get("currency")) or str(self.options["currency"])
         if placed is None:
             self.warn("unreadable", "Sale order without a createdAt: skipped.", number)
             return []
         status, raw = self.status(order)
         identity = self.identity(order)
         order_key = self.key("order", order_id)
-        channel_ref = _clean(order.get("sourceReferenceId")) or None
+        channel_ref = clean(order.get("sourceReferenceId")) or None
         links = {"order_key": order_key, "order_number": number, "channel_order_ref": channel_ref}
-        channel = _clean(order.get("channelName")) or None
+        channel = clean(order.get("channelName")) or None
         events: list[Event] = []
         if items is not None:
             data = self.order_body(order, items, currency, status)
-            data.update(order_key=order_key, order_number=number, placed_at=_iso(placed))
+            data.update(order_key=order_key, order_number=number, placed_at=rfc3339(placed))
             data["channel_order_ref"] = channel_ref
             data["is_guest"] = identity["is_guest"]
             events.append(
@@ -482,7 +441,7 @@ class Mapper:
                     "order",
                     order_id,
                     f"saleorder:{order_id}:created",
-                    _iso(placed),
+                    rfc3339(placed),
                     data,
                     source_ref=number,
                     identity=identity,
@@ -495,8 +454,8 @@ class Mapper:
                 "order.status_changed",
                 "order",
                 order_id,
-                f"saleorder:{order_id}:status:{_fingerprint(raw)}",
-                _iso(seen_at),
+                f"saleorder:{order_id}:status:{fingerprint(raw)}",
+                rfc3339(seen_at),
                 {"order_key": order_key, "to": status, "from": None, "source_status_raw": raw},
                 quality="received_time",
                 source_ref=number,
@@ -523,10 +482,10 @@ class Mapper:
             sku_raw = item.get("itemSku")
             line: dict[str, Any] = {
                 "line_key": str(item.get("lineId")),
-                "sku": _clean(sku_raw) or None,
+                "sku": clean(sku_raw) or None,
                 "sku_raw": sku_raw,
                 "name": item.get("itemName"),
-                "quantity": _quantity(item.get("quantity")),
+                "quantity": quantity(item.get("quantity"), normalise=False),
                 "parent_line_key": str(parent) if parent else None,
             }
             if parent:
@@ -543,17 +502,17 @@ class Mapper:
                     value = money(item.get(source), currency)
                     if value is not None:
                         line[name] = value
-                total += _decimal(item.get("displayLineTotal")) or Decimal(0)
-                tax += _decimal(item.get("displayLineTax")) or Decimal(0)
-                discount += _decimal(item.get("displayLineDiscount")) or Decimal(0)
-            if _clean(item.get("type")).lower() in {"service", "giftcard", "gift_card"}:
+                total += decimal(item.get("displayLineTotal")) or Decimal(0)
+                tax += decimal(item.get("displayLineTax")) or Decimal(0)
+                discount += decimal(item.get("displayLineDiscount")) or Decimal(0)
+            if clean(item.get("type")).lower() in {"service", "giftcard", "gift_card"}:
                 line["is_non_stock"] = True
             lines.append(line)
         shipping = order.get("shipping")
         if not isinstance(shipping, dict):
             shipping = {}
-        ship_cost = _decimal(shipping.get("cost")) or Decimal(0)
-        ship_tax = _decimal(shipping.get("tax")) or Decimal(0)
+        ship_cost = decimal(shipping.get("cost")) or Decimal(0)
+        ship_tax = decimal(shipping.get("tax")) or Decimal(0)
         inclusive = bool(self.options["prices_include_tax"])
         grand = total + ship_cost + (Decimal(0) if inclusive else tax + ship_tax)
         body: dict[str, Any] = {
@@ -576,7 +535,7 @@ class Mapper:
             },
         }
         payments = [p for p in order.get("payments") or [] if isinstance(p, dict)]
-        paid = sum((_decimal(p.get("amount")) or Decimal(0) for p in payments), Decimal(0))
+        paid = sum((decimal(p.get("amount")) or Decimal(0) for p in payments), Decimal(0))
         if payments and paid != grand:
             # flagged, never "fixed": the engine's total check opens the exception
             body["totals_check"] = {
@@ -593,11 +552,11 @@ class Mapper:
             return None
         field_name = str(self.options.get("customer_email_field") or "email")
         raw = customer.get(field_name) or customer.get("email") or customer.get("emailAddress")
-        email = _email(raw)
+        email = lenient_email(raw)
         date_field = str(self.options["customer_date_field"])
         updated = _parse_time(customer.get(date_field)) or _parse_time(customer.get("createdAt"))
         quality = "exact" if updated else "received_time"
-        at = _iso(updated or seen_at)
+        at = rfc3339(updated or seen_at)
         name = customer.get("name")
         if not isinstance(name, dict):
             name = {}
@@ -612,7 +571,7 @@ class Mapper:
             "source_status": customer.get("status"),
             "is_guest": False,
         }
-        version = at if updated else _fingerprint(data, email)
+        version = at if updated else fingerprint(data, email)
         return self.envelope(
             "customer.upserted",
             "customer",
@@ -633,14 +592,14 @@ class Mapper:
         )
 
     def invoice_event(self, invoice: Mapping[str, Any]) -> Event | None:
-        status = _clean(invoice.get("status")).lower()
+        status = clean(invoice.get("status")).lower()
         order_id = invoice.get("saleOrderId")
         if status != "paid" or not order_id:
             return None
         issued = _parse_time(invoice.get("issueDate"))
         if issued is None:
             return None
-        invoice_id = invoice.get("invoiceId") or invoice.get("id") or _fingerprint(invoice)
+        invoice_id = invoice.get("invoiceId") or invoice.get("id") or fingerprint(invoice)
         order_key = self.key("order", order_id)
         number = str(invoice.get("saleOrderNiceId") or order_id)
         return self.envelope(
@@ -648,7 +607,7 @@ class Mapper:
             "order",
             order_id,
             f"invoice:{invoice_id}:paid",
-            _iso(issued),
+            rfc3339(issued),
             {
                 "order_key": order_key,
                 "to": {"financial": "paid"},
@@ -662,7 +621,7 @@ class Mapper:
 
     def listing_event(self, listing: Mapping[str, Any], sweep: datetime) -> Event | None:
         sku_raw = listing.get("sku")
-        sku = _clean(sku_raw)
+        sku = clean(sku_raw)
         listing_id = listing.get("listingId")
         if not sku or not listing_id:
             self.warn("unreadable", "Listing without a SKU or id: skipped.", str(listing_id or ""))
@@ -683,12 +642,12 @@ class Mapper:
             "is_variant_parent": bool(variants) or listing.get("type") == 3,
             "variant_listing_ids": list(variants),
         }
-        price = money(listing.get("salePrice"), _clean(listing.get("saleCurrency")) or "GBP")
+        price = money(listing.get("salePrice"), clean(listing.get("saleCurrency")) or "GBP")
         if price is not None:
             data["price"] = price
         if packet.get("description"):
             data["description"] = packet["description"]
-        at = _iso(sweep)
+        at = rfc3339(sweep)
         return self.envelope(
             "product.updated",
             "product",
@@ -701,8 +660,8 @@ class Mapper:
         )
 
     def stock_event(self, record: Mapping[str, Any], sweep: datetime) -> Event | None:
-        sku = _clean(record.get("itemSku"))
-        on_hand = _decimal(record.get("onHand"))
+        sku = clean(record.get("itemSku"))
+        on_hand = decimal(record.get("onHand"))
         bin_key = record.get("binId") or f"{record.get('locationName')}/{record.get('binName')}"
         if not sku or on_hand is None:
             self.warn("unreadable", "Inventory record without a SKU or onHand: skipped.", sku)
@@ -710,9 +669,9 @@ class Mapper:
         if on_hand != on_hand.to_integral_value():
             self.warn("fractional_stock", f"Fractional onHand {on_hand} for {sku}: skipped.", sku)
             return None
-        held = _decimal(record.get("allocated"))
+        held = decimal(record.get("allocated"))
         allocated = int(held) if held is not None and held == held.to_integral_value() else None
-        at = _iso(sweep)
+        at = rfc3339(sweep)
         name = " / ".join(str(p) for p in (record.get("locationName"), record.get("binName")) if p)
         return self.envelope(
             "stock.changed",
@@ -859,9 +818,9 @@ class StoklyAdapter(SourceAdapter):
         lookback = timedelta(minutes=float(options["lookback_minutes"]))
         if stream in DATED and state.round_since is None:
             mark = _parse_time(state.marks.get(stream))
-            state.round_since = _iso(mark - lookback) if mark else ""
+            state.round_since = rfc3339(mark - lookback) if mark else ""
         if stream in SWEPT and state.sweep_at is None:
-            state.sweep_at = _iso(now)
+            state.sweep_at = rfc3339(now)
         since = _parse_time(state.round_since)
         sweep = _parse_time(state.sweep_at) or now
         events: list[Event] = []
@@ -931,7 +890,7 @@ class StoklyAdapter(SourceAdapter):
         if newest:
             top = max(newest)
             current = _parse_time(state.round_max)
-            state.round_max = _iso(max(top, current) if current else top)
+            state.round_max = rfc3339(max(top, current) if current else top)
         if len(rows) < size:  # the stream is read to its end
             if stream in DATED and state.round_max:
                 state.marks[stream] = state.round_max
@@ -960,13 +919,13 @@ class StoklyAdapter(SourceAdapter):
         placed = _parse_time(order.get("createdAt")) or now
         email = identity["email"]
         name = (order.get("shipping") or {}).get("name") or {}
-        at = _iso(placed)
+        at = rfc3339(placed)
         return [
             mapper.envelope(
                 "customer.upserted",
                 "customer",
                 f"email:{email}",
-                f"guest:{_fingerprint(email)}:{order.get('saleOrderId')}",
+                f"guest:{fingerprint(email)}:{order.get('saleOrderId')}",
                 at,
                 {
                     "customer_key": mapper.key("customer", f"email:{email}"),
