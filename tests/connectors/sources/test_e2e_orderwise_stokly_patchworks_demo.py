@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from connectors.sources.orderwise import adapter as orderwise
+from connectors.sources.orderwise import api as orderwise
 from connectors.sources.stokly import adapter as stokly
 from exceptions_inbox.models import Occurrence
 from monitoring.demo import DemoSystem, demo_system, serve_api
