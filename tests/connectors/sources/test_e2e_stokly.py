@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from connectors.sources.stokly.adapter import _TOKENS
+from connectors.sources.stokly.api import _TOKENS
 from exceptions_inbox.models import Occurrence
 from monitoring.models import Flow, SourceEvent
 from monitoring.pipeline.flows import install_defaults, mark_backfill_complete
