@@ -4,7 +4,7 @@ records from, within the shared budget (it sends the throttle headers and answer
 requests a minute, like Brightpearl).
 
 The payloads are the parsing tests' (tests/connectors/sources/payloads/brightpearl/, their
-provenance in docs/connectors/brightpearl.md). Two liberties: the recorded goods-out note belongs
+provenance in connectors/sources/brightpearl/README.md). Two liberties: the recorded goods-out note belongs
 to an order nobody recorded, so the demo serves it as order 1's note (else its shipment would wait
 as an orphan and expire); and the recorded account trades in US dollars while the demo workspace
 keeps pounds, so the sale and its credit are served in GBP (else both would stop as currency

@@ -2,7 +2,7 @@
 flow's webhook, and a recorded Mintsoft API for its poller (orders, returns, stock).
 
 The payloads are the parsing tests' (tests/connectors/sources/payloads/mintsoft/, their
-provenance in docs/connectors/mintsoft.md): the order list and the products-in-location report are
+provenance in connectors/sources/mintsoft/README.md): the order list and the products-in-location report are
 captured; the callbacks and returns are synthetic from Mintsoft's documentation.
 """
 

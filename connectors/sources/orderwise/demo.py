@@ -3,7 +3,7 @@ definitions for the poller (products, customers, orders, deliveries, credit note
 legacy ``ExportData`` push to the flow's webhook.
 
 No OrderWise payload is public: the rows are synthetic, in the columns the setup page's SQL
-returns (docs/connectors/orderwise.md), with the demo catalogue's SKUs. Their times are the
+returns (connectors/sources/orderwise/README.md), with the demo catalogue's SKUs. Their times are the
 demo's start, written in the server's local time as OrderWise writes them. On purpose: a web order
 on the shared web account (a guest, not the account), a credit note (a refund), and one order in
 a status the connection's status map does not know (it changes nothing and opens a

@@ -4,7 +4,7 @@ posts to the flow's webhook. Push-only: no API to serve.
 Two requests, both to the flow's token URL: canonical events (a customer and the order
 ``#LMUK62388``) wrapped in Patchworks' start-flow envelope (the body stringified in ``payload``),
 then Patchworks' documented start-flow example verbatim (tests/connectors/sources/payloads/
-patchworks/, its provenance in docs/connectors/patchworks.md): the despatch of that order, which
+patchworks/, its provenance in connectors/sources/patchworks/README.md): the despatch of that order, which
 joins it. The example's SKU is not in the demo catalogue, so the order opens a ``sku_mapping_gap``
 in the inbox (an alias added there releases it). No opt-out webhook is set: the demo has no
 Patchworks to write opt-outs to.

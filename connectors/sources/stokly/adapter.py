@@ -23,7 +23,7 @@ Money is read with ``json.loads(..., parse_float=Decimal)``: never a float. Kit 
 with ``parentId``) keep their quantity and lose their money, which stays on the parent line.
 Statuses map through a per-tenant table; an unknown one changes nothing and is reported in
 ``Page.warnings`` (see `StoklyPage`). Refunds: no public Stokly credit/refund resource was found, so
-this adapter emits no ``refund.issued`` (docs/connectors/stokly.md).
+this adapter emits no ``refund.issued`` (connectors/sources/stokly/README.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ no webhooks): the signed grant, the channel's listings, customers, sale orders w
 (one a kit), a paid invoice and inventory records, money as JSON floats the way Stokly serves it.
 
 The listings are Stokly's real captured page (tests/connectors/sources/payloads/stokly/, its
-provenance in docs/connectors/stokly.md); the rest is synthetic in the field names of public
+provenance in connectors/sources/stokly/README.md); the rest is synthetic in the field names of public
 client code (sources.md §6), with the demo catalogue's SKUs.
 """
 
