@@ -49,6 +49,7 @@ from connectors.sources.base import (
 from connectors.sources.brightpearl import mapping
 from connectors.sources.brightpearl.api import BrightpearlApi, BrightpearlError, account_code
 from connectors.sources.brightpearl.mapping import _obj
+from connectors.sources.values import rfc3339
 
 __all__ = ["BrightpearlAdapter", "BrightpearlError"]
 
@@ -323,12 +324,12 @@ class BrightpearlAdapter(SourceAdapter):
             updated = mapping.parse_time(event.get("source_updated_at"))
             if updated is not None and (newest is None or updated > newest):
                 newest = updated
-        state["newest"] = mapping.rfc3339(newest) if newest else None
+        state["newest"] = rfc3339(newest) if newest else None
         if more:
             state["first"] = first + max(returned, 1)
             return Page(events, json.dumps(state, sort_keys=True), warnings=warnings)
         if newest is not None:
-            state["since"] = mapping.rfc3339(newest - POLL_MARGIN)
+            state["since"] = rfc3339(newest - POLL_MARGIN)
         state["first"] = 1
         return Page(
             events, json.dumps(state, sort_keys=True), reached_present=True, warnings=warnings
@@ -338,7 +339,7 @@ class BrightpearlAdapter(SourceAdapter):
         api = self.api(connection, Lane.BULK)
         ctx = context(connection, self.now())
         first = int(cursor or 1)
-        params = {"createdOn": f"{mapping.rfc3339(start)}/{mapping.rfc3339(end)}"}
+        params = {"createdOn": f"{rfc3339(start)}/{rfc3339(end)}"}
         ids, more, returned = self._search(api, params, first)
         skipped: list[dict[str, str]] = []
         events = self._orders(self._get_orders(api, ids), ctx, skipped)
@@ -482,7 +483,7 @@ def _consent(raw: Mapping[str, Any], ctx: mapping.Context, seen: dict[str, str])
         status = (
             "subscribed" if flag else ("unsubscribed" if len(previous) == 3 else "not_subscribed")
         )
-        at_text = mapping.rfc3339(at)
+        at_text = rfc3339(at)
         seen[contact_id] = f"{bit}|{at_text}|{status}"
     return mapping.consent_changed(
         raw, ctx, status, f"contact:{contact_id}:newsletter:{status}:{at_text}", at
