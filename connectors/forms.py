@@ -94,7 +94,7 @@ def scrub(text: str, connection: Connection) -> str:
 
 def is_webhook_kind(kind: str) -> bool:
     """Sources receive webhooks; DotDigital is a destination and has no webhook URL."""
-    return kind != Connection.Kind.DOTDIGITAL
+    return bool(kind != Connection.Kind.DOTDIGITAL)
 
 
 class ConnectionForm(forms.Form):
