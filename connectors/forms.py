@@ -1,18 +1,18 @@
 """The connection forms: a name plus each kind's settings, with write-only secrets.
 
-Each kind's settings are declared once in `KIND_SETTINGS`: where each is kept (`credentials`,
-encrypted, or `options`, plain JSON), whether it is secret (never rendered back: the form shows
-"set" and an empty field that, left blank, keeps the stored value), and whether changing it
-requires the secrets to be typed again (an address the secrets are sent to: otherwise an admin
-could point a stored password at a server of their own and press "Test connection").
+Each kind's settings are declared once, as `Setting`s: DotDigital's here, each source's on its
+adapter (`SourceAdapter.settings`). A setting says where it is kept (`credentials`, encrypted, or
+`options`, plain JSON), whether it is secret (never rendered back: the form shows "set" and an
+empty field that, left blank, keeps the stored value), and whether changing it requires the
+secrets to be typed again (an address the secrets are sent to: otherwise an admin could point a
+stored password at a server of their own and press "Test connection").
 Adapters read the same keys: `connection.credentials["password"]`, `connection.options["base_url"]`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from django import forms
 from django.core.validators import RegexValidator
@@ -20,23 +20,8 @@ from django.core.validators import RegexValidator
 from accounts.fields import Secrets
 from accounts.models import Workspace
 from connectors.models import Connection
-
-Store = Literal["credentials", "options"]
-
-
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    label: str
-    store: Store
-    secret: bool = False
-    required: bool = True
-    kind: Literal["text", "url", "email", "code"] = "text"
-    help_text: str = ""
-    initial: str = ""
-    #: changing it requires typing the secrets again (they are sent to it)
-    guards_secrets: bool = False
-
+from connectors.sources.base import Setting
+from connectors.sources.registry import adapter_classes
 
 CODE = RegexValidator(r"^[A-Za-z0-9_-]+$", "Letters, digits, - and _ only.")
 
@@ -62,119 +47,7 @@ KIND_SETTINGS: dict[str, tuple[Setting, ...]] = {
             "The account's region and endpoint are discovered from it by “Test connection”.",
         ),
     ),
-    Connection.Kind.CANONICAL: (),
-    Connection.Kind.MINTSOFT: (
-        Setting(
-            "base_url",
-            "API address",
-            "options",
-            kind="url",
-            initial="https://api.mintsoft.co.uk",
-            guards_secrets=True,
-        ),
-        Setting(
-            "client_id",
-            "Client id",
-            "options",
-            required=False,
-            help_text="Optional: the Mintsoft client whose orders and stock this connection reads.",
-        ),
-        Setting(
-            "api_key",
-            "API key",
-            "credentials",
-            secret=True,
-            required=False,
-            help_text="Sent as the ms-apikey header: ask Mintsoft for a key that never expires. "
-            "Or leave it blank and give a username and password to log in with.",
-        ),
-        Setting("username", "Username", "credentials", required=False),
-        Setting("password", "Password", "credentials", secret=True, required=False),
-    ),
-    Connection.Kind.BRIGHTPEARL: (
-        Setting(
-            "datacentre",
-            "Datacentre",
-            "options",
-            kind="code",
-            initial="euw1",
-            help_text="The first part of your API host: euw1, use1, usw1…",
-            guards_secrets=True,
-        ),
-        Setting(
-            "account_code",
-            "Account code",
-            "options",
-            kind="code",
-            help_text="Your Brightpearl account id, as in the API's URL path.",
-        ),
-        Setting("app_ref", "App reference", "credentials", help_text="brightpearl-app-ref."),
-        Setting(
-            "account_token",
-            "Account token",
-            "credentials",
-            secret=True,
-            help_text="brightpearl-account-token of the private app.",
-        ),
-    ),
-    Connection.Kind.ORDERWISE: (
-        Setting(
-            "base_url",
-            "API address",
-            "options",
-            kind="url",
-            guards_secrets=True,
-            help_text="Your own OrderWise server's API, usually ending in /OWAPI or /AWAPI.",
-        ),
-        Setting("username", "API user", "credentials", help_text="A dedicated API user."),
-        Setting("password", "Password", "credentials", secret=True),
-    ),
-    Connection.Kind.STOKLY: (
-        Setting(
-            "base_url",
-            "API address",
-            "options",
-            kind="url",
-            initial="https://api.stok.ly",
-            guards_secrets=True,
-        ),
-        Setting("account_key", "Account key", "credentials", help_text="Sent as accountkey."),
-        Setting("client_id", "Client id", "credentials"),
-        Setting(
-            "secret",
-            "Client secret",
-            "credentials",
-            secret=True,
-            help_text="Signs the client id (HMAC-SHA256) to get an access token.",
-        ),
-    ),
-    Connection.Kind.PATCHWORKS: (
-        Setting(
-            "opt_out_webhook_url",
-            "Opt-out trigger webhook",
-            "options",
-            required=False,
-            kind="url",
-            guards_secrets=True,
-            help_text="Optional: the Patchworks trigger URL that opt-outs made in DotDigital are "
-            "posted to (without its patchworks_signature).",
-        ),
-        Setting(
-            "opt_out_signature",
-            "Trigger signature",
-            "credentials",
-            secret=True,
-            required=False,
-            help_text="The trigger's patchworks_signature.",
-        ),
-        Setting(
-            "opt_out_bearer_token",
-            "Trigger bearer token",
-            "credentials",
-            secret=True,
-            required=False,
-        ),
-    ),
+    **{kind: adapter.settings for kind, adapter in adapter_classes().items()},
 }
 
 #: Settings that are filled in by "Test connection", shown but never edited.
@@ -221,7 +94,7 @@ def scrub(text: str, connection: Connection) -> str:
 
 def is_webhook_kind(kind: str) -> bool:
     """Sources receive webhooks; DotDigital is a destination and has no webhook URL."""
-    return kind != Connection.Kind.DOTDIGITAL
+    return bool(kind != Connection.Kind.DOTDIGITAL)
 
 
 class ConnectionForm(forms.Form):

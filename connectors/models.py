@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from accounts.fields import EncryptedJSONField, Secrets
 from accounts.models import Workspace
+from connectors.sources.registry import SOURCES
 
 
 def hash_token(token: str) -> str:
@@ -18,14 +19,12 @@ def hash_token(token: str) -> str:
 
 
 class Connection(models.Model):
-    class Kind(models.TextChoices):
-        DOTDIGITAL = "dotdigital", "DotDigital"
-        CANONICAL = "canonical", "Canonical webhook (any WMS or ERP)"
-        MINTSOFT = "mintsoft", "Mintsoft"
-        BRIGHTPEARL = "brightpearl", "Brightpearl"
-        ORDERWISE = "orderwise", "Orderwise"
-        STOKLY = "stokly", "Stokly"
-        PATCHWORKS = "patchworks", "Patchworks"
+    #: DotDigital (the destination), then every source in connectors/sources/registry.py's order.
+    Kind = models.TextChoices(  # type: ignore[call-overload]
+        "Kind",
+        [("DOTDIGITAL", ("dotdigital", "DotDigital"))]
+        + [(source.kind.upper(), (source.kind, source.label)) for source in SOURCES],
+    )
 
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,7 +19,8 @@ from django.db import transaction
 
 from accounts.models import Membership, Workspace
 from connectors.models import Connection
-from connectors.sources.base import RecordedApi, RecordedRequest
+from connectors.sources.base import Recording
+from connectors.sources.registry import recordings
 
 log = logging.getLogger(__name__)
 
@@ -132,99 +132,37 @@ def seed_demo_source(workspace: Workspace) -> dict[str, str]:
 
 # -- Recorded source systems ---------------------------------------------------------------
 #
-# How a source system plugs into `make demo`: add a `DemoSystem` to `demo_systems()` below. It
-# names the connection (kind, name, credentials), the flow's join key, `requests` (the recorded
-# webhook requests, `RecordedRequest`s, POSTed once to the flow's public webhook exactly as they
-# came: body, content type, headers and query string) and, for a source the engine pulls from
-# (its webhooks send ids to fetch, or it is polled), `api`: a `RecordedApi` that
+# How a source system plugs into `make demo`: its folder's `demo.py` defines a `Recording`
+# (connectors/sources/base.py) and its line in connectors/sources/registry.py names it. A
+# recording names the connection (name, credentials), the flow's join key, `requests` (the
+# recorded webhook requests, `RecordedRequest`s, POSTed once to the flow's public webhook exactly
+# as they came: body, content type, headers and query string) and, for a source the engine pulls
+# from (its webhooks send ids to fetch, or it is polled), `api`: a `RecordedApi` that
 # `manage.py run_demo_source --serve <key>` serves on 127.0.0.1 as one more demo process
 # ("demo-<key>-api"), with `options(base_url)` pointing the connection at it. `polls=True` has
 # the replay process page the flow the way the poller does (`poll_flow`) before posting the
 # requests (after them with `poll_first=False`) and every POLL_SECONDS after. seed_demo creates
 # one connection and flow per system (its webhook token in var/demo-tokens.json under `key`);
 # run_demo starts the APIs and one "demo-replay" process (`run_demo_source --replay`) that does
-# the rest and then keeps polling until stopped. Each system's module keeps its recordings (e.g. connectors/sources/mintsoft/
-# demo.py), so adding one is: a module with requests/api/options, and one entry here.
+# the rest and then keeps polling until stopped.
 
 POLL_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
-class DemoSystem:
-    key: str
-    kind: str
-    name: str
-    join_key: str
-    requests: Callable[[], Sequence[RecordedRequest]]
-    credentials: Callable[[], dict[str, Any]] = dict
-    options: Callable[[str], dict[str, Any]] = lambda base_url: {}
-    api: Callable[[], RecordedApi] | None = None
-    polls: bool = False
-    #: poll before posting the requests (else after): whichever brings an order first makes it
-    poll_first: bool = True
+class DemoSystem(Recording):
+    """A source's `Recording` with the kind it is recorded for (also its key in the demo)."""
+
+    key: str = ""
+    kind: str = ""
 
 
 def demo_systems() -> list[DemoSystem]:
-    """The recorded source systems of the demo, in the order their APIs take ports."""
-    from connectors.sources import orderwise_demo, patchworks_demo, stokly_demo
-    from connectors.sources.brightpearl import demo as brightpearl
-    from connectors.sources.mintsoft import demo as mintsoft
-
+    """The recorded source systems of the demo, in the registry's order (their APIs take ports
+    in it)."""
     return [
-        DemoSystem(
-            key="brightpearl",
-            kind=Connection.Kind.BRIGHTPEARL,
-            name="Brightpearl (recorded)",
-            join_key="order_number",
-            requests=brightpearl.demo_requests,
-            credentials=brightpearl.demo_credentials,
-            options=brightpearl.demo_options,
-            api=brightpearl.demo_api,
-        ),
-        DemoSystem(
-            key="mintsoft",
-            kind=Connection.Kind.MINTSOFT,
-            name="Mintsoft (recorded)",
-            join_key="order_number",
-            requests=mintsoft.demo_requests,
-            credentials=mintsoft.demo_credentials,
-            options=mintsoft.demo_options,
-            api=mintsoft.demo_api,
-            polls=True,
-            # The callbacks' order (with its email) before the captured list's (without one).
-            poll_first=False,
-        ),
-        DemoSystem(
-            key="orderwise",
-            kind=Connection.Kind.ORDERWISE,
-            name="OrderWise (recorded)",
-            join_key="order_number",
-            requests=orderwise_demo.demo_requests,
-            credentials=orderwise_demo.demo_credentials,
-            options=orderwise_demo.demo_options,
-            api=orderwise_demo.demo_api,
-            polls=True,
-        ),
-        DemoSystem(
-            key="stokly",
-            kind=Connection.Kind.STOKLY,
-            name="Stokly (recorded)",
-            join_key="order_number",
-            requests=stokly_demo.demo_requests,
-            credentials=stokly_demo.demo_credentials,
-            options=stokly_demo.demo_options,
-            api=stokly_demo.demo_api,
-            polls=True,
-        ),
-        DemoSystem(
-            key="patchworks",
-            kind=Connection.Kind.PATCHWORKS,
-            name="Patchworks (recorded)",
-            join_key="order_number",
-            requests=patchworks_demo.demo_requests,
-            credentials=patchworks_demo.demo_credentials,
-            options=patchworks_demo.demo_options,
-        ),
+        DemoSystem(key=kind, kind=kind, **vars(recording))
+        for kind, recording in recordings().items()
     ]
 
 

@@ -21,8 +21,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from connectors.models import Connection
-from connectors.sources import WebhookRequestData, get_adapter, patchworks
-from connectors.sources.base import signal_warnings
+from connectors.sources.base import WebhookRequestData, signal_warnings
+from connectors.sources.patchworks import adapter as patchworks
+from connectors.sources.registry import get_adapter
 from monitoring.models import Flow, SourceEvent, WebhookRequest
 from monitoring.pipeline import ingest
 from monitoring.pipeline.flows import mark_backfill_complete, mark_catalogue_loaded, start_backfill

@@ -7,14 +7,16 @@ and stores them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import parse_qs
 
-from connectors.models import Connection
+if TYPE_CHECKING:
+    # connectors.models builds Connection.Kind from the registry, which names the adapters.
+    from connectors.models import Connection
 
 Event = dict[str, Any]
 
@@ -140,6 +142,26 @@ def signal_warnings(events: Iterable[Event]) -> list[dict[str, str]]:
 
 
 @dataclass(frozen=True)
+class Setting:
+    """One setting of a connection, as the connection form asks for it.
+
+    Kept in `credentials` (encrypted) or `options` (plain JSON); a secret is never rendered back;
+    changing a `guards_secrets` setting (an address the secrets are sent to) requires the secrets
+    to be typed again. Adapters read the same keys: `connection.credentials["password"]`."""
+
+    name: str
+    label: str
+    store: Literal["credentials", "options"]
+    secret: bool = False
+    required: bool = True
+    kind: Literal["text", "url", "email", "code"] = "text"
+    help_text: str = ""
+    initial: str = ""
+    #: changing it requires typing the secrets again (they are sent to it)
+    guards_secrets: bool = False
+
+
+@dataclass(frozen=True)
 class RecordedRequest:
     """A request a source sent to its webhook once, replayed by `make demo` (monitoring/demo.py)."""
 
@@ -157,10 +179,30 @@ RecordedApi = Callable[
 ]
 
 
+@dataclass(frozen=True)
+class Recording:
+    """How a recorded source plays in `make demo` (monitoring/demo.py runs it): the connection's
+    name and settings, the flow's join key, the webhook requests to POST once and, for a source
+    the engine pulls from, the recorded API to serve (`options(base_url)` points the connection
+    at it). `polls` has the demo page the flow as the poller does; `poll_first` before posting
+    the requests (else after): whichever brings an order first makes it."""
+
+    name: str
+    join_key: str
+    requests: Callable[[], Sequence[RecordedRequest]]
+    credentials: Callable[[], dict[str, Any]] = dict
+    options: Callable[[str], dict[str, Any]] = lambda base_url: {}
+    api: Callable[[], RecordedApi] | None = None
+    polls: bool = False
+    poll_first: bool = True
+
+
 class SourceAdapter:
     """One source kind. Subclasses override what their source supports."""
 
     kind: ClassVar[str] = ""
+    #: what the connection form asks for (connectors/forms.py)
+    settings: ClassVar[tuple[Setting, ...]] = ()
     #: the source pushes only ids: webhooks are stored as notifications and fetched later
     sends_ids_only: ClassVar[bool] = False
     #: the source can be paged by the poller (otherwise it is push-only)

@@ -12,7 +12,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from connectors.sources import SourceError, get_adapter
+from connectors.sources.base import SourceError
+from connectors.sources.registry import get_adapter
 from exceptions_inbox.recording import record_occurrence
 from monitoring.models import Flow, SourceEvent, SourceNotification
 from monitoring.pipeline.claims import claim_ids, worker_token

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.sources import Page, registry
-from connectors.sources.canonical import CanonicalAdapter
+from connectors.sources import registry
+from connectors.sources.base import Page
+from connectors.sources.canonical.adapter import CanonicalAdapter
 from monitoring.models import SourceEvent, SourceNotification
 from monitoring.pipeline.sources import poll_flow, run_fetch
 from tests.monitoring.engine import Source, stage

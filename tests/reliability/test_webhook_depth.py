@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from connectors.sources.canonical import MAX_JSON_DEPTH, nesting_depth
+from connectors.sources.canonical.adapter import MAX_JSON_DEPTH, nesting_depth
 from exceptions_inbox.models import Occurrence
 from monitoring.models import SourceEvent, WebhookRequest
 from tests.monitoring.engine import Source

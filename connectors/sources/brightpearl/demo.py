@@ -1,10 +1,10 @@
-"""Brightpearl in `make demo` (monitoring/demo.py): the webhooks to post to the flow's webhook
+"""Brightpearl in `make demo` (monitoring/demo.py plays `RECORDING`): the webhooks to post to the flow's webhook
 (ids only, as Brightpearl sends them) and a recorded Brightpearl API the engine's fetch reads the
 records from, within the shared budget (it sends the throttle headers and answers 503 past 200
 requests a minute, like Brightpearl).
 
 The payloads are the parsing tests' (tests/connectors/sources/payloads/brightpearl/, their
-provenance in docs/connectors/brightpearl.md). Two liberties: the recorded goods-out note belongs
+provenance in connectors/sources/brightpearl/README.md). Two liberties: the recorded goods-out note belongs
 to an order nobody recorded, so the demo serves it as order 1's note (else its shipment would wait
 as an orphan and expire); and the recorded account trades in US dollars while the demo workspace
 keeps pounds, so the sale and its credit are served in GBP (else both would stop as currency
@@ -23,7 +23,7 @@ from urllib.parse import unquote
 
 from django.conf import settings
 
-from connectors.sources.base import RecordedApi, RecordedRequest
+from connectors.sources.base import RecordedApi, RecordedRequest, Recording
 from connectors.sources.brightpearl.mapping import MappingError, expand_id_set
 
 ACCOUNT = "acme"
@@ -173,3 +173,13 @@ def demo_api() -> RecordedApi:
         return 200, {"response": found}, limits
 
     return answer
+
+
+RECORDING = Recording(
+    name="Brightpearl (recorded)",
+    join_key="order_number",
+    requests=demo_requests,
+    credentials=demo_credentials,
+    options=demo_options,
+    api=demo_api,
+)

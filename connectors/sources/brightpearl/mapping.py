@@ -16,13 +16,21 @@ codes (shipping, payment status) map the fulfilment and financial dimensions.
 
 from __future__ import annotations
 
-import hashlib
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
+
+from connectors.sources.values import (
+    clean,
+    decimal,
+    digest,
+    normalise_email,
+    parse_iso,
+    rfc3339,
+    whole_or_text,
+)
 
 SYSTEM = "brightpearl"
 SCHEMA = "sync.event/v1"
@@ -74,17 +82,10 @@ class MappingError(ValueError):
 # -- values -------------------------------------------------------------------------------------
 
 
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def parse_time(value: Any) -> datetime | None:
     """A Brightpearl time (ISO 8601 with an offset); a time without one is UTC (the docs' word)."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+    parsed = parse_iso(value)
+    if parsed is None:
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
@@ -92,12 +93,7 @@ def parse_time(value: Any) -> datetime | None:
 def amount(value: Any) -> Decimal | None:
     if isinstance(value, Mapping):
         value = value.get("value")
-    if value is None or value == "":
-        return None
-    try:
-        return Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        return None
+    return decimal(value, finite=False)
 
 
 def money(value: Any, currency: str) -> dict[str, str] | None:
@@ -112,24 +108,10 @@ def quantity(value: Any) -> int | str:
     """`{"magnitude": "1.0000"}` or a number: an int when whole, else a decimal string."""
     if isinstance(value, Mapping):
         value = value.get("magnitude")
-    try:
-        number = Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        raise MappingError("quantity", f"not a number: {value!r}") from None
-    return int(number) if number == number.to_integral_value() else f"{number.normalize():f}"
-
-
-def clean_sku(raw: str) -> str:
-    return unicodedata.normalize("NFC", raw.strip())
-
-
-def normalise_email(raw: Any) -> str | None:
-    if not isinstance(raw, str):
-        return None
-    email = unicodedata.normalize("NFC", raw.strip()).lower()
-    if "@" not in email or email.startswith("@") or email.endswith("@") or " " in email:
-        return None
-    return email
+    number = decimal(value, finite=False)
+    if number is None:
+        raise MappingError("quantity", f"not a number: {value!r}")
+    return whole_or_text(number)
 
 
 def phone_e164(raw: Any) -> str | None:
@@ -159,10 +141,6 @@ def _str(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return text or None
-
-
-def _digest(*parts: Any) -> str:
-    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
 
 
 def expand_id_set(id_set: Any, limit: int = 5000) -> list[int]:
@@ -357,7 +335,7 @@ class Order:
             product_id = row.get("productId")
             line: dict[str, Any] = {
                 "line_key": str(row_id),
-                "sku": clean_sku(sku_raw) if isinstance(sku_raw, str) and sku_raw.strip() else None,
+                "sku": clean(sku_raw) if isinstance(sku_raw, str) and sku_raw.strip() else None,
                 "sku_raw": sku_raw if isinstance(sku_raw, str) else None,
                 "product_key": self.ctx.key("product", product_id) if product_id else None,
                 "name": _str(row.get("productName")),
@@ -657,7 +635,7 @@ def product_updated(raw: Mapping[str, Any], ctx: Context) -> Event | None:
         updated,
         {"type": "product", "key": key, "source_id": product_id, "source_ref": sku_raw},
         {
-            "sku": clean_sku(sku_raw),
+            "sku": clean(sku_raw),
             "sku_raw": sku_raw,
             "product_key": key,
             "status": PRODUCT_STATUS.get(str(raw.get("status") or "").upper(), "inactive"),
@@ -697,9 +675,9 @@ def stock_events(
                 "quarantined": None,  # quarantine is a location type in Brightpearl [verify]
                 "incoming": counts.get("inTransit"),
             }
-            fingerprint = _digest(*quantities.values())
+            fingerprint = digest(*quantities.values())
             moment = as_of or ctx.received_at
-            sku = clean_sku(sku_raw)
+            sku = clean(sku_raw)
             events.append(
                 envelope(
                     ctx,

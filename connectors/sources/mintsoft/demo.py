@@ -1,8 +1,8 @@
-"""Mintsoft in `make demo` (monitoring/demo.py): the recorded order callbacks to post to the
+"""Mintsoft in `make demo` (monitoring/demo.py plays `RECORDING`): the recorded order callbacks to post to the
 flow's webhook, and a recorded Mintsoft API for its poller (orders, returns, stock).
 
 The payloads are the parsing tests' (tests/connectors/sources/payloads/mintsoft/, their
-provenance in docs/connectors/mintsoft.md): the order list and the products-in-location report are
+provenance in connectors/sources/mintsoft/README.md): the order list and the products-in-location report are
 captured; the callbacks and returns are synthetic from Mintsoft's documentation.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 
-from connectors.sources.base import RecordedApi, RecordedRequest
+from connectors.sources.base import RecordedApi, RecordedRequest, Recording
 
 API_KEY = "demo-mintsoft-key"
 CLIENT_ID = 3
@@ -81,3 +81,16 @@ def demo_api() -> RecordedApi:
         return 404, {"Message": f"No HTTP resource was found that matches {path}."}, {}
 
     return answer
+
+
+RECORDING = Recording(
+    name="Mintsoft (recorded)",
+    join_key="order_number",
+    requests=demo_requests,
+    credentials=demo_credentials,
+    options=demo_options,
+    api=demo_api,
+    polls=True,
+    # The callbacks' order (with its email) before the captured list's (without one).
+    poll_first=False,
+)

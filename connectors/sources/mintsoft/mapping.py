@@ -13,15 +13,24 @@ read the same order version give the same id and the engine stores it once.
 
 from __future__ import annotations
 
-import hashlib
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from connectors.sources.values import (
+    clean,
+    decimal,
+    digest,
+    normalise_email,
+    parse_dotnet,
+    parse_iso,
+    rfc3339,
+    whole_or_text,
+)
 
 SYSTEM = "mintsoft"
 SCHEMA = "sync.event/v1"
@@ -92,8 +101,6 @@ CANCELLED_ID = 3
 #: Return reason StockAction → the condition of the returned units (return-reasons.json).
 STOCK_ACTION_CONDITION = {"donothing": "saleable", "quarantine": "quarantined", "scrap": "damaged"}
 
-_DOTNET_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
-
 
 @dataclass
 class Context:
@@ -122,41 +129,21 @@ class MappingError(ValueError):
 # -- values -------------------------------------------------------------------------------------
 
 
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def parse_time(value: Any, tz: ZoneInfo) -> tuple[datetime, str] | None:
     """A Mintsoft time and its quality: `/Date(ms)/` (.NET JSON, UTC epoch ms, exact) or ISO 8601,
     which Mintsoft writes without an offset in the warehouse's local time (`source_local_tz`).
     None when absent or unreadable."""
     if not isinstance(value, str) or not value.strip():
         return None
-    text = value.strip()
-    match = _DOTNET_DATE.match(text)
-    if match:
-        # The optional +hhmm suffix says which zone to *display* in; the ms are UTC regardless.
-        return datetime.fromtimestamp(int(match.group(1)) / 1000, tz=UTC), "exact"
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    dotnet = parse_dotnet(value.strip())
+    if dotnet is not None:
+        return dotnet, "exact"
+    parsed = parse_iso(value)
+    if parsed is None:
         return None
     if parsed.tzinfo is not None:
         return parsed, "exact"
     return parsed.replace(tzinfo=tz), "source_local_tz"
-
-
-def clean_sku(raw: str) -> str:
-    return unicodedata.normalize("NFC", raw.strip())
-
-
-def normalise_email(raw: Any) -> str | None:
-    if not isinstance(raw, str):
-        return None
-    email = unicodedata.normalize("NFC", raw.strip()).lower()
-    if "@" not in email or email.startswith("@") or email.endswith("@") or " " in email:
-        return None
-    return email
 
 
 _CALLING_CODES = {"GB": "44", "UK": "44", "IE": "353", "US": "1", "CA": "1"}
@@ -189,24 +176,22 @@ def phone_e164(raw: Any, country: str | None) -> str | None:
 
 def money(value: Any, currency: str, places: int = 2) -> dict[str, str] | None:
     """Mintsoft's JSON numbers (doubles) as a decimal string at the currency's scale."""
-    if value is None or value == "":
+    number = decimal(value, finite=False)
+    if number is None:
         return None
     try:
-        amount = Decimal(str(value)).quantize(Decimal(1).scaleb(-places))
-    except (InvalidOperation, ValueError):
+        amount = number.quantize(Decimal(1).scaleb(-places))
+    except InvalidOperation:
         return None
     return {"amount": f"{amount:f}", "currency": currency}
 
 
 def quantity(value: Any) -> int | str:
     """Mintsoft quantities come as numbers or as strings ("7"); fractional ones stay decimal strings."""
-    try:
-        number = Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
-        raise MappingError("Quantity", f"not a number: {value!r}") from None
-    if number == number.to_integral_value():
-        return int(number)
-    return f"{number.normalize():f}"
+    number = decimal(value, finite=False)
+    if number is None:
+        raise MappingError("Quantity", f"not a number: {value!r}")
+    return whole_or_text(number)
 
 
 def _str(value: Any) -> str | None:
@@ -214,10 +199,6 @@ def _str(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return text or None
-
-
-def _digest(*parts: Any) -> str:
-    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
 
 
 # -- envelope -----------------------------------------------------------------------------------
@@ -332,7 +313,7 @@ class Order:
     def updated_token(self) -> str:
         """The record's version, as a stable string (the raw LastUpdated)."""
         updated = self.updated
-        return rfc3339(updated[0]) if updated else _digest(sorted(self.raw.items()))
+        return rfc3339(updated[0]) if updated else digest(sorted(self.raw.items()))
 
     def name_value(self, name: str) -> str | None:
         for item in self.raw.get("OrderNameValues") or ():
@@ -406,7 +387,7 @@ class Order:
             sku_raw = item.get("SKU")
             line: dict[str, Any] = {
                 "line_key": _str(item.get("ID")) or str(index + 1),
-                "sku": clean_sku(sku_raw) if isinstance(sku_raw, str) else None,
+                "sku": clean(sku_raw) if isinstance(sku_raw, str) else None,
                 "sku_raw": sku_raw if isinstance(sku_raw, str) else None,
                 "product_key": self.ctx.key("product", item["ProductId"])
                 if item.get("ProductId")
@@ -679,7 +660,7 @@ def return_received(
         action = item.get("StockAction") or reason.get("StockAction") or ""
         lines.append(
             {
-                "sku": clean_sku(sku_raw) if isinstance(sku_raw, str) else None,
+                "sku": clean(sku_raw) if isinstance(sku_raw, str) else None,
                 "sku_raw": sku_raw if isinstance(sku_raw, str) else None,
                 "product_key": ctx.key("product", item["ProductId"])
                 if item.get("ProductId")
@@ -768,7 +749,7 @@ def stock_levels(
 
 
 def stock_fingerprint(level: Mapping[str, Any]) -> str:
-    return _digest(
+    return digest(
         level["on_hand"],
         level["allocated"],
         level["quarantined"],
@@ -780,7 +761,7 @@ def stock_fingerprint(level: Mapping[str, Any]) -> str:
 def stock_changed(
     level: Mapping[str, Any], ctx: Context, location_key: str, as_of: datetime
 ) -> Event:
-    sku = clean_sku(level["sku_raw"])
+    sku = clean(level["sku_raw"])
     saleable = max(0, level["on_hand"] - level["allocated"] - level["quarantined_on_hand"])
     location = {"key": ctx.key("warehouse", location_key), "name": level["warehouse"]}
     fingerprint = stock_fingerprint(level)

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 
 from connectors.models import Connection
-from connectors.sources import WebhookRequestData, get_adapter
-from connectors.sources.brightpearl import BrightpearlAdapter, _consent, mapping
+from connectors.sources.base import WebhookRequestData
+from connectors.sources.brightpearl import mapping
+from connectors.sources.brightpearl.adapter import BrightpearlAdapter, _consent
+from connectors.sources.registry import get_adapter
 from tests.factories import make_connection
 
 PAYLOADS = Path(__file__).resolve().parent / "payloads" / "brightpearl"

@@ -15,7 +15,7 @@ import pytest
 
 from connectors.budget import DatabaseBackend, Lane, RateBudget
 from connectors.models import Connection
-from connectors.sources.brightpearl import BrightpearlAdapter, BrightpearlError
+from connectors.sources.brightpearl.adapter import BrightpearlAdapter, BrightpearlError
 from connectors.sources.brightpearl.api import LIMIT, TIER
 from tests.connectors.sources.fakes.brightpearl import FakeBrightpearl
 from tests.factories import make_connection

@@ -298,7 +298,7 @@ def test_a_brightpearl_sale_and_a_mintsoft_dispatch_of_it_end_as_one_order_recor
     install_defaults(erp_flow)
     mark_backfill_complete(erp_flow, by="test")
     # The ERP brings the order and its money; the warehouse's flow takes what happens in the
-    # warehouse (docs/connectors/mintsoft.md, "Beside an ERP"), joined on the web order number
+    # warehouse (connectors/sources/mintsoft/README.md, "Beside an ERP"), joined on the web order number
     # Brightpearl keeps as its external reference and Mintsoft as its ExternalOrderReference.
     wms = Warehouse(engine, fake, Flow.JoinKey.CHANNEL_ORDER_REF)
     Flow.objects.filter(pk=wms.flow.pk).update(event_types=WAREHOUSE_EVENTS)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from connectors.sources.orderwise import _TOKENS
+from connectors.sources.orderwise.api import _TOKENS
 from exceptions_inbox.models import ExceptionGroup, Occurrence
 from monitoring.models import Flow, SourceEvent
 from monitoring.pipeline.flows import install_defaults, mark_backfill_complete

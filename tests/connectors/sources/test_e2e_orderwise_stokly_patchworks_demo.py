@@ -11,7 +11,8 @@ from decimal import Decimal
 
 import pytest
 
-from connectors.sources import orderwise, stokly
+from connectors.sources.orderwise import api as orderwise
+from connectors.sources.stokly import api as stokly
 from exceptions_inbox.models import Occurrence
 from monitoring.demo import DemoSystem, demo_system, serve_api
 from monitoring.models import Flow, SourceEvent

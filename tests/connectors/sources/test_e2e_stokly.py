@@ -6,7 +6,7 @@ orders, items, customers, invoices and inventory records are synthetic, in the f
 public client code (sources.md §6). Covered: product.updated, customer.upserted, order.created,
 order.status_changed (stage/item statuses, and a paid invoice), stock.changed, guests; and money
 served as JSON floats arriving in DotDigital to the penny. No refund.issued: Stokly's public API
-shows no credit or refund resource (docs/connectors/stokly.md).
+shows no credit or refund resource (connectors/sources/stokly/README.md).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from connectors.sources.stokly import _TOKENS
+from connectors.sources.stokly.api import _TOKENS
 from exceptions_inbox.models import Occurrence
 from monitoring.models import Flow, SourceEvent
 from monitoring.pipeline.flows import install_defaults, mark_backfill_complete

@@ -12,8 +12,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from connectors.models import Connection
-from connectors.sources import WebhookRequestData, get_adapter
-from connectors.sources.mintsoft import MintsoftAdapter, mapping
+from connectors.sources.base import WebhookRequestData
+from connectors.sources.mintsoft import mapping
+from connectors.sources.mintsoft.adapter import MintsoftAdapter
+from connectors.sources.registry import get_adapter
 
 PAYLOADS = Path(__file__).resolve().parent / "payloads" / "mintsoft"
 SCHEMA = (

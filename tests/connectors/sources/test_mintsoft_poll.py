@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from connectors.models import Connection
-from connectors.sources.mintsoft import MintsoftAdapter, MintsoftError
+from connectors.sources.mintsoft.adapter import MintsoftAdapter, MintsoftError
 from tests.connectors.sources.fakes.mintsoft import FakeMintsoft
 from tests.factories import make_connection
 

@@ -20,9 +20,11 @@ import pytest
 from django.test import Client
 
 from connectors.models import Connection
-from connectors.sources import WebhookRequestData, get_adapter
-from connectors.sources.base import SourceError
-from connectors.sources.orderwise import _TOKENS, OrderwiseAdapter, RateLimited, parse_local
+from connectors.sources.base import SourceError, WebhookRequestData
+from connectors.sources.orderwise.adapter import OrderwiseAdapter
+from connectors.sources.orderwise.api import _TOKENS, RateLimited
+from connectors.sources.orderwise.mapping import parse_local
+from connectors.sources.registry import get_adapter
 from tests.connectors.sources.fakes.orderwise import FakeOrderwise
 from tests.factories import make_connection, make_workspace
 

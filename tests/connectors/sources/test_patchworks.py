@@ -11,10 +11,10 @@ import pytest
 from django.test import Client
 
 from connectors.models import Connection
-from connectors.sources import WebhookRequestData, get_adapter
-from connectors.sources.base import SourceError
-from connectors.sources.canonical import CanonicalAdapter
-from connectors.sources.patchworks import PatchworksAdapter, connection_for_bearer
+from connectors.sources.base import SourceError, WebhookRequestData
+from connectors.sources.canonical.adapter import CanonicalAdapter
+from connectors.sources.patchworks.adapter import PatchworksAdapter, connection_for_bearer
+from connectors.sources.registry import get_adapter
 from tests.connectors.sources.fakes.patchworks import FakePatchworks
 from tests.factories import make_connection
 

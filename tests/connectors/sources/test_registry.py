@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from connectors.models import Connection
-from connectors.sources import SourceError, WebhookRequestData, get_adapter
-from connectors.sources.canonical import CanonicalAdapter
+from connectors.sources.base import SourceError, WebhookRequestData
+from connectors.sources.canonical.adapter import CanonicalAdapter
+from connectors.sources.registry import get_adapter
 
 
 def request(body, content_type="application/json", **headers):

@@ -15,15 +15,11 @@ from typing import Any
 import pytest
 
 from connectors.models import Connection
-from connectors.sources import get_adapter
 from connectors.sources.base import SourceError
-from connectors.sources.stokly import (
-    _TOKENS,
-    RateLimited,
-    StoklyAdapter,
-    _literal,
-    money,
-)
+from connectors.sources.registry import get_adapter
+from connectors.sources.stokly.adapter import StoklyAdapter
+from connectors.sources.stokly.api import _TOKENS, RateLimited, _literal
+from connectors.sources.values import money
 from tests.connectors.sources.fakes.stokly import FakeStokly
 from tests.factories import make_connection, make_workspace
 

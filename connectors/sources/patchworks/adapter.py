@@ -34,9 +34,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import requests
 
 from connectors.models import Connection
-from connectors.sources.base import Event, ItemError, SourceError, WebhookItems, WebhookRequestData
-from connectors.sources.canonical import CanonicalAdapter
-from connectors.sources.registry import register
+from connectors.sources.base import (
+    Event,
+    ItemError,
+    Setting,
+    SourceError,
+    WebhookItems,
+    WebhookRequestData,
+)
+from connectors.sources.canonical.adapter import CanonicalAdapter
+from connectors.sources.values import rfc3339
 
 VIA = "patchworks"
 NAMESPACE = uuid.UUID("6f1c1b4e-2f7a-4b0e-9a51-5d1f3c2b7a10")  # eventgen's, so ids agree
@@ -68,10 +75,6 @@ def connection_for_bearer(headers: Mapping[str, str]) -> Connection | None:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _despatch_event(
@@ -118,7 +121,7 @@ def _despatch_event(
     ).hexdigest()[:16]
     shipment_id = f"{order}:{fingerprint}"
     source_event_id = f"{system}:despatch:{shipment_id}"
-    received = _iso(_now())
+    received = rfc3339(_now())
     order_key = f"{system}:{account}:order:{order}"
     event: Event = {
         "schema": "sync.event/v1",
@@ -153,9 +156,35 @@ def _despatch_event(
     return event, ""
 
 
-@register("patchworks")
 class PatchworksAdapter(CanonicalAdapter):
     kind = "patchworks"
+    settings = (
+        Setting(
+            "opt_out_webhook_url",
+            "Opt-out trigger webhook",
+            "options",
+            required=False,
+            kind="url",
+            guards_secrets=True,
+            help_text="Optional: the Patchworks trigger URL that opt-outs made in DotDigital are "
+            "posted to (without its patchworks_signature).",
+        ),
+        Setting(
+            "opt_out_signature",
+            "Trigger signature",
+            "credentials",
+            secret=True,
+            required=False,
+            help_text="The trigger's patchworks_signature.",
+        ),
+        Setting(
+            "opt_out_bearer_token",
+            "Trigger bearer token",
+            "credentials",
+            secret=True,
+            required=False,
+        ),
+    )
 
     def parse_webhook(self, connection: Connection, request: WebhookRequestData) -> WebhookItems:
         items = super().parse_webhook(connection, request)
@@ -235,10 +264,10 @@ class PatchworksAdapter(CanonicalAdapter):
             "channel": "email",
             "status": "unsubscribed",
             "email": email,
-            "opted_out_at": _iso(opted_out_at),
+            "opted_out_at": rfc3339(opted_out_at),
             "origin": "dotdigital",
             "idempotency_key": hashlib.sha256(
-                f"{connection.pk}|{email}|{_iso(opted_out_at)}".encode()
+                f"{connection.pk}|{email}|{rfc3339(opted_out_at)}".encode()
             ).hexdigest(),
         }
         where = f"{parts.scheme}://{parts.netloc}{parts.path}"  # never the signature

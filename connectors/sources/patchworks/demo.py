@@ -1,10 +1,10 @@
-"""Patchworks in `make demo` (monitoring/demo.py): what a Patchworks process flow relaying a WMS
+"""Patchworks in `make demo` (monitoring/demo.py plays `RECORDING`): what a Patchworks process flow relaying a WMS
 posts to the flow's webhook. Push-only: no API to serve.
 
 Two requests, both to the flow's token URL: canonical events (a customer and the order
 ``#LMUK62388``) wrapped in Patchworks' start-flow envelope (the body stringified in ``payload``),
 then Patchworks' documented start-flow example verbatim (tests/connectors/sources/payloads/
-patchworks/, its provenance in docs/connectors/patchworks.md): the despatch of that order, which
+patchworks/, its provenance in connectors/sources/patchworks/README.md): the despatch of that order, which
 joins it. The example's SKU is not in the demo catalogue, so the order opens a ``sku_mapping_gap``
 in the inbox (an alias added there releases it). No opt-out webhook is set: the demo has no
 Patchworks to write opt-outs to.
@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 
-from connectors.sources.base import RecordedRequest
+from connectors.sources.base import RecordedRequest, Recording
 
 SYSTEM, ACCOUNT = "peoplevox", "wh1"  # the system the relaying flow reads from
 ORDER = "#LMUK62388"  # the order of Patchworks' documented despatch example
@@ -97,3 +97,12 @@ def demo_requests() -> list[RecordedRequest]:
             label=f"Patchworks' documented start-flow example: the despatch of {ORDER}",
         ),
     ]
+
+
+RECORDING = Recording(
+    name="Patchworks (recorded)",
+    join_key="order_number",
+    requests=demo_requests,
+    credentials=demo_credentials,
+    options=demo_options,
+)

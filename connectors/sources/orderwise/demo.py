@@ -1,9 +1,9 @@
-"""OrderWise in `make demo` (monitoring/demo.py): a recorded OrderWise API serving the export
+"""OrderWise in `make demo` (monitoring/demo.py plays `RECORDING`): a recorded OrderWise API serving the export
 definitions for the poller (products, customers, orders, deliveries, credit notes, stock) and one
 legacy ``ExportData`` push to the flow's webhook.
 
 No OrderWise payload is public: the rows are synthetic, in the columns the setup page's SQL
-returns (docs/connectors/orderwise.md), with the demo catalogue's SKUs. Their times are the
+returns (connectors/sources/orderwise/README.md), with the demo catalogue's SKUs. Their times are the
 demo's start, written in the server's local time as OrderWise writes them. On purpose: a web order
 on the shared web account (a guest, not the account), a credit note (a refund), and one order in
 a status the connection's status map does not know (it changes nothing and opens a
@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from connectors.sources.base import RecordedApi, RecordedRequest
+from connectors.sources.base import RecordedApi, RecordedRequest, Recording
 
 USER = "demo-orderwise"
 PASSWORD = "demo-orderwise-password"
@@ -178,3 +178,14 @@ def demo_api() -> RecordedApi:
         return 200, {"data": page}, {}
 
     return answer
+
+
+RECORDING = Recording(
+    name="OrderWise (recorded)",
+    join_key="order_number",
+    requests=demo_requests,
+    credentials=demo_credentials,
+    options=demo_options,
+    api=demo_api,
+    polls=True,
+)

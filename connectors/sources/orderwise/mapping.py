@@ -1,76 +1,38 @@
-"""OrderWise (UK ERP/WMS, customer-hosted): a poller of API Export Definitions, and the legacy push.
-
-What is public (../shared/reference/sources.md §7, [3p] and [code]): each customer runs its own
-instance (a base URL containing ``OWAPI``/``AWAPI``); Basic credentials, either on every call or
-exchanged at ``GET …/token/gettoken`` for a bearer token; keyset paging by ``limit`` + ``last_id``;
-and, as the change feed, **API Export Definitions**: admin-authored SQL run by id and polled. Their
-times are the server's local time. No payload is public, so the columns are **ours**: the SQL on the
-setup page (templates/connectors/setup/orderwise.html) returns, for every definition,
-
-- ``row_id``: an ascending integer key (``oh_id``, ``dh_id``…), the keyset;
-- ``amended``: when the row last changed, server local time;
-- the stream's columns below (OrderWise's own names where sources.md lists them).
-
-| stream | one row per | events |
-|---|---|---|
-| orders | order line | ``order.created``, ``order.status_changed`` (through the status map), a guest ``customer.upserted`` |
-| deliveries | delivery line | ``shipment.dispatched``; ``shipment.tracking_updated`` once a consignment number appears |
-| credit_notes | credit note line | ``refund.issued`` |
-| customers | customer contact | ``customer.upserted`` (shared web accounts skipped: they are not people) |
-| products | variant | ``product.updated`` |
-| stock | variant × location | ``stock.changed`` (snapshot) |
-
-Each poll reads one page of one stream: ``GET {base_url}{export_path}`` with ``limit``, ``last_id``
-and ``since`` (watermark less the look-back, server local time). The adapter applies the keyset and
-the window itself too, so a definition that ignores the parameters still pages correctly.
-
-The **legacy e-commerce push** (`parse_webhook`): the session POSTs the form field ``ExportData=``
-carrying XML (``order/orderNo``, ``orderStatus``, ``deliveries/…/deliveryNumber|deliveryDate|
-courierName|consignmentNumbers``).
-
-Statuses (``os_description``) are per tenant: ``options["status_map"]``. An unknown status changes
-nothing: no status event, and a warning (`OrderwisePage.warnings` when polled, an item error when
-pushed) for the engine to raise as an alert.
-"""
+"""OrderWise rows and legacy XML → canonical events (pure: no HTTP, no database): the columns
+the setup page's SQL returns, server times read in the tenant's zone, the connection's status
+map applied (README.md)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
-import re
-import time
-import unicodedata
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from itertools import groupby
 from typing import Any
-from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import requests
-
-from connectors.budget import Lane, RateBudget, TierLimit
-from connectors.models import Connection
 from connectors.sources.base import (
     Event,
     ItemError,
-    Page,
-    SourceAdapter,
     SourceError,
     WebhookItems,
-    WebhookRequestData,
 )
-from connectors.sources.registry import register
+from connectors.sources.values import (
+    clean,
+    decimal,
+    fingerprint,
+    lenient_email,
+    money,
+    parse_dotnet,
+    quantity,
+    rfc3339,
+)
 
 SYSTEM = "orderwise"
 NAMESPACE = uuid.UUID("6f1c1b4e-2f7a-4b0e-9a51-5d1f3c2b7a10")  # eventgen's, so ids agree
-TIMEOUT = (5.0, 120.0)  # a self-hosted SQL export can be slow
-STREAMS = ("products", "customers", "orders", "deliveries", "credit_notes", "stock")
 DEFAULTS: dict[str, Any] = {
     "auth": "token",  # or "basic": Basic credentials on every call
     "time_zone": "Europe/London",
@@ -86,7 +48,6 @@ LOCAL_FORMATS = ("%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S
                  "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%d/%m/%Y %H:%M:%S",
                  "%d/%m/%Y %H:%M")  # fmt: skip
 DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y")
-DOTNET_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
 CANONICAL_STATUS = {
     "lifecycle": {"open", "on_hold", "cancelled", "closed"},
     "fulfilment": {"unfulfilled", "backordered", "processing", "partially_dispatched", "dispatched"},
@@ -94,72 +55,7 @@ CANONICAL_STATUS = {
 }  # fmt: skip
 
 
-class RateLimited(SourceError):
-    """The source or our shared budget says wait `retry_after` seconds (transient)."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message, permanent=False)
-        self.retry_after = retry_after
-
-
-@dataclass
-class OrderwisePage(Page):
-    """A page, plus what the engine should raise as alerts: ``{"code", "message", "subject"}``.
-
-    Codes: ``unknown_status`` (not in the status map: nothing changed), ``window_gap`` (longer since
-    the last poll than the export definition's window: changes may be missed, run a backfill),
-    ``oversized_order`` (one order has more lines than a page), ``unreadable`` (a row skipped)."""
-
-    warnings: list[dict[str, str]] = field(default_factory=list)
-
-
 # -- values ----------------------------------------------------------------------------------
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _clean(value: Any) -> str:
-    return unicodedata.normalize("NFC", str(value if value is not None else "").strip())
-
-
-def _email(raw: Any) -> str | None:
-    text = _clean(raw).lower()
-    return text if "@" in text else None
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if value is None or isinstance(value, bool) or value == "":
-        return None
-    try:
-        number = value if isinstance(value, Decimal) else Decimal(str(value).strip())
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
-
-
-def money(value: Any, currency: str) -> dict[str, str] | None:
-    number = _decimal(value)
-    if number is None:
-        return None
-    places = -int(number.as_tuple().exponent)
-    if places > 4:
-        number = number.quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN)
-    elif places < 2:
-        number = number.quantize(Decimal("0.01"))
-    return {"amount": f"{number:f}", "currency": currency}
-
-
-def _quantity(value: Any) -> int | str | None:
-    number = _decimal(value)
-    if number is None:
-        return None
-    return int(number) if number == number.to_integral_value() else f"{number.normalize():f}"
-
-
-def _fingerprint(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _read_time(text: str) -> tuple[datetime | None, bool]:
@@ -192,9 +88,9 @@ def parse_local(value: Any, zone: ZoneInfo) -> tuple[datetime | None, str]:
     elif isinstance(value, date):
         moment, date_only = datetime.combine(value, datetime.min.time()), True
     elif isinstance(value, str) and value.strip():
-        dotnet = DOTNET_DATE.match(value.strip())
+        dotnet = parse_dotnet(value.strip())
         if dotnet:
-            return datetime.fromtimestamp(int(dotnet[1]) / 1000, UTC), "exact"
+            return dotnet, "exact"
         moment, date_only = _read_time(value.strip())
     else:
         return None, ""
@@ -206,7 +102,7 @@ def parse_local(value: Any, zone: ZoneInfo) -> tuple[datetime | None, str]:
     return local, "date_only" if date_only else "source_local_tz"
 
 
-def _zone(options: Mapping[str, Any]) -> ZoneInfo:
+def tenant_zone(options: Mapping[str, Any]) -> ZoneInfo:
     name = str(options.get("time_zone") or DEFAULTS["time_zone"])
     try:
         return ZoneInfo(name)
@@ -268,7 +164,7 @@ class Mapper:
             "source": {"system": SYSTEM, "account": self.account, "channel": None, "via": None},
             "source_event_id": sid,
             "source_event_id_kind": "derived",
-            "occurred_at": _iso(occurred[0]),
+            "occurred_at": rfc3339(occurred[0]),
             "occurred_at_quality": occurred[1] or "received_time",
             "entity": {
                 "type": entity,
@@ -281,14 +177,14 @@ class Mapper:
             "data": data,
         }
         if updated_at is not None:
-            event["source_updated_at"] = _iso(updated_at)
+            event["source_updated_at"] = rfc3339(updated_at)
         return event
 
     def status(self, raw: Any, subject: str) -> dict[str, str] | None:
         """The canonical status of an ``os_description`` by the tenant's table; None when unknown."""
-        text = _clean(raw)
+        text = clean(raw)
         table: Mapping[str, Any] = self.options.get("status_map") or {}
-        lookup = {_clean(k).casefold(): v for k, v in table.items()}
+        lookup = {clean(k).casefold(): v for k, v in table.items()}
         mapped = lookup.get(text.casefold())
         if not isinstance(mapped, dict) or not mapped:
             self.warn(
@@ -305,16 +201,16 @@ class Mapper:
         return status
 
     def is_shared_account(self, row: Mapping[str, Any]) -> bool:
-        shared = {_clean(v).casefold() for v in self.options.get("shared_customer_ids") or []}
+        shared = {clean(v).casefold() for v in self.options.get("shared_customer_ids") or []}
         return bool(shared) and bool(
-            {_clean(row.get("cu_id")).casefold(), _clean(row.get("cu_account")).casefold()} & shared
+            {clean(row.get("cu_id")).casefold(), clean(row.get("cu_account")).casefold()} & shared
         )
 
     def identity(self, row: Mapping[str, Any]) -> dict[str, Any]:
         raw = row.get("contact_email")
-        email = _email(raw)
+        email = lenient_email(raw)
         guest = self.is_shared_account(row)
-        customer = None if guest else (_clean(row.get("cu_id")) or None)
+        customer = None if guest else (clean(row.get("cu_id")) or None)
         return {
             "email": email,
             "email_raw": raw if email else None,
@@ -324,7 +220,7 @@ class Mapper:
         }
 
     def order_key(self, number: Any) -> str:
-        return self.key("order", _clean(number))
+        return self.key("order", clean(number))
 
     # -- streams
     def orders(self, rows: list[dict[str, Any]], seen: datetime) -> list[Event]:
@@ -332,15 +228,15 @@ class Mapper:
         for _, grouped in groupby(rows, key=lambda r: r.get("row_id")):
             lines_rows = list(grouped)
             head = lines_rows[0]
-            number = _clean(head.get("oh_order_number")) or _clean(head.get("row_id"))
+            number = clean(head.get("oh_order_number")) or clean(head.get("row_id"))
             placed = self.time(head.get("oh_datetime"))
             amended = self.time(head.get("amended"))
             if placed[0] is None:
                 self.warn("unreadable", "Order without a readable oh_datetime: skipped.", number)
                 continue
-            currency = _clean(head.get("currency_code")) or self.currency
+            currency = clean(head.get("currency_code")) or self.currency
             order_key = self.order_key(number)
-            ref = _clean(head.get("oh_cust_order_ref")) or None
+            ref = clean(head.get("oh_cust_order_ref")) or None
             links = {"order_key": order_key, "order_number": number, "channel_order_ref": ref}
             identity = self.identity(head)
             status = self.status(head.get("os_description"), number)
@@ -352,16 +248,16 @@ class Mapper:
                 if row.get("ol_id") is None and row.get("vad_variant_code") is None:
                     continue
                 sku_raw = row.get("vad_variant_code")
-                quantity = _quantity(row.get("ol_quantity"))
+                ordered = quantity(row.get("ol_quantity"))
                 line = {
-                    "line_key": _clean(row.get("ol_id")),
-                    "sku": _clean(sku_raw) or None,
+                    "line_key": clean(row.get("ol_id")),
+                    "sku": clean(sku_raw) or None,
                     "sku_raw": sku_raw,
                     "name": row.get("vad_description"),
-                    "quantity": quantity,
+                    "quantity": ordered,
                 }
-                gross = _decimal(row.get("ol_gross"))
-                count = _decimal(quantity)
+                gross = decimal(row.get("ol_gross"))
+                count = decimal(ordered)
                 unit = row.get("ol_unit_price")
                 if gross is not None and count:
                     unit = gross / count
@@ -392,12 +288,12 @@ class Mapper:
                 "order_key": order_key,
                 "order_number": number,
                 "channel_order_ref": ref,
-                "placed_at": _iso(placed[0]),
+                "placed_at": rfc3339(placed[0]),
                 "currency": currency,
                 "lines": lines,
                 "totals": {k: v for k, v in totals.items() if v is not None},
                 "status": status or {},
-                "source_status_raw": _clean(head.get("os_description")),
+                "source_status_raw": clean(head.get("os_description")),
                 "is_guest": identity["is_guest"],
                 "tax_inclusive": True,
             }
@@ -417,7 +313,7 @@ class Mapper:
             if amended[0] is not None and self.since is not None and placed[0] < self.since:
                 # Placed before this window: an earlier round read it, so this is an amendment
                 # (lines, money): order.created would be a duplicate and change nothing.
-                revision = _iso(amended[0])
+                revision = rfc3339(amended[0])
                 events.append(
                     self.envelope(
                         "order.updated",
@@ -432,13 +328,13 @@ class Mapper:
                 )
             if status is not None:
                 when = self.when(head.get("amended"), seen)
-                raw = _clean(head.get("os_description"))
+                raw = clean(head.get("os_description"))
                 events.append(
                     self.envelope(
                         "order.status_changed",
                         "order",
                         number,
-                        f"order:{head.get('row_id')}:status:{raw.casefold()}:{_iso(when[0])}",
+                        f"order:{head.get('row_id')}:status:{raw.casefold()}:{rfc3339(when[0])}",
                         when,
                         {
                             "order_key": order_key,
@@ -461,11 +357,11 @@ class Mapper:
             "customer.upserted",
             "customer",
             f"email:{email}",
-            f"guest:{_fingerprint(email)}:{row.get('row_id')}",
+            f"guest:{fingerprint(email)}:{row.get('row_id')}",
             (at, "source_local_tz"),
             {
                 "customer_key": self.key("customer", f"email:{email}"),
-                "source_updated_at": _iso(at),
+                "source_updated_at": rfc3339(at),
                 "first_name": row.get("contact_first_name"),
                 "last_name": row.get("contact_last_name"),
                 "is_guest": True,
@@ -479,33 +375,33 @@ class Mapper:
         for _, grouped in groupby(rows, key=lambda r: r.get("row_id")):
             group = list(grouped)
             head = group[0]
-            delivery = _clean(head.get("dh_number")) or _clean(head.get("row_id"))
-            number = _clean(head.get("oh_order_number"))
+            delivery = clean(head.get("dh_number")) or clean(head.get("row_id"))
+            number = clean(head.get("oh_order_number"))
             when = self.time(head.get("dh_datetime"))
             if when[0] is None or not number:
                 self.warn("unreadable", "Delivery without dh_datetime or order number.", delivery)
                 continue
-            consignment = _clean(head.get("dh_consignment_number"))
+            consignment = clean(head.get("dh_consignment_number"))
             url = None
             if consignment and (
                 head.get("cod_tracking_url_prefix") or head.get("cod_tracking_url_suffix")
             ):
-                url = f"{_clean(head.get('cod_tracking_url_prefix'))}{consignment}{_clean(head.get('cod_tracking_url_suffix'))}"
+                url = f"{clean(head.get('cod_tracking_url_prefix'))}{consignment}{clean(head.get('cod_tracking_url_suffix'))}"
             shipment_key = self.key("shipment", f"{number}-{delivery}")
             links = {
                 "order_key": self.order_key(number),
                 "order_number": number,
-                "channel_order_ref": _clean(head.get("oh_cust_order_ref")) or None,
+                "channel_order_ref": clean(head.get("oh_cust_order_ref")) or None,
             }
-            carrier = _clean(head.get("courier_name")) or None
+            carrier = clean(head.get("courier_name")) or None
             data = {
                 "shipment_key": shipment_key,
                 "order_key": self.order_key(number),
-                "dispatched_at": _iso(when[0]),
+                "dispatched_at": rfc3339(when[0]),
                 "lines": [
                     {
-                        "sku": _clean(r.get("vad_variant_code")) or None,
-                        "quantity": _quantity(r.get("dl_quantity")),
+                        "sku": clean(r.get("vad_variant_code")) or None,
+                        "quantity": quantity(r.get("dl_quantity")),
                     }
                     for r in group
                     if r.get("vad_variant_code") is not None
@@ -550,11 +446,11 @@ class Mapper:
         for _, grouped in groupby(rows, key=lambda r: r.get("row_id")):
             group = list(grouped)
             head = group[0]
-            note = _clean(head.get("cn_number")) or _clean(head.get("row_id"))
-            number = _clean(head.get("oh_order_number"))
+            note = clean(head.get("cn_number")) or clean(head.get("row_id"))
+            number = clean(head.get("oh_order_number"))
             when = self.time(head.get("cn_datetime"))
-            currency = _clean(head.get("currency_code")) or self.currency
-            amount = _decimal(head.get("cn_gross"))
+            currency = clean(head.get("currency_code")) or self.currency
+            amount = decimal(head.get("cn_gross"))
             if when[0] is None or not number or amount is None:
                 self.warn(
                     "unreadable", "Credit note without date, order or cn_gross: skipped.", note
@@ -570,14 +466,14 @@ class Mapper:
                     {
                         "refund_key": self.key("refund", note),
                         "order_key": self.order_key(number),
-                        "refunded_at": _iso(when[0]),
+                        "refunded_at": rfc3339(when[0]),
                         "amount": money(abs(amount), currency),
                         "reason": head.get("cn_reason"),
                         "credit_note_number": note,
                         "lines": [
                             {
-                                "sku": _clean(r.get("vad_variant_code")) or None,
-                                "quantity": _quantity(r.get("cnl_quantity")),
+                                "sku": clean(r.get("vad_variant_code")) or None,
+                                "quantity": quantity(r.get("cnl_quantity")),
                                 "amount": money(r.get("cnl_gross"), currency),
                             }
                             for r in group
@@ -596,21 +492,21 @@ class Mapper:
         for row in rows:
             if self.is_shared_account(row):
                 continue  # the web store's shared account is not a person
-            customer = _clean(row.get("cu_id")) or _clean(row.get("row_id"))
+            customer = clean(row.get("cu_id")) or clean(row.get("row_id"))
             amended = self.time(row.get("amended"))
             at = self.when(row.get("amended"), seen)
             identity = self.identity(row)
-            contact = _clean(row.get("contact_id"))
+            contact = clean(row.get("contact_id"))
             data = {
                 "customer_key": self.key("customer", customer),
-                "source_updated_at": _iso(at[0]),
+                "source_updated_at": rfc3339(at[0]),
                 "first_name": row.get("contact_first_name"),
                 "last_name": row.get("contact_last_name"),
                 "company": row.get("cu_name"),
                 "account_code": row.get("cu_account"),
                 "is_guest": False,
             }
-            version = _iso(amended[0]) if amended[0] else _fingerprint(data, identity)
+            version = rfc3339(amended[0]) if amended[0] else fingerprint(data, identity)
             events.append(
                 self.envelope(
                     "customer.upserted",
@@ -620,7 +516,7 @@ class Mapper:
                     at,
                     data,
                     updated_at=at[0],
-                    source_ref=_clean(row.get("cu_account")) or None,
+                    source_ref=clean(row.get("cu_account")) or None,
                     identity=identity,
                 )
             )
@@ -630,12 +526,12 @@ class Mapper:
         events: list[Event] = []
         for row in rows:
             sku_raw = row.get("vad_variant_code")
-            sku = _clean(sku_raw)
+            sku = clean(sku_raw)
             if not sku:
                 self.warn(
                     "unreadable",
                     "Variant without vad_variant_code: skipped.",
-                    _clean(row.get("row_id")),
+                    clean(row.get("row_id")),
                 )
                 continue
             amended = self.time(row.get("amended"))
@@ -649,12 +545,12 @@ class Mapper:
             data: dict[str, Any] = {
                 "sku": sku,
                 "sku_raw": sku_raw,
-                "product_key": self.key("product", _clean(row.get("row_id"))),
+                "product_key": self.key("product", clean(row.get("row_id"))),
                 "status": "active" if active else "inactive",
                 "name": row.get("vad_description"),
             }
             price = money(
-                row.get("vafp_rsp_exc_vat"), _clean(row.get("currency_code")) or self.currency
+                row.get("vafp_rsp_exc_vat"), clean(row.get("currency_code")) or self.currency
             )
             if price is not None:
                 data["price"] = price
@@ -665,12 +561,12 @@ class Mapper:
                     f"SKU {sku!r} holds '~' or ',' (the legacy push's separators).",
                     sku,
                 )
-            version = _iso(amended[0]) if amended[0] else _fingerprint(data)
+            version = rfc3339(amended[0]) if amended[0] else fingerprint(data)
             events.append(
                 self.envelope(
                     "product.updated",
                     "product",
-                    _clean(row.get("row_id")),
+                    clean(row.get("row_id")),
                     f"variant:{row.get('row_id')}:{version}",
                     at,
                     data,
@@ -683,15 +579,15 @@ class Mapper:
     def stock(self, rows: list[dict[str, Any]], seen: datetime) -> list[Event]:
         events: list[Event] = []
         for row in rows:
-            sku = _clean(row.get("vad_variant_code"))
-            location = _clean(row.get("location_code")) or "default"
+            sku = clean(row.get("vad_variant_code"))
+            location = clean(row.get("location_code")) or "default"
             counts = {}
             for name, column in (
                 ("on_hand", "on_hand"),
                 ("allocated", "allocated"),
                 ("saleable", "free_stock"),
             ):
-                value = _decimal(row.get(column))
+                value = decimal(row.get(column))
                 counts[name] = (
                     int(value) if value is not None and value == value.to_integral_value() else None
                 )
@@ -704,14 +600,14 @@ class Mapper:
                     "stock.changed",
                     "stock",
                     f"{sku}@{location}",
-                    f"stock:{row.get('row_id')}:{location}:{_iso(at[0])}",
+                    f"stock:{row.get('row_id')}:{location}:{rfc3339(at[0])}",
                     at,
                     {
                         "sku": sku,
                         "sku_raw": row.get("vad_variant_code"),
                         "location": {"key": location, "name": row.get("location_name")},
                         "quantities": {**counts, "quarantined": None, "incoming": None},
-                        "as_of": _iso(at[0]),
+                        "as_of": rfc3339(at[0]),
                         "mode": "snapshot",
                     },
                     source_ref=sku,
@@ -723,14 +619,14 @@ class Mapper:
     def legacy(self, document: ET.Element, received: datetime, items: WebhookItems) -> None:
         by_ref = str(self.options.get("legacy_order_number_is")) != "order_number"
         for index, order in enumerate(document.iter("order")):
-            number = _clean(order.findtext("orderNo"))
+            number = clean(order.findtext("orderNo"))
             if not number:
                 items.errors.append(ItemError(index, [{"path": "orderNo", "message": "is empty"}]))
                 continue
             order_key = self.key("order", f"ref:{number}") if by_ref else self.order_key(number)
             links: dict[str, Any] = {"order_key": order_key}
             links["channel_order_ref" if by_ref else "order_number"] = number
-            raw = _clean(order.findtext("orderStatus"))
+            raw = clean(order.findtext("orderStatus"))
             if raw:
                 before = len(self.warnings)
                 status = self.status(raw, number)
@@ -774,14 +670,12 @@ class Mapper:
         delivery: ET.Element,
         received: datetime,
     ) -> None:
-        delivery_no = _clean(delivery.findtext("deliveryNumber"))
+        delivery_no = clean(delivery.findtext("deliveryNumber"))
         if not delivery_no:
             return
         occurred = self.when(delivery.findtext("deliveryDate"), received)
-        consignments = [
-            _clean(c.text) for c in delivery.iter("consignmentNumber") if _clean(c.text)
-        ]
-        carrier = _clean(delivery.findtext("courierName")) or None
+        consignments = [clean(c.text) for c in delivery.iter("consignmentNumber") if clean(c.text)]
+        carrier = clean(delivery.findtext("courierName")) or None
         shipment = f"{number}-{delivery_no}"
         shipment_key = self.key("shipment", shipment)
         self._add(
@@ -796,7 +690,7 @@ class Mapper:
                 {
                     "shipment_key": shipment_key,
                     "order_key": order_key,
-                    "dispatched_at": _iso(occurred[0]),
+                    "dispatched_at": rfc3339(occurred[0]),
                     "lines": [],  # the push names no lines
                     "tracking_numbers": consignments,
                     "carrier": {"code": carrier, "name": carrier} if carrier else None,
@@ -834,337 +728,3 @@ def _deliveries(order: ET.Element) -> list[ET.Element]:
         children = block.findall("delivery")
         found.extend(children if children else [block])
     return found
-
-
-# -- the HTTP side ---------------------------------------------------------------------------
-
-_TOKENS: dict[int | None, str] = {}
-
-
-class OrderwiseAPI:
-    def __init__(
-        self,
-        connection: Connection,
-        session: requests.Session | None = None,
-        clock: Any = time.time,
-    ) -> None:
-        self.connection = connection
-        self.options = {**DEFAULTS, **(connection.options or {})}
-        self.credentials: dict[str, Any] = dict(connection.credentials or {})
-        self.base = str(self.options.get("base_url") or "").rstrip("/")
-        if not self.base:
-            raise SourceError("Set the OrderWise base URL (options: base_url).", permanent=True)
-        self.session = session or requests.Session()
-        self.clock = clock
-        self.budget = RateBudget(
-            f"orderwise:{connection.pk}",
-            {"api": TierLimit(int(self.options["requests_per_minute"]), 60.0)},
-            clock=clock,
-        )
-
-    def __enter__(self) -> OrderwiseAPI:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.session.close()
-
-    def _basic(self) -> str:
-        user = str(self.credentials.get("username") or "")
-        password = str(self.credentials.get("password") or "")
-        if not user:
-            raise SourceError("No OrderWise API user: set username and password.", permanent=True)
-        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-    def _authorization(self, fresh: bool = False) -> str:
-        if self.options["auth"] == "basic":
-            return self._basic()
-        token = None if fresh else _TOKENS.get(self.connection.pk)
-        if token is None:
-            response = self._send(
-                "GET", "/token/gettoken", headers={"Authorization": self._basic()}
-            )
-            if response.status_code in (401, 403):
-                raise SourceError("OrderWise refused the API user's credentials.", permanent=True)
-            self._raise_for_status(response, "/token/gettoken")
-            token = response.text.strip().strip('"')
-            if not token:
-                raise SourceError("OrderWise answered an empty token.")
-            _TOKENS[self.connection.pk] = token
-        return f"Bearer {token}"
-
-    def _send(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-              headers: Mapping[str, str] | None = None) -> requests.Response:  # fmt: skip
-        grant = self.budget.acquire("api", Lane.BULK)
-        if not grant:
-            raise RateLimited(
-                f"OrderWise rate budget spent: next call in {grant.wait:.0f} s.", grant.wait
-            )
-        try:
-            return self.session.request(
-                method,
-                self.base + path,
-                params=params,
-                headers=dict(headers or {}),
-                timeout=TIMEOUT,
-            )
-        except requests.RequestException as exc:
-            raise SourceError(f"OrderWise {path}: {type(exc).__name__}") from exc
-
-    def _raise_for_status(self, response: requests.Response, path: str) -> None:
-        status = response.status_code
-        if status < 400:
-            return
-        if status == 429 or status == 503 and response.headers.get("Retry-After"):
-            retry = _decimal(response.headers.get("Retry-After")) or Decimal(60)
-            self.budget.block("api", float(retry))
-            raise RateLimited(f"OrderWise {path}: {status}, retry in {retry} s.", float(retry))
-        raise SourceError(
-            f"OrderWise {path} answered {status}: {response.text[:200]}",
-            permanent=400 <= status < 500 and status != 408,
-        )
-
-    def get(self, path: str, params: Mapping[str, Any]) -> Any:
-        headers = {"Accept": "application/json", "Authorization": self._authorization()}
-        response = self._send("GET", path, params=params, headers=headers)
-        if response.status_code == 401 and self.options["auth"] != "basic":
-            _TOKENS.pop(self.connection.pk, None)  # the token expired: one fresh token, one retry
-            headers["Authorization"] = self._authorization(fresh=True)
-            response = self._send("GET", path, params=params, headers=headers)
-        if response.status_code == 401:
-            raise SourceError("OrderWise rejected the API user.", permanent=True)
-        self._raise_for_status(response, path)
-        try:
-            return json.loads(response.content, parse_float=Decimal)
-        except ValueError as exc:
-            raise SourceError(
-                f"OrderWise {path} answered {response.status_code} with no JSON"
-            ) from exc
-
-
-def _rows(document: Any) -> list[dict[str, Any]]:
-    """An export's rows: a JSON list, or the one list inside an object (``data``, ``rows``…)."""
-    if isinstance(document, dict):
-        lists = [v for v in document.values() if isinstance(v, list)]
-        document = lists[0] if len(lists) == 1 else None
-    if not isinstance(document, list):
-        raise SourceError("OrderWise export answered no list of rows.")
-    return [r for r in document if isinstance(r, dict)]
-
-
-def _row_id(row: Mapping[str, Any]) -> int | None:
-    try:
-        return int(str(row.get("row_id")).strip())
-    except ValueError:
-        return None
-
-
-# -- the adapter -----------------------------------------------------------------------------
-
-
-@dataclass
-class Cursor:
-    stream: str = STREAMS[0]
-    last_id: int = 0
-    marks: dict[str, str] = field(default_factory=dict)  # stream → newest `amended` seen (UTC)
-    round_max: str | None = None
-    polled: dict[str, str] = field(default_factory=dict)  # stream → when its last round ended
-
-    @classmethod
-    def load(cls, text: str) -> Cursor:
-        if not text:
-            return cls()
-        try:
-            cursor = cls(**json.loads(text))
-        except (ValueError, TypeError) as exc:
-            raise SourceError(f"Unreadable OrderWise cursor: {exc}", permanent=True) from exc
-        if cursor.stream not in STREAMS:
-            cursor.stream = STREAMS[0]
-        return cursor
-
-    def dump(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=True)
-
-    def next_stream(self) -> bool:
-        index = STREAMS.index(self.stream) + 1
-        self.stream, self.last_id, self.round_max = STREAMS[index % len(STREAMS)], 0, None
-        return index >= len(STREAMS)
-
-
-@register("orderwise")
-class OrderwiseAdapter(SourceAdapter):
-    kind = "orderwise"
-    can_poll = True
-
-    #: tests replace these
-    session_factory: Any = None
-    clock: Any = staticmethod(time.time)
-
-    def api(self, connection: Connection) -> OrderwiseAPI:
-        session = self.session_factory() if self.session_factory else None
-        return OrderwiseAPI(connection, session=session, clock=self.clock)
-
-    def mapper(self, connection: Connection) -> Mapper:
-        options = {**DEFAULTS, **(connection.options or {})}
-        return Mapper(str(options.get("account") or connection.pk), options, _zone(options))
-
-    def test_connection(self, connection: Connection) -> str:
-        options = {**DEFAULTS, **(connection.options or {})}
-        definitions = options.get("export_definitions") or {}
-        if not definitions:
-            raise SourceError(
-                "No export definitions set (options: export_definitions).", permanent=True
-            )
-        stream, number = next(iter(definitions.items()))
-        with self.api(connection) as api:
-            rows = _rows(
-                api.get(str(options["export_path"]).format(id=number), {"limit": 1, "last_id": 0})
-            )
-        return f"Connected to OrderWise: export definition {number} ({stream}) answered {len(rows)} row(s)."
-
-    def poll(self, connection: Connection, cursor: str) -> Page:
-        mapper = self.mapper(connection)
-        state = Cursor.load(cursor)
-        definitions: Mapping[str, Any] = mapper.options.get("export_definitions") or {}
-        if not definitions:
-            raise SourceError(
-                "No export definitions set (options: export_definitions).", permanent=True
-            )
-        for _ in range(len(STREAMS)):
-            if state.stream in definitions:
-                break
-            if state.next_stream():
-                return OrderwisePage([], state.dump(), reached_present=True)
-        with self.api(connection) as api:
-            events, ended = self._read(api, mapper, state, definitions[state.stream])
-        return OrderwisePage(events, state.dump(), reached_present=ended, warnings=mapper.warnings)
-
-    def backfill(self, connection: Connection, start: datetime, end: datetime, cursor: str) -> Page:
-        """History: the same definitions from an empty cursor (each from its first row)."""
-        return self.poll(connection, cursor)
-
-    def _read(
-        self, api: OrderwiseAPI, mapper: Mapper, state: Cursor, definition: Any
-    ) -> tuple[list[Event], bool]:
-        options = mapper.options
-        size = max(2, int(options["page_size"]))
-        now = datetime.fromtimestamp(api.clock(), UTC)
-        stream = state.stream
-        lookback = timedelta(minutes=float(options["lookback_minutes"]))
-        mark = datetime.fromisoformat(state.marks[stream]) if stream in state.marks else None
-        since = mark - lookback if mark else None
-        last_polled = state.polled.get(stream)
-        window = timedelta(minutes=float(options["export_window_minutes"]))
-        if (
-            state.last_id == 0
-            and last_polled
-            and now - datetime.fromisoformat(last_polled) > window
-        ):
-            mapper.warn(
-                "window_gap",
-                f"Longer since the last poll of {stream} than its export definition's window "
-                f"({window}): changes in between may be missed. Run a backfill.",
-                stream,
-            )
-        params: dict[str, Any] = {"limit": size, "last_id": state.last_id}
-        if since is not None:
-            params["since"] = since.astimezone(mapper.zone).strftime("%Y-%m-%dT%H:%M:%S")
-        raw_rows = _rows(api.get(str(options["export_path"]).format(id=definition), params))
-        full = len(raw_rows) >= size
-        rows = []
-        for row in raw_rows:
-            row_id = _row_id(row)
-            if row_id is None:
-                mapper.warn("unreadable", "Row without an integer row_id: skipped.", stream)
-            elif row_id > state.last_id:
-                rows.append(row)
-        rows.sort(key=lambda r: _row_id(r) or 0)
-        if full and rows:
-            # the last id's rows may run on to the next page: read it whole next time
-            last = _row_id(rows[-1])
-            kept = [r for r in rows if _row_id(r) != last]
-            if kept:
-                rows = kept
-            else:
-                mapper.warn(
-                    "oversized_order", f"Row {last} has more rows than a page ({size}).", stream
-                )
-        in_window = []
-        newest = None
-        for row in rows:
-            amended, _ = mapper.time(row.get("amended"))
-            if amended is not None:
-                newest = max(newest, amended) if newest else amended
-                if since is not None and amended < since:
-                    continue  # before the window: read in an earlier round
-            in_window.append(row)
-        mapper.since = since
-        events = getattr(mapper, stream)(in_window, now)
-        if newest is not None:
-            current = datetime.fromisoformat(state.round_max) if state.round_max else None
-            state.round_max = (max(newest, current) if current else newest).isoformat()
-        if full and rows:
-            state.last_id = _row_id(rows[-1]) or state.last_id
-            return events, False
-        if state.round_max:
-            state.marks[stream] = state.round_max
-        state.polled[stream] = now.isoformat()
-        return events, state.next_stream()
-
-    # -- the legacy e-commerce push
-    def parse_webhook(self, connection: Connection, request: WebhookRequestData) -> WebhookItems:
-        items = WebhookItems()
-        received = datetime.now(UTC)
-        charset = "utf-8"
-        match = re.search(r"charset=([\w-]+)", request.content_type or "", re.I)
-        if match:
-            charset = match[1]
-        try:
-            text = request.body.decode(charset)
-        except (LookupError, UnicodeDecodeError):
-            text = request.body.decode("latin-1")
-        if text.lstrip().startswith("<"):
-            xml_text = text
-        else:
-            fields = parse_qs(text, keep_blank_values=True)
-            values = fields.get("ExportData")
-            if not values:
-                items.errors.append(
-                    ItemError(
-                        None, [{"path": "ExportData", "message": "No ExportData form field."}]
-                    )
-                )
-                return items
-            xml_text = values[0]
-        if not xml_text.lstrip().startswith("<"):
-            items.errors.append(
-                ItemError(
-                    None,
-                    [
-                        {
-                            "path": "ExportData",
-                            "message": "A '~'-separated list of ids (an acknowledgement), not status "
-                            "XML: nothing to sync. Point the session's status export here instead.",
-                        }
-                    ],
-                )
-            )
-            return items
-        if "<!DOCTYPE" in xml_text.upper() or "<!ENTITY" in xml_text.upper():
-            items.errors.append(
-                ItemError(None, [{"path": "ExportData", "message": "DTDs are refused."}])
-            )
-            return items
-        try:
-            document = ET.fromstring(xml_text)
-        except ET.ParseError as exc:
-            items.errors.append(
-                ItemError(None, [{"path": "ExportData", "message": f"Not XML: {exc}"}])
-            )
-            return items
-        mapper = self.mapper(connection)
-        mapper.legacy(document, received, items)
-        if not items.events and not items.errors:
-            items.errors.append(
-                ItemError(None, [{"path": "ExportData", "message": "No <order> in the XML."}])
-            )
-        return items

@@ -1,9 +1,9 @@
-"""Stokly in `make demo` (monitoring/demo.py): a recorded Stokly API for the poller (Stokly has
+"""Stokly in `make demo` (monitoring/demo.py plays `RECORDING`): a recorded Stokly API for the poller (Stokly has
 no webhooks): the signed grant, the channel's listings, customers, sale orders with their items
 (one a kit), a paid invoice and inventory records, money as JSON floats the way Stokly serves it.
 
 The listings are Stokly's real captured page (tests/connectors/sources/payloads/stokly/, its
-provenance in docs/connectors/stokly.md); the rest is synthetic in the field names of public
+provenance in connectors/sources/stokly/README.md); the rest is synthetic in the field names of public
 client code (sources.md §6), with the demo catalogue's SKUs.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 
-from connectors.sources.base import RecordedApi, RecordedRequest
+from connectors.sources.base import RecordedApi, RecordedRequest, Recording
 
 ACCOUNT_KEY = "demo-stokly"
 CLIENT_ID = "demo-client"
@@ -182,3 +182,14 @@ def demo_api() -> RecordedApi:
         return 200, {"data": _selected(rows, query), "metadata": {"count": len(rows)}}, {}
 
     return answer
+
+
+RECORDING = Recording(
+    name="Stokly (recorded)",
+    join_key="order_number",
+    requests=demo_requests,
+    credentials=demo_credentials,
+    options=demo_options,
+    api=demo_api,
+    polls=True,
+)

@@ -11,7 +11,6 @@ from typing import Any
 
 from connectors.models import Connection
 from connectors.sources.base import ItemError, SourceAdapter, WebhookItems, WebhookRequestData
-from connectors.sources.registry import register
 
 JSON_TYPES = ("application/json", "application/cloudevents-batch+json")
 # A body whose arrays and objects nest deeper than this is refused whole as malformed. Without a
@@ -64,7 +63,6 @@ def _flag(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.lower() in {"1", "true", "yes"})
 
 
-@register("canonical")
 class CanonicalAdapter(SourceAdapter):
     kind = "canonical"
 
