@@ -44,10 +44,9 @@ from monitoring.configuration.forms import (
     SkuCleaningForm,
     WatchForm,
 )
-from monitoring.models import DirectEnrolment, FieldMapping, Flow, Schedule, SkuAlias
+from monitoring.models import DirectEnrolment, FieldMapping, Flow, FlowWatch, Schedule, SkuAlias
 from monitoring.pipeline import flows as engine_flows
 from monitoring.pipeline.mapping import list_rules
-from monitoring.watch.flow_health import watch_for
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +145,7 @@ def flow_detail(request: AuthenticatedHttpRequest, ws: str, pk: int) -> HttpResp
     flow, access = get_object_for_user(
         request, Flow.objects.select_related("source", "destination"), ws, pk=pk
     )
-    watch = watch_for(flow)
+    watch = FlowWatch.for_flow(flow)
     form = FlowForm(access.workspace, instance=flow)
     watch_form = WatchForm(access.workspace, instance=watch, initial={"webhook_url": ""})
     status = 200

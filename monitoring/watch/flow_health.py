@@ -190,12 +190,6 @@ class FlowHealth:
         return p95_over or (age is not None and age > self.watch.backlog_age_limit)
 
 
-def watch_for(flow: Flow) -> FlowWatch:
-    watch, _ = FlowWatch.objects.get_or_create(flow=flow)
-    watch.flow = flow
-    return watch
-
-
 def flow_health(flows: Iterable[Flow], now: datetime | None = None) -> list[FlowHealth]:
     """The health of each flow: a fixed number of indexed queries for all the flows together
     (newest times, waiting events, the day's events, the latency histograms, watches, alerts,
@@ -208,7 +202,7 @@ def flow_health(flows: Iterable[Flow], now: datetime | None = None) -> list[Flow
     watches = {w.flow_id: w for w in FlowWatch.objects.filter(flow_id__in=ids)}
     for flow in flows:
         if flow.pk not in watches:
-            watches[flow.pk] = watch_for(flow)
+            watches[flow.pk] = FlowWatch.for_flow(flow)
         watches[flow.pk].flow = flow
     histograms = latency_histograms(ids, now)
     alerts: dict[int, list[Alert]] = {}

@@ -42,6 +42,7 @@ from exceptions_inbox.recording import clear_occurrences, record_occurrence
 from monitoring.models import (
     Customer,
     Flow,
+    FlowWatch,
     OptOutWriteBack,
     Order,
     ReconciliationDifference,
@@ -123,9 +124,7 @@ def run_reconciliation(
     flow: Flow, *, sample: int | None = None, client: DotDigitalClient | None = None
 ) -> ReconciliationRun:
     """Compare the flow's state with DotDigital; returns the finished (or failed) run."""
-    from monitoring.watch.flow_health import watch_for
-
-    size = watch_for(flow).reconcile_sample if sample is None else sample
+    size = FlowWatch.for_flow(flow).reconcile_sample if sample is None else sample
     run = ReconciliationRun.objects.create(
         workspace_id=flow.workspace_id, flow=flow, sample=size, started_at=timezone.now()
     )
@@ -251,9 +250,7 @@ def _amount(value: Any) -> Any:
 
 
 def source_window(flow: Flow, now: datetime) -> tuple[datetime, datetime]:
-    from monitoring.watch.flow_health import watch_for
-
-    days = watch_for(flow).reconcile_source_days or 7
+    days = FlowWatch.for_flow(flow).reconcile_source_days or 7
     now = now.replace(microsecond=0)
     return now - timedelta(days=days), now - SETTLE
 
@@ -672,12 +669,10 @@ def writes_opt_outs(adapter: SourceAdapter | None) -> bool:
 def tell_source(flow: Flow, adapter: SourceAdapter | None, row: OptOutWriteBack) -> str:
     """Record one opt-out in the source: through its connector where it can, else POSTed to the
     flow's opt-out webhook. Returns how (`OptOutWriteBack.Via`); raises SourceError."""
-    from monitoring.watch.flow_health import watch_for
-
     if adapter is not None and writes_opt_outs(adapter):
         adapter.write_back_opt_out(flow.source, row.email, row.opted_out_at)
         return OptOutWriteBack.Via.CONNECTOR
-    url = watch_for(flow).opt_out_webhook_url
+    url = FlowWatch.for_flow(flow).opt_out_webhook_url
     if not url:
         raise SourceError(
             f"{flow.source.name} has no way to record opt-outs through its connector and the "
@@ -784,15 +779,15 @@ class OptOutRoute:
 
 def opt_out_routes(workspace_id: int) -> list[OptOutRoute]:
     """How each flow's opt-outs reach its source."""
-    from monitoring.watch.flow_health import watch_for
-
     routes = []
     for flow in Flow.objects.filter(workspace_id=workspace_id).select_related("source"):
         way: str
         if writes_opt_outs(get_adapter(flow.source.kind)):
             way = OptOutWriteBack.Via.CONNECTOR
         else:
-            way = OptOutWriteBack.Via.WEBHOOK if watch_for(flow).opt_out_webhook_url else ""
+            way = (
+                OptOutWriteBack.Via.WEBHOOK if FlowWatch.for_flow(flow).opt_out_webhook_url else ""
+            )
         routes.append(OptOutRoute(flow, way))
     return routes
 
@@ -801,9 +796,8 @@ def set_opt_out_webhook(flow: Flow, url: str, actor: User | None) -> None:
     """Set (or, with "", remove) the flow's opt-out webhook, with an audit row (value hidden)."""
     from accounts import audit
     from accounts.models import ConfigChange
-    from monitoring.watch.flow_health import watch_for
 
-    watch = watch_for(flow)
+    watch = FlowWatch.for_flow(flow)
     before = audit.snapshot(watch, ["opt_out_webhook_url"], secret_fields=["opt_out_webhook_url"])
     watch.opt_out_webhook_url = url
     watch.save(update_fields=["opt_out_webhook_url"])
