@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from celery.schedules import ParseException, crontab_parser
 from django import forms
 from django.core.exceptions import ValidationError
 
@@ -21,6 +23,17 @@ from monitoring.models import FieldMapping, Flow, FlowWatch, Schedule, SkuAlias,
 from monitoring.pipeline import transforms
 from monitoring.pipeline.mapping import COLLECTIONS, DATA_FIELD_TYPES
 from monitoring.pipeline.normalise import clean_sku
+
+if TYPE_CHECKING:
+    # django-stubs types a ModelForm by its model; Django's class takes no subscript at run time.
+    FlowModelForm = forms.ModelForm[Flow]
+    WatchModelForm = forms.ModelForm[FlowWatch]
+    MappingModelForm = forms.ModelForm[FieldMapping]
+    AliasModelForm = forms.ModelForm[SkuAlias]
+    ScheduleModelForm = forms.ModelForm[Schedule]
+else:
+    FlowModelForm = WatchModelForm = MappingModelForm = forms.ModelForm
+    AliasModelForm = ScheduleModelForm = forms.ModelForm
 
 T = FieldMapping.Type
 
@@ -47,7 +60,7 @@ AGGREGATE_PATHS = {
 DATA_FIELD_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,19}$")
 
 
-class FlowForm(forms.ModelForm):
+class FlowForm(FlowModelForm):
     """A flow's thresholds and policies (its source is chosen once, at creation)."""
 
     class Meta:
@@ -121,7 +134,7 @@ def _at_least(limit: int, unit: str = "second") -> Any:
     return check
 
 
-class WatchForm(forms.ModelForm):
+class WatchForm(WatchModelForm):
     """The flow's alerting: stalled grace and trading hours, escalation, owning team, webhook.
     The webhook URL holds a token: write-only (blank keeps it)."""
 
@@ -164,8 +177,6 @@ class WatchForm(forms.ModelForm):
         return "".join(sorted(days))
 
     def clean_trading_timezone(self) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         name = str(self.cleaned_data["trading_timezone"]).strip()
         try:
             ZoneInfo(name)
@@ -191,7 +202,7 @@ class WatchForm(forms.ModelForm):
         return watch
 
 
-class MappingForm(forms.ModelForm):
+class MappingForm(MappingModelForm):
     """One canonical field → one DotDigital data field, with its transform and a type check
     against the account's field (`account`, read once per request)."""
 
@@ -374,7 +385,7 @@ def _event_label(event: SourceEvent) -> str:
     return f"{event.received_at:%d %b %H:%M} · {event.event_type} · {event.source_event_id}"
 
 
-class AliasForm(forms.ModelForm):
+class AliasForm(AliasModelForm):
     alias_key = forms.CharField(max_length=200, label="Alias (as the source sends it)")
 
     class Meta:
@@ -458,7 +469,7 @@ LIST_PURPOSES = (
 NEW = "__new__"
 
 
-class FlowListsForm(forms.ModelForm):
+class FlowListsForm(FlowModelForm):
     """Which DotDigital lists a flow keeps, chosen from the account's lists (`books`: their names,
     None when the account cannot be read: then typed) or a new one, created when saved."""
 
@@ -587,7 +598,7 @@ TASKS: dict[str, tuple[str, str]] = {
 CRON_FIELD = re.compile(r"^[0-9*/,\-]+$")
 
 
-class ScheduleForm(forms.ModelForm):
+class ScheduleForm(ScheduleModelForm):
     task = forms.ChoiceField(choices=[(k, f"{v[0]} ({k})") for k, v in TASKS.items()])
     queue = forms.ChoiceField(choices=[("bulk", "bulk"), ("realtime", "realtime")])
 
@@ -625,8 +636,6 @@ class ScheduleForm(forms.ModelForm):
         parts = text.split(" ")
         if len(parts) != 5 or not all(CRON_FIELD.match(p) for p in parts):
             raise ValidationError("Five fields: minute hour day-of-month month day-of-week.")
-        from celery.schedules import ParseException, crontab_parser
-
         limits = ((60, 0), (24, 0), (31, 1), (12, 1), (7, 0))
         for part, (size, start) in zip(parts, limits, strict=True):
             try:

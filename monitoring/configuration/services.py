@@ -25,10 +25,12 @@ from connectors.dotdigital.errors import ConnectorError, DotDigitalError
 from connectors.dotdigital.types import DataField
 from connectors.models import Connection
 from exceptions_inbox.kinds import KINDS, Kind
-from exceptions_inbox.models import RoutingRule
+from exceptions_inbox.models import Occurrence, RoutingRule
 from monitoring.models import (
+    DirectEnrolment,
     FieldMapping,
     Flow,
+    FlowWatch,
     OperationEvent,
     Product,
     ProgramEnrolment,
@@ -36,9 +38,14 @@ from monitoring.models import (
     SkuAlias,
     SourceEvent,
 )
+from monitoring.pipeline.claims import worker_token
 from monitoring.pipeline.flows import remove_schedule
+from monitoring.pipeline.hooks import retry_events
+from monitoring.pipeline.ingest import ingest_events
 from monitoring.pipeline.mapping import DATA_FIELD_TYPES
 from monitoring.pipeline.normalise import clean_sku, sku_match_key
+from monitoring.pipeline.plan import plan_batch
+from monitoring.pipeline.staging import stage_batch
 from monitoring.pipeline.transforms import clean_sku_by_rules
 
 logger = logging.getLogger(__name__)
@@ -146,11 +153,6 @@ def dry_run(
     and roll everything back: nothing is stored, nothing is sent, no task is woken (on-commit
     callbacks of a rolled-back transaction are dropped). A pasted event is taken in and staged
     first (ingest, then staging's `stage_batch`), in the same transaction."""
-    from monitoring.pipeline.claims import worker_token
-    from monitoring.pipeline.ingest import ingest_events
-    from monitoring.pipeline.plan import plan_batch
-    from monitoring.pipeline.staging import stage_batch
-
     result = DryRunResult()
     try:
         with transaction.atomic():
@@ -158,24 +160,7 @@ def dry_run(
                 draft.save()
             owner = worker_token()
             if pasted is not None:
-                pasted = {**pasted, "source_event_id": f"dry-run:{owner}"}
-                outcome = ingest_events(flow.source, [pasted], via=SourceEvent.Via.WEBHOOK)[0]
-                if outcome.status != "accepted" or outcome.event_id is None:
-                    result.problems = [
-                        f"{e.get('path') or 'event'}: {e.get('message')}"
-                        for e in (outcome.errors or [])
-                    ] or [f"The event was not taken ({outcome.status})."]
-                    raise _Rollback
-                event = SourceEvent.objects.get(pk=outcome.event_id)
-                if event.flow_id != flow.pk:
-                    result.problems = [
-                        f"This flow does not take {event.event_type} events "
-                        "(or another flow of its source takes them first)."
-                    ]
-                    raise _Rollback
-                SourceEvent.objects.filter(pk=event.pk).update(lease_owner=owner)
-                stage_batch([event.pk], owner)
-                event.refresh_from_db()
+                event = _stage_pasted(flow, pasted, owner, result)
             if event is None:
                 raise _Rollback
             result.event_label = f"{event.event_type} {event.source_event_id}"
@@ -191,22 +176,7 @@ def dry_run(
             event.refresh_from_db()
             result.state = event.get_state_display()
             result.reason = event.reason
-            for link in OperationEvent.objects.filter(event_id=event.pk).select_related(
-                "operation"
-            ):
-                op = link.operation
-                result.operations.append(
-                    {
-                        "key": op.key,
-                        "kind": op.kind,
-                        "record_key": op.record_key,
-                        "collection": op.collection,
-                        "payload": op.payload,
-                        "payload_json": json.dumps(op.payload, indent=2, sort_keys=True),
-                        "merged": op.version > 1,
-                    }
-                )
-            result.operations.sort(key=lambda o: o["key"])
+            result.operations = _planned_operations(event)
             result.enrolments = sorted(
                 ProgramEnrolment.objects.filter(event_id=event.pk).values_list(
                     "program_id", flat=True
@@ -216,6 +186,52 @@ def dry_run(
     except _Rollback:
         pass
     return result
+
+
+def _stage_pasted(
+    flow: Flow, pasted: dict[str, Any], owner: str, result: DryRunResult
+) -> SourceEvent:
+    """Take a pasted event in and stage it, as the dry run's event; raises `_Rollback` with the
+    problems on `result` when the flow would not take it."""
+    pasted = {**pasted, "source_event_id": f"dry-run:{owner}"}
+    outcome = ingest_events(flow.source, [pasted], via=SourceEvent.Via.WEBHOOK)[0]
+    if outcome.status != "accepted" or outcome.event_id is None:
+        result.problems = [
+            f"{e.get('path') or 'event'}: {e.get('message')}" for e in (outcome.errors or [])
+        ] or [f"The event was not taken ({outcome.status})."]
+        raise _Rollback
+    event = SourceEvent.objects.get(pk=outcome.event_id)
+    if event.flow_id != flow.pk:
+        result.problems = [
+            f"This flow does not take {event.event_type} events "
+            "(or another flow of its source takes them first)."
+        ]
+        raise _Rollback
+    SourceEvent.objects.filter(pk=event.pk).update(lease_owner=owner)
+    stage_batch([event.pk], owner)
+    event.refresh_from_db()
+    return event
+
+
+def _planned_operations(event: SourceEvent) -> list[dict[str, Any]]:
+    """The writes the planner queued for the event, as the dry run page shows them."""
+    operations = [
+        {
+            "key": op.key,
+            "kind": op.kind,
+            "record_key": op.record_key,
+            "collection": op.collection,
+            "payload": op.payload,
+            "payload_json": json.dumps(op.payload, indent=2, sort_keys=True),
+            "merged": op.version > 1,
+        }
+        for op in (
+            link.operation
+            for link in OperationEvent.objects.filter(event_id=event.pk).select_related("operation")
+        )
+    ]
+    operations.sort(key=lambda o: o["key"])
+    return operations
 
 
 # -- SKU aliases: cleaning, CSV --------------------------------------------------------------
@@ -251,9 +267,6 @@ def sku_problem(workspace: Workspace, sku: str) -> str | None:
 def retry_sku_gaps(flow: Flow) -> int:
     """Retry the events of the flow's open SKU gaps (after its cleaning rules changed): staging
     checks them again under today's rules. Returns how many occurrences were retried."""
-    from exceptions_inbox.models import Occurrence
-    from monitoring.pipeline.hooks import retry_events
-
     occurrences = list(
         Occurrence.objects.filter(
             group__workspace_id=flow.workspace_id,
@@ -305,7 +318,6 @@ def import_aliases(workspace: Workspace, actor: Any, text: str) -> ImportResult:
     """Aliases from CSV (header `alias,sku,flow`; flow by name, empty = every flow). Every line is
     checked first; with any error nothing is imported and each error names its line."""
     result = ImportResult()
-    flows = {f.name.casefold(): f for f in Flow.objects.filter(workspace=workspace)}
     rows = list(csv.reader(io.StringIO(text)))
     if not rows:
         result.errors.append((1, "The file is empty."))
@@ -314,32 +326,32 @@ def import_aliases(workspace: Workspace, actor: Any, text: str) -> ImportResult:
     if header[:2] != ["alias", "sku"]:
         result.errors.append((1, "The first line must be the header: alias,sku,flow"))
         return result
-    wanted: dict[tuple[int | None, str], tuple[Flow | None, str, int]] = {}
+    wanted = _wanted_aliases(workspace, rows, result)
+    if result.errors:
+        return result
+    with transaction.atomic():
+        _save_aliases(workspace, actor, wanted, result)
+    return result
+
+
+# The aliases a CSV asks for, by (flow id or None, alias key): (flow, catalogue SKU, line).
+WantedAliases = dict[tuple[int | None, str], tuple[Flow | None, str, int]]
+
+
+def _wanted_aliases(
+    workspace: Workspace, rows: list[list[str]], result: ImportResult
+) -> WantedAliases:
+    """The CSV's lines after the header, checked; each problem goes to `result.errors`."""
+    flows = {f.name.casefold(): f for f in Flow.objects.filter(workspace=workspace)}
+    wanted: WantedAliases = {}
     for number, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
         cells = [*row, "", "", ""][:3]
         alias, sku, flow_name = (c.strip() for c in cells)
-        if alias.startswith("'"):
-            alias = alias[1:]
-        if sku.startswith("'"):
-            sku = sku[1:]
-        if len(row) > 3 and any(c.strip() for c in row[3:]):
-            result.errors.append((number, "Three columns at most: alias, sku, flow."))
-            continue
-        flow = None
-        if flow_name:
-            flow = flows.get(flow_name.casefold())
-            if flow is None:
-                result.errors.append((number, f"No flow is called “{flow_name}”."))
-                continue
-        if not clean_sku(alias):
-            result.errors.append((number, "The alias is empty."))
-            continue
-        if len(alias) > 200 or len(sku) > 200:
-            result.errors.append((number, "At most 200 characters."))
-            continue
-        problem = sku_problem(workspace, sku)
+        alias, sku = alias.removeprefix("'"), sku.removeprefix("'")
+        flow = flows.get(flow_name.casefold()) if flow_name else None
+        problem = _alias_line_problem(workspace, row, alias, sku, flow_name, flow)
         if problem:
             result.errors.append((number, problem))
             continue
@@ -349,43 +361,61 @@ def import_aliases(workspace: Workspace, actor: Any, text: str) -> ImportResult:
             result.errors.append((number, f"{alias} is already on line {wanted[slot][2]}."))
             continue
         wanted[slot] = (flow, clean_sku(sku), number)
-    if result.errors:
-        return result
+    return wanted
+
+
+def _alias_line_problem(
+    workspace: Workspace, row: list[str], alias: str, sku: str, flow_name: str, flow: Flow | None
+) -> str | None:
+    """Why one CSV line cannot be imported, or None."""
+    if len(row) > 3 and any(c.strip() for c in row[3:]):
+        return "Three columns at most: alias, sku, flow."
+    if flow_name and flow is None:
+        return f"No flow is called “{flow_name}”."
+    if not clean_sku(alias):
+        return "The alias is empty."
+    if len(alias) > 200 or len(sku) > 200:
+        return "At most 200 characters."
+    return sku_problem(workspace, sku)
+
+
+def _save_aliases(
+    workspace: Workspace, actor: Any, wanted: WantedAliases, result: ImportResult
+) -> None:
+    """Create or change the wanted aliases, each with its audit row; counted on `result`."""
     existing = {(a.flow_id, a.alias_key): a for a in SkuAlias.objects.filter(workspace=workspace)}
-    with transaction.atomic():
-        for (flow_id, key), (flow, sku, _) in wanted.items():
-            current = existing.get((flow_id, key))
-            if current is None:
-                alias_row = SkuAlias.objects.create(
-                    workspace=workspace, flow=flow, alias_key=key, sku=sku
-                )
-                audit.record_change(
-                    workspace,
-                    actor,
-                    alias_row,
-                    ConfigChange.Action.CREATED,
-                    None,
-                    audit.snapshot(alias_row, ALIAS_FIELDS),
-                    note="CSV import",
-                )
-                result.created += 1
-            elif current.sku != sku:
-                before = audit.snapshot(current, ALIAS_FIELDS)
-                current.sku = sku
-                current.save(update_fields=["sku"])
-                audit.record_change(
-                    workspace,
-                    actor,
-                    current,
-                    ConfigChange.Action.CHANGED,
-                    before,
-                    audit.snapshot(current, ALIAS_FIELDS),
-                    note="CSV import",
-                )
-                result.changed += 1
-            else:
-                result.unchanged += 1
-    return result
+    for (flow_id, key), (flow, sku, _) in wanted.items():
+        current = existing.get((flow_id, key))
+        if current is None:
+            alias_row = SkuAlias.objects.create(
+                workspace=workspace, flow=flow, alias_key=key, sku=sku
+            )
+            audit.record_change(
+                workspace,
+                actor,
+                alias_row,
+                ConfigChange.Action.CREATED,
+                None,
+                audit.snapshot(alias_row, ALIAS_FIELDS),
+                note="CSV import",
+            )
+            result.created += 1
+        elif current.sku != sku:
+            before = audit.snapshot(current, ALIAS_FIELDS)
+            current.sku = sku
+            current.save(update_fields=["sku"])
+            audit.record_change(
+                workspace,
+                actor,
+                current,
+                ConfigChange.Action.CHANGED,
+                before,
+                audit.snapshot(current, ALIAS_FIELDS),
+                note="CSV import",
+            )
+            result.changed += 1
+        else:
+            result.unchanged += 1
 
 
 # -- flows and their schedules ---------------------------------------------------------------
@@ -452,8 +482,6 @@ class RunbookTeam:
 
 def runbook(workspace: Workspace) -> list[RunbookTeam]:
     """Per team: the exception kinds it owns (and where) and the flows whose alerts it gets."""
-    from monitoring.models import FlowWatch
-
     table = routing_table(workspace)
     by_team: dict[int, RunbookTeam] = {
         t.pk: RunbookTeam(t, [], []) for t in workspace.teams.order_by("name")
@@ -489,71 +517,80 @@ def now() -> Any:
 # -- where the audit page links each object ----------------------------------------------------
 
 
+def _ws(change: ConfigChange) -> dict[str, Any]:
+    return {"ws": change.workspace.slug}
+
+
+def _alive(model: Any, change: ConfigChange) -> Any:
+    """The changed object when it still exists in the change's workspace, else None."""
+    if not change.object_id.isdigit():
+        return None
+    return model.objects.filter(pk=int(change.object_id), workspace=change.workspace).first()
+
+
+def _connection_page(change: ConfigChange) -> str:
+    if _alive(Connection, change):
+        return reverse("connectors:detail", kwargs={**_ws(change), "pk": change.object_id})
+    return reverse("connectors:list", kwargs=_ws(change))
+
+
+def _flow_page(change: ConfigChange) -> str:
+    if _alive(Flow, change):
+        return reverse("config:flow", kwargs={**_ws(change), "pk": change.object_id})
+    return reverse("config:flows", kwargs=_ws(change))
+
+
+def _mapping_page(change: ConfigChange) -> str:
+    found = (
+        FieldMapping.objects.filter(
+            pk=int(change.object_id), flow__workspace=change.workspace
+        ).first()
+        if change.object_id.isdigit()
+        else None
+    )
+    if found is not None:
+        kwargs = {**_ws(change), "pk": found.flow_id, "mapping": found.pk}
+        return reverse("config:mapping", kwargs=kwargs)
+    return reverse("config:flows", kwargs=_ws(change))
+
+
+def _schedule_page(change: ConfigChange) -> str:
+    if _alive(Schedule, change):
+        return reverse("config:schedule", kwargs={**_ws(change), "pk": change.object_id})
+    return reverse("config:schedules", kwargs=_ws(change))
+
+
+def _data_field_page(change: ConfigChange) -> str:  # object_id: the flow it was created for
+    if _alive(Flow, change):
+        return reverse("config:mappings", kwargs={**_ws(change), "pk": change.object_id})
+    return reverse("config:flows", kwargs=_ws(change))
+
+
+def _lists_page(change: ConfigChange) -> str:  # object_id: the DotDigital connection
+    anchor = f"#destination-{change.object_id}" if change.object_id else ""
+    return reverse("config:lists", kwargs=_ws(change)) + anchor
+
+
+def _enrolment_page(change: ConfigChange) -> str:
+    found = _alive(DirectEnrolment, change)
+    anchor = f"#destination-{found.destination_id}" if found else ""
+    return reverse("config:lists", kwargs=_ws(change)) + anchor
+
+
+def _page(name: str) -> audit.ObjectPage:
+    return lambda change: reverse(name, kwargs=_ws(change))
+
+
 def register_audit_pages() -> None:
     """Tell the audit (accounts, which knows no other app) where each configuration object of the
     engine, and a connection, is shown: its own page while it exists, else its kind's page."""
-    from monitoring.models import DirectEnrolment
-
-    def ws(change: ConfigChange) -> dict[str, Any]:
-        return {"ws": change.workspace.slug}
-
-    def alive(model: Any, change: ConfigChange) -> Any:
-        if not change.object_id.isdigit():
-            return None
-        return model.objects.filter(pk=int(change.object_id), workspace=change.workspace).first()
-
-    def connection(change: ConfigChange) -> str:
-        if alive(Connection, change):
-            return reverse("connectors:detail", kwargs={**ws(change), "pk": change.object_id})
-        return reverse("connectors:list", kwargs=ws(change))
-
-    def flow(change: ConfigChange) -> str:
-        if alive(Flow, change):
-            return reverse("config:flow", kwargs={**ws(change), "pk": change.object_id})
-        return reverse("config:flows", kwargs=ws(change))
-
-    def mapping(change: ConfigChange) -> str:
-        found = (
-            FieldMapping.objects.filter(
-                pk=int(change.object_id), flow__workspace=change.workspace
-            ).first()
-            if change.object_id.isdigit()
-            else None
-        )
-        if found is not None:
-            kwargs = {**ws(change), "pk": found.flow_id, "mapping": found.pk}
-            return reverse("config:mapping", kwargs=kwargs)
-        return reverse("config:flows", kwargs=ws(change))
-
-    def schedule(change: ConfigChange) -> str:
-        if alive(Schedule, change):
-            return reverse("config:schedule", kwargs={**ws(change), "pk": change.object_id})
-        return reverse("config:schedules", kwargs=ws(change))
-
-    def data_field(change: ConfigChange) -> str:  # object_id: the flow it was created for
-        if alive(Flow, change):
-            return reverse("config:mappings", kwargs={**ws(change), "pk": change.object_id})
-        return reverse("config:flows", kwargs=ws(change))
-
-    def lists_page(change: ConfigChange) -> str:  # object_id: the DotDigital connection
-        anchor = f"#destination-{change.object_id}" if change.object_id else ""
-        return reverse("config:lists", kwargs=ws(change)) + anchor
-
-    def enrolment(change: ConfigChange) -> str:
-        found = alive(DirectEnrolment, change)
-        anchor = f"#destination-{found.destination_id}" if found else ""
-        return reverse("config:lists", kwargs=ws(change)) + anchor
-
-    def page(name: str) -> audit.ObjectPage:
-        return lambda change: reverse(name, kwargs=ws(change))
-
-    audit.register_object_page("connectors.connection", connection)
-    audit.register_object_page("monitoring.flow", flow)
-    audit.register_object_page("monitoring.fieldmapping", mapping)
-    audit.register_object_page("monitoring.skualias", page("config:aliases"))
-    audit.register_object_page("monitoring.schedule", schedule)
-    audit.register_object_page("exceptions_inbox.routingrule", page("config:routing"))
+    audit.register_object_page("connectors.connection", _connection_page)
+    audit.register_object_page("monitoring.flow", _flow_page)
+    audit.register_object_page("monitoring.fieldmapping", _mapping_page)
+    audit.register_object_page("monitoring.skualias", _page("config:aliases"))
+    audit.register_object_page("monitoring.schedule", _schedule_page)
+    audit.register_object_page("exceptions_inbox.routingrule", _page("config:routing"))
     meta = DirectEnrolment._meta
-    audit.register_object_page(f"{meta.app_label}.{meta.model_name}", enrolment)
-    audit.register_object_page(DOTDIGITAL_LIST, lists_page)
-    audit.register_object_page(DOTDIGITAL_FIELD, data_field)
+    audit.register_object_page(f"{meta.app_label}.{meta.model_name}", _enrolment_page)
+    audit.register_object_page(DOTDIGITAL_LIST, _lists_page)
+    audit.register_object_page(DOTDIGITAL_FIELD, _data_field_page)

@@ -76,6 +76,14 @@ class FlowWatch(models.Model):
     def __str__(self) -> str:
         return f"watch of {self.flow}"
 
+    @classmethod
+    def for_flow(cls, flow: Flow) -> FlowWatch:
+        """The flow's watch, created with the defaults when it has none yet. The configuration
+        pages and the watch both read it, so it lives with the model both may import."""
+        watch, _ = cls.objects.get_or_create(flow=flow)
+        watch.flow = flow  # the caller's instance: no query to read the flow back
+        return watch
+
     @property
     def p95_limit(self) -> int:
         return self.lag_p95_seconds or self.flow.lag_threshold_seconds

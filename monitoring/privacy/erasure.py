@@ -34,18 +34,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.apps import apps
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from accounts import audit
 from accounts.models import ConfigChange, Workspace
+from connectors.dotdigital.client import DotDigitalClient
+from connectors.dotdigital.errors import DotDigitalError
 from connectors.models import Connection
 from exceptions_inbox.models import Activity, ExceptionGroup, Occurrence
 from monitoring.models import (
     Customer,
     CustomerKey,
+    Operation,
     Order,
     SourceEvent,
     SourceNotification,
@@ -109,14 +111,6 @@ def _scrub(text: str, email: str, digest: str) -> str:
     return re.sub(re.escape(email), f"[erased {digest[:8]}]", text, flags=re.IGNORECASE)
 
 
-def _operation_model() -> Any:
-    """The outbox model, when the delivery stage's models are installed."""
-    try:
-        return apps.get_model("monitoring", "Operation")
-    except LookupError:
-        return None
-
-
 def forget_contact(
     email: str,
     workspace: Workspace,
@@ -154,8 +148,24 @@ def _erase_local(
     norm: str, digest: str, workspace: Workspace, report: ErasureReport, now: datetime
 ) -> None:
     ws = workspace.pk
-    customers = [
-        c
+    customer_ids = _customer_ids(norm, ws)
+    orders = Order.objects.filter(workspace_id=ws).filter(
+        Q(customer_id__in=customer_ids) | Q(email=norm)
+    )
+    order_ids = list(orders.values_list("pk", flat=True))
+    event_ids, request_ids = _erase_events(norm, digest, ws, customer_ids, order_ids, report, now)
+    _erase_inbox(norm, digest, ws, event_ids, request_ids, report, now)
+    _erase_outbox(norm, digest, ws, customer_ids, report, now)
+    report.orders = orders.update(email="", customer=None)
+    report.customer_keys, _ = CustomerKey.objects.filter(customer_id__in=customer_ids).delete()
+    deleted, _ = Customer.objects.filter(pk__in=customer_ids).delete()
+    report.customers = len(customer_ids) if deleted else 0
+
+
+def _customer_ids(norm: str, ws: int) -> list[int]:
+    """The customers known by the email: now, as received, or before a change of address."""
+    return [
+        c.pk
         for c in Customer.objects.filter(workspace_id=ws).filter(
             Q(email=norm) | Q(email_raw__iexact=norm) | Q(previous_emails__icontains=norm)
         )
@@ -163,12 +173,19 @@ def _erase_local(
         or normalise_email(c.email_raw) == norm
         or norm in [normalise_email(str(e)) for e in c.previous_emails or []]
     ]
-    customer_ids = [c.pk for c in customers]
-    orders = Order.objects.filter(workspace_id=ws).filter(
-        Q(customer_id__in=customer_ids) | Q(email=norm)
-    )
-    order_ids = list(orders.values_list("pk", flat=True))
 
+
+def _erase_events(
+    norm: str,
+    digest: str,
+    ws: int,
+    customer_ids: list[int],
+    order_ids: list[int],
+    report: ErasureReport,
+    now: datetime,
+) -> tuple[set[int], set[int]]:
+    """Redact the events, the request bodies and the notifications naming the person; returns
+    the ids of the events and of the requests."""
     # Events: the person's own, their orders', and any whose envelope names the email.
     events = SourceEvent.objects.filter(workspace_id=ws).filter(
         Q(customer_id__in=customer_ids) | Q(order_id__in=order_ids) | Q(envelope__icontains=norm)
@@ -202,8 +219,19 @@ def _erase_local(
         Q(payload__icontains=norm) | Q(request_id__in=request_ids)
     )
     report.notifications = notifications.update(payload=marker(REASON, now))
+    return event_ids, request_ids
 
-    # The inbox: occurrences of these events or naming the email, their groups, comments.
+
+def _erase_inbox(
+    norm: str,
+    digest: str,
+    ws: int,
+    event_ids: set[int],
+    request_ids: set[int],
+    report: ErasureReport,
+    now: datetime,
+) -> None:
+    """The inbox: occurrences of these events or naming the email, their groups, comments."""
     event_keys = [f"event:{pk}" for pk in event_ids] + [f"webhook:{pk}" for pk in request_ids]
     occurrences = list(
         Occurrence.objects.filter(workspace_id=ws).filter(
@@ -240,46 +268,43 @@ def _erase_local(
     Activity.objects.bulk_update(comments, ["note"])
     report.comments = len(comments)
 
-    # The outbox (the delivery stage's model, when installed).
-    operation = _operation_model()
-    if operation is not None:
-        ops = operation.objects.filter(workspace_id=ws).filter(
-            Q(customer_id__in=customer_ids)
-            | Q(key__icontains=norm)
-            | Q(record_key__iexact=norm)
-            | Q(contact_key__iexact=norm)
-            | Q(payload__icontains=norm)
-        )
-        op_rows = list(ops)
-        for op in op_rows:
-            if op.state in OPEN_OPERATION_STATES:
-                op.state = "skipped"
-                op.reason = "The contact was erased."
-                op.lease_owner = ""
-                op.lease_until = None
-            op.key = f"erased:{digest[:16]}:{op.pk}"
-            op.record_key = ""
-            op.contact_key = ""
-            op.payload = marker(REASON, now)
-        operation.objects.bulk_update(
-            op_rows,
-            [
-                "state",
-                "reason",
-                "lease_owner",
-                "lease_until",
-                "key",
-                "record_key",
-                "contact_key",
-                "payload",
-            ],  # fmt: skip
-        )
-        report.operations = len(op_rows)
 
-    report.orders = orders.update(email="", customer=None)
-    report.customer_keys, _ = CustomerKey.objects.filter(customer_id__in=customer_ids).delete()
-    deleted, _ = Customer.objects.filter(pk__in=customer_ids).delete()
-    report.customers = len(customer_ids) if deleted else 0
+def _erase_outbox(
+    norm: str, digest: str, ws: int, customer_ids: list[int], report: ErasureReport, now: datetime
+) -> None:
+    """The outbox: writes for the person are emptied, and those still open are skipped."""
+    ops = Operation.objects.filter(workspace_id=ws).filter(
+        Q(customer_id__in=customer_ids)
+        | Q(key__icontains=norm)
+        | Q(record_key__iexact=norm)
+        | Q(contact_key__iexact=norm)
+        | Q(payload__icontains=norm)
+    )
+    op_rows = list(ops)
+    for op in op_rows:
+        if op.state in OPEN_OPERATION_STATES:
+            op.state = "skipped"
+            op.reason = "The contact was erased."
+            op.lease_owner = ""
+            op.lease_until = None
+        op.key = f"erased:{digest[:16]}:{op.pk}"
+        op.record_key = ""
+        op.contact_key = ""
+        op.payload = marker(REASON, now)
+    Operation.objects.bulk_update(
+        op_rows,
+        [
+            "state",
+            "reason",
+            "lease_owner",
+            "lease_until",
+            "key",
+            "record_key",
+            "contact_key",
+            "payload",
+        ],  # fmt: skip
+    )
+    report.operations = len(op_rows)
 
 
 def _requests_naming(norm: str, workspace_id: int) -> Iterable[int]:
@@ -297,9 +322,6 @@ def _requests_naming(norm: str, workspace_id: int) -> Iterable[int]:
 
 def _erase_in_dotdigital(norm: str, workspace: Workspace) -> list[str]:
     """Delete the contact in each DotDigital connection of the workspace; one line per account."""
-    from connectors.dotdigital.client import DotDigitalClient
-    from connectors.dotdigital.errors import DotDigitalError
-
     outcomes = []
     for conn in Connection.objects.filter(workspace=workspace, kind="dotdigital").order_by("pk"):
         try:

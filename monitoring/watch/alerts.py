@@ -13,22 +13,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import requests
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from exceptions_inbox.kinds import register_hooks as register
+from exceptions_inbox.models import ExceptionGroup, Occurrence
 from exceptions_inbox.recording import clear_occurrences, record_occurrence
 from monitoring.models import Alert, AlertChange, AlertNotice, Flow, FlowWatch
-from monitoring.watch.flow_health import FlowHealth, fmt_seconds, is_stalled, record_sample
-
-if TYPE_CHECKING:
-    from django.contrib.auth.models import User
-
-    from exceptions_inbox.models import ExceptionGroup
+from monitoring.watch.flow_health import (
+    FlowHealth,
+    flow_health,
+    fmt_seconds,
+    is_stalled,
+    record_sample,
+)
 
 log = logging.getLogger(__name__)
 WEBHOOK_TIMEOUT = 5.0
@@ -222,8 +226,6 @@ def _change(
 
 
 def recipients(alert: Alert, team_slugs: Sequence[str]) -> list[str]:
-    from django.contrib.auth.models import User
-
     return sorted(
         set(
             User.objects.filter(
@@ -267,8 +269,6 @@ def send_notice(notice: AlertNotice) -> None:
 
 def on_group_acknowledged(group: ExceptionGroup, actor: User | None) -> None:
     """The inbox hook: acknowledging a lag or stalled group acknowledges its open alerts."""
-    from exceptions_inbox.models import Occurrence
-
     keys = Occurrence.objects.filter(group=group, event_key__startswith="alert:").values_list(
         "event_key", flat=True
     )
@@ -278,16 +278,12 @@ def on_group_acknowledged(group: ExceptionGroup, actor: User | None) -> None:
 
 
 def register_hooks() -> None:
-    from exceptions_inbox.kinds import register_hooks as register
-
     for kind in (Alert.Kind.LAG, Alert.Kind.STALLED):
         register(str(kind), on_acknowledge=on_group_acknowledged)
 
 
 def check_all(now: datetime | None = None) -> list[str]:
     """Check every active flow (the periodic loop); returns the changes made."""
-    from monitoring.watch.flow_health import flow_health
-
     flows = Flow.objects.filter(is_active=True).select_related("workspace")
     changes: list[str] = []
     for h in flow_health(flows, now):

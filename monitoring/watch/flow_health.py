@@ -26,7 +26,6 @@ from django.db.models import (
     ExpressionWrapper,
     F,
     IntegerField,
-    Max,
     Min,
     OuterRef,
     Q,
@@ -35,10 +34,12 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from connectors.models import Connection
+from exceptions_inbox.models import Occurrence
 from monitoring.models import (
     Alert,
     Customer,
@@ -61,11 +62,11 @@ HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
 
-def latency() -> ExpressionWrapper:
+def latency() -> ExpressionWrapper[CombinedExpression]:
     return ExpressionWrapper(F("delivered_at") - F("occurred_at"), output_field=DurationField())
 
 
-def _split(end: str, start: str) -> ExpressionWrapper:
+def _split(end: str, start: str) -> ExpressionWrapper[CombinedExpression]:
     return ExpressionWrapper(F(end) - F(start), output_field=DurationField())
 
 
@@ -190,12 +191,6 @@ class FlowHealth:
         return p95_over or (age is not None and age > self.watch.backlog_age_limit)
 
 
-def watch_for(flow: Flow) -> FlowWatch:
-    watch, _ = FlowWatch.objects.get_or_create(flow=flow)
-    watch.flow = flow
-    return watch
-
-
 def flow_health(flows: Iterable[Flow], now: datetime | None = None) -> list[FlowHealth]:
     """The health of each flow: a fixed number of indexed queries for all the flows together
     (newest times, waiting events, the day's events, the latency histograms, watches, alerts,
@@ -208,7 +203,7 @@ def flow_health(flows: Iterable[Flow], now: datetime | None = None) -> list[Flow
     watches = {w.flow_id: w for w in FlowWatch.objects.filter(flow_id__in=ids)}
     for flow in flows:
         if flow.pk not in watches:
-            watches[flow.pk] = watch_for(flow)
+            watches[flow.pk] = FlowWatch.for_flow(flow)
         watches[flow.pk].flow = flow
     histograms = latency_histograms(ids, now)
     alerts: dict[int, list[Alert]] = {}
@@ -217,47 +212,8 @@ def flow_health(flows: Iterable[Flow], now: datetime | None = None) -> list[Flow
     connections = Connection.objects.in_bulk(
         {f.source_id for f in flows} | {f.destination_id for f in flows if f.destination_id}
     )
-    # Three queries for every flow at once, each on an index: the newest received and delivered
-    # (correlated subqueries, one index probe each), the waiting events (a partial index on the
-    # received, ready and held states) and the day's events (flow_id, received_at).
-    newest: dict[int, dict[str, Any]] = {
-        row["pk"]: dict(row)
-        for row in Flow.objects.filter(pk__in=ids)
-        .annotate(
-            last_in=Subquery(
-                SourceEvent.objects.filter(flow_id=OuterRef("pk"))
-                .order_by("-received_at")
-                .values("received_at")[:1]
-            ),
-            last_delivered=Subquery(
-                SourceEvent.objects.filter(
-                    flow_id=OuterRef("pk"), state=SourceEvent.State.DELIVERED
-                )
-                .order_by("-delivered_at")
-                .values("delivered_at")[:1]
-            ),
-        )
-        .values("pk", "last_in", "last_delivered")
-    }
-    in_flight = Q(state__in=IN_FLIGHT)
-    waiting: dict[int, dict[str, Any]] = {
-        row["flow_id"]: dict(row)
-        for row in SourceEvent.objects.filter(flow_id__in=ids, state__in=WAITING)
-        .values("flow_id")
-        .annotate(
-            n=Count("pk", filter=in_flight),
-            held=Count("pk", filter=Q(state=SourceEvent.State.HELD)),
-            oldest=Min("received_at", filter=in_flight),
-        )
-        .order_by()
-    }
-    days: dict[int, dict[str, Any]] = {
-        row["flow_id"]: dict(row)
-        for row in SourceEvent.objects.filter(flow_id__in=ids, received_at__gte=now - DAY)
-        .values("flow_id")
-        .annotate(n=Count("pk"), failed=Count("pk", filter=Q(state=SourceEvent.State.FAILED)))
-        .order_by()
-    }
+    # Three queries for every flow at once, each on an index.
+    newest, waiting, days = _newest_times(ids), _waiting_counts(ids), _day_counts(ids, now)
     out = []
     none: dict[str, Any] = {}
     for flow in flows:
@@ -282,6 +238,57 @@ def flow_health(flows: Iterable[Flow], now: datetime | None = None) -> list[Flow
         h.state, h.reasons = classify(h)
         out.append(h)
     return out
+
+
+def _newest_times(ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Each flow's newest received and delivered times: correlated subqueries, one index probe
+    each."""
+    return {
+        row["pk"]: dict(row)
+        for row in Flow.objects.filter(pk__in=ids)
+        .annotate(
+            last_in=Subquery(
+                SourceEvent.objects.filter(flow_id=OuterRef("pk"))
+                .order_by("-received_at")
+                .values("received_at")[:1]
+            ),
+            last_delivered=Subquery(
+                SourceEvent.objects.filter(
+                    flow_id=OuterRef("pk"), state=SourceEvent.State.DELIVERED
+                )
+                .order_by("-delivered_at")
+                .values("delivered_at")[:1]
+            ),
+        )
+        .values("pk", "last_in", "last_delivered")
+    }
+
+
+def _waiting_counts(ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Each flow's waiting events (a partial index on the received, ready and held states)."""
+    in_flight = Q(state__in=IN_FLIGHT)
+    return {
+        row["flow_id"]: dict(row)
+        for row in SourceEvent.objects.filter(flow_id__in=ids, state__in=WAITING)
+        .values("flow_id")
+        .annotate(
+            n=Count("pk", filter=in_flight),
+            held=Count("pk", filter=Q(state=SourceEvent.State.HELD)),
+            oldest=Min("received_at", filter=in_flight),
+        )
+        .order_by()
+    }
+
+
+def _day_counts(ids: list[int], now: datetime) -> dict[int, dict[str, Any]]:
+    """Each flow's events of the last day, and how many failed (index flow_id, received_at)."""
+    return {
+        row["flow_id"]: dict(row)
+        for row in SourceEvent.objects.filter(flow_id__in=ids, received_at__gte=now - DAY)
+        .values("flow_id")
+        .annotate(n=Count("pk"), failed=Count("pk", filter=Q(state=SourceEvent.State.FAILED)))
+        .order_by()
+    }
 
 
 def classify(h: FlowHealth) -> tuple[str, list[str]]:
@@ -468,8 +475,6 @@ def find_events(workspace_id: int, query: str) -> QuerySet[SourceEvent]:
 def timelines(events: Sequence[SourceEvent]) -> list[EventTimeline]:
     """Each event's steps: received, held, staged (released), the operations with their import,
     per-record failures and retries, delivered or why not. Three queries for all the events."""
-    from exceptions_inbox.models import Occurrence
-
     ids = [e.pk for e in events]
     links = (
         OperationEvent.objects.filter(event_id__in=ids)
@@ -479,100 +484,115 @@ def timelines(events: Sequence[SourceEvent]) -> list[EventTimeline]:
     by_event: dict[int, list[OperationEvent]] = {}
     for link in links:
         by_event.setdefault(link.event_id, []).append(link)
-    occurrences: dict[str, list[Any]] = {}
+    occurrences: dict[str, list[Occurrence]] = {}
     keys = [f"event:{pk}" for pk in ids]
     for occ in Occurrence.objects.filter(event_key__in=keys).select_related("group"):
         occurrences.setdefault(occ.event_key, []).append(occ)
     out = []
     for e in events:
-        steps = [
-            Step(
-                e.occurred_at,
-                f"Occurred in {e.source_system}",
-                "occurred",
-                f"{e.event_type} · {e.entity_key}",
-            ),
-            Step(
-                e.received_at,
-                f"Received by {e.get_via_display().lower()}",
-                "received",
-                f"source event id {e.source_event_id}",
-                e.envelope,
-            ),
-        ]
-        if e.hold or e.state == SourceEvent.State.HELD:
-            steps.append(
-                Step(
-                    e.received_at,
-                    f"Held: {e.get_hold_display()}",
-                    "held",
-                    f"deadline {e.hold_deadline:%Y-%m-%d %H:%M}" if e.hold_deadline else e.reason,
-                )
-            )
-        if e.staged_at:
-            what = "Released and staged" if e.hold else "Staged"
-            steps.append(Step(e.staged_at, what, "staged", f"{e.lane} lane"))
+        steps = _intake_steps(e)
         for link in by_event.get(e.pk, []):
-            op = link.operation
-            batch: DeliveryBatch | None = op.batch
-            detail = f"{op.get_kind_display()} {op.record_key} v{link.version} · {op.get_state_display()}"
-            if op.attempts > 1:
-                detail += f" · {op.attempts} attempts"
-            steps.append(Step(op.created_at, "Operation queued", "operation", detail, op.payload))
-            if op.sent_at:
-                via = f"import {batch.import_id}" if batch else (op.via or "single call")
-                steps.append(Step(op.sent_at, f"Sent to DotDigital ({via})", "sent", ""))
-            if batch is not None and batch.failures:
-                steps.append(
-                    Step(
-                        batch.finished_at,
-                        f"Import {batch.import_id}: {batch.failures} record failures",
-                        "failure",
-                        batch.raw_status,
-                        batch.summary,
-                    )
-                )
-            if op.error_code or op.error_text:
-                steps.append(
-                    Step(
-                        op.delivered_at or op.sent_at,
-                        f"DotDigital answered {op.error_code or 'an error'}",
-                        "failure",
-                        op.error_text,
-                    )
-                )
-            if op.state == Operation.State.PENDING and op.attempts:
-                steps.append(
-                    Step(
-                        op.next_attempt_at, "Retry scheduled", "retry", f"attempt {op.attempts + 1}"
-                    )
-                )
-        for occ in occurrences.get(e.key, []):
-            steps.append(
-                Step(
-                    occ.first_seen,
-                    f"Exception: {occ.group.title}",
-                    "failure",
-                    f"{occ.message} ({occ.get_state_display().lower()})",
-                )
+            steps += _operation_steps(link)
+        steps += [
+            Step(
+                occ.first_seen,
+                f"Exception: {occ.group.title}",
+                "failure",
+                f"{occ.message} ({occ.get_state_display().lower()})",
             )
-        if e.state == SourceEvent.State.DELIVERED:
-            total = (e.delivered_at - e.occurred_at).total_seconds() if e.delivered_at else None
-            steps.append(
-                Step(
-                    e.delivered_at,
-                    "Delivered",
-                    "delivered",
-                    f"end to end {fmt_seconds(total)}" if total is not None else "",
-                )
-            )
-        elif e.state in (SourceEvent.State.SKIPPED, SourceEvent.State.FAILED):
-            steps.append(
-                Step(e.delivered_at or e.staged_at, e.get_state_display(), e.state, e.reason)
-            )
+            for occ in occurrences.get(e.key, [])
+        ]
+        steps += _outcome_steps(e)
         steps.sort(key=lambda s: (s.at is None, s.at or e.received_at))
         out.append(EventTimeline(e, steps))
     return out
+
+
+def _intake_steps(e: SourceEvent) -> list[Step]:
+    """Occurred, received, held and staged."""
+    steps = [
+        Step(
+            e.occurred_at,
+            f"Occurred in {e.source_system}",
+            "occurred",
+            f"{e.event_type} · {e.entity_key}",
+        ),
+        Step(
+            e.received_at,
+            f"Received by {e.get_via_display().lower()}",
+            "received",
+            f"source event id {e.source_event_id}",
+            e.envelope,
+        ),
+    ]
+    if e.hold or e.state == SourceEvent.State.HELD:
+        steps.append(
+            Step(
+                e.received_at,
+                f"Held: {e.get_hold_display()}",
+                "held",
+                f"deadline {e.hold_deadline:%Y-%m-%d %H:%M}" if e.hold_deadline else e.reason,
+            )
+        )
+    if e.staged_at:
+        what = "Released and staged" if e.hold else "Staged"
+        steps.append(Step(e.staged_at, what, "staged", f"{e.lane} lane"))
+    return steps
+
+
+def _operation_steps(link: OperationEvent) -> list[Step]:
+    """One operation of the event: queued, sent, its import's failures, DotDigital's error and
+    the retry."""
+    op = link.operation
+    batch: DeliveryBatch | None = op.batch
+    detail = f"{op.get_kind_display()} {op.record_key} v{link.version} · {op.get_state_display()}"
+    if op.attempts > 1:
+        detail += f" · {op.attempts} attempts"
+    steps = [Step(op.created_at, "Operation queued", "operation", detail, op.payload)]
+    if op.sent_at:
+        via = f"import {batch.import_id}" if batch else (op.via or "single call")
+        steps.append(Step(op.sent_at, f"Sent to DotDigital ({via})", "sent", ""))
+    if batch is not None and batch.failures:
+        steps.append(
+            Step(
+                batch.finished_at,
+                f"Import {batch.import_id}: {batch.failures} record failures",
+                "failure",
+                batch.raw_status,
+                batch.summary,
+            )
+        )
+    if op.error_code or op.error_text:
+        steps.append(
+            Step(
+                op.delivered_at or op.sent_at,
+                f"DotDigital answered {op.error_code or 'an error'}",
+                "failure",
+                op.error_text,
+            )
+        )
+    if op.state == Operation.State.PENDING and op.attempts:
+        steps.append(
+            Step(op.next_attempt_at, "Retry scheduled", "retry", f"attempt {op.attempts + 1}")
+        )
+    return steps
+
+
+def _outcome_steps(e: SourceEvent) -> list[Step]:
+    """Delivered, or skipped or failed with the reason; nothing while on its way."""
+    if e.state == SourceEvent.State.DELIVERED:
+        total = (e.delivered_at - e.occurred_at).total_seconds() if e.delivered_at else None
+        return [
+            Step(
+                e.delivered_at,
+                "Delivered",
+                "delivered",
+                f"end to end {fmt_seconds(total)}" if total is not None else "",
+            )
+        ]
+    if e.state in (SourceEvent.State.SKIPPED, SourceEvent.State.FAILED):
+        return [Step(e.delivered_at or e.staged_at, e.get_state_display(), e.state, e.reason)]
+    return []
 
 
 def fmt_seconds(value: float | None) -> str:
@@ -588,10 +608,3 @@ def fmt_seconds(value: float | None) -> str:
     if value < 172800:
         return f"{value / 3600:.1f} h"
     return f"{value / 86400:.1f} d"
-
-
-def last_received(flow_ids: Sequence[int]) -> dict[int, datetime | None]:
-    return {
-        fid: SourceEvent.objects.filter(flow_id=fid).aggregate(m=Max("received_at")).get("m")
-        for fid in flow_ids
-    }

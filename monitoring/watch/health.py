@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Count, Min, Q, Sum
 from django.utils import timezone
 from kombu import Connection as BrokerConnection
 
-from monitoring.models import WorkerHeartbeat
+from connectors.models import RateWindow
+from exceptions_inbox.models import ExceptionGroup
+from monitoring.models import DeliveryBatch, Flow, Operation, SourceEvent, WorkerHeartbeat
+from monitoring.watch.flow_health import BUCKETS, HOUR, IN_FLIGHT, histogram_aggregates, latency
 
 
 def check_database() -> dict[str, Any]:
@@ -90,41 +94,51 @@ def _rows(qs: Any) -> list[dict[str, Any]]:
     return [dict(row) for row in qs]
 
 
+class _Exposition:
+    """The lines of a Prometheus text exposition being written, with each flow's labels."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.flows = {f.pk: f for f in Flow.objects.select_related("workspace")}
+
+    def family(self, name: str, kind: str, help_text: str) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+
+    def flow_labels(self, flow_id: int | None) -> dict[str, object]:
+        flow = self.flows.get(flow_id) if flow_id else None
+        if flow is None:
+            return {"workspace": "", "flow": "none"}
+        return {"workspace": flow.workspace.slug, "flow": flow.name}
+
+
 def metrics_text(now: Any = None) -> str:
     """Prometheus text exposition, computed from the database (every worker on every machine
     counts): events by state, latency histograms per flow and lane (deliveries of the last hour),
     backlog and its oldest age, DotDigital writes and imports, rate-limit windows, and open
     exceptions by kind and team. A bounded number of grouped queries."""
-    from django.db.models import Count, Min, Q, Sum
-
-    from connectors.models import RateWindow
-    from exceptions_inbox.models import ExceptionGroup
-    from monitoring.models import DeliveryBatch, Flow, Operation, SourceEvent
-    from monitoring.watch.flow_health import BUCKETS, HOUR, IN_FLIGHT, histogram_aggregates, latency
-
     now = now or timezone.now()
-    flows = {f.pk: f for f in Flow.objects.select_related("workspace")}
+    out = _Exposition()
+    _event_metrics(out)
+    _latency_metrics(out, now)
+    _backlog_metrics(out, now)
+    _dotdigital_metrics(out)
+    _rate_window_metrics(out, now)
+    _exception_metrics(out)
+    return "\n".join(out.lines) + "\n"
 
-    def flow_labels(flow_id: int | None) -> dict[str, object]:
-        flow = flows.get(flow_id) if flow_id else None
-        if flow is None:
-            return {"workspace": "", "flow": "none"}
-        return {"workspace": flow.workspace.slug, "flow": flow.name}
 
-    lines: list[str] = []
-
-    def family(name: str, kind: str, help_text: str) -> None:
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
-
-    family("syncdesk_events", "gauge", "Events stored, by flow and state.")
+def _event_metrics(out: _Exposition) -> None:
+    out.family("syncdesk_events", "gauge", "Events stored, by flow and state.")
     for row in _rows(
         SourceEvent.objects.values("flow_id", "state").annotate(n=Count("pk")).order_by()
     ):
-        labels = _labels(**flow_labels(row["flow_id"]), state=row["state"])
-        lines.append(f"syncdesk_events{labels} {row['n']}")
+        labels = _labels(**out.flow_labels(row["flow_id"]), state=row["state"])
+        out.lines.append(f"syncdesk_events{labels} {row['n']}")
 
-    family(
+
+def _latency_metrics(out: _Exposition, now: datetime) -> None:
+    out.family(
         "syncdesk_event_latency_seconds",
         "histogram",
         "End-to-end latency (delivered - occurred) of the events delivered in the last hour.",
@@ -138,8 +152,9 @@ def metrics_text(now: Any = None) -> str:
         .annotate(**histogram_aggregates(""), total=Sum("lat"))
         .order_by()
     )
+    lines = out.lines
     for row in _rows(rows):
-        base = {**flow_labels(row["flow_id"]), "lane": row["lane"]}
+        base = {**out.flow_labels(row["flow_id"]), "lane": row["lane"]}
         for bound in BUCKETS:
             lines.append(
                 f"syncdesk_event_latency_seconds_bucket{_labels(**base, le=bound)} {row[f'le{bound}']}"
@@ -156,7 +171,9 @@ def metrics_text(now: Any = None) -> str:
         lines.append(f"syncdesk_event_latency_seconds_sum{_labels(**base)} {seconds:.3f}")
         lines.append(f"syncdesk_event_latency_seconds_count{_labels(**base)} {row['n']}")
 
-    family("syncdesk_backlog", "gauge", "Events received or staged and not yet delivered.")
+
+def _backlog_metrics(out: _Exposition, now: datetime) -> None:
+    out.family("syncdesk_backlog", "gauge", "Events received or staged and not yet delivered.")
     family_age = []
     for row in _rows(
         SourceEvent.objects.filter(state__in=IN_FLIGHT)
@@ -164,47 +181,49 @@ def metrics_text(now: Any = None) -> str:
         .annotate(n=Count("pk"), oldest=Min("received_at"))
         .order_by()
     ):
-        lines.append(f"syncdesk_backlog{_labels(**flow_labels(row['flow_id']))} {row['n']}")
+        labels = _labels(**out.flow_labels(row["flow_id"]))
+        out.lines.append(f"syncdesk_backlog{labels} {row['n']}")
         age = (now - row["oldest"]).total_seconds() if row["oldest"] else 0
-        family_age.append(
-            f"syncdesk_backlog_oldest_age_seconds{_labels(**flow_labels(row['flow_id']))} {age:.0f}"
-        )
-    family("syncdesk_backlog_oldest_age_seconds", "gauge", "Age of the oldest waiting event.")
-    lines.extend(family_age)
+        family_age.append(f"syncdesk_backlog_oldest_age_seconds{labels} {age:.0f}")
+    out.family("syncdesk_backlog_oldest_age_seconds", "gauge", "Age of the oldest waiting event.")
+    out.lines.extend(family_age)
 
-    family("syncdesk_dotdigital_writes", "gauge", "Outbox operations by kind, way sent and state.")
+
+def _dotdigital_metrics(out: _Exposition) -> None:
+    out.family(
+        "syncdesk_dotdigital_writes", "gauge", "Outbox operations by kind, way sent and state."
+    )
     for row in _rows(
         Operation.objects.values("kind", "via", "state").annotate(n=Count("pk")).order_by()
     ):
         labels = _labels(kind=row["kind"], via=row["via"] or "none", state=row["state"])
-        lines.append(f"syncdesk_dotdigital_writes{labels} {row['n']}")
-    family("syncdesk_dotdigital_write_attempts", "gauge", "Calls made for outbox operations.")
+        out.lines.append(f"syncdesk_dotdigital_writes{labels} {row['n']}")
+    out.family("syncdesk_dotdigital_write_attempts", "gauge", "Calls made for outbox operations.")
     for row in _rows(Operation.objects.values("kind").annotate(n=Sum("attempts")).order_by()):
-        lines.append(
+        out.lines.append(
             f"syncdesk_dotdigital_write_attempts{_labels(kind=row['kind'])} {row['n'] or 0}"
         )
-    family("syncdesk_dotdigital_imports", "gauge", "DotDigital imports by kind and state.")
+    out.family("syncdesk_dotdigital_imports", "gauge", "DotDigital imports by kind and state.")
     for row in _rows(
         DeliveryBatch.objects.values("kind", "state")
         .annotate(n=Count("pk"), polls=Sum("polls"))
         .order_by()
     ):
-        lines.append(
-            f"syncdesk_dotdigital_imports{_labels(kind=row['kind'], state=row['state'])} {row['n']}"
-        )
+        labels = _labels(kind=row["kind"], state=row["state"])
+        out.lines.append(f"syncdesk_dotdigital_imports{labels} {row['n']}")
 
-    family("syncdesk_rate_window_used", "gauge", "Calls used in the current rate window.")
+
+def _rate_window_metrics(out: _Exposition, now: datetime) -> None:
     windows = list(RateWindow.objects.all())
+    out.family("syncdesk_rate_window_used", "gauge", "Calls used in the current rate window.")
     for w in windows:
-        lines.append(
-            f"syncdesk_rate_window_used{_labels(account=w.account_key, tier=w.tier)} {w.used}"
-        )
-    family("syncdesk_rate_window_limit", "gauge", "Calls allowed per rate window.")
+        labels = _labels(account=w.account_key, tier=w.tier)
+        out.lines.append(f"syncdesk_rate_window_used{labels} {w.used}")
+    out.family("syncdesk_rate_window_limit", "gauge", "Calls allowed per rate window.")
     for w in windows:
-        lines.append(
-            f"syncdesk_rate_window_limit{_labels(account=w.account_key, tier=w.tier)} {w.limit}"
-        )
-    family(
+        labels = _labels(account=w.account_key, tier=w.tier)
+        out.lines.append(f"syncdesk_rate_window_limit{labels} {w.limit}")
+    out.family(
         "syncdesk_rate_limit_wait_seconds",
         "gauge",
         "Seconds until a tier blocked by a 429 may be called again (0: not blocked).",
@@ -212,11 +231,12 @@ def metrics_text(now: Any = None) -> str:
     epoch = now.timestamp()
     for w in windows:
         wait = max(w.blocked_until - epoch, 0.0)
-        lines.append(
-            f"syncdesk_rate_limit_wait_seconds{_labels(account=w.account_key, tier=w.tier)} {wait:.1f}"
-        )
+        labels = _labels(account=w.account_key, tier=w.tier)
+        out.lines.append(f"syncdesk_rate_limit_wait_seconds{labels} {wait:.1f}")
 
-    family(
+
+def _exception_metrics(out: _Exposition) -> None:
+    out.family(
         "syncdesk_open_exceptions", "gauge", "Open exception groups by workspace, kind and team."
     )
     open_states = ("open", "acknowledged", "snoozed")
@@ -229,5 +249,4 @@ def metrics_text(now: Any = None) -> str:
         labels = _labels(
             workspace=row["workspace__slug"], kind=row["kind"], team=row["team__slug"] or ""
         )
-        lines.append(f"syncdesk_open_exceptions{labels} {row['n']}")
-    return "\n".join(lines) + "\n"
+        out.lines.append(f"syncdesk_open_exceptions{labels} {row['n']}")

@@ -1,14 +1,9 @@
-"""Reconciliation (the engine's state against DotDigital, read through the client, and against
-the source, read through its connector's poll) and the opt-out round trip (DotDigital's
-suppressions written back to the source).
+"""Reconciliation runs and repairs, and the opt-out round trip (DotDigital's suppressions written
+back to the source).
 
-A run compares, per flow, the contacts its events touched (all, or a sample): the contact exists,
-and its key fields (LTV, ORDER_COUNT, LAST_ORDER_DATE) hold what the engine's state says; then the
-flow's orders: the `Orders` record exists and its GrandTotal matches. Where the flow's source can
-be polled, the source's orders of the last `reconcile_source_days` (up to a settling margin) are
-read through the adapter's `backfill` and compared with the engine's state: an order the source
-has that Syncdesk never received, and a grand total that differs. Each difference is a row and a
-`reconciliation_difference` occurrence (money to finance, segment fields and missing contacts to
+A run compares, per flow, the engine's state with DotDigital (`reconcile_dotdigital`) and, where
+the flow's source can be polled, with the source (`reconcile_source`). Each difference is a row and
+a `reconciliation_difference` occurrence (money to finance, segment fields and missing contacts to
 marketing, orders never received to ops, by `team_slug`); a difference not found again by the next
 run is cleared. "Repair" re-sends the engine's value through the outbox (an upsert by key, so it
 applies once); for a difference with the source, it takes the source's events in through the
@@ -19,12 +14,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import logging
-import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -33,15 +25,19 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from accounts import audit
+from accounts.models import ConfigChange
 from connectors.dotdigital.client import DotDigitalClient
-from connectors.dotdigital.errors import DotDigitalError, NotFound
-from connectors.dotdigital.types import Contact
+from connectors.dotdigital.errors import DotDigitalError
 from connectors.sources.base import SourceAdapter, SourceError
 from connectors.sources.registry import get_adapter
+from exceptions_inbox.kinds import hooks_of
+from exceptions_inbox.kinds import register_hooks as register
 from exceptions_inbox.recording import clear_occurrences, record_occurrence
 from monitoring.models import (
     Customer,
     Flow,
+    FlowWatch,
     OptOutWriteBack,
     Order,
     ReconciliationDifference,
@@ -49,83 +45,27 @@ from monitoring.models import (
     SourceEvent,
     Suppression,
 )
-from monitoring.pipeline.mapping import ORDERS, Context, OpSpec, contact_spec, number, order_spec
-from monitoring.pipeline.normalise import parse_time
+from monitoring.pipeline.ingest import ingest_events
+from monitoring.pipeline.mapping import Context, OpSpec, contact_spec, order_spec
+from monitoring.pipeline.plan import Planned, write_operations
+from monitoring.watch.differences import Diff, Found
+from monitoring.watch.reconcile_dotdigital import compare
+from monitoring.watch.reconcile_source import compare_source
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
     from exceptions_inbox.models import Occurrence
 
-log = logging.getLogger(__name__)
-Diff = ReconciliationDifference.Kind
-# The contact fields compared, and who owns a difference in each (money → finance).
-FIELDS: dict[str, str] = {
-    "LTV": "finance",
-    "ORDER_COUNT": "marketing",
-    "LAST_ORDER_DATE": "marketing",
-}
 KIND = "reconciliation_difference"
 SOURCE_KINDS = (Diff.SOURCE_MISSING, Diff.SOURCE_TOTAL)
-
-
-@dataclass
-class Found:
-    kind: str
-    subject: str
-    team: str
-    email: str = ""
-    order_number: str = ""
-    field: str = ""
-    engine: Any = None
-    dotdigital: Any = None
-    source: Any = None
-    events: list[dict[str, Any]] | None = None
-
-
-def same(engine: Any, remote: Any, field_type: str) -> bool:
-    """Equal as DotDigital would show them: numbers to the cent, dates to the second (or the day
-    when either side is a date only), everything else as text."""
-    if engine is None or engine == "":
-        return remote is None or remote == ""
-    if remote is None or remote == "":
-        return False
-    if field_type == "numeric":
-        try:
-            return Decimal(str(engine)).quantize(Decimal("0.01")) == Decimal(str(remote)).quantize(
-                Decimal("0.01")
-            )
-        except InvalidOperation:
-            return str(engine) == str(remote)
-    if field_type == "date":
-        a, b = parse_time(engine), parse_time(remote)
-        if a is None or b is None:
-            return str(engine)[:10] == str(remote)[:10]
-        if len(str(engine)) <= 10 or len(str(remote)) <= 10:
-            return a.date() == b.date()
-        return abs((a - b).total_seconds()) < 1
-    return str(engine) == str(remote)
-
-
-def flow_customers(flow: Flow) -> Any:
-    return (
-        Customer.objects.filter(workspace_id=flow.workspace_id, events__flow=flow)
-        .exclude(email="")
-        .distinct()
-    )
-
-
-def flow_orders(flow: Flow) -> Any:
-    return Order.objects.filter(workspace_id=flow.workspace_id, events__flow=flow).distinct()
 
 
 def run_reconciliation(
     flow: Flow, *, sample: int | None = None, client: DotDigitalClient | None = None
 ) -> ReconciliationRun:
     """Compare the flow's state with DotDigital; returns the finished (or failed) run."""
-    from monitoring.watch.flow_health import watch_for
-
-    size = watch_for(flow).reconcile_sample if sample is None else sample
+    size = FlowWatch.for_flow(flow).reconcile_sample if sample is None else sample
     run = ReconciliationRun.objects.create(
         workspace_id=flow.workspace_id, flow=flow, sample=size, started_at=timezone.now()
     )
@@ -139,272 +79,6 @@ def run_reconciliation(
     found += compare_source(flow, run, size)
     _record(flow, run, found)
     return run
-
-
-def compare(flow: Flow, run: ReconciliationRun, client: DotDigitalClient, size: int) -> list[Found]:
-    mappings = {m.target.upper(): m for m in flow.field_mappings.filter(enabled=True)}
-    customers_qs = flow_customers(flow)
-    customers = list(customers_qs.order_by("?")[:size] if size else customers_qs)
-    found: list[Found] = []
-    remote: dict[str, Contact] = {}
-    if size:
-        for c in customers:
-            contact = client.get_contact("email", c.email)
-            if contact is not None and contact.email:
-                remote[contact.email.lower()] = contact
-        run.dotdigital_contacts = 0
-    else:
-        wanted = [*FIELDS]
-        for contact in client.iter_contacts(data_fields=wanted, include=()):
-            if contact.email:
-                remote[contact.email.lower()] = contact
-        run.dotdigital_contacts = len(remote)
-    run.engine_contacts = customers_qs.count()
-    checked = matched = 0
-    for customer in customers:
-        checked += 1
-        contact = remote.get(customer.email)
-        if contact is None:
-            found.append(Found(Diff.CONTACT_MISSING, customer.email, "marketing", customer.email))
-            continue
-        spec = contact_spec(customer, mappings.values(), flow.sends_aggregates)
-        fields = spec.payload["fields"]
-        ok = True
-        for name, team in FIELDS.items():
-            if name not in fields:
-                continue
-            want, have = fields[name]["value"], contact.data_fields.get(name)
-            if not same(want, have, str(fields[name]["type"])):
-                ok = False
-                found.append(
-                    Found(Diff.FIELD, customer.email, team, customer.email, "", name, want, have)
-                )
-        matched += ok
-    # Orders: the record and its total (money → finance).
-    orders_qs = flow_orders(flow).exclude(email="").filter(grand_total__isnull=False)
-    orders = list(orders_qs.order_by("?")[:size] if size else orders_qs)
-    records: dict[str, dict[str, Any]] = {}
-    for email in sorted({o.email for o in orders}):
-        records.update(contact_records(client, email))
-    for order in orders:
-        checked += 1
-        number_key = order.order_number or order.channel_order_ref or f"order-{order.pk}"
-        record = records.get(number_key)
-        want = number(order.grand_total)
-        if record is None:
-            found.append(
-                Found(Diff.RECORD_MISSING, number_key, "finance", order.email, number_key, "", want)
-            )
-            continue
-        have = record.get("GrandTotal")
-        if not same(want, have, "numeric"):
-            found.append(
-                Found(
-                    Diff.RECORD,
-                    number_key,
-                    "finance",
-                    order.email,
-                    number_key,
-                    "GrandTotal",
-                    want,
-                    have,
-                )
-            )
-            continue
-        matched += 1
-    run.checked, run.matched = checked, matched
-    return found
-
-
-# -- the source, read through its connector ------------------------------------------------
-
-SOURCE_PAGES = 200  # a run reads at most this many backfill pages of the source
-#: a source order younger than this may still be on its way (a webhook in flight, a fetch due)
-SETTLE = timedelta(minutes=15)
-IN_FLIGHT = (SourceEvent.State.RECEIVED, SourceEvent.State.READY, SourceEvent.State.HELD)
-
-
-@dataclass
-class SourceOrder:
-    """One order as the source holds it, from its newest order event in the window."""
-
-    key: str
-    entity_key: str
-    number: str
-    ref: str
-    email: str
-    grand_total: Any
-    version: str
-    events: list[dict[str, Any]]
-
-    @property
-    def label(self) -> str:
-        return self.number or self.ref or self.key
-
-
-def _amount(value: Any) -> Any:
-    """A money amount as the engine shows one (10.0000 → 10), or as given when not a number."""
-    try:
-        return number(Decimal(str(value)))
-    except (InvalidOperation, ValueError):
-        return value
-
-
-def source_window(flow: Flow, now: datetime) -> tuple[datetime, datetime]:
-    from monitoring.watch.flow_health import watch_for
-
-    days = watch_for(flow).reconcile_source_days or 7
-    now = now.replace(microsecond=0)
-    return now - timedelta(days=days), now - SETTLE
-
-
-def read_source_orders(
-    adapter: SourceAdapter, flow: Flow, start: datetime, end: datetime
-) -> dict[str, SourceOrder]:
-    """The source's orders created between `start` and `end`, paged through the adapter's
-    backfill (its poll by date), by order key; each with every event read for it."""
-    events: list[dict[str, Any]] = []
-    cursor = ""
-    for _ in range(SOURCE_PAGES):
-        page = adapter.backfill(flow.source, start, end, cursor)
-        events += [e for e in page.events if isinstance(e, dict)]
-        if page.reached_present or not page.events or page.cursor == cursor:
-            break
-        cursor = page.cursor
-    orders: dict[str, SourceOrder] = {}
-    for event in events:
-        data = event.get("data") or {}
-        if not str(event.get("event_type", "")).startswith("order.") or not isinstance(data, dict):
-            continue
-        entity = event.get("entity") or {}
-        key = str(data.get("order_key") or entity.get("key") or "")
-        if not key:
-            continue
-        version = str(event.get("source_updated_at") or event.get("occurred_at") or "")
-        order = orders.get(key)
-        if order is None:
-            order = orders[key] = SourceOrder(
-                key, str(entity.get("key") or key), "", "", "", None, "", []
-            )
-        totals = data.get("totals") if isinstance(data.get("totals"), dict) else {}
-        grand = (totals or {}).get("grand_total")
-        if isinstance(grand, dict) and version >= order.version:
-            order.grand_total = _amount(grand.get("amount"))
-            order.version = version
-        order.number = order.number or str(data.get("order_number") or "")
-        order.ref = order.ref or str(data.get("channel_order_ref") or "")
-        identity = event.get("identity") or {}
-        order.email = order.email or str(identity.get("email") or "")
-    # Every event read that belongs to one of these orders (a shipment or refund links to it),
-    # so a repair takes in the whole of what the engine missed.
-    for event in events:
-        entity = event.get("entity") or {}
-        links = event.get("links") or {}
-        data = event.get("data") or {}
-        for key in {
-            str(entity.get("key") or ""),
-            str(links.get("order_key") or "") if isinstance(links, dict) else "",
-            str(data.get("order_key") or "") if isinstance(data, dict) else "",
-        }:
-            if key in orders:
-                orders[key].events.append(event)
-                break
-    return orders
-
-
-def compare_source(flow: Flow, run: ReconciliationRun, size: int) -> list[Found]:
-    """The source's orders of the window against the engine's state. A source that cannot be
-    polled is not read (`source_orders` stays empty); one that fails is noted on the run, and
-    the comparison with DotDigital still stands."""
-    adapter = get_adapter(flow.source.kind)
-    if adapter is None or not adapter.can_poll:
-        return []
-    start, end = source_window(flow, run.started_at)
-    run.source_window_start, run.source_window_end = start, end
-    try:
-        orders = read_source_orders(adapter, flow, start, end)
-    except (SourceError, requests.RequestException) as exc:
-        run.source_error = f"{flow.source.name}: {exc}"[:2000]
-        return []
-    run.source_orders = len(orders)
-    chosen = list(orders.values())
-    if size and len(chosen) > size:
-        chosen = random.sample(chosen, size)
-    keys = {o.entity_key for o in chosen} | {o.key for o in chosen}
-    states: dict[str, set[str]] = {}
-    for entity_key, state in SourceEvent.objects.filter(
-        workspace_id=flow.workspace_id, entity_key__in=keys
-    ).values_list("entity_key", "state"):
-        states.setdefault(entity_key, set()).add(state)
-    numbers = {o.number for o in chosen if o.number} | {o.ref for o in chosen if o.ref}
-    engine_orders = list(
-        Order.objects.filter(workspace_id=flow.workspace_id).filter(
-            Q(order_number__in=numbers) | Q(channel_order_ref__in=numbers)
-        )
-    )
-    by_key = {k: o for o in engine_orders for k in (o.source_keys or ())}
-    by_number = {o.order_number: o for o in engine_orders if o.order_number}
-    by_ref = {o.channel_order_ref: o for o in engine_orders if o.channel_order_ref}
-    found: list[Found] = []
-    checked = matched = 0
-    for order in sorted(chosen, key=lambda o: o.label):
-        seen = states.get(order.entity_key, set()) | states.get(order.key, set())
-        if seen & set(IN_FLIGHT):
-            continue  # received and on its way: lag alerts watch that, not reconciliation
-        checked += 1
-        mine = by_key.get(order.key) or by_number.get(order.number) or by_ref.get(order.ref)
-        if mine is None and not seen:
-            found.append(
-                Found(
-                    Diff.SOURCE_MISSING,
-                    order.label,
-                    "ops",
-                    order.email,
-                    order.label,
-                    source=order.grand_total,
-                    events=order.events,
-                )
-            )
-            continue
-        if (
-            mine is not None
-            and order.grand_total is not None
-            and mine.grand_total is not None
-            and not same(number(mine.grand_total), order.grand_total, "numeric")
-        ):
-            found.append(
-                Found(
-                    Diff.SOURCE_TOTAL,
-                    order.label,
-                    "finance",
-                    order.email or mine.email,
-                    order.label,
-                    "grand_total",
-                    number(mine.grand_total),
-                    source=order.grand_total,
-                    events=order.events,
-                )
-            )
-            continue
-        matched += 1
-    run.checked += checked
-    run.matched += matched
-    return found
-
-
-def contact_records(client: DotDigitalClient, email: str) -> dict[str, dict[str, Any]]:
-    """A contact's `Orders` records by key (none when DotDigital has no such contact)."""
-    out: dict[str, dict[str, Any]] = {}
-    marker = None
-    while True:
-        try:
-            page = client.list_insight_records(ORDERS[0], contact=("email", email), marker=marker)
-        except NotFound:
-            return out
-        out.update({r.key: r.json for r in page.items})
-        if not page.next_marker:
-            return out
-        marker = page.next_marker
 
 
 def _text(value: Any) -> str:
@@ -494,8 +168,6 @@ def _fail(run: ReconciliationRun, error: str) -> ReconciliationRun:
 
 def enqueue(flow: Flow, spec: OpSpec) -> None:
     """Queue one write through the outbox (coalesced with an open write of the same key)."""
-    from monitoring.pipeline.plan import Planned, write_operations
-
     assert flow.destination_id is not None
     now = timezone.now()
     planned = Planned(flow.destination_id, flow.workspace_id, spec, SourceEvent.Lane.REALTIME)
@@ -547,8 +219,6 @@ def repair_from_source(diff: ReconciliationDifference, actor: User | None) -> bo
     """Take the source's events for this order in through the engine's intake (as a poll would);
     they then stage and deliver like any other. False when already repaired, or when Syncdesk
     already holds every one of those events (taking them in again would change nothing)."""
-    from monitoring.pipeline.ingest import ingest_events
-
     flow = diff.run.flow
     events = [e for e in diff.source_events if isinstance(e, dict)]
     if not events:
@@ -590,10 +260,8 @@ def queue_write_backs(flow: Flow) -> int:
     if flow.destination_id is None:
         return 0
     # Driven from the destination's suppressions (hundreds, not millions), in steps that each
-    # probe an index with a list: customers by (workspace, email), events by customer. The former
-    # `email IN (customers joined to every event of the flow)` took minutes on a busy flow, and
-    # its EXISTS rewrite still let PostgreSQL read the whole event table (3–5 s a call in
-    # bench/engine.py's runs).
+    # probe an index with a list: customers by (workspace, email), events by customer. A join or
+    # an EXISTS over the flow's events lets PostgreSQL read the whole event table instead.
     queued = OptOutWriteBack.objects.filter(
         flow=flow, email=OuterRef("email"), opted_out_at=OuterRef("date_removed")
     )
@@ -672,12 +340,10 @@ def writes_opt_outs(adapter: SourceAdapter | None) -> bool:
 def tell_source(flow: Flow, adapter: SourceAdapter | None, row: OptOutWriteBack) -> str:
     """Record one opt-out in the source: through its connector where it can, else POSTed to the
     flow's opt-out webhook. Returns how (`OptOutWriteBack.Via`); raises SourceError."""
-    from monitoring.watch.flow_health import watch_for
-
     if adapter is not None and writes_opt_outs(adapter):
         adapter.write_back_opt_out(flow.source, row.email, row.opted_out_at)
         return OptOutWriteBack.Via.CONNECTOR
-    url = watch_for(flow).opt_out_webhook_url
+    url = FlowWatch.for_flow(flow).opt_out_webhook_url
     if not url:
         raise SourceError(
             f"{flow.source.name} has no way to record opt-outs through its connector and the "
@@ -784,26 +450,22 @@ class OptOutRoute:
 
 def opt_out_routes(workspace_id: int) -> list[OptOutRoute]:
     """How each flow's opt-outs reach its source."""
-    from monitoring.watch.flow_health import watch_for
-
     routes = []
     for flow in Flow.objects.filter(workspace_id=workspace_id).select_related("source"):
         way: str
         if writes_opt_outs(get_adapter(flow.source.kind)):
             way = OptOutWriteBack.Via.CONNECTOR
         else:
-            way = OptOutWriteBack.Via.WEBHOOK if watch_for(flow).opt_out_webhook_url else ""
+            way = (
+                OptOutWriteBack.Via.WEBHOOK if FlowWatch.for_flow(flow).opt_out_webhook_url else ""
+            )
         routes.append(OptOutRoute(flow, way))
     return routes
 
 
 def set_opt_out_webhook(flow: Flow, url: str, actor: User | None) -> None:
     """Set (or, with "", remove) the flow's opt-out webhook, with an audit row (value hidden)."""
-    from accounts import audit
-    from accounts.models import ConfigChange
-    from monitoring.watch.flow_health import watch_for
-
-    watch = watch_for(flow)
+    watch = FlowWatch.for_flow(flow)
     before = audit.snapshot(watch, ["opt_out_webhook_url"], secret_fields=["opt_out_webhook_url"])
     watch.opt_out_webhook_url = url
     watch.save(update_fields=["opt_out_webhook_url"])
@@ -857,9 +519,6 @@ def round_trip(flow: Flow) -> tuple[int, int]:
 
 
 def register_hooks() -> None:
-    from exceptions_inbox.kinds import hooks_of
-    from exceptions_inbox.kinds import register_hooks as register
-
     register(KIND, retry=repair_occurrences)
     # consent_sync_failed may also be raised by the delivery side: only take retry if unclaimed.
     if hooks_of("consent_sync_failed").get("retry") is None:

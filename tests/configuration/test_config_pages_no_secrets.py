@@ -7,9 +7,8 @@ import pytest
 from django.test import Client
 
 from exceptions_inbox.models import RoutingRule
-from monitoring.models import DirectEnrolment, FieldMapping, Flow, Schedule, SkuAlias
+from monitoring.models import DirectEnrolment, FieldMapping, Flow, FlowWatch, Schedule, SkuAlias
 from monitoring.pipeline.flows import install_defaults, mirror_schedule
-from monitoring.watch.flow_health import watch_for
 from tests.configuration.test_no_secrets import connections_with_every_secret_set
 
 HOOK = "https://hooks.example.com/services/T0/B0/Hook-SECRET-v4lue"
@@ -24,7 +23,7 @@ def test_no_engine_configuration_page_renders_a_secret(client: Client, world, pe
     source = next(c for c in connections if c.kind != "dotdigital")
     flow = Flow.objects.create(workspace=world.workspace, name="F", source=source, destination=dd)
     install_defaults(flow)
-    watch = watch_for(flow)
+    watch = FlowWatch.for_flow(flow)
     watch.webhook_url = HOOK
     watch.save()
     secrets.append(HOOK)

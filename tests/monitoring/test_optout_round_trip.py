@@ -21,11 +21,10 @@ from django.urls import reverse
 from accounts.models import ConfigChange
 from exceptions_inbox.actions import apply_action
 from exceptions_inbox.models import Occurrence
-from monitoring.models import OptOutWriteBack, Suppression
+from monitoring.models import FlowWatch, OptOutWriteBack, Suppression
 from monitoring.pipeline.consent import pull_suppressions
 from monitoring.pipeline.sources import backfill_range
 from monitoring.watch import reconcile
-from monitoring.watch.flow_health import watch_for
 from monitoring.watch_tasks import write_back_opt_outs
 from tests.connectors.sources.fakes.brightpearl import FakeBrightpearl, load
 from tests.factories import make_member
@@ -93,7 +92,7 @@ def opted_out_in_dotdigital(engine: Engine, email: str, when: datetime = OPTED_O
 
 
 def set_opt_out_webhook(engine: Engine, url: str) -> None:
-    watch = watch_for(engine.erp_flow)
+    watch = FlowWatch.for_flow(engine.erp_flow)
     watch.opt_out_webhook_url = url
     watch.save(update_fields=["opt_out_webhook_url"])
 

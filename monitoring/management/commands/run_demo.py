@@ -15,6 +15,15 @@ from django.core.management.base import BaseCommand
 from monitoring.demo import api_ports
 
 
+def _manage(command: str) -> list[str]:
+    return [sys.executable, os.path.join(settings.BASE_DIR, "manage.py"), command]
+
+
+def _worker_options(queue: str) -> list[str]:
+    """A Celery worker of one queue, named after it."""
+    return ["worker", "-Q", queue, "-n", f"{queue}@%h", "--concurrency", "2", "--loglevel", "INFO"]
+
+
 class Command(BaseCommand):
     help = "Run web (gunicorn), a realtime and a bulk Celery worker, and beat, until Ctrl-C."
 
@@ -52,35 +61,11 @@ class Command(BaseCommand):
                 "--access-logfile",
                 "-",
             ],
-            "worker-realtime": [
-                *celery,
-                "worker",
-                "-Q",
-                "realtime",
-                "-n",
-                "realtime@%h",
-                "--concurrency",
-                "2",
-                "--loglevel",
-                "INFO",
-            ],
-            "worker-bulk": [
-                *celery,
-                "worker",
-                "-Q",
-                "bulk",
-                "-n",
-                "bulk@%h",
-                "--concurrency",
-                "2",
-                "--loglevel",
-                "INFO",
-            ],
+            "worker-realtime": [*celery, *_worker_options("realtime")],
+            "worker-bulk": [*celery, *_worker_options("bulk")],
             # The demo's WMS and ERP: generated events through the public webhooks.
             "demo-source": [
-                sys.executable,
-                os.path.join(settings.BASE_DIR, "manage.py"),
-                "run_demo_source",
+                *_manage("run_demo_source"),
                 "--url",
                 f"http://127.0.0.1:{port}",
                 "--sandbox",
@@ -89,19 +74,11 @@ class Command(BaseCommand):
             # The recorded source systems (monitoring/demo.py): their APIs, and their requests
             # replayed through the public webhooks (and polled) once the web answers.
             **{
-                f"demo-{key}-api": [
-                    sys.executable,
-                    os.path.join(settings.BASE_DIR, "manage.py"),
-                    "run_demo_source",
-                    "--serve",
-                    key,
-                ]
+                f"demo-{key}-api": [*_manage("run_demo_source"), "--serve", key]
                 for key in api_ports()
             },
             "demo-replay": [
-                sys.executable,
-                os.path.join(settings.BASE_DIR, "manage.py"),
-                "run_demo_source",
+                *_manage("run_demo_source"),
                 "--replay",
                 "--url",
                 f"http://127.0.0.1:{port}",
