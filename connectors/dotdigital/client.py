@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import random
 import re
 import time
 import uuid
@@ -273,13 +271,6 @@ class DotDigitalClient:
             on_discovered=remember,
             **kwargs,
         )
-
-    def with_lane(self, lane: Lane) -> DotDigitalClient:
-        """The same client (session, budget, slots) on another lane."""
-        other = object.__new__(DotDigitalClient)
-        other.__dict__.update(self.__dict__)
-        other.lane = lane
-        return other
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -1129,9 +1120,3 @@ def suppression_from(body: Mapping[str, Any]) -> Suppression:
         str(body.get("reason", "")),
         removed,
     )
-
-
-def retry_delay(attempt: int, base: float = 2.0, cap: float = 900.0) -> float:
-    """Exponential backoff with full jitter, for callers retrying a RetryableError without
-    a retry_after."""
-    return random.uniform(0, min(cap, base * math.pow(2, attempt)))

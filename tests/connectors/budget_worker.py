@@ -15,13 +15,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import django
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:
-    import django
-
     django.setup()
+    # Imported once Django is set up: connectors.budget loads the connectors app's models.
     from connectors.budget import DatabaseBackend, Lane, RateBudget, RedisBackend, TierLimit
     from connectors.dotdigital import errors
     from connectors.dotdigital.client import DotDigitalClient
