@@ -29,9 +29,9 @@ import json
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
-from . import contacts, imports, insight, page, profiles
+from . import contact_rules, contacts, imports, insight, page, profiles
 from .context import Reply
-from .store import Store, iso, parse_iso
+from .store import Store, iso, parse_iso, row_dict
 
 if TYPE_CHECKING:
     from .server import App, SandboxHandler
@@ -238,10 +238,9 @@ def state(app: App, limit: int) -> dict[str, Any]:
             return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
         contact_rows = [
-            contacts.row_dict(r)
-            for r in db.execute("SELECT * FROM contacts ORDER BY id LIMIT ?", (limit,))
+            row_dict(r) for r in db.execute("SELECT * FROM contacts ORDER BY id LIMIT ?", (limit,))
         ]
-        field_names = list(contacts.data_field_types(db))
+        field_names = list(contact_rules.data_field_types(db))
         collections = []
         for c in db.execute("SELECT * FROM collections ORDER BY name"):
             records = [
@@ -400,12 +399,12 @@ def plant(app: App, data: dict[str, Any], query: dict[str, str]) -> Reply:
             out.setdefault("contacts", []).append(plant_contact(db, c, now))
         for s in data.get("suppressions", []):
             reason = s.get("reason", "Unsubscribed")
-            if reason not in contacts.REASON_TO_STATUS:
+            if reason not in contact_rules.REASON_TO_STATUS:
                 raise ControlError(f"unknown suppression reason {reason!r}")
             when = parse_iso(s["dateRemoved"]) if s.get("dateRemoved") else now
             cid = plant_contact(
                 db,
-                {"email": s["email"], "status": contacts.REASON_TO_STATUS[reason]},
+                {"email": s["email"], "status": contact_rules.REASON_TO_STATUS[reason]},
                 now,
                 suppression=False,
             )
@@ -449,7 +448,7 @@ def plant(app: App, data: dict[str, Any], query: dict[str, str]) -> Reply:
 def plant_contact(
     db: sqlite3.Connection, c: dict[str, Any], now: float, suppression: bool = True
 ) -> int:
-    email = contacts.normalise_email(c.get("email"))
+    email = contact_rules.normalise_email(c.get("email"))
     mobile = str(c["mobileNumber"]).lstrip("+") if c.get("mobileNumber") else None
     row = None
     if email:
@@ -466,10 +465,10 @@ def plant_contact(
     data = dict(row["data"]) if row else {}
     data.update({k.upper(): v for k, v in (c.get("dataFields") or {}).items()})
     data = {k: v for k, v in data.items() if v is not None}
-    opt_in = contacts.OPT_IN_TYPES.get(
+    opt_in = contact_rules.OPT_IN_TYPES.get(
         str(c.get("optInType", "")).lower(), row["opt_in_type"] if row else "Unknown"
     )
-    email_type = contacts.EMAIL_TYPES.get(
+    email_type = contact_rules.EMAIL_TYPES.get(
         str(c.get("emailType", "")).lower(), row["email_type"] if row else "Html"
     )
     if row is None:
@@ -503,10 +502,10 @@ def plant_contact(
             "VALUES (?, ?, 'subscribed')",
             (lid, cid),
         )
-    if suppression and status in contacts.STATUS_TO_REASON and status != "softBounced":
+    if suppression and status in contact_rules.STATUS_TO_REASON and status != "softBounced":
         db.execute(
             "INSERT OR REPLACE INTO suppressions (contact_id, reason, date_removed) VALUES (?,?,?)",
-            (cid, contacts.STATUS_TO_REASON[status], updated),
+            (cid, contact_rules.STATUS_TO_REASON[status], updated),
         )
     elif suppression and status == "subscribed":
         db.execute("DELETE FROM suppressions WHERE contact_id = ?", (cid,))
