@@ -31,15 +31,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+import redis
 from django.conf import settings
 from django.db import IntegrityError
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.db.models.functions import Greatest
 
-if TYPE_CHECKING:
-    import redis
+from connectors.models import ConcurrencySlot, RateWindow
 
 Clock = Callable[[], float]
 # A reset time this close to the window's end is the same window (clocks and transit differ).
@@ -69,13 +69,6 @@ class Grant:
 
     def __bool__(self) -> bool:
         return self.granted
-
-
-def lane_cap(limit: int, lane: Lane, reserve: float) -> int:
-    """How much of a window of `limit` calls `lane` may use."""
-    if lane is Lane.REALTIME:
-        return limit
-    return max(0, limit - math.ceil(limit * reserve))
 
 
 def next_window_end(window_end: float, window: float, now: float) -> float:
@@ -122,9 +115,7 @@ class DatabaseBackend:
 
     attempts = 8
 
-    def _row(self, key: str, tier: str, default: TierLimit) -> Any:
-        from connectors.models import RateWindow
-
+    def _row(self, key: str, tier: str, default: TierLimit) -> RateWindow:
         try:
             row, _ = RateWindow.objects.get_or_create(
                 account_key=key,
@@ -138,8 +129,6 @@ class DatabaseBackend:
     def acquire(
         self, key: str, tier: str, default: TierLimit, share: float, cost: int, now: float
     ) -> Grant:
-        from connectors.models import RateWindow
-
         row = self._row(key, tier, default)
         for _ in range(self.attempts):
             if row.blocked_until > now:
@@ -173,8 +162,6 @@ class DatabaseBackend:
         reset_at: float | None,
         now: float,
     ) -> None:
-        from connectors.models import RateWindow
-
         row = self._row(key, tier, default)
         changes: dict[str, Any] = {}
         if limit is not None and limit > 0 and limit != row.limit:
@@ -195,24 +182,18 @@ class DatabaseBackend:
             RateWindow.objects.filter(pk=row.pk).update(**changes)
 
     def block(self, key: str, tier: str, default: TierLimit, until: float) -> None:
-        from connectors.models import RateWindow
-
         self._row(key, tier, default)
         RateWindow.objects.filter(account_key=key, tier=tier, blocked_until__lt=until).update(
             blocked_until=until
         )
 
     def usage(self, key: str, tier: str, now: float) -> tuple[int, int]:
-        from connectors.models import RateWindow
-
         row = RateWindow.objects.filter(account_key=key, tier=tier).first()
         if row is None:
             return 0, 0
         return (row.used if now < row.window_end else 0), row.limit
 
-    def _slots(self, key: str, kind: str, cap: int) -> Any:
-        from connectors.models import ConcurrencySlot
-
+    def _slots(self, key: str, kind: str, cap: int) -> QuerySet[ConcurrencySlot]:
         slots = ConcurrencySlot.objects.filter(account_key=key, kind=kind)
         if slots.filter(slot__lt=cap).count() < cap:
             ConcurrencySlot.objects.bulk_create(
@@ -242,8 +223,6 @@ class DatabaseBackend:
         return False
 
     def rename(self, key: str, kind: str, old: str, new: str, ttl: float, now: float) -> bool:
-        from connectors.models import ConcurrencySlot
-
         return bool(
             ConcurrencySlot.objects.filter(account_key=key, kind=kind, holder=old).update(
                 holder=new, expires_at=now + ttl
@@ -251,15 +230,11 @@ class DatabaseBackend:
         )
 
     def release(self, key: str, kind: str, holder: str) -> None:
-        from connectors.models import ConcurrencySlot
-
         ConcurrencySlot.objects.filter(account_key=key, kind=kind, holder=holder).update(
             holder="", expires_at=0.0
         )
 
     def in_use(self, key: str, kind: str, now: float) -> int:
-        from connectors.models import ConcurrencySlot
-
         return (
             ConcurrencySlot.objects.filter(account_key=key, kind=kind, expires_at__gt=now)
             .exclude(holder="")
@@ -356,9 +331,7 @@ return 1
 
 @cache
 def _redis_client(url: str) -> redis.Redis:
-    import redis as redis_lib
-
-    return redis_lib.Redis.from_url(url)
+    return redis.Redis.from_url(url)
 
 
 class RedisBackend:

@@ -15,13 +15,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import django
+from django.db import connection
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:
-    import django
-
     django.setup()
+    # Imported once Django is set up: connectors.budget loads the connectors app's models.
     from connectors.budget import DatabaseBackend, Lane, RateBudget, RedisBackend, TierLimit
     from connectors.dotdigital import errors
     from connectors.dotdigital.client import DotDigitalClient
@@ -74,8 +76,6 @@ def main() -> None:
 def worker_env(tmp_path: Path) -> dict[str, str]:
     """A database both the test and its worker processes see."""
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "PYTHONUNBUFFERED": "1"}
-    from django.db import connection
-
     if connection.vendor == "sqlite":
         # The test database is in memory: give the workers a migrated file of their own.
         env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'budget.sqlite3'}"

@@ -18,7 +18,8 @@ import pytest
 import requests
 
 from connectors.budget import RateBudget, TierLimit
-from connectors.dotdigital.client import DEFAULT_TIERS, DotDigitalClient
+from connectors.dotdigital.client import DotDigitalClient
+from connectors.dotdigital.transport import DEFAULT_TIERS
 
 # Faults of the published specs met by the client's own calls, beyond the loader's SPEC_FAULTS.
 CLIENT_SPEC_FAULTS = {

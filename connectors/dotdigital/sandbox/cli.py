@@ -64,10 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(f"DotDigital sandbox listening on {app.base_url} (db {args.db})", flush=True)
-    print(f"profile: {json.dumps(profile.to_dict())}", flush=True)
-    print(f"api users: {', '.join(sorted(app.users()))}", flush=True)
-    print(f"state page: {app.base_url}/_sandbox/", flush=True)
+    # One write: whoever waits for the first line finds the rest of the banner with it.
+    banner = (
+        f"DotDigital sandbox listening on {app.base_url} (db {args.db})",
+        f"profile: {json.dumps(profile.to_dict())}",
+        f"api users: {', '.join(sorted(app.users()))}",
+        f"state page: {app.base_url}/_sandbox/",
+    )
+    print("\n".join(banner), flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

@@ -29,9 +29,9 @@ import json
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
-from . import contacts, imports, insight, page, profiles
+from . import contact_rules, contacts, imports, insight, page, profiles
 from .context import Reply
-from .store import Store, iso, parse_iso
+from .store import Store, iso, parse_iso, row_dict
 
 if TYPE_CHECKING:
     from .server import App, SandboxHandler
@@ -227,71 +227,13 @@ def state_action(app: App, data: Any, query: dict[str, str]) -> Reply:
 
 
 def state(app: App, limit: int) -> dict[str, Any]:
+    """Everything the sandbox holds (at most `limit` rows a table), imports due applied first."""
     store = app.store
     with store.connect() as db:
         imports.settle(
             store, db, insight.Limits(app.profile.insight_max_string, app.profile.insight_max_key)
         )
         now = store.now()
-
-        def count(table: str) -> int:
-            return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-
-        contact_rows = [
-            contacts.row_dict(r)
-            for r in db.execute("SELECT * FROM contacts ORDER BY id LIMIT ?", (limit,))
-        ]
-        field_names = list(contacts.data_field_types(db))
-        collections = []
-        for c in db.execute("SELECT * FROM collections ORDER BY name"):
-            records = [
-                insight.render_record(r)
-                for r in db.execute(
-                    "SELECT * FROM records WHERE collection = ? ORDER BY key LIMIT ?",
-                    (c["name"], limit),
-                )
-            ]
-            collections.append(
-                {
-                    "name": c["name"],
-                    "scope": c["scope"],
-                    "type": c["type"],
-                    "schema": insight.schema_listing(json.loads(c["schema"])),
-                    "recordCount": db.execute(
-                        "SELECT COUNT(*) FROM records WHERE collection = ?", (c["name"],)
-                    ).fetchone()[0],
-                    "records": records,
-                }
-            )
-        import_rows = []
-        for r in db.execute(
-            "SELECT id, kind, submitted, finish_at, records, applied, collection, "
-            "result FROM imports ORDER BY submitted DESC LIMIT ?",
-            (limit,),
-        ):
-            result = json.loads(r["result"]) if r["result"] else {}
-            import_rows.append(
-                {
-                    "id": r["id"],
-                    "kind": r["kind"],
-                    "records": r["records"],
-                    "collection": r["collection"],
-                    "submitted": iso(r["submitted"]),
-                    "finishAt": iso(r["finish_at"]),
-                    "status": ("Failed" if result.get("failed") else "Finished")
-                    if r["applied"]
-                    else "NotFinished",
-                    "summary": result.get("summary"),
-                    "failures": len(result.get("failures", [])),
-                }
-            )
-        per_minute: dict[str, dict[str, int]] = {}
-        for r in db.execute(
-            "SELECT tier, CAST(ts / 60 AS INTEGER) AS minute, COUNT(*) AS n FROM calls "
-            "WHERE ts >= ? GROUP BY tier, minute ORDER BY minute",
-            (now - 3600,),
-        ):
-            per_minute.setdefault(r["tier"] or "none", {})[iso(r["minute"] * 60) or ""] = r["n"]
         return {
             "now": iso(now),
             "base_url": app.base_url,
@@ -299,41 +241,18 @@ def state(app: App, limit: int) -> dict[str, Any]:
             "account": app.account,
             "faults": app.faults.describe(),
             "counts": {
-                t: count(t)
+                t: int(db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
                 for t in ("contacts", "records", "suppressions", "imports", "calls", "enrolments")
             },
-            "contacts": [contacts.render(db, r, field_names) for r in contact_rows],
+            "contacts": contact_state(db, limit),
             "data_fields": [
                 dict(r) | {"default_value": json.loads(r["default_value"])}
                 for r in db.execute("SELECT * FROM data_fields ORDER BY name")
             ],
-            "lists": [
-                {
-                    "id": r["id"],
-                    "name": r["name"],
-                    "visibility": r["visibility"],
-                    "contacts": r["n"],
-                }
-                for r in db.execute(
-                    "SELECT l.*, (SELECT COUNT(*) FROM list_members m WHERE m.list_id = l.id) AS n "
-                    "FROM lists l ORDER BY id"
-                )
-            ],
-            "collections": collections,
-            "imports": import_rows,
-            "suppressions": [
-                {
-                    "contactId": r["contact_id"],
-                    "email": r["email"],
-                    "reason": r["reason"],
-                    "dateRemoved": iso(r["date_removed"]),
-                }
-                for r in db.execute(
-                    "SELECT s.*, c.email FROM suppressions s LEFT JOIN contacts c "
-                    "ON c.id = s.contact_id ORDER BY s.date_removed LIMIT ?",
-                    (limit,),
-                )
-            ],
+            "lists": list_state(db),
+            "collections": collection_state(db, limit),
+            "imports": import_state(db, limit),
+            "suppressions": suppression_state(db, limit),
             "resubscribe_challenges": [
                 {"contactId": r["contact_id"], "time": iso(r["ts"])}
                 for r in db.execute("SELECT * FROM challenges ORDER BY ts LIMIT ?", (limit,))
@@ -343,7 +262,7 @@ def state(app: App, limit: int) -> dict[str, Any]:
                 for r in db.execute("SELECT * FROM programs ORDER BY id")
             ],
             "enrolments": enrolment_state(db),
-            "calls_per_minute": per_minute,
+            "calls_per_minute": calls_per_minute(db, now),
             "rate_limits": app.limiter.usage(now, app.profile),
             "imports_in_flight": {
                 k: imports.in_flight(db, k, now) for k in (imports.CONTACTS, imports.INSIGHT)
@@ -353,6 +272,106 @@ def state(app: App, limit: int) -> dict[str, Any]:
                 for k in (imports.CONTACTS, imports.INSIGHT)
             },
         }
+
+
+def contact_state(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+    rows = [row_dict(r) for r in db.execute("SELECT * FROM contacts ORDER BY id LIMIT ?", (limit,))]
+    field_names = list(contact_rules.data_field_types(db))
+    return [contacts.render(db, r, field_names) for r in rows]
+
+
+def list_state(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": r["id"],
+            "name": r["name"],
+            "visibility": r["visibility"],
+            "contacts": r["n"],
+        }
+        for r in db.execute(
+            "SELECT l.*, (SELECT COUNT(*) FROM list_members m WHERE m.list_id = l.id) AS n "
+            "FROM lists l ORDER BY id"
+        )
+    ]
+
+
+def collection_state(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+    collections = []
+    for c in db.execute("SELECT * FROM collections ORDER BY name"):
+        records = [
+            insight.render_record(r)
+            for r in db.execute(
+                "SELECT * FROM records WHERE collection = ? ORDER BY key LIMIT ?",
+                (c["name"], limit),
+            )
+        ]
+        collections.append(
+            {
+                "name": c["name"],
+                "scope": c["scope"],
+                "type": c["type"],
+                "schema": insight.schema_listing(json.loads(c["schema"])),
+                "recordCount": db.execute(
+                    "SELECT COUNT(*) FROM records WHERE collection = ?", (c["name"],)
+                ).fetchone()[0],
+                "records": records,
+            }
+        )
+    return collections
+
+
+def import_state(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+    import_rows = []
+    for r in db.execute(
+        "SELECT id, kind, submitted, finish_at, records, applied, collection, "
+        "result FROM imports ORDER BY submitted DESC LIMIT ?",
+        (limit,),
+    ):
+        result = json.loads(r["result"]) if r["result"] else {}
+        import_rows.append(
+            {
+                "id": r["id"],
+                "kind": r["kind"],
+                "records": r["records"],
+                "collection": r["collection"],
+                "submitted": iso(r["submitted"]),
+                "finishAt": iso(r["finish_at"]),
+                "status": ("Failed" if result.get("failed") else "Finished")
+                if r["applied"]
+                else "NotFinished",
+                "summary": result.get("summary"),
+                "failures": len(result.get("failures", [])),
+            }
+        )
+    return import_rows
+
+
+def suppression_state(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "contactId": r["contact_id"],
+            "email": r["email"],
+            "reason": r["reason"],
+            "dateRemoved": iso(r["date_removed"]),
+        }
+        for r in db.execute(
+            "SELECT s.*, c.email FROM suppressions s LEFT JOIN contacts c "
+            "ON c.id = s.contact_id ORDER BY s.date_removed LIMIT ?",
+            (limit,),
+        )
+    ]
+
+
+def calls_per_minute(db: sqlite3.Connection, now: float) -> dict[str, dict[str, int]]:
+    """Calls per tier per minute over the last hour."""
+    per_minute: dict[str, dict[str, int]] = {}
+    for r in db.execute(
+        "SELECT tier, CAST(ts / 60 AS INTEGER) AS minute, COUNT(*) AS n FROM calls "
+        "WHERE ts >= ? GROUP BY tier, minute ORDER BY minute",
+        (now - 3600,),
+    ):
+        per_minute.setdefault(r["tier"] or "none", {})[iso(r["minute"] * 60) or ""] = r["n"]
+    return per_minute
 
 
 def plant(app: App, data: dict[str, Any], query: dict[str, str]) -> Reply:
@@ -373,83 +392,99 @@ def plant(app: App, data: dict[str, Any], query: dict[str, str]) -> Reply:
     out: dict[str, list[Any]] = {}
     with store.connect() as db, store.write(db):
         now = store.now()
-        for f in data.get("data_fields", []):
-            db.execute(
-                "INSERT OR REPLACE INTO data_fields (name, type, visibility, default_value) "
-                "VALUES (?,?,?,?)",
-                (
-                    f["name"].upper(),
-                    f["type"],
-                    f.get("visibility", "Private"),
-                    json.dumps(f.get("defaultValue")),
-                ),
-            )
-        for lst in data.get("lists", []):
-            cur = db.execute(
-                "INSERT INTO lists (id, name, visibility, created) VALUES (?,?,?,?)",
-                (lst.get("id"), lst["name"], lst.get("visibility", "Private"), now),
-            )
-            out.setdefault("lists", []).append(cur.lastrowid)
-        for p in data.get("programs", []):
-            db.execute(
-                "INSERT OR REPLACE INTO programs (id, name, status, created) VALUES (?,?,?,?)",
-                (p["id"], p["name"], p.get("status", "Active"), now),
-            )
-            out.setdefault("programs", []).append(p["id"])
+        plant_definitions(db, data, now, out)
         for c in data.get("contacts", []):
             out.setdefault("contacts", []).append(plant_contact(db, c, now))
         for s in data.get("suppressions", []):
-            reason = s.get("reason", "Unsubscribed")
-            if reason not in contacts.REASON_TO_STATUS:
-                raise ControlError(f"unknown suppression reason {reason!r}")
-            when = parse_iso(s["dateRemoved"]) if s.get("dateRemoved") else now
-            cid = plant_contact(
-                db,
-                {"email": s["email"], "status": contacts.REASON_TO_STATUS[reason]},
-                now,
-                suppression=False,
-            )
-            db.execute(
-                "INSERT OR REPLACE INTO suppressions (contact_id, reason, date_removed) "
-                "VALUES (?,?,?)",
-                (cid, reason, when),
-            )
-            out.setdefault("suppressions", []).append(cid)
+            out.setdefault("suppressions", []).append(plant_suppression(db, s, now))
         for c in data.get("collections", []):
             if insight.collection(db, c["name"]) is None:
                 insight.create_collection(db, c["name"], c["scope"], c.get("type", "custom"), now)
         for r in data.get("records", []):
-            coll = insight.collection(db, r["collection"])
-            if coll is None:
-                raise ControlError(f"no collection {r['collection']!r}")
-            owner = None
-            if r.get("email") or r.get("contactId"):
-                row = (
-                    contacts.find(db, "email", r["email"])
-                    if r.get("email")
-                    else contacts.find(db, "contactId", str(r["contactId"]))
-                )
-                if row is None:
-                    raise ControlError(f"no contact for record {r['key']!r}")
-                owner = row["id"]
-            schema = json.loads(coll["schema"])
-            schema = insight.merge_fields(schema, r["json"], "", insight.Limits())
-            db.execute(
-                "UPDATE collections SET schema = ? WHERE name = ?",
-                (json.dumps(schema), coll["name"]),
-            )
-            db.execute(
-                "INSERT OR REPLACE INTO records (collection, key, contact_id, json, created, "
-                "updated) VALUES (?,?,?,?,?,?)",
-                (coll["name"], str(r["key"]), owner, json.dumps(r["json"]), now, now),
-            )
+            plant_record(db, r, now)
     return Reply(200, {"ok": True, "ids": out})
+
+
+def plant_definitions(
+    db: sqlite3.Connection, data: dict[str, Any], now: float, out: dict[str, list[Any]]
+) -> None:
+    """The account's data fields, lists and programs; the new ids are added to `out`."""
+    for f in data.get("data_fields", []):
+        db.execute(
+            "INSERT OR REPLACE INTO data_fields (name, type, visibility, default_value) "
+            "VALUES (?,?,?,?)",
+            (
+                f["name"].upper(),
+                f["type"],
+                f.get("visibility", "Private"),
+                json.dumps(f.get("defaultValue")),
+            ),
+        )
+    for lst in data.get("lists", []):
+        cur = db.execute(
+            "INSERT INTO lists (id, name, visibility, created) VALUES (?,?,?,?)",
+            (lst.get("id"), lst["name"], lst.get("visibility", "Private"), now),
+        )
+        out.setdefault("lists", []).append(cur.lastrowid)
+    for p in data.get("programs", []):
+        db.execute(
+            "INSERT OR REPLACE INTO programs (id, name, status, created) VALUES (?,?,?,?)",
+            (p["id"], p["name"], p.get("status", "Active"), now),
+        )
+        out.setdefault("programs", []).append(p["id"])
+
+
+def plant_suppression(db: sqlite3.Connection, s: dict[str, Any], now: float) -> int:
+    """A suppression, with its contact (created if need be); the contact's id."""
+    reason = s.get("reason", "Unsubscribed")
+    if reason not in contact_rules.REASON_TO_STATUS:
+        raise ControlError(f"unknown suppression reason {reason!r}")
+    when = parse_iso(s["dateRemoved"]) if s.get("dateRemoved") else now
+    cid = plant_contact(
+        db,
+        {"email": s["email"], "status": contact_rules.REASON_TO_STATUS[reason]},
+        now,
+        suppression=False,
+    )
+    db.execute(
+        "INSERT OR REPLACE INTO suppressions (contact_id, reason, date_removed) VALUES (?,?,?)",
+        (cid, reason, when),
+    )
+    return cid
+
+
+def plant_record(db: sqlite3.Connection, r: dict[str, Any], now: float) -> None:
+    """An insight record, its fields merged into the collection's schema as an import would."""
+    coll = insight.collection(db, r["collection"])
+    if coll is None:
+        raise ControlError(f"no collection {r['collection']!r}")
+    owner = None
+    if r.get("email") or r.get("contactId"):
+        row = (
+            contacts.find(db, "email", r["email"])
+            if r.get("email")
+            else contacts.find(db, "contactId", str(r["contactId"]))
+        )
+        if row is None:
+            raise ControlError(f"no contact for record {r['key']!r}")
+        owner = row["id"]
+    schema = json.loads(coll["schema"])
+    schema = insight.merge_fields(schema, r["json"], "", insight.Limits())
+    db.execute(
+        "UPDATE collections SET schema = ? WHERE name = ?",
+        (json.dumps(schema), coll["name"]),
+    )
+    db.execute(
+        "INSERT OR REPLACE INTO records (collection, key, contact_id, json, created, "
+        "updated) VALUES (?,?,?,?,?,?)",
+        (coll["name"], str(r["key"]), owner, json.dumps(r["json"]), now, now),
+    )
 
 
 def plant_contact(
     db: sqlite3.Connection, c: dict[str, Any], now: float, suppression: bool = True
 ) -> int:
-    email = contacts.normalise_email(c.get("email"))
+    email = contact_rules.normalise_email(c.get("email"))
     mobile = str(c["mobileNumber"]).lstrip("+") if c.get("mobileNumber") else None
     row = None
     if email:
@@ -466,10 +501,10 @@ def plant_contact(
     data = dict(row["data"]) if row else {}
     data.update({k.upper(): v for k, v in (c.get("dataFields") or {}).items()})
     data = {k: v for k, v in data.items() if v is not None}
-    opt_in = contacts.OPT_IN_TYPES.get(
+    opt_in = contact_rules.OPT_IN_TYPES.get(
         str(c.get("optInType", "")).lower(), row["opt_in_type"] if row else "Unknown"
     )
-    email_type = contacts.EMAIL_TYPES.get(
+    email_type = contact_rules.EMAIL_TYPES.get(
         str(c.get("emailType", "")).lower(), row["email_type"] if row else "Html"
     )
     if row is None:
@@ -503,10 +538,10 @@ def plant_contact(
             "VALUES (?, ?, 'subscribed')",
             (lid, cid),
         )
-    if suppression and status in contacts.STATUS_TO_REASON and status != "softBounced":
+    if suppression and status in contact_rules.STATUS_TO_REASON and status != "softBounced":
         db.execute(
             "INSERT OR REPLACE INTO suppressions (contact_id, reason, date_removed) VALUES (?,?,?)",
-            (cid, contacts.STATUS_TO_REASON[status], updated),
+            (cid, contact_rules.STATUS_TO_REASON[status], updated),
         )
     elif suppression and status == "subscribed":
         db.execute("DELETE FROM suppressions WHERE contact_id = ?", (cid,))

@@ -12,12 +12,13 @@ import sqlite3
 import sys
 import traceback
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-from . import contacts, insight
+from . import contact_rules, contact_writer, insight
 from .context import Ctx, Reply
 from .errors import ApiError, detail
-from .store import Store
+from .store import CHUNK, Store
 
 CONTACTS, INSIGHT = "contacts", "insight"
 
@@ -137,8 +138,8 @@ def apply_contacts(
     db: sqlite3.Connection, payload: dict[str, Any], now: float, limits: insight.Limits
 ) -> dict[str, Any]:
     items = [c if isinstance(c, dict) else {} for c in payload["contacts"]]
-    option = contacts.MERGE_OPTIONS[str(payload.get("mergeOption", "overwrite")).lower()]
-    writer = contacts.ContactWriter(db, now, option)
+    option = contact_rules.MERGE_OPTIONS[str(payload.get("mergeOption", "overwrite")).lower()]
+    writer = contact_writer.ContactWriter(db, now, option)
     outcomes = writer.apply(items)
     created: list[dict[str, Any]] = []
     updated: list[dict[str, Any]] = []
@@ -220,7 +221,7 @@ def get_contact_import(ctx: Ctx, import_id: str) -> Reply:
 
 def load(ctx: Ctx, import_id: str, kind: str) -> sqlite3.Row:
     settle(ctx.app.store, ctx.db, insight.limits_of(ctx))
-    row = ctx.db.execute(
+    row: sqlite3.Row | None = ctx.db.execute(
         "SELECT * FROM imports WHERE id = ? AND kind = ?", (import_id, kind)
     ).fetchone()
     if row is None:
@@ -291,8 +292,8 @@ def apply_insight(
     owners = resolve_owners(db, records) if scope == "contact" else {}
     keys = [str(r.get("key")) for r in records if isinstance(r, dict) and r.get("key") is not None]
     existing_owner: dict[str, int | None] = {}
-    for start in range(0, len(keys), contacts.CHUNK):
-        chunk = keys[start : start + contacts.CHUNK]
+    for start in range(0, len(keys), CHUNK):
+        chunk = keys[start : start + CHUNK]
         marks = ",".join("?" * len(chunk))
         for rec in db.execute(
             f"SELECT key, contact_id FROM records WHERE collection = ? AND key IN ({marks})",
@@ -344,15 +345,16 @@ def resolve_owners(db: sqlite3.Connection, records: list[Any]) -> dict[tuple[str
             wanted[identity["identifier"]].add(str(identity.get("value") or ""))
     found: dict[tuple[str, str], int] = {}
     columns = {"email": "email", "contactId": "id", "mobileNumber": "mobile"}
+    normalisers: dict[str, Callable[[str], str]] = {
+        "email": lambda v: v.strip().lower(),
+        "mobileNumber": lambda v: v.lstrip("+"),
+        "contactId": lambda v: v,
+    }
     for identifier, values in wanted.items():
-        norm = {
-            "email": lambda v: v.strip().lower(),
-            "mobileNumber": lambda v: v.lstrip("+"),
-            "contactId": lambda v: v,
-        }[identifier]
+        norm = normalisers[identifier]
         listed = sorted({norm(v) for v in values})
-        for start in range(0, len(listed), contacts.CHUNK):
-            chunk = listed[start : start + contacts.CHUNK]
+        for start in range(0, len(listed), CHUNK):
+            chunk = listed[start : start + CHUNK]
             marks = ",".join("?" * len(chunk))
             sql = f"SELECT id, {columns[identifier]} AS v FROM contacts WHERE {columns[identifier]} IN ({marks})"
             for row in db.execute(sql, chunk):

@@ -181,7 +181,10 @@ def check_name(name: str) -> None:
 
 
 def collection(db: sqlite3.Connection, name: str) -> sqlite3.Row | None:
-    return db.execute("SELECT * FROM collections WHERE name = ?", (name,)).fetchone()
+    row: sqlite3.Row | None = db.execute(
+        "SELECT * FROM collections WHERE name = ?", (name,)
+    ).fetchone()
+    return row
 
 
 def require_collection(db: sqlite3.Connection, name: str, scope: str | None = None) -> sqlite3.Row:

@@ -458,7 +458,7 @@ def too_large(family: str, limit: int) -> ApiError:
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
-    # Many workers connect at once in chaos tests; the default backlog of 5 drops SYNs.
+    # Many workers may connect at once; the default backlog of 5 would drop SYNs.
     request_queue_size = 128
 
 

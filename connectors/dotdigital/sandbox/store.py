@@ -89,6 +89,9 @@ SYSTEM_FIELDS = (
     ("LASTSUBSCRIBED", "Date"),
 )
 
+# At most this many values in one `IN (...)` list, well within SQLite's limit on parameters.
+CHUNK = 500
+
 
 def iso(ts: float | None) -> str | None:
     if ts is None:
@@ -106,6 +109,14 @@ def parse_iso(value: str) -> float:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
+
+
+def row_dict(row: sqlite3.Row) -> dict[str, Any]:
+    """A contacts row as a dict, its JSON columns (data fields, consent records) decoded."""
+    out = dict(row)
+    out["data"] = json.loads(out["data"])
+    out["consent"] = json.loads(out["consent"])
+    return out
 
 
 class Store:

@@ -8,10 +8,10 @@ import sqlite3
 import uuid
 from typing import Any
 
-from . import contacts
+from . import contact_rules, contact_writer
 from .context import Ctx, Reply
 from .errors import v2
-from .store import iso, parse_iso
+from .store import iso, parse_iso, row_dict
 
 FIELD_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,20}$")
 FIELD_TYPES = ("String", "Numeric", "Date", "Boolean")
@@ -64,7 +64,7 @@ def create_data_field(ctx: Ctx) -> Reply:
     if visibility not in VISIBILITIES:
         raise v2(400, "ERROR_PARAMETER_INVALID", "Visibility is invalid.")
     default = body.get("defaultvalue")
-    ok, stored = contacts.coerce_field(kind, default)
+    ok, stored = contact_rules.coerce_field(kind, default)
     if not ok:
         raise v2(400, "ERROR_DATAFIELD_INVALID", "Default value does not match the field type.")
     name = name.upper()
@@ -180,7 +180,7 @@ def remove_from_address_book(ctx: Ctx, list_id: str, contact_id: str) -> Reply:
 
 
 def v2_contact(row: dict[str, Any]) -> dict[str, Any]:
-    status = contacts.STATUS_TO_REASON.get(row["email_status"], "Subscribed")
+    status = contact_rules.STATUS_TO_REASON.get(row["email_status"], "Subscribed")
     if row["email_status"] == "pendingOptIn":
         status = "PendingOptIn"
     return {
@@ -206,9 +206,7 @@ def suppressed_since(ctx: Ctx, date: str) -> Reply:
         "LIMIT ? OFFSET ?",
         (since, select, skip),
     ).fetchall()
-    return Reply(
-        200, [suppression_json(contacts.row_dict(r), r["reason"], r["date_removed"]) for r in rows]
-    )
+    return Reply(200, [suppression_json(row_dict(r), r["reason"], r["date_removed"]) for r in rows])
 
 
 def suppression_json(row: dict[str, Any], reason: str, when: float) -> dict[str, Any]:
@@ -218,10 +216,10 @@ def suppression_json(row: dict[str, Any], reason: str, when: float) -> dict[str,
 def unsubscribe(ctx: Ctx) -> Reply:
     body = {k.lower(): v for k, v in ctx.json_object().items()}
     email = body.get("email")
-    if not isinstance(email, str) or not contacts.EMAIL_RE.match(email.strip()):
+    if not isinstance(email, str) or not contact_rules.EMAIL_RE.match(email.strip()):
         raise v2(400, "ERROR_PARAMETER_INVALID", "Email is not a valid email address.")
     with ctx.app.store.write(ctx.db):
-        writer = contacts.ContactWriter(ctx.db, ctx.now, "overwrite")
+        writer = contact_writer.ContactWriter(ctx.db, ctx.now, "overwrite")
         (outcome,) = writer.apply(
             [
                 {

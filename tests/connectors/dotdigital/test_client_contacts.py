@@ -10,6 +10,7 @@ import pytest
 from connectors.dotdigital import errors
 from connectors.dotdigital.client import DotDigitalClient
 from connectors.dotdigital.types import ContactWrite, Outcome
+from tests.connectors.conftest import check_exchange
 from tests.factories import make_connection
 
 
@@ -177,8 +178,6 @@ def test_programs_are_listed_and_contacts_enrolled(client, sandbox):
 
 
 def test_the_contract_check_catches_a_request_that_breaks_the_spec(sandbox, contract):
-    from tests.connectors.conftest import check_exchange
-
     bad = sandbox.api.patch(
         f"{sandbox.url}/contacts/v3/email/jane@example.com",
         params={"merge-option": "overwriteIfNotEmpty"},  # the import body's spelling

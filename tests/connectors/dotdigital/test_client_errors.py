@@ -12,7 +12,7 @@ import requests
 
 from connectors.budget import TierLimit
 from connectors.dotdigital import errors
-from connectors.dotdigital.client import DEFAULT_TIERS, Timeouts
+from connectors.dotdigital.transport import DEFAULT_TIERS, Timeouts
 from connectors.dotdigital.types import ContactWrite
 from tests.connectors.conftest import FakeClock
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
@@ -103,8 +104,6 @@ def test_the_call_log_can_be_read_incrementally(sandbox):
 
 
 def test_concurrent_writes_are_all_applied(sandbox):
-    from concurrent.futures import ThreadPoolExecutor
-
     def write(i: int) -> int:
         return requests.patch(
             f"{sandbox.url}/contacts/v3/email/c{i}@emailsim.io",
