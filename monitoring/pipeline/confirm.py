@@ -17,13 +17,11 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from django.db import DatabaseError, transaction
-from django.db import connection as db_connection
 from django.db.models import Case, F, Max, Min, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
@@ -31,18 +29,24 @@ from accounts.models import Workspace
 from connectors.dotdigital import errors
 from connectors.dotdigital.client import DotDigitalClient
 from connectors.dotdigital.types import FailureKind, ImportHandle, ImportKind, ImportState
+from exceptions_inbox.kinds import register_hooks as register
 from exceptions_inbox.recording import clear_occurrences, record_occurrence
 from monitoring.models import (
     Customer,
     DeliveryBatch,
+    DestinationCache,
     ListMembership,
     Operation,
     OperationEvent,
     SourceEvent,
 )
-from monitoring.pipeline.claims import worker_token
+from monitoring.pipeline.claims import claim_ids, worker_token
+from monitoring.pipeline.destination import pause_destination
+from monitoring.pipeline.hooks import event_ids, render_event, skip_events
 from monitoring.pipeline.normalise import parse_time
 from monitoring.pipeline.rows import bulk_set
+from monitoring.pipeline.sending import Result
+from monitoring.pipeline.wake import wake_delivery
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +60,6 @@ DEFAULT_LAG_THRESHOLD = 15 * 60
 POLL_LEASE_SECONDS = 60
 KINDS = ("dotdigital_rejected", "schema_mismatch")
 Op = Operation.State
-
-
-@dataclass
-class Result:
-    """What happened to one operation."""
-
-    op_id: int
-    outcome: str  # delivered | retry | skipped | failed | sent
-    reason: str = ""
-    code: str = ""
-    text: str = ""
-    kind: str = "dotdigital_rejected"  # the exception kind when failed
-    retry_after: float | None = None
-    contact_id: int | None = None
-    batch_id: int | None = None
 
 
 def backoff(attempts: int, retry_after: float | None = None) -> float:
@@ -457,8 +446,6 @@ def due_batches(destination_id: int, lane: str, now: datetime) -> Any:
 
 
 def claim_batches(destination_id: int, lane: str, owner: str, limit: int = 25) -> list[int]:
-    from monitoring.pipeline.claims import claim_ids
-
     return claim_ids(
         due_batches(destination_id, lane, timezone.now()).order_by("next_attempt_at"),
         limit=limit,
@@ -480,8 +467,6 @@ def run_confirmation(client: DotDigitalClient, destination_id: int, lane: str) -
             _lost(batch, "DotDigital does not know this import any more.")
             continue
         except errors.ConnectionProblem as exc:
-            from monitoring.pipeline.deliver import pause_destination
-
             _release_batch(batch, 5.0)
             pause_destination(destination_id, exc)
             return finished
@@ -578,18 +563,12 @@ def finish_batch(batch: DeliveryBatch, status: Any) -> None:
         record_results(results)
 
 
-def vendor_is_postgres() -> bool:
-    return db_connection.vendor == "postgresql"
-
-
 # -- the inbox's hooks for delivery's kinds -------------------------------------------------------
 
 
 def retry_delivery(occurrences: Sequence[Any]) -> None:
     """Re-plan the blocked events from today's state and mappings; their occurrences clear when
     they are delivered (`settle_events`)."""
-    from monitoring.pipeline.hooks import event_ids
-
     ids = event_ids(occurrences)
     if not ids:
         return
@@ -600,13 +579,9 @@ def retry_delivery(occurrences: Sequence[Any]) -> None:
         state=SourceEvent.State.READY, lease_owner="", lease_until=None, reason="", in_outbox=False
     )
     # Today's DotDigital too: its data field types and collection schemas are read again.
-    from monitoring.models import DestinationCache
-
     DestinationCache.objects.filter(destination_id__in=destinations).exclude(
         name__in=("suppressions_cursor", "lists")
     ).delete()
-    from monitoring.delivery_tasks import wake_delivery
-
     for destination_id in destinations:
         for lane in lanes:
             if destination_id is not None:
@@ -615,9 +590,6 @@ def retry_delivery(occurrences: Sequence[Any]) -> None:
 
 def register_hooks() -> None:
     """Called from MonitoringConfig.ready()."""
-    from exceptions_inbox.kinds import register_hooks as register
-    from monitoring.pipeline.hooks import render_event, skip_events
-
     for kind in KINDS:
         register(
             kind,

@@ -30,6 +30,7 @@ from exceptions_inbox.recording import record_occurrence
 from monitoring.models import Flow, SourceEvent, SourceNotification, WebhookRequest
 from monitoring.pipeline.normalise import parse_time
 from monitoring.pipeline.rows import arrays, insert_rows
+from monitoring.pipeline.wake import wake_fetch, wake_staging
 
 log = logging.getLogger(__name__)
 
@@ -478,8 +479,6 @@ def ingest_events(
             r.flow_id for r in rows.values() if r.flow_id and r.state == SourceEvent.State.RECEIVED
         }
         if wake_flows:
-            from monitoring.tasks import wake_staging
-
             wake_staging(wake_flows, lane="bulk" if backfill else "realtime")
     return results
 
@@ -591,8 +590,6 @@ def _store_items(connection: Connection, stored: WebhookRequest, items: WebhookI
                 for payload in items.notifications
             ]
         )
-        from monitoring.tasks import wake_fetch
-
         wake_fetch([n.pk for n in notes if n.pk is not None])
     results = ingest_events(
         connection,

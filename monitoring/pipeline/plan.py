@@ -47,6 +47,7 @@ from monitoring.pipeline import rows
 from monitoring.pipeline.claims import claim_ids, worker_token
 from monitoring.pipeline.mapping import Context, OpSpec, refresh_fields, specs_for
 from monitoring.pipeline.rows import bulk_set, insert_rows
+from monitoring.pipeline.wake import wake_delivery
 
 log = logging.getLogger(__name__)
 
@@ -296,8 +297,6 @@ def plan_batch(ids: Iterable[int], owner: str) -> int:
         for planned_op in planned.values():
             wake.add((planned_op.destination_id, planned_op.lane))
         if wake:
-            from monitoring.delivery_tasks import wake_delivery
-
             for destination_id, lane in sorted(wake):
                 wake_delivery(destination_id, lane)
     return len(events)

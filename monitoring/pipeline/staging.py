@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -50,6 +51,7 @@ from monitoring.pipeline.normalise import (
 )
 from monitoring.pipeline.rows import bulk_set
 from monitoring.pipeline.transforms import clean_sku_by_rules
+from monitoring.pipeline.wake import wake_staging
 
 log = logging.getLogger(__name__)
 
@@ -419,6 +421,59 @@ def run_staging(
             return total
 
 
+STAGE_ACTIVE_SECONDS = 15.0  # a staging task that claimed within this long is still at work
+STAGE_LOCK = 0x53544147  # pg advisory lock class of "one staging task per flow"
+
+
+def _staging_elsewhere(flow_id: int) -> bool:
+    """Whether another worker is staging this flow: it claimed events within the last
+    `STAGE_ACTIVE_SECONDS` (a live task claims a batch every few seconds; a dead one's leases
+    stop counting well before they expire)."""
+    now = timezone.now()
+    return (
+        SourceEvent.objects.filter(
+            flow_id=flow_id,
+            state__in=(SourceEvent.State.RECEIVED, SourceEvent.State.HELD),
+            next_attempt_at__lte=now,
+            lease_until__gt=now + timedelta(seconds=LEASE_SECONDS - STAGE_ACTIVE_SECONDS),
+        )
+        .exclude(lease_owner="")
+        .exists()
+    )
+
+
+@contextmanager
+def flow_staging_lock(flow_id: int | None) -> Iterator[bool]:
+    """Whether this worker may stage the flow: on PostgreSQL a session advisory lock per flow
+    (freed with the session if the worker dies); elsewhere, that no other worker claimed lately."""
+    if flow_id is None:
+        yield True
+        return
+    if connection.vendor != "postgresql":
+        yield not _staging_elsewhere(flow_id)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [STAGE_LOCK, flow_id])
+        took = bool(cursor.fetchone()[0])
+    try:
+        yield took
+    finally:
+        if took:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [STAGE_LOCK, flow_id])
+
+
+def staging_due(flow_id: int | None) -> bool:
+    """Whether events of the flow (of any flow, when None) are due for staging."""
+    qs = SourceEvent.objects.due_for_staging()
+    if flow_id is not None:
+        qs = qs.filter(flow_id=flow_id)
+    # In the claim's order, so PostgreSQL reads staging's index (`event_stage_due`): as a bare
+    # EXISTS it chooses the flow's index of every waiting event, READY ones included, and steps
+    # over the whole outbox.
+    return bool(qs.order_by("next_attempt_at", "pk").values_list("pk", flat=True)[:1])
+
+
 def _load(ids: list[int], owner: str) -> list[SourceEvent]:
     events = list(
         SourceEvent.objects.filter(pk__in=ids, lease_owner=owner)
@@ -600,8 +655,6 @@ def _release(batch: Batch) -> None:
         flows |= {f for f in qs.values_list("flow_id", flat=True) if f is not None}
         qs.update(next_attempt_at=batch.now)
     if flows:
-        from monitoring.tasks import wake_staging
-
         wake_staging(flows, lane="realtime")
 
 

@@ -229,7 +229,7 @@ def test_the_bulk_lane_batches_into_imports_and_confirms_them_by_polling(engine:
 
 
 def test_a_realtime_record_does_not_wait_for_the_bulk_lanes_batch_of_its_contact(engine: Engine):
-    from monitoring.pipeline.deliver import run_lane
+    from monitoring.pipeline.lanes import run_lane
     from monitoring.pipeline.plan import run_planning
     from monitoring.pipeline.staging import run_staging
 

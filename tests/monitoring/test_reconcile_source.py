@@ -18,7 +18,7 @@ from exceptions_inbox.models import ExceptionGroup, Occurrence
 from monitoring.models import Flow, ReconciliationDifference, ReconciliationRun, SourceEvent
 from monitoring.pipeline.sources import backfill_range
 from monitoring.watch import reconcile
-from monitoring.watch_tasks import reconcile_flow
+from monitoring.tasks import reconcile_flow
 from tests.connectors.sources.fakes.brightpearl import FakeBrightpearl
 from tests.connectors.sources.fakes.mintsoft import FakeMintsoft
 from tests.connectors.sources.fakes.mintsoft import load as mintsoft_load

@@ -21,7 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--linger", type=float, default=0.0, help="keep looking when idle")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from monitoring.pipeline.deliver import run_lane
+        from monitoring.pipeline.lanes import run_lane
 
         lanes = ["realtime", "bulk"] if options["lane"] == "both" else [options["lane"]]
         deadline = time.monotonic() + options["seconds"]
