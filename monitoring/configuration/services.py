@@ -149,7 +149,7 @@ def dry_run(
     from monitoring.pipeline.claims import worker_token
     from monitoring.pipeline.ingest import ingest_events
     from monitoring.pipeline.plan import plan_batch
-    from monitoring.pipeline.staging import stage_batch
+    from monitoring.pipeline.staging.run import stage_batch
 
     result = DryRunResult()
     try:

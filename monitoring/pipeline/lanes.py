@@ -32,7 +32,7 @@ from monitoring.pipeline.claims import worker_token
 from monitoring.pipeline.confirm import run_confirmation
 from monitoring.pipeline.deliver import client_for, due_operations, send_due
 from monitoring.pipeline.plan import ready_events, run_planning
-from monitoring.pipeline.staging import flow_staging_lock, run_staging, staging_due
+from monitoring.pipeline.staging.run import flow_staging_lock, run_staging, staging_due
 
 log = logging.getLogger(__name__)
 

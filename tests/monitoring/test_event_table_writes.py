@@ -19,7 +19,7 @@ from django.db import connection
 from monitoring.models import SourceEvent
 from monitoring.pipeline import plan
 from monitoring.pipeline.claims import claim_ids, worker_token
-from monitoring.pipeline.staging import run_staging
+from monitoring.pipeline.staging.run import run_staging
 from tests.factories import make_connection
 from tests.monitoring.engine import Source
 
