@@ -82,7 +82,7 @@ log = logging.getLogger(__name__)
 Op = Operation.State
 SEND_LEASE_SECONDS = 180
 REALTIME_CLAIM = 2000  # single calls up to SINGLE_MAX, else imports of up to this many
-# The bulk lane spends few calls (issue 6: <= 20 per 10,000 bulk events): it sends when this many
+# The bulk lane spends few calls (at most 20 per 10,000 bulk events): it sends when this many
 # operations are due, or when the oldest due one has waited BULK_MAX_WAIT (stock levels, attribute
 # refreshes and backfills can wait a minute; the realtime lane carries what cannot).
 BULK_CLAIM = 10_000
@@ -441,18 +441,18 @@ def send_due(destination: Connection, lane: str, client: DotDigitalClient | None
     return len(ids)
 
 
-# A safety net, not a step of every claim: at full load its UPDATE over the pending outbox cost
-# more PostgreSQL time than the claim it preceded (a third of a second a loop in the profile).
+# A safety net, not a step of every claim: at full load its UPDATE over the pending outbox costs
+# more PostgreSQL time than the claim it would precede.
 PROMOTE_EVERY = 2.0  # seconds between a runner's looks for bulk contacts blocking realtime writes
 _promoted: dict[int, float] = {}
 
 
 def promote_blocking_contacts(destination_id: int) -> int:
     """Pending bulk contact upserts that realtime insight or list writes wait on move to the
-    realtime lane: a dispatch's record must not wait for the bulk lane's next batch (seen in the
-    bench: realtime records held for minutes behind bulk contacts). Returns how many moved."""
-    # Two statements, not one with a subquery: on an outbox that grew faster than its statistics
-    # PostgreSQL joined the two sides by a nested loop over every pair (1.8 s for 9,000 rows).
+    realtime lane: a dispatch's record must not wait minutes for the bulk lane's next batch.
+    Returns how many moved."""
+    # Two statements, not one with a subquery: on an outbox that grows faster than its statistics
+    # PostgreSQL joins the two sides by a nested loop over every pair.
     waiting = list(
         Operation.objects.filter(
             destination_id=destination_id,

@@ -139,8 +139,8 @@ def enrol_programs(destination: Connection, client: DotDigitalClient | None = No
                 enrolment = client.enrol(program_id, [int(ids[r.email]) for r in chunk])
             except errors.RateLimited:
                 # Refused, never applied — by our own budget (no call made), a 429 or DotDigital's
-                # hourly enrolment allowance: the rows wait for the next run. (Settling them failed
-                # lost the enrolments in a 429 storm, without an occurrence: bench/chaos.py.)
+                # hourly enrolment allowance: the rows wait for the next run rather than fail,
+                # which would lose the enrolments without an occurrence.
                 ProgramEnrolment.objects.filter(pk__in=pks).update(state=PE.PENDING)
                 return enrolled
             except (errors.CallTimeout, errors.ConnectionDropped, errors.ServerError) as exc:

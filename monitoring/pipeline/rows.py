@@ -30,7 +30,7 @@ _PLAIN_TYPES = (
 )
 PLAIN, JSON, PREPARED = "plain", "json", "prepared"
 CHUNK = 2000
-# False: PostgreSQL takes the per-row path too (bench/pipeline.py's in-run baseline).
+# False: PostgreSQL takes Django's per-row insert path too (a baseline to measure against).
 USE_ARRAYS = True
 
 

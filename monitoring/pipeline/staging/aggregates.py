@@ -33,7 +33,7 @@ def recompute_aggregates(customer_ids: Iterable[int], now: datetime | None = Non
     # Lock the customers (in pk order) before reading their orders: two batches touching one
     # customer (an order and a refund, an ERP and a WMS event) stage in parallel, and each would
     # otherwise write aggregates summed from a snapshot missing the other's uncommitted orders —
-    # the last commit wins with a stale LTV (found by bench/chaos.py). With the lock the second
+    # the last commit wins with a stale LTV. With the lock the second
     # batch waits, and its order query (a new snapshot under READ COMMITTED) sees the first's.
     customers = list(Customer.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
     rows = Order.objects.filter(customer_id__in=ids).values_list(

@@ -13,11 +13,11 @@ from monitoring.models import (
 )
 from monitoring.pipeline.staging.batch import Batch, Hold, Outcome, State, fail
 
-# A hold is released by the batch that stages what it waits for (`_release`), but that batch only
+# A hold is released by the batch that stages what it waits for (`run._release`), but that batch only
 # sees holds committed before its own update: a hold written by a concurrent transaction (the ERP
 # and the WMS flows stage in parallel) misses its release and would sleep until its deadline
 # (6 h by default). So a young hold looks again every HOLD_RECHECK until HOLD_RACE_WINDOW has
-# passed since the event arrived, then waits for its deadline (or a release) as before.
+# passed since the event arrived, then waits for its deadline (or a release).
 HOLD_RECHECK = timedelta(seconds=20)
 
 
