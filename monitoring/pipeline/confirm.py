@@ -88,106 +88,11 @@ def record_results(results: Sequence[Result], *, owner: str | None = None) -> se
         touched: set[int] = set()
         delivered = [r for r in by["delivered"] if r.op_id in mine]
         if delivered:
-            ids = [r.op_id for r in delivered]
-            OperationEvent.objects.filter(
-                operation_id__in=ids, outcome="", version__lte=F("operation__sent_version")
-            ).update(outcome=OperationEvent.Outcome.DELIVERED)
-            Operation.objects.filter(pk__in=ids, version=F("sent_version")).update(
-                state=Op.DELIVERED,
-                delivered_at=now,
-                lease_owner="",
-                lease_until=None,
-                via=Case(When(batch__isnull=False, then=Value("import")), default=Value("single")),
-            )
-            # Newer state arrived while it was in flight: send again, straight away.
-            Operation.objects.filter(pk__in=ids).exclude(version=F("sent_version")).update(
-                state=Op.PENDING,
-                next_attempt_at=now,
-                attempts=0,
-                lease_owner="",
-                lease_until=None,
-                batch=None,
-            )
-            _after_delivery([mine[i] for i in ids], delivered)
-            touched.update(ids)
-        in_batch: dict[int | None, list[int]] = defaultdict(list)
-        for result in by["sent"]:
-            if result.op_id in mine:
-                in_batch[result.batch_id].append(result.op_id)
-        for batch_id, op_ids in in_batch.items():  # one UPDATE per import
-            Operation.objects.filter(pk__in=op_ids).update(
-                state=Op.SENT, batch_id=batch_id, lease_owner="", lease_until=None
-            )
-        retried: list[Operation] = []
-        lagging = outlasting_lag(
-            [
-                mine[r.op_id]
-                for r in by["retry"]
-                if r.op_id in mine and mine[r.op_id].attempts >= MIN_ATTEMPTS
-            ],
-            now,
-        )
-        for result in by["retry"]:
-            op = mine.get(result.op_id)
-            if op is None:
-                continue
-            if op.pk in lagging:
-                by["failed"].append(
-                    Result(
-                        op.pk,
-                        "failed",
-                        reason=(
-                            f"Still failing after {op.attempts} attempts, beyond the flow's lag "
-                            f"threshold: {result.reason}"
-                        ),
-                        code=result.code,
-                        text=result.text,
-                    )
-                )
-                continue
-            op.state = Op.PENDING
-            op.next_attempt_at = now + timedelta(seconds=backoff(op.attempts, result.retry_after))
-            op.lease_owner, op.lease_until, op.batch_id = "", None, None
-            op.error_code = result.code[:120]
-            op.error_text = (result.text or result.reason)[:2000]
-            retried.append(op)
-        bulk_set(
-            retried,
-            [
-                "state",
-                "next_attempt_at",
-                "lease_owner",
-                "lease_until",
-                "batch",
-                "error_code",
-                "error_text",
-            ],
-        )
-        for outcome, link in (
-            ("skipped", OperationEvent.Outcome.SKIPPED),
-            ("failed", OperationEvent.Outcome.FAILED),
-        ):
-            for result in by[outcome]:
-                if result.op_id not in mine:
-                    continue
-                Operation.objects.filter(pk=result.op_id).update(
-                    state=Op.SKIPPED if outcome == "skipped" else Op.FAILED,
-                    delivered_at=now,
-                    lease_owner="",
-                    lease_until=None,
-                    reason=result.reason[:2000],
-                    error_code=result.code[:120],
-                    error_text=result.text[:2000],
-                )
-                OperationEvent.objects.filter(operation_id=result.op_id, outcome="").update(
-                    outcome=link, reason=_describe(result)[:2000]
-                )
-                touched.add(result.op_id)
-                op = mine[result.op_id]
-                if op.kind == Operation.Kind.CONTACT and (
-                    outcome == "failed" or result.code == "suppressed"
-                ):
-                    touched |= _settle_dependants(op, result, link, now)
+            touched.update(_record_delivered(delivered, mine, now))
+        _record_sent(by["sent"], mine)
+        # A retry that outlasted its flow's lag threshold fails instead.
+        by["failed"].extend(_record_retries(by["retry"], mine, now))
+        touched |= _record_ends(by, mine, now)
         events = set(
             OperationEvent.objects.filter(operation_id__in=touched).values_list(
                 "event_id", flat=True
@@ -195,6 +100,130 @@ def record_results(results: Sequence[Result], *, owner: str | None = None) -> se
         )
         settled = settle_events(events, now, failures=by["failed"])
     return settled
+
+
+def _record_delivered(
+    delivered: list[Result], mine: dict[int, Operation], now: datetime
+) -> list[int]:
+    ids = [r.op_id for r in delivered]
+    OperationEvent.objects.filter(
+        operation_id__in=ids, outcome="", version__lte=F("operation__sent_version")
+    ).update(outcome=OperationEvent.Outcome.DELIVERED)
+    Operation.objects.filter(pk__in=ids, version=F("sent_version")).update(
+        state=Op.DELIVERED,
+        delivered_at=now,
+        lease_owner="",
+        lease_until=None,
+        via=Case(When(batch__isnull=False, then=Value("import")), default=Value("single")),
+    )
+    # Newer state arrived while it was in flight: send again, straight away.
+    Operation.objects.filter(pk__in=ids).exclude(version=F("sent_version")).update(
+        state=Op.PENDING,
+        next_attempt_at=now,
+        attempts=0,
+        lease_owner="",
+        lease_until=None,
+        batch=None,
+    )
+    _after_delivery([mine[i] for i in ids], delivered)
+    return ids
+
+
+def _record_sent(sent: list[Result], mine: dict[int, Operation]) -> None:
+    in_batch: dict[int | None, list[int]] = defaultdict(list)
+    for result in sent:
+        if result.op_id in mine:
+            in_batch[result.batch_id].append(result.op_id)
+    for batch_id, op_ids in in_batch.items():  # one UPDATE per import
+        Operation.objects.filter(pk__in=op_ids).update(
+            state=Op.SENT, batch_id=batch_id, lease_owner="", lease_until=None
+        )
+
+
+def _record_retries(
+    retries: list[Result], mine: dict[int, Operation], now: datetime
+) -> list[Result]:
+    """Back to pending with backoff; returns the failures of those past their lag threshold."""
+    failed: list[Result] = []
+    retried: list[Operation] = []
+    lagging = outlasting_lag(
+        [
+            mine[r.op_id]
+            for r in retries
+            if r.op_id in mine and mine[r.op_id].attempts >= MIN_ATTEMPTS
+        ],
+        now,
+    )
+    for result in retries:
+        op = mine.get(result.op_id)
+        if op is None:
+            continue
+        if op.pk in lagging:
+            failed.append(
+                Result(
+                    op.pk,
+                    "failed",
+                    reason=(
+                        f"Still failing after {op.attempts} attempts, beyond the flow's lag "
+                        f"threshold: {result.reason}"
+                    ),
+                    code=result.code,
+                    text=result.text,
+                )
+            )
+            continue
+        op.state = Op.PENDING
+        op.next_attempt_at = now + timedelta(seconds=backoff(op.attempts, result.retry_after))
+        op.lease_owner, op.lease_until, op.batch_id = "", None, None
+        op.error_code = result.code[:120]
+        op.error_text = (result.text or result.reason)[:2000]
+        retried.append(op)
+    bulk_set(
+        retried,
+        [
+            "state",
+            "next_attempt_at",
+            "lease_owner",
+            "lease_until",
+            "batch",
+            "error_code",
+            "error_text",
+        ],
+    )
+    return failed
+
+
+def _record_ends(
+    by: dict[str, list[Result]], mine: dict[int, Operation], now: datetime
+) -> set[int]:
+    """Skipped and failed operations end, with the writes that needed their contact."""
+    touched: set[int] = set()
+    for outcome, link in (
+        ("skipped", OperationEvent.Outcome.SKIPPED),
+        ("failed", OperationEvent.Outcome.FAILED),
+    ):
+        for result in by[outcome]:
+            if result.op_id not in mine:
+                continue
+            Operation.objects.filter(pk=result.op_id).update(
+                state=Op.SKIPPED if outcome == "skipped" else Op.FAILED,
+                delivered_at=now,
+                lease_owner="",
+                lease_until=None,
+                reason=result.reason[:2000],
+                error_code=result.code[:120],
+                error_text=result.text[:2000],
+            )
+            OperationEvent.objects.filter(operation_id=result.op_id, outcome="").update(
+                outcome=link, reason=_describe(result)[:2000]
+            )
+            touched.add(result.op_id)
+            op = mine[result.op_id]
+            if op.kind == Operation.Kind.CONTACT and (
+                outcome == "failed" or result.code == "suppressed"
+            ):
+                touched |= _settle_dependants(op, result, link, now)
+    return touched
 
 
 def outlasting_lag(ops: Sequence[Operation], now: datetime) -> set[int]:

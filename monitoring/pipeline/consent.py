@@ -129,19 +129,11 @@ def subscribe_blocked(destination: Connection, payload: dict[str, object]) -> st
     return None
 
 
-def send_consent(sending: Sending, ops: Sequence[Operation]) -> None:
-    """Subscription changes. A subscribe DotDigital's opt-out forbids is decided here, before
-    anything is sent, so it makes no call at all; the rest go as single calls (concurrently)
-    while the single-call tier has room, else in a contact import, which takes the same body
-    (`resubscribeWithNoChallenge: false` included)."""
-    subscribes = [op for op in ops if op.payload.get("status") == "subscribed"]
-    if subscribes:
-        try:
-            pull_suppressions(sending.destination, sending.client)
-        except errors.DotDigitalError as exc:
-            handle_error(sending, subscribes, exc)
-            ops = [op for op in ops if op not in subscribes]
-            subscribes = []
+def _consent_writes(
+    sending: Sending, ops: Sequence[Operation]
+) -> list[tuple[Operation, ContactWrite]]:
+    """The writes to send; a subscribe DotDigital's opt-out forbids is skipped, and a status that
+    changes nothing in DotDigital is delivered, without a call."""
     writes: list[tuple[Operation, ContactWrite]] = []
     for op in ops:
         status = str(op.payload.get("status") or "")
@@ -162,6 +154,23 @@ def send_consent(sending: Sending, ops: Sequence[Operation]) -> None:
             sending.add(op, "delivered")
             continue
         writes.append((op, write))
+    return writes
+
+
+def send_consent(sending: Sending, ops: Sequence[Operation]) -> None:
+    """Subscription changes. A subscribe DotDigital's opt-out forbids is decided here, before
+    anything is sent, so it makes no call at all; the rest go as single calls (concurrently)
+    while the single-call tier has room, else in a contact import, which takes the same body
+    (`resubscribeWithNoChallenge: false` included)."""
+    subscribes = [op for op in ops if op.payload.get("status") == "subscribed"]
+    if subscribes:
+        try:
+            pull_suppressions(sending.destination, sending.client)
+        except errors.DotDigitalError as exc:
+            handle_error(sending, subscribes, exc)
+            ops = [op for op in ops if op not in subscribes]
+            subscribes = []
+    writes = _consent_writes(sending, ops)
     if not writes:
         return
     realtime = sending.lane == "realtime"

@@ -185,14 +185,18 @@ def send_operations(sending: Sending, ops: Sequence[Operation]) -> None:
         _send_insight(sending, collection, group, single)
 
 
-def _send_contacts(sending: Sending, ops: list[Operation], single: bool) -> None:
+def _contact_writes(
+    sending: Sending, ops: list[Operation]
+) -> tuple[dict[str, ContactWrite], dict[str, list[Operation]]]:
+    """One write per contact (an import may not carry one email twice), its data fields checked
+    against DotDigital's types (a misfit fails its operation) and its lists named by id."""
     client = sending.client
     wanted: dict[str, str] = {}
     for op in ops:
         for target, spec in (op.payload.get("fields") or {}).items():
             wanted[target] = str(spec.get("type") or "string")
     types = data_field_types(client, sending.destination.pk, wanted) if wanted else {}
-    # One write per contact: an import may not carry one email twice.
+
     by_email: dict[str, list[Operation]] = defaultdict(list)
     writes: dict[str, ContactWrite] = {}
     for op in ops:
@@ -220,6 +224,12 @@ def _send_contacts(sending: Sending, ops: list[Operation], single: bool) -> None
             lists=(*current.lists, *lists),
         )
         by_email[email].append(op)
+    return writes, by_email
+
+
+def _send_contacts(sending: Sending, ops: list[Operation], single: bool) -> None:
+    client = sending.client
+    writes, by_email = _contact_writes(sending, ops)
     if not writes:
         return
     emails = list(writes)

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from monitoring.models import (
+    Customer,
     Flow,
     Order,
     Product,
@@ -213,8 +214,6 @@ def _aliases(workspace_id: int, batch: Batch) -> dict[tuple[int | None, str], st
 
 def stage_order(event: SourceEvent, flow: Flow, batch: Batch) -> None:
     data = event.data
-    workspace = event.workspace
-    identity = event.envelope.get("identity") or {}
     number = str(data.get("order_number") or "")
     carries_money = data.get("carries_money") is not False
     if not carries_money:
@@ -222,6 +221,46 @@ def stage_order(event: SourceEvent, flow: Flow, batch: Batch) -> None:
         if held is not None and held.has_body and held.carries_money:
             _join_copy(event, held, batch)
             return
+    is_guest = _check_order(event, flow, batch, number)
+    order = find_order(event, flow, batch=batch)
+    if (
+        order is not None
+        and order.revision
+        and event.source_version < order.revision
+        and (order.carries_money or not carries_money)  # money replaces a copy, whatever its age
+    ):
+        raise Outcome(State.SKIPPED, "Superseded: a newer version of this order is staged.")
+    customer = resolve_customer(event, batch)
+    if order is None:
+        order = Order(workspace_id=event.workspace_id)
+    previous_customer = order.customer_id
+    lines = [
+        {**line, "sku": clean_sku(line.get("sku")), "sku_raw": line.get("sku_raw", line.get("sku"))}
+        for line in data.get("lines") or []
+    ]
+    _fill_order(order, event, customer, number=number, is_guest=is_guest, lines=lines)
+    if order.status_version is None or event.source_version >= order.status_version:
+        _set_status(order, data.get("status") or {})
+        order.status_version = event.source_version
+    save_order(batch, order)
+    if previous_customer and previous_customer != order.customer_id:
+        batch.customers.add(previous_customer)
+    event.order = order
+    event.customer = order.customer
+    batch.released_refs.setdefault(event.workspace_id, set()).update(
+        {order.order_number, order.channel_order_ref}
+    )
+    if customer is None or not customer.email:
+        no_email(event, batch, number)
+    _sku_gaps(event, flow, batch, lines)
+
+
+def _check_order(event: SourceEvent, flow: Flow, batch: Batch, number: str) -> bool:
+    """Fail the order on its currency, its totals or the flow's guest policy (raising Outcome);
+    returns whether it is a guest order."""
+    data = event.data
+    workspace = event.workspace
+    identity = event.envelope.get("identity") or {}
     currency = str(data.get("currency") or "")
     if currency != workspace.currency:
         fail(
@@ -259,23 +298,23 @@ def stage_order(event: SourceEvent, flow: Flow, batch: Batch) -> None:
             order_number=number,
         )
         raise Outcome(State.FAILED, "", "guest_policy")
-    order = find_order(event, flow, batch=batch)
-    if (
-        order is not None
-        and order.revision
-        and event.source_version < order.revision
-        and (order.carries_money or not carries_money)  # money replaces a copy, whatever its age
-    ):
-        raise Outcome(State.SKIPPED, "Superseded: a newer version of this order is staged.")
-    customer = resolve_customer(event, batch)
-    if order is None:
-        order = Order(workspace_id=event.workspace_id)
-    previous_customer = order.customer_id
+    return is_guest
+
+
+def _fill_order(
+    order: Order,
+    event: SourceEvent,
+    customer: Customer | None,
+    *,
+    number: str,
+    is_guest: bool,
+    lines: list[dict[str, Any]],
+) -> None:
+    """The order as the event has it: references, customer, money and lines."""
+    data = event.data
     totals = data.get("totals") or {}
-    lines = [
-        {**line, "sku": clean_sku(line.get("sku")), "sku_raw": line.get("sku_raw", line.get("sku"))}
-        for line in data.get("lines") or []
-    ]
+    carries_money = data.get("carries_money") is not False
+    currency = str(data.get("currency") or "")
     links = event.envelope.get("links") or {}
     order.order_number = number or order.order_number
     order.channel_order_ref = str(
@@ -297,20 +336,6 @@ def stage_order(event: SourceEvent, flow: Flow, batch: Batch) -> None:
     order.shipping = money(totals.get("shipping"))
     order.tax = money(totals.get("tax"))
     order.grand_total = money(totals.get("grand_total"))
-    if order.status_version is None or event.source_version >= order.status_version:
-        _set_status(order, data.get("status") or {})
-        order.status_version = event.source_version
-    save_order(batch, order)
-    if previous_customer and previous_customer != order.customer_id:
-        batch.customers.add(previous_customer)
-    event.order = order
-    event.customer = order.customer
-    batch.released_refs.setdefault(event.workspace_id, set()).update(
-        {order.order_number, order.channel_order_ref}
-    )
-    if customer is None or not customer.email:
-        no_email(event, batch, number)
-    _sku_gaps(event, flow, batch, lines)
 
 
 def _join_copy(event: SourceEvent, order: Order, batch: Batch) -> None:
