@@ -462,7 +462,7 @@ def poll_interval(polls: int, in_flight: int = 1) -> float:
     spread = in_flight / POLLS_PER_SECOND
     if polls < 6:
         return max(0.3, spread)
-    return max(spread, min(5.0, 0.3 * 2 ** (polls - 5)))
+    return max(spread, min(5.0, 0.3 * 2.0 ** (polls - 5)))
 
 
 def due_batches(destination_id: int, lane: str, now: datetime) -> Any:

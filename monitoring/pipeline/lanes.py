@@ -30,7 +30,8 @@ from monitoring.models import (
 from monitoring.pipeline import wake
 from monitoring.pipeline.claims import worker_token
 from monitoring.pipeline.confirm import run_confirmation
-from monitoring.pipeline.deliver import client_for, due_operations, send_due
+from monitoring.pipeline.deliver import due_operations, send_due
+from monitoring.pipeline.destination import client_for
 from monitoring.pipeline.plan import ready_events, run_planning
 from monitoring.pipeline.staging.run import flow_staging_lock, run_staging, staging_due
 

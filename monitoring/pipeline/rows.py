@@ -55,7 +55,9 @@ def _value(f: Any, value: Any, kind: str) -> Any:
     return value
 
 
-def _rows_from(fields: list[Any], kinds: list[str], columns: list[list[Any]]) -> tuple[str, list]:
+def _rows_from(
+    fields: list[Any], kinds: list[str], columns: list[list[Any]]
+) -> tuple[str, list[Any]]:
     """`ROWS FROM (…)` yielding the columns side by side, and its parameters."""
     parts: list[str] = []
     params: list[Any] = []
