@@ -307,7 +307,7 @@ def _helper_stats(arg: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - 
 
     report = audit(None)
     if arg.get("enrol"):
-        from monitoring.delivery_tasks import enrol_programs
+        from monitoring.tasks import enrol_programs
 
         with contextlib.suppress(Exception):  # the broker may be down: next time
             enrol_programs.apply_async(queue="bulk", expires=30)

@@ -249,7 +249,7 @@ def main() -> None:
     from accounts.models import Workspace
     from connectors.models import Connection
     from monitoring.models import Flow, SourceEvent
-    from monitoring.pipeline.staging import run_staging
+    from monitoring.pipeline.staging.run import run_staging
 
     run = uuid.uuid4().hex[:8]
     workspace = Workspace.objects.create(name=f"Bench {run}", slug=f"bench-{run}")

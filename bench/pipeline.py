@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from eventgen import Generator
     from monitoring.pipeline import rows
     from monitoring.pipeline.plan import run_planning
-    from monitoring.pipeline.staging import run_staging
+    from monitoring.pipeline.staging.run import run_staging
 
     call_command("migrate", verbosity=0)
     workspace = Workspace.objects.create(name="Bench", slug="bench", currency="GBP")

@@ -8,19 +8,14 @@ class MonitoringConfig(AppConfig):
     verbose_name = "Sync engine and monitoring"
 
     def ready(self) -> None:
-        from monitoring.pipeline import hooks
-
-        hooks.register()
-
-        from monitoring.pipeline import confirm
-
-        confirm.register_hooks()
-
+        # Imported here, not at the top: these modules import models, which Django loads after
+        # the app configs.
+        from monitoring.configuration import services as config_services
+        from monitoring.pipeline import confirm, hooks
         from monitoring.watch import alerts, reconcile
 
+        hooks.register()
+        confirm.register_hooks()
         alerts.register_hooks()
         reconcile.register_hooks()
-
-        from monitoring.configuration import services as config_services
-
-        config_services.register_audit_pages()  # links of the audit page (issue 9)
+        config_services.register_audit_pages()  # links of the audit page

@@ -45,7 +45,7 @@ from monitoring.pipeline.ingest import ingest_events
 from monitoring.pipeline.mapping import DATA_FIELD_TYPES
 from monitoring.pipeline.normalise import clean_sku, sku_match_key
 from monitoring.pipeline.plan import plan_batch
-from monitoring.pipeline.staging import stage_batch
+from monitoring.pipeline.staging.run import stage_batch
 from monitoring.pipeline.transforms import clean_sku_by_rules
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,6 @@ orders, shipments, refunds, products and stock."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
 
 from django.db import models
 from django.db.models import Q
@@ -47,16 +46,6 @@ class Customer(models.Model):
 
     def __str__(self) -> str:
         return self.email or f"customer {self.pk}"
-
-    @property
-    def aggregates(self) -> dict[str, Any]:
-        return {
-            "ORDER_COUNT": self.order_count,
-            "LTV": self.lifetime_value,
-            "LAST_ORDER_DATE": self.last_order_at,
-            "LAST_DISPATCH_DATE": self.last_dispatch_at,
-            "REFUNDED": self.refunded,
-        }
 
 
 class CustomerKey(models.Model):

@@ -8,6 +8,7 @@ import os
 import socket
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from django.db import connection, models, transaction
 from django.db.models import F, Q
@@ -20,7 +21,7 @@ def worker_token() -> str:
 
 
 def claim_ids(
-    queryset: models.QuerySet, *, limit: int, owner: str, lease_seconds: int
+    queryset: models.QuerySet[Any], *, limit: int, owner: str, lease_seconds: int
 ) -> list[int]:
     """Lease up to `limit` rows of `queryset` (already filtered to due, unleased rows) to `owner`
     and return their ids."""

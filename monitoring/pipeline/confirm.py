@@ -17,13 +17,11 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from django.db import DatabaseError, transaction
-from django.db import connection as db_connection
 from django.db.models import Case, F, Max, Min, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
@@ -31,18 +29,24 @@ from accounts.models import Workspace
 from connectors.dotdigital import errors
 from connectors.dotdigital.client import DotDigitalClient
 from connectors.dotdigital.types import FailureKind, ImportHandle, ImportKind, ImportState
+from exceptions_inbox.kinds import register_hooks as register
 from exceptions_inbox.recording import clear_occurrences, record_occurrence
 from monitoring.models import (
     Customer,
     DeliveryBatch,
+    DestinationCache,
     ListMembership,
     Operation,
     OperationEvent,
     SourceEvent,
 )
-from monitoring.pipeline.claims import worker_token
+from monitoring.pipeline.claims import claim_ids, worker_token
+from monitoring.pipeline.destination import pause_destination
+from monitoring.pipeline.hooks import event_ids, render_event, skip_events
 from monitoring.pipeline.normalise import parse_time
 from monitoring.pipeline.rows import bulk_set
+from monitoring.pipeline.sending import Result
+from monitoring.pipeline.wake import wake_delivery
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +60,6 @@ DEFAULT_LAG_THRESHOLD = 15 * 60
 POLL_LEASE_SECONDS = 60
 KINDS = ("dotdigital_rejected", "schema_mismatch")
 Op = Operation.State
-
-
-@dataclass
-class Result:
-    """What happened to one operation."""
-
-    op_id: int
-    outcome: str  # delivered | retry | skipped | failed | sent
-    reason: str = ""
-    code: str = ""
-    text: str = ""
-    kind: str = "dotdigital_rejected"  # the exception kind when failed
-    retry_after: float | None = None
-    contact_id: int | None = None
-    batch_id: int | None = None
 
 
 def backoff(attempts: int, retry_after: float | None = None) -> float:
@@ -99,106 +88,11 @@ def record_results(results: Sequence[Result], *, owner: str | None = None) -> se
         touched: set[int] = set()
         delivered = [r for r in by["delivered"] if r.op_id in mine]
         if delivered:
-            ids = [r.op_id for r in delivered]
-            OperationEvent.objects.filter(
-                operation_id__in=ids, outcome="", version__lte=F("operation__sent_version")
-            ).update(outcome=OperationEvent.Outcome.DELIVERED)
-            Operation.objects.filter(pk__in=ids, version=F("sent_version")).update(
-                state=Op.DELIVERED,
-                delivered_at=now,
-                lease_owner="",
-                lease_until=None,
-                via=Case(When(batch__isnull=False, then=Value("import")), default=Value("single")),
-            )
-            # Newer state arrived while it was in flight: send again, straight away.
-            Operation.objects.filter(pk__in=ids).exclude(version=F("sent_version")).update(
-                state=Op.PENDING,
-                next_attempt_at=now,
-                attempts=0,
-                lease_owner="",
-                lease_until=None,
-                batch=None,
-            )
-            _after_delivery([mine[i] for i in ids], delivered)
-            touched.update(ids)
-        in_batch: dict[int | None, list[int]] = defaultdict(list)
-        for result in by["sent"]:
-            if result.op_id in mine:
-                in_batch[result.batch_id].append(result.op_id)
-        for batch_id, op_ids in in_batch.items():  # one UPDATE per import
-            Operation.objects.filter(pk__in=op_ids).update(
-                state=Op.SENT, batch_id=batch_id, lease_owner="", lease_until=None
-            )
-        retried: list[Operation] = []
-        lagging = outlasting_lag(
-            [
-                mine[r.op_id]
-                for r in by["retry"]
-                if r.op_id in mine and mine[r.op_id].attempts >= MIN_ATTEMPTS
-            ],
-            now,
-        )
-        for result in by["retry"]:
-            op = mine.get(result.op_id)
-            if op is None:
-                continue
-            if op.pk in lagging:
-                by["failed"].append(
-                    Result(
-                        op.pk,
-                        "failed",
-                        reason=(
-                            f"Still failing after {op.attempts} attempts, beyond the flow's lag "
-                            f"threshold: {result.reason}"
-                        ),
-                        code=result.code,
-                        text=result.text,
-                    )
-                )
-                continue
-            op.state = Op.PENDING
-            op.next_attempt_at = now + timedelta(seconds=backoff(op.attempts, result.retry_after))
-            op.lease_owner, op.lease_until, op.batch_id = "", None, None
-            op.error_code = result.code[:120]
-            op.error_text = (result.text or result.reason)[:2000]
-            retried.append(op)
-        bulk_set(
-            retried,
-            [
-                "state",
-                "next_attempt_at",
-                "lease_owner",
-                "lease_until",
-                "batch",
-                "error_code",
-                "error_text",
-            ],
-        )
-        for outcome, link in (
-            ("skipped", OperationEvent.Outcome.SKIPPED),
-            ("failed", OperationEvent.Outcome.FAILED),
-        ):
-            for result in by[outcome]:
-                if result.op_id not in mine:
-                    continue
-                Operation.objects.filter(pk=result.op_id).update(
-                    state=Op.SKIPPED if outcome == "skipped" else Op.FAILED,
-                    delivered_at=now,
-                    lease_owner="",
-                    lease_until=None,
-                    reason=result.reason[:2000],
-                    error_code=result.code[:120],
-                    error_text=result.text[:2000],
-                )
-                OperationEvent.objects.filter(operation_id=result.op_id, outcome="").update(
-                    outcome=link, reason=_describe(result)[:2000]
-                )
-                touched.add(result.op_id)
-                op = mine[result.op_id]
-                if op.kind == Operation.Kind.CONTACT and (
-                    outcome == "failed" or result.code == "suppressed"
-                ):
-                    touched |= _settle_dependants(op, result, link, now)
+            touched.update(_record_delivered(delivered, mine, now))
+        _record_sent(by["sent"], mine)
+        # A retry that outlasted its flow's lag threshold fails instead.
+        by["failed"].extend(_record_retries(by["retry"], mine, now))
+        touched |= _record_ends(by, mine, now)
         events = set(
             OperationEvent.objects.filter(operation_id__in=touched).values_list(
                 "event_id", flat=True
@@ -206,6 +100,130 @@ def record_results(results: Sequence[Result], *, owner: str | None = None) -> se
         )
         settled = settle_events(events, now, failures=by["failed"])
     return settled
+
+
+def _record_delivered(
+    delivered: list[Result], mine: dict[int, Operation], now: datetime
+) -> list[int]:
+    ids = [r.op_id for r in delivered]
+    OperationEvent.objects.filter(
+        operation_id__in=ids, outcome="", version__lte=F("operation__sent_version")
+    ).update(outcome=OperationEvent.Outcome.DELIVERED)
+    Operation.objects.filter(pk__in=ids, version=F("sent_version")).update(
+        state=Op.DELIVERED,
+        delivered_at=now,
+        lease_owner="",
+        lease_until=None,
+        via=Case(When(batch__isnull=False, then=Value("import")), default=Value("single")),
+    )
+    # Newer state arrived while it was in flight: send again, straight away.
+    Operation.objects.filter(pk__in=ids).exclude(version=F("sent_version")).update(
+        state=Op.PENDING,
+        next_attempt_at=now,
+        attempts=0,
+        lease_owner="",
+        lease_until=None,
+        batch=None,
+    )
+    _after_delivery([mine[i] for i in ids], delivered)
+    return ids
+
+
+def _record_sent(sent: list[Result], mine: dict[int, Operation]) -> None:
+    in_batch: dict[int | None, list[int]] = defaultdict(list)
+    for result in sent:
+        if result.op_id in mine:
+            in_batch[result.batch_id].append(result.op_id)
+    for batch_id, op_ids in in_batch.items():  # one UPDATE per import
+        Operation.objects.filter(pk__in=op_ids).update(
+            state=Op.SENT, batch_id=batch_id, lease_owner="", lease_until=None
+        )
+
+
+def _record_retries(
+    retries: list[Result], mine: dict[int, Operation], now: datetime
+) -> list[Result]:
+    """Back to pending with backoff; returns the failures of those past their lag threshold."""
+    failed: list[Result] = []
+    retried: list[Operation] = []
+    lagging = outlasting_lag(
+        [
+            mine[r.op_id]
+            for r in retries
+            if r.op_id in mine and mine[r.op_id].attempts >= MIN_ATTEMPTS
+        ],
+        now,
+    )
+    for result in retries:
+        op = mine.get(result.op_id)
+        if op is None:
+            continue
+        if op.pk in lagging:
+            failed.append(
+                Result(
+                    op.pk,
+                    "failed",
+                    reason=(
+                        f"Still failing after {op.attempts} attempts, beyond the flow's lag "
+                        f"threshold: {result.reason}"
+                    ),
+                    code=result.code,
+                    text=result.text,
+                )
+            )
+            continue
+        op.state = Op.PENDING
+        op.next_attempt_at = now + timedelta(seconds=backoff(op.attempts, result.retry_after))
+        op.lease_owner, op.lease_until, op.batch_id = "", None, None
+        op.error_code = result.code[:120]
+        op.error_text = (result.text or result.reason)[:2000]
+        retried.append(op)
+    bulk_set(
+        retried,
+        [
+            "state",
+            "next_attempt_at",
+            "lease_owner",
+            "lease_until",
+            "batch",
+            "error_code",
+            "error_text",
+        ],
+    )
+    return failed
+
+
+def _record_ends(
+    by: dict[str, list[Result]], mine: dict[int, Operation], now: datetime
+) -> set[int]:
+    """Skipped and failed operations end, with the writes that needed their contact."""
+    touched: set[int] = set()
+    for outcome, link in (
+        ("skipped", OperationEvent.Outcome.SKIPPED),
+        ("failed", OperationEvent.Outcome.FAILED),
+    ):
+        for result in by[outcome]:
+            if result.op_id not in mine:
+                continue
+            Operation.objects.filter(pk=result.op_id).update(
+                state=Op.SKIPPED if outcome == "skipped" else Op.FAILED,
+                delivered_at=now,
+                lease_owner="",
+                lease_until=None,
+                reason=result.reason[:2000],
+                error_code=result.code[:120],
+                error_text=result.text[:2000],
+            )
+            OperationEvent.objects.filter(operation_id=result.op_id, outcome="").update(
+                outcome=link, reason=_describe(result)[:2000]
+            )
+            touched.add(result.op_id)
+            op = mine[result.op_id]
+            if op.kind == Operation.Kind.CONTACT and (
+                outcome == "failed" or result.code == "suppressed"
+            ):
+                touched |= _settle_dependants(op, result, link, now)
+    return touched
 
 
 def outlasting_lag(ops: Sequence[Operation], now: datetime) -> set[int]:
@@ -444,7 +462,7 @@ def poll_interval(polls: int, in_flight: int = 1) -> float:
     spread = in_flight / POLLS_PER_SECOND
     if polls < 6:
         return max(0.3, spread)
-    return max(spread, min(5.0, 0.3 * 2 ** (polls - 5)))
+    return max(spread, min(5.0, 0.3 * 2.0 ** (polls - 5)))
 
 
 def due_batches(destination_id: int, lane: str, now: datetime) -> Any:
@@ -457,8 +475,6 @@ def due_batches(destination_id: int, lane: str, now: datetime) -> Any:
 
 
 def claim_batches(destination_id: int, lane: str, owner: str, limit: int = 25) -> list[int]:
-    from monitoring.pipeline.claims import claim_ids
-
     return claim_ids(
         due_batches(destination_id, lane, timezone.now()).order_by("next_attempt_at"),
         limit=limit,
@@ -480,8 +496,6 @@ def run_confirmation(client: DotDigitalClient, destination_id: int, lane: str) -
             _lost(batch, "DotDigital does not know this import any more.")
             continue
         except errors.ConnectionProblem as exc:
-            from monitoring.pipeline.deliver import pause_destination
-
             _release_batch(batch, 5.0)
             pause_destination(destination_id, exc)
             return finished
@@ -578,18 +592,12 @@ def finish_batch(batch: DeliveryBatch, status: Any) -> None:
         record_results(results)
 
 
-def vendor_is_postgres() -> bool:
-    return db_connection.vendor == "postgresql"
-
-
 # -- the inbox's hooks for delivery's kinds -------------------------------------------------------
 
 
 def retry_delivery(occurrences: Sequence[Any]) -> None:
     """Re-plan the blocked events from today's state and mappings; their occurrences clear when
     they are delivered (`settle_events`)."""
-    from monitoring.pipeline.hooks import event_ids
-
     ids = event_ids(occurrences)
     if not ids:
         return
@@ -600,13 +608,9 @@ def retry_delivery(occurrences: Sequence[Any]) -> None:
         state=SourceEvent.State.READY, lease_owner="", lease_until=None, reason="", in_outbox=False
     )
     # Today's DotDigital too: its data field types and collection schemas are read again.
-    from monitoring.models import DestinationCache
-
     DestinationCache.objects.filter(destination_id__in=destinations).exclude(
         name__in=("suppressions_cursor", "lists")
     ).delete()
-    from monitoring.delivery_tasks import wake_delivery
-
     for destination_id in destinations:
         for lane in lanes:
             if destination_id is not None:
@@ -615,9 +619,6 @@ def retry_delivery(occurrences: Sequence[Any]) -> None:
 
 def register_hooks() -> None:
     """Called from MonitoringConfig.ready()."""
-    from exceptions_inbox.kinds import register_hooks as register
-    from monitoring.pipeline.hooks import render_event, skip_events
-
     for kind in KINDS:
         register(
             kind,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
@@ -26,9 +25,15 @@ from connectors.dotdigital.types import ContactWrite, Outcome
 from connectors.models import Connection
 from monitoring.models import DestinationCache, Operation, Suppression
 from monitoring.pipeline.normalise import normalise_email, parse_time
-
-if TYPE_CHECKING:
-    from monitoring.pipeline.deliver import Sending
+from monitoring.pipeline.sending import (
+    SINGLE_MAX,
+    Sending,
+    each_call,
+    handle_error,
+    kill_point,
+    record_imports,
+    single_room,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +93,20 @@ def pull_suppressions(destination: Connection, client: DotDigitalClient | None =
     return len(latest)
 
 
+def pull_all_suppressions() -> int:
+    """`pull_suppressions` for every active DotDigital connection; one that fails is logged and
+    tried again on the next run. Returns how many suppressions it read."""
+    total = 0
+    for conn in Connection.objects.filter(
+        kind=Connection.Kind.DOTDIGITAL, status=Connection.Status.ACTIVE
+    ):
+        try:
+            total += pull_suppressions(conn)
+        except errors.DotDigitalError as exc:
+            log.warning("pulling suppressions of %s failed: %s", conn, exc)
+    return total
+
+
 def subscribe_blocked(destination: Connection, payload: dict[str, object]) -> str | None:
     """Why a source's opt-in must not be sent (None when it may)."""
     email = str(payload.get("email") or "")
@@ -110,28 +129,11 @@ def subscribe_blocked(destination: Connection, payload: dict[str, object]) -> st
     return None
 
 
-def send_consent(sending: Sending, ops: Sequence[Operation]) -> None:
-    """Subscription changes. A subscribe DotDigital's opt-out forbids is decided here, before
-    anything is sent, so it makes no call at all; the rest go as single calls (concurrently)
-    while the single-call tier has room, else in a contact import, which takes the same body
-    (`resubscribeWithNoChallenge: false` included)."""
-    from monitoring.pipeline.deliver import (
-        SINGLE_MAX,
-        _handled,
-        _record_handles,
-        each_call,
-        kill_point,
-        single_room,
-    )
-
-    subscribes = [op for op in ops if op.payload.get("status") == "subscribed"]
-    if subscribes:
-        try:
-            pull_suppressions(sending.destination, sending.client)
-        except errors.DotDigitalError as exc:
-            _handled(sending, subscribes, exc)
-            ops = [op for op in ops if op not in subscribes]
-            subscribes = []
+def _consent_writes(
+    sending: Sending, ops: Sequence[Operation]
+) -> list[tuple[Operation, ContactWrite]]:
+    """The writes to send; a subscribe DotDigital's opt-out forbids is skipped, and a status that
+    changes nothing in DotDigital is delivered, without a call."""
     writes: list[tuple[Operation, ContactWrite]] = []
     for op in ops:
         status = str(op.payload.get("status") or "")
@@ -152,6 +154,23 @@ def send_consent(sending: Sending, ops: Sequence[Operation]) -> None:
             sending.add(op, "delivered")
             continue
         writes.append((op, write))
+    return writes
+
+
+def send_consent(sending: Sending, ops: Sequence[Operation]) -> None:
+    """Subscription changes. A subscribe DotDigital's opt-out forbids is decided here, before
+    anything is sent, so it makes no call at all; the rest go as single calls (concurrently)
+    while the single-call tier has room, else in a contact import, which takes the same body
+    (`resubscribeWithNoChallenge: false` included)."""
+    subscribes = [op for op in ops if op.payload.get("status") == "subscribed"]
+    if subscribes:
+        try:
+            pull_suppressions(sending.destination, sending.client)
+        except errors.DotDigitalError as exc:
+            handle_error(sending, subscribes, exc)
+            ops = [op for op in ops if op not in subscribes]
+            subscribes = []
+    writes = _consent_writes(sending, ops)
     if not writes:
         return
     realtime = sending.lane == "realtime"
@@ -184,7 +203,7 @@ def send_consent(sending: Sending, ops: Sequence[Operation]) -> None:
             kill_point("after_send")
         failed.sort(key=lambda item: isinstance(item[1], errors.ConnectionProblem))
         for op, error in failed:
-            _handled(sending, [op], error)
+            handle_error(sending, [op], error)
         writes = rest
     if not writes:
         return
@@ -192,8 +211,8 @@ def send_consent(sending: Sending, ops: Sequence[Operation]) -> None:
     try:
         handles = sending.client.import_contacts([w for _, w in writes])
     except errors.DotDigitalError as exc:
-        done = _record_handles(sending, getattr(exc, "submitted", []), by_email, "contacts", None)
-        _handled(sending, [op for op, w in writes if w.key not in done], exc)
+        done = record_imports(sending, getattr(exc, "submitted", []), by_email, "contacts", None)
+        handle_error(sending, [op for op, w in writes if w.key not in done], exc)
         return
     kill_point("after_send")
-    _record_handles(sending, handles, by_email, "contacts", None)
+    record_imports(sending, handles, by_email, "contacts", None)

@@ -8,11 +8,11 @@
 - **Lanes**: the realtime lane sends single records while the shared rate budget's single-call
   tier has room, and small imports when it would not; the bulk lane sends imports, split by the
   client to DotDigital's body limit. Each lane has its own Celery queue and workers.
-- **Errors by whose problem they are**: a transient error (429, 5xx, timeout, too many imports)
-  puts the operations back with backoff and jitter; a connection error (401, wrong region,
-  feature off, allowance) pauses the connection with one alert and leaves every operation queued
-  until `test_and_resume` succeeds; a record error fails that operation with DotDigital's code and
-  text; a suppressed contact is skipped with that reason.
+- **Errors by whose problem they are** (`sending.handle_error`): a transient error (429, 5xx,
+  timeout, too many imports) puts the operations back with backoff and jitter; a connection error
+  (401, wrong region, feature off, allowance) pauses the connection with one alert and leaves
+  every operation queued until `destination.test_and_resume` succeeds; a record error fails that
+  operation with DotDigital's code and text; a suppressed contact is skipped with that reason.
 - **Checks before sending**: data fields are created in DotDigital on first use, each value is
   checked against its field's type, and each insight record against its collection's schema (read
   from DotDigital and cached): a misfit opens `schema_mismatch` and is never sent.
@@ -24,43 +24,57 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 from django.db import connection as db_connection
-from django.db import connections, transaction
+from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from connectors.budget import Lane, RedisBackend
+from connectors.budget import Lane
 from connectors.dotdigital import errors
 from connectors.dotdigital.client import DotDigitalClient
 from connectors.dotdigital.types import ContactWrite, InsightWrite, Outcome
 from connectors.models import Connection
-from exceptions_inbox.recording import clear_occurrences, record_occurrence
 from monitoring.models import (
     OPEN_STATES,
     Customer,
-    DeliveryBatch,
     DestinationCache,
     Operation,
     SourceEvent,
 )
 from monitoring.pipeline import consent
 from monitoring.pipeline.claims import worker_token
-from monitoring.pipeline.confirm import Result, record_results, run_confirmation
+from monitoring.pipeline.confirm import record_results
+from monitoring.pipeline.destination import (
+    client_for,
+    collection_schema,
+    data_field_types,
+    list_id,
+    pause_destination,
+)
 from monitoring.pipeline.mapping import (
     COLLECTIONS,
-    DATA_FIELD_TYPES,
     check_data_field,
     check_record,
-    schema_map,
+)
+from monitoring.pipeline.plan import ready_events
+from monitoring.pipeline.sending import (
+    SINGLE_MAX,
+    Paused,
+    Result,
+    Sending,
+    each_call,
+    handle_error,
+    kill_point,
+    record_imports,
+    schema_failure,
+    single_room,
 )
 
 log = logging.getLogger(__name__)
@@ -68,25 +82,13 @@ log = logging.getLogger(__name__)
 Op = Operation.State
 SEND_LEASE_SECONDS = 180
 REALTIME_CLAIM = 2000  # single calls up to SINGLE_MAX, else imports of up to this many
-# The bulk lane spends few calls (issue 6: <= 20 per 10,000 bulk events): it sends when this many
+# The bulk lane spends few calls (at most 20 per 10,000 bulk events): it sends when this many
 # operations are due, or when the oldest due one has waited BULK_MAX_WAIT (stock levels, attribute
 # refreshes and backfills can wait a minute; the realtime lane carries what cannot).
 BULK_CLAIM = 10_000
 BULK_MIN = 5_000
 BULK_MAX_WAIT = timedelta(seconds=60)
 BULK_IDLE_WAIT = timedelta(seconds=5)
-SINGLE_MAX = 20  # a realtime claim larger than this goes as small imports
-SINGLE_HEADROOM = 0.1  # share of the single-call tier kept free when choosing single calls
-SCHEMA_TTL = timedelta(minutes=5)
-KILL_ENV = "SYNCDESK_KILL_AT"
-STAGE_CONNECTION = "connection"
-
-
-def kill_point(name: str) -> None:
-    """Die here, abruptly, when SYNCDESK_KILL_AT names this point (tests of the invariants)."""
-    if os.environ.get(KILL_ENV) == name:
-        log.warning("SYNCDESK_KILL_AT=%s: killing the process", name)
-        os._exit(137)
 
 
 # -- claiming -------------------------------------------------------------------------------------
@@ -153,140 +155,10 @@ def claim_operations(destination_id: int, lane: str, owner: str, limit: int) -> 
 # -- the connection -------------------------------------------------------------------------------
 
 
-def pause_destination(destination_id: int, exc: errors.DotDigitalError) -> None:
-    """Pause the connection (once) with one alert; its operations stay queued."""
-    conn = Connection.objects.select_related("workspace").get(pk=destination_id)
-    message = f"{exc.code or type(exc).__name__}: {exc.text or exc.message}"[:2000]
-    if conn.pause(message):
-        Connection.objects.filter(pk=conn.pk).update(last_error=message)
-        record_occurrence(
-            workspace=conn.workspace,
-            kind="connection_paused",
-            event_key=f"connection:{conn.pk}",
-            stage=STAGE_CONNECTION,
-            message=f"DotDigital refused the connection: {message}",
-            subject_key=f"connection:{conn.pk}",
-            subject_label=conn.name,
-            detail={"connection_id": conn.pk, "code": exc.code, "status": exc.status},
-        )
-        log.warning("paused %s: %s", conn, message)
-
-
-def test_and_resume(connection: Connection) -> tuple[bool, str]:
-    """ "Test connection" for the config UI: one read call; on success the connection resumes,
-    its alert clears and its queued operations are woken. Returns (ok, message)."""
-    client = DotDigitalClient.for_connection(connection, lane=Lane.REALTIME, max_wait=2.0)
-    try:
-        client.list_data_fields()
-    except errors.DotDigitalError as exc:
-        message = f"{exc.code or type(exc).__name__}: {exc.text or exc.message}"
-        Connection.objects.filter(pk=connection.pk).update(
-            last_tested_at=timezone.now(), last_error=message[:2000]
-        )
-        return False, message
-    Connection.objects.filter(pk=connection.pk).update(last_tested_at=timezone.now(), last_error="")
-    resumed = connection.resume()
-    clear_occurrences(connection.workspace, [f"connection:{connection.pk}"])
-    if resumed:
-        from monitoring.delivery_tasks import wake_delivery
-
-        for lane in (Lane.REALTIME, Lane.BULK):
-            wake_delivery(connection.pk, lane.value)
-    return True, "DotDigital answered: the connection works." + (
-        " Delivery resumed." if resumed else ""
-    )
-
-
 # -- what DotDigital has: data fields, collections, lists -----------------------------------------
 
 
-def cached(destination_id: int, name: str) -> DestinationCache | None:
-    row = DestinationCache.objects.filter(destination_id=destination_id, name=name).first()
-    if row is None or timezone.now() - row.fetched_at > SCHEMA_TTL:
-        return None
-    return row
-
-
-def remember(destination_id: int, name: str, value: Any) -> None:
-    DestinationCache.objects.update_or_create(
-        destination_id=destination_id,
-        name=name,
-        defaults={"value": value, "fetched_at": timezone.now()},
-    )
-
-
-def data_field_types(
-    client: DotDigitalClient, destination_id: int, wanted: dict[str, str]
-) -> dict[str, str]:
-    """DotDigital's data field types by name, creating the wanted ones it lacks (name → mapping
-    type)."""
-    row = cached(destination_id, "data_fields")
-    types: dict[str, str] = dict(row.value) if row else {}
-    if row is None or any(name not in types for name in wanted):
-        types = {f.name.upper(): f.type for f in client.list_data_fields()}
-        for name, kind in sorted(wanted.items()):
-            if name not in types:
-                created = client.create_data_field(name, DATA_FIELD_TYPES.get(kind, "String"))
-                types[created.name.upper()] = created.type
-        remember(destination_id, "data_fields", types)
-    return types
-
-
-def collection_schema(
-    client: DotDigitalClient, destination_id: int, collection: str
-) -> dict[str, Any] | None:
-    """The collection's locked schema as {name: {type, mode, fields}}; None before it exists."""
-    name = f"collection:{collection}"
-    row = cached(destination_id, name)
-    if row is not None:
-        schema: dict[str, Any] | None = row.value.get("schema")
-        return schema
-    found = client.get_collection_schema(collection)
-    value = {"schema": schema_map(found.fields) if found else None}
-    remember(destination_id, name, value)
-    return value["schema"]
-
-
-def list_id(
-    client: DotDigitalClient, destination_id: int, name: str, known: dict[str, int] | None = None
-) -> int:
-    """The DotDigital list (address book) of that name, created on first use. `known`: the lists
-    read already in this claim (filled here), so a claim reads the cache once."""
-    if known and name in known:
-        return known[name]
-    row = DestinationCache.objects.filter(destination_id=destination_id, name="lists").first()
-    lists: dict[str, int] = dict(row.value) if row else {}
-    if name not in lists:
-        lists = {b.name: b.id for b in client.list_address_books()}
-        if name not in lists:
-            lists[name] = client.create_address_book(name).id
-        remember(destination_id, "lists", lists)
-    if known is not None:
-        known.update(lists)
-    return int(lists[name])
-
-
 # -- sending --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Sending:
-    client: DotDigitalClient
-    destination: Connection
-    lane: str
-    owner: str
-    results: list[Result] = field(default_factory=list)
-    lists: dict[str, int] = field(default_factory=dict)  # list ids read in this claim
-
-    def add(self, op: Operation, outcome: str, **kwargs: Any) -> None:
-        self.results.append(Result(op.pk, outcome, **kwargs))
-
-
-def single_room(client: DotDigitalClient, calls: int) -> bool:
-    """Whether `calls` single-record calls fit the single tier's window with headroom to spare."""
-    used, limit = client.budget.usage("single")
-    limit = limit or client.budget.tiers["single"].limit
-    return used + calls <= limit * (1 - SINGLE_HEADROOM)
 
 
 def send_operations(sending: Sending, ops: Sequence[Operation]) -> None:
@@ -313,59 +185,18 @@ def send_operations(sending: Sending, ops: Sequence[Operation]) -> None:
         _send_insight(sending, collection, group, single)
 
 
-PLAN_IDLE_INTERVAL = 0.5  # seconds between a runner's looks for events left unplanned
-SINGLE_THREADS = 8  # single-record calls in flight at once (each waits ~DotDigital's latency)
-_pool: ThreadPoolExecutor | None = None
-
-
-def each_call(client: DotDigitalClient, call: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-    """`call(item)` for each item: its answer, or the DotDigitalError it raised. Concurrently
-    when the rate budget lives in Redis (the calls and the budget touch no database, so threads
-    are safe); one after another with the database budget, which needs this thread's
-    connection."""
-
-    def one(item: Any) -> Any:
-        try:
-            return call(item)
-        except errors.DotDigitalError as exc:
-            return exc
-
-    if len(items) < 2 or not isinstance(client.budget.backend, RedisBackend):
-        return [one(item) for item in items]
-
-    def in_pool(item: Any) -> Any:
-        try:
-            return one(item)
-        finally:
-            # The pool's threads outlive the call: a connection one of them opened (the client
-            # remembering a discovered region) must not stay open with them.
-            connections.close_all()
-
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(SINGLE_THREADS, thread_name_prefix="dotdigital-single")
-    return list(_pool.map(in_pool, items))
-
-
-def _schema_failure(sending: Sending, op: Operation, problems: list[str]) -> None:
-    sending.add(
-        op,
-        "failed",
-        reason="; ".join(problems),
-        code="schema_mismatch",
-        text="; ".join(problems),
-        kind="schema_mismatch",
-    )
-
-
-def _send_contacts(sending: Sending, ops: list[Operation], single: bool) -> None:
+def _contact_writes(
+    sending: Sending, ops: list[Operation]
+) -> tuple[dict[str, ContactWrite], dict[str, list[Operation]]]:
+    """One write per contact (an import may not carry one email twice), its data fields checked
+    against DotDigital's types (a misfit fails its operation) and its lists named by id."""
     client = sending.client
     wanted: dict[str, str] = {}
     for op in ops:
         for target, spec in (op.payload.get("fields") or {}).items():
             wanted[target] = str(spec.get("type") or "string")
     types = data_field_types(client, sending.destination.pk, wanted) if wanted else {}
-    # One write per contact: an import may not carry one email twice.
+
     by_email: dict[str, list[Operation]] = defaultdict(list)
     writes: dict[str, ContactWrite] = {}
     for op in ops:
@@ -379,7 +210,7 @@ def _send_contacts(sending: Sending, ops: list[Operation], single: bool) -> None
                 problems.append(problem)
             fields[target] = value
         if problems:
-            _schema_failure(sending, op, problems)
+            schema_failure(sending, op, problems)
             continue
         lists: tuple[int, ...] = ()
         if op.kind == Operation.Kind.LIST_ADD:
@@ -393,6 +224,12 @@ def _send_contacts(sending: Sending, ops: list[Operation], single: bool) -> None
             lists=(*current.lists, *lists),
         )
         by_email[email].append(op)
+    return writes, by_email
+
+
+def _send_contacts(sending: Sending, ops: list[Operation], single: bool) -> None:
+    client = sending.client
+    writes, by_email = _contact_writes(sending, ops)
     if not writes:
         return
     emails = list(writes)
@@ -425,7 +262,7 @@ def _send_contacts(sending: Sending, ops: list[Operation], single: bool) -> None
         # A connection error pauses the claim (it raises): the others' outcomes are kept first.
         errors_seen.sort(key=lambda item: isinstance(item[1], errors.ConnectionProblem))
         for email, exc in errors_seen:
-            _handled(sending, by_email[email], exc)
+            handle_error(sending, by_email[email], exc)
         if not rest:
             return
         emails = rest
@@ -433,83 +270,12 @@ def _send_contacts(sending: Sending, ops: list[Operation], single: bool) -> None
         handles = client.import_contacts([writes[e] for e in emails])
     except errors.DotDigitalError as exc:
         submitted = getattr(exc, "submitted", [])
-        done = _record_handles(sending, submitted, by_email, "contacts", None)
+        done = record_imports(sending, submitted, by_email, "contacts", None)
         unsent = [op for e in emails if e not in done for op in by_email[e]]
-        _handled(sending, unsent, exc)
+        handle_error(sending, unsent, exc)
         return
     kill_point("after_send")
-    _record_handles(sending, handles, by_email, "contacts", None)
-
-
-def _record_handles(
-    sending: Sending,
-    handles: Iterable[Any],
-    by_key: dict[str, list[Operation]],
-    kind: str,
-    collection: str | None,
-) -> set[str]:
-    """Store each accepted import as a DeliveryBatch; its operations are `sent` in it."""
-    done: set[str] = set()
-    now = timezone.now()
-    for handle in handles:
-        batch = DeliveryBatch.objects.create(
-            workspace_id=sending.destination.workspace_id,
-            destination=sending.destination,
-            kind=kind,
-            lane=sending.lane,
-            collection=collection or "",
-            import_id=handle.import_id,
-            records=len(handle.keys),
-            body_bytes=handle.body_bytes,
-            submitted_at=now,
-            next_attempt_at=now + timedelta(seconds=0.3),
-        )
-        for key in handle.keys:
-            done.add(key)
-            for op in by_key.get(key, []):
-                sending.add(op, "sent", batch_id=batch.pk)
-    return done
-
-
-def _handled(sending: Sending, ops: Sequence[Operation], exc: errors.DotDigitalError) -> bool:
-    """Outcomes of `ops` after an error; True when the whole claim must stop (connection)."""
-    if isinstance(exc, errors.ConnectionProblem):
-        for op in ops:
-            sending.add(op, "retry", reason=str(exc), retry_after=1.0, code=exc.code)
-        pause_destination(sending.destination.pk, exc)
-        raise Paused(exc)
-    if isinstance(exc, errors.RetryableError):
-        for op in ops:
-            sending.add(
-                op,
-                "retry",
-                reason=exc.message,
-                code=exc.code,
-                text=exc.text,
-                retry_after=exc.retry_after,
-            )
-        return False
-    for op in ops:
-        kind = (
-            "schema_mismatch" if isinstance(exc, errors.SchemaMismatch) else "dotdigital_rejected"
-        )
-        if isinstance(exc, errors.DataFieldError):
-            DestinationCache.objects.filter(
-                destination_id=sending.destination.pk, name="data_fields"
-            ).delete()
-        sending.add(
-            op,
-            "failed",
-            reason=exc.message,
-            code=exc.code or str(exc.status or ""),
-            text=exc.text,
-            kind=kind,
-        )
-    return False
-
-
-class Paused(Exception):
-    """The connection was paused while sending: stop this claim (its outcomes are recorded)."""
+    record_imports(sending, handles, by_email, "contacts", None)
 
 
 def _contact_id(sending: Sending, op: Operation) -> int | None:
@@ -538,7 +304,7 @@ def _send_list_removals(sending: Sending, ops: list[Operation]) -> None:
             with contextlib.suppress(errors.NotFound):  # not on the list: done already
                 sending.client.remove_from_list(book, contact_id)
         except errors.DotDigitalError as exc:
-            _handled(sending, [op], exc)
+            handle_error(sending, [op], exc)
             continue
         kill_point("after_send")
         sending.add(op, "delivered", contact_id=contact_id)
@@ -557,7 +323,7 @@ def _send_insight(sending: Sending, collection: str, ops: list[Operation], singl
     for op in ops:
         problems = check_record(op.payload.get("json") or {}, schema or {})
         if problems:
-            _schema_failure(sending, op, problems)
+            schema_failure(sending, op, problems)
         else:
             ready.append(op)
     if not ready:
@@ -597,7 +363,7 @@ def _send_insight(sending: Sending, collection: str, ops: list[Operation], singl
             kill_point("after_send")
         errors_seen.sort(key=lambda item: isinstance(item[1], errors.ConnectionProblem))
         for op, exc in errors_seen:
-            _handled(sending, [op], exc)
+            handle_error(sending, [op], exc)
         if not rest:
             return
         ready = rest
@@ -610,13 +376,11 @@ def _send_insight(sending: Sending, collection: str, ops: list[Operation], singl
             collection_type=kind,
         )
     except errors.DotDigitalError as exc:
-        done = _record_handles(
-            sending, getattr(exc, "submitted", []), by_key, "insight", collection
-        )
-        _handled(sending, [op for op in ready if op.record_key not in done], exc)
+        done = record_imports(sending, getattr(exc, "submitted", []), by_key, "insight", collection)
+        handle_error(sending, [op for op in ready if op.record_key not in done], exc)
         return
     kill_point("after_send")
-    _record_handles(sending, handles, by_key, "insight", collection)
+    record_imports(sending, handles, by_key, "insight", collection)
     if schema is None:  # the import creates the collection: read its schema next time
         DestinationCache.objects.filter(
             destination_id=sending.destination.pk, name=f"collection:{collection}"
@@ -624,10 +388,6 @@ def _send_insight(sending: Sending, collection: str, ops: list[Operation], singl
 
 
 # -- one lane of one destination ------------------------------------------------------------------
-
-
-def client_for(destination: Connection, lane: str) -> DotDigitalClient:
-    return DotDigitalClient.for_connection(destination, lane=Lane(lane), max_wait=1.0)
 
 
 def send_due(destination: Connection, lane: str, client: DotDigitalClient | None = None) -> int:
@@ -691,18 +451,18 @@ def send_due(destination: Connection, lane: str, client: DotDigitalClient | None
     return len(ids)
 
 
-# A safety net, not a step of every claim: at full load its UPDATE over the pending outbox cost
-# more PostgreSQL time than the claim it preceded (a third of a second a loop in the profile).
+# A safety net, not a step of every claim: at full load its UPDATE over the pending outbox costs
+# more PostgreSQL time than the claim it would precede.
 PROMOTE_EVERY = 2.0  # seconds between a runner's looks for bulk contacts blocking realtime writes
 _promoted: dict[int, float] = {}
 
 
 def promote_blocking_contacts(destination_id: int) -> int:
     """Pending bulk contact upserts that realtime insight or list writes wait on move to the
-    realtime lane: a dispatch's record must not wait for the bulk lane's next batch (seen in the
-    bench: realtime records held for minutes behind bulk contacts). Returns how many moved."""
-    # Two statements, not one with a subquery: on an outbox that grew faster than its statistics
-    # PostgreSQL joined the two sides by a nested loop over every pair (1.8 s for 9,000 rows).
+    realtime lane: a dispatch's record must not wait minutes for the bulk lane's next batch.
+    Returns how many moved."""
+    # Two statements, not one with a subquery: on an outbox that grows faster than its statistics
+    # PostgreSQL joins the two sides by a nested loop over every pair.
     waiting = list(
         Operation.objects.filter(
             destination_id=destination_id,
@@ -738,86 +498,8 @@ def bulk_batch_ready(destination_id: int) -> bool:
         return True
     if not due.filter(next_attempt_at__lte=now - BULK_IDLE_WAIT).exists():
         return False
-    from monitoring.pipeline.plan import ready_events
-
     # Received, not held: a hold re-checks now and then for days and must not keep the batch.
     upstream = SourceEvent.objects.filter(
         state=SourceEvent.State.RECEIVED, flow__destination_id=destination_id
     )
     return not (upstream.exists() or ready_events(destination_id=destination_id).exists())
-
-
-def run_lane(
-    destination_id: int,
-    lane: str,
-    *,
-    time_budget: float = 20.0,
-    linger: float = 0.0,
-    idle_sleep: float = 0.1,
-) -> dict[str, int]:
-    """Plan, send and confirm one destination's lane until nothing is due (then keep looking for
-    `linger` seconds) or the time budget is spent. Returns counts of what it did."""
-    from monitoring.pipeline.plan import run_planning
-
-    started = time.monotonic()
-    idle_since = started
-    counts = {"planned": 0, "sent": 0, "confirmed": 0}
-    destination = Connection.objects.filter(pk=destination_id).first()
-    if destination is None:
-        return counts
-    client = client_for(destination, lane)
-    next_plan = 0.0
-    while time.monotonic() - started < time_budget:
-        destination.refresh_from_db(fields=["status", "options"])
-        t0 = time.monotonic()
-        planned = 0
-        if t0 >= next_plan:  # staging plans as it goes: the runner plans only what is left
-            planned = run_planning(lane=lane, destination_id=destination_id, time_budget=5.0)
-            next_plan = t0 + (0.0 if planned else PLAN_IDLE_INTERVAL)
-        t1 = time.monotonic()
-        sent = send_due(destination, lane, client)
-        t2 = time.monotonic()
-        confirmed = 0 if destination.is_paused else run_confirmation(client, destination_id, lane)
-        if planned or sent or confirmed:
-            log.debug(
-                "%s lane: planned %d in %.3fs, sent %d in %.3fs, confirmed %d in %.3fs",
-                lane,
-                planned,
-                t1 - t0,
-                sent,
-                t2 - t1,
-                confirmed,
-                time.monotonic() - t2,
-            )
-        counts["planned"] += planned
-        counts["sent"] += sent
-        counts["confirmed"] += confirmed
-        if destination.is_paused:  # queued until a connection test succeeds
-            break
-        if planned or sent or confirmed:
-            idle_since = time.monotonic()
-            continue
-        if time.monotonic() - idle_since >= linger and not has_work_soon(destination_id, lane):
-            break
-        time.sleep(idle_sleep)
-    return counts
-
-
-def has_work_soon(destination_id: int, lane: str) -> bool:
-    """Events to plan, imports in flight or operations waiting (a poll or a backoff will come
-    due). Checked after a runner lets go of its lane too: a wake-up that came while it ran found
-    the lane taken and returned."""
-    from monitoring.pipeline.plan import ready_events
-
-    return (
-        ready_events(lane=lane, destination_id=destination_id).exists()
-        or DeliveryBatch.objects.filter(
-            destination_id=destination_id, lane=lane, state=DeliveryBatch.State.SUBMITTED
-        ).exists()
-        or Operation.objects.filter(
-            destination_id=destination_id,
-            lane=lane,
-            state=Op.PENDING,
-            next_attempt_at__lte=timezone.now() + timedelta(seconds=2),
-        ).exists()
-    )

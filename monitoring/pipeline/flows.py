@@ -8,6 +8,7 @@ import json
 from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from monitoring.models import FieldMapping, Flow, Schedule, SourceEvent
 
@@ -83,8 +84,6 @@ def mark_catalogue_loaded(flow: Flow) -> int:
 def mirror_schedule(schedule: Schedule) -> None:
     """Make django-celery-beat's PeriodicTask match the Schedule (created, changed or disabled);
     the one place that writes beat's tables for Syncdesk's jobs."""
-    from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
-
     fields: dict[str, object] = {
         "task": schedule.task,
         "args": json.dumps(schedule.args),
@@ -114,7 +113,5 @@ def mirror_schedule(schedule: Schedule) -> None:
 
 
 def remove_schedule(schedule: Schedule) -> None:
-    from django_celery_beat.models import PeriodicTask
-
     PeriodicTask.objects.filter(name=schedule.beat_name).delete()
     schedule.delete()

@@ -13,6 +13,7 @@ from django.utils import timezone
 from exceptions_inbox.kinds import register_hooks
 from monitoring.models import Flow, Product, SkuAlias, SourceEvent
 from monitoring.pipeline.normalise import clean_sku, sku_match_key
+from monitoring.pipeline.wake import wake_staging
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -54,8 +55,6 @@ def retry_events(occurrences: Sequence[Occurrence]) -> None:
         lease_owner="",
         lease_until=None,
     )
-    from monitoring.tasks import wake_staging
-
     wake_staging({f for f in flows if f is not None})
 
 

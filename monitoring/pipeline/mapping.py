@@ -39,6 +39,7 @@ from monitoring.models import (
     SourceEvent,
 )
 from monitoring.pipeline import transforms
+from monitoring.pipeline.normalise import clean_sku
 
 CONTACT_EVENTS = {"customer.upserted"}
 ORDER_EVENTS = {
@@ -451,8 +452,6 @@ def specs_for(event: SourceEvent, ctx: Context, sends_aggregates: bool) -> list[
 
 
 def _sku(event: SourceEvent) -> str:
-    from monitoring.pipeline.normalise import clean_sku
-
     return clean_sku(str(event.data.get("sku") or ""))
 
 

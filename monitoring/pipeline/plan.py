@@ -46,7 +46,9 @@ from monitoring.models import (
 from monitoring.pipeline import rows
 from monitoring.pipeline.claims import claim_ids, worker_token
 from monitoring.pipeline.mapping import Context, OpSpec, refresh_fields, specs_for
+from monitoring.pipeline.normalise import clean_sku, parse_time
 from monitoring.pipeline.rows import bulk_set, insert_rows
+from monitoring.pipeline.wake import wake_delivery
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +153,6 @@ def load_context(events: list[SourceEvent], now: datetime) -> Context:
             ctx.latest_dispatch[customer_id] = (dispatched, bool(refunded and refunded > 0))
     skus: dict[int, set[str]] = defaultdict(set)
     stock_skus: dict[int, set[str]] = defaultdict(set)
-    from monitoring.pipeline.normalise import clean_sku
-
     for event in events:
         if event.event_type == "product.updated":
             skus[event.workspace_id].add(clean_sku(str(event.data.get("sku") or "")))
@@ -189,8 +189,6 @@ def subject_keys(events: list[SourceEvent]) -> list[int]:
                 "customer_id", flat=True
             )
         )
-    from monitoring.pipeline.normalise import clean_sku
-
     names = [f"c:{pk}" for pk in customers]
     names += [
         f"s:{e.workspace_id}:{clean_sku(str(e.data.get('sku') or ''))}"
@@ -233,8 +231,8 @@ def plan_batch(ids: Iterable[int], owner: str) -> int:
     with transaction.atomic():
         # Two planners of one contact (a dispatch in the realtime lane, its refund in the bulk
         # lane) must not both plan from state the other has not seen: the second waits, then
-        # reads the state as the first left it (the chaos run caught a refund's list removal
-        # dropped as a no-op while the dispatch's add was still being planned).
+        # reads the state as the first left it (else a refund's list removal is dropped as a
+        # no-op while the dispatch's add is still being planned).
         lock_subjects(events)
         # Links of an earlier attempt (an inbox retry) are not this attempt's.
         OperationEvent.objects.filter(event_id__in=[e.pk for e in events]).delete()
@@ -296,8 +294,6 @@ def plan_batch(ids: Iterable[int], owner: str) -> int:
         for planned_op in planned.values():
             wake.add((planned_op.destination_id, planned_op.lane))
         if wake:
-            from monitoring.delivery_tasks import wake_delivery
-
             for destination_id, lane in sorted(wake):
                 wake_delivery(destination_id, lane)
     return len(events)
@@ -318,8 +314,6 @@ def merge_specs(old: OpSpec, new: OpSpec, ctx: Context) -> OpSpec:
 
 
 def _consent_at(payload: dict[str, Any]) -> str:
-    from monitoring.pipeline.normalise import parse_time
-
     moment = parse_time(str(payload.get("consent_at") or ""))
     return moment.isoformat() if moment else ""
 
@@ -354,12 +348,9 @@ def _drop_list_noops(planned: dict[tuple[int, str], Planned], now: datetime) -> 
         if p.spec.kind == "list_remove" and not member:
             del planned[(p.destination_id, p.spec.key)]
         elif p.spec.kind == "list_add" and member and row is not None:
-            from monitoring.pipeline.normalise import parse_time
-
             expires = parse_time(p.spec.payload.get("expires_at"))
             # The expiry follows the state exactly (a local write, no call): rounding it would
-            # keep a contact on a post-purchase list past its time, or take it off early (the CI
-            # chaos run caught contacts left on "Dispatched today" by an hour's tolerance).
+            # keep a contact on a post-purchase list past its time, or take it off early.
             if expires != row.expires_at:
                 row.expires_at = expires
                 renewed.append(row)
@@ -452,8 +443,8 @@ def _insert_fresh(fresh: list[Operation]) -> dict[tuple[int, str], Operation]:
         for pk, destination_id, key in inserted:
             by_slot[(destination_id, key)].pk = pk
     elif connection.vendor == "postgresql":
-        # bench/pipeline.py's baseline, the write path before rows.py: Django's insert, then every
-        # new row read back and updated (as a key taken meanwhile is).
+        # Without array inserts (`rows.USE_ARRAYS` off, a baseline to measure against): Django's
+        # insert, then every new row read back and updated (as a key taken meanwhile is).
         Operation.objects.bulk_create(fresh, ignore_conflicts=True, batch_size=500)
         return {}
     else:  # SQLite: this transaction holds the one write lock (BEGIN IMMEDIATE), nobody races

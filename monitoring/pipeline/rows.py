@@ -30,7 +30,7 @@ _PLAIN_TYPES = (
 )
 PLAIN, JSON, PREPARED = "plain", "json", "prepared"
 CHUNK = 2000
-# False: PostgreSQL takes the per-row path too (bench/pipeline.py's in-run baseline).
+# False: PostgreSQL takes Django's per-row insert path too (a baseline to measure against).
 USE_ARRAYS = True
 
 
@@ -55,7 +55,9 @@ def _value(f: Any, value: Any, kind: str) -> Any:
     return value
 
 
-def _rows_from(fields: list[Any], kinds: list[str], columns: list[list[Any]]) -> tuple[str, list]:
+def _rows_from(
+    fields: list[Any], kinds: list[str], columns: list[list[Any]]
+) -> tuple[str, list[Any]]:
     """`ROWS FROM (…)` yielding the columns side by side, and its parameters."""
     parts: list[str] = []
     params: list[Any] = []

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 def test_an_admin_dry_runs_and_saves_a_mapping_then_adds_an_alias(
     page, live_server, engine: Engine
 ):
-    from monitoring.pipeline.staging import run_staging
+    from monitoring.pipeline.staging.run import run_staging
     from tests.configuration.test_config_dry_run import order_created
 
     ARTIFACTS.mkdir(exist_ok=True)

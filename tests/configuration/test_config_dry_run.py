@@ -69,7 +69,7 @@ def admin_of(engine: Engine) -> Client:
 
 
 def test_the_dry_run_shows_the_operations_delivery_then_sends(engine: Engine):
-    from monitoring.pipeline.staging import run_staging
+    from monitoring.pipeline.staging.run import run_staging
 
     FieldMapping.objects.filter(flow=engine.erp_flow, target="FIRSTNAME").update(transform="upper")
     at = datetime.now(UTC) - timedelta(hours=1)
@@ -109,7 +109,7 @@ def test_the_dry_run_shows_the_operations_delivery_then_sends(engine: Engine):
 
 
 def test_a_draft_mapping_is_dry_run_before_it_is_saved(engine: Engine):
-    from monitoring.pipeline.staging import run_staging
+    from monitoring.pipeline.staging.run import run_staging
 
     at = datetime.now(UTC) - timedelta(hours=1)
     engine.post("erp", [order_created("SO-2", "ana@example.com", "10.00", at)])

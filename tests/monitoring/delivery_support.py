@@ -138,8 +138,8 @@ class Engine:
 
     def pump(self, rounds: int = 40) -> None:
         """Run the engine until nothing is left to stage, plan, send or confirm."""
-        from monitoring.pipeline.deliver import run_lane
-        from monitoring.pipeline.staging import run_staging
+        from monitoring.pipeline.lanes import run_lane
+        from monitoring.pipeline.staging.run import run_staging
 
         for _ in range(rounds):
             run_staging()

@@ -11,7 +11,7 @@ from django.test import Client
 from accounts.models import Workspace
 from monitoring.models import Flow
 from monitoring.pipeline.flows import install_defaults
-from monitoring.pipeline.staging import run_staging
+from monitoring.pipeline.staging.run import run_staging
 from tests.factories import make_connection
 
 _seq = itertools.count(1)

@@ -184,7 +184,7 @@ def test_a_refund_of_an_order_sold_by_the_erp_and_dispatched_by_the_wms_sets_ref
 def test_it_coalesces_writes_of_one_destination_key_and_sends_the_newest_state(engine: Engine):
     now = datetime.now(UTC).replace(microsecond=0)
     from monitoring.pipeline.plan import run_planning
-    from monitoring.pipeline.staging import run_staging
+    from monitoring.pipeline.staging.run import run_staging
 
     engine.post("erp", [order_created("NW20", "lee@example.com", "10.00", at=now)])
     run_staging()
@@ -229,9 +229,9 @@ def test_the_bulk_lane_batches_into_imports_and_confirms_them_by_polling(engine:
 
 
 def test_a_realtime_record_does_not_wait_for_the_bulk_lanes_batch_of_its_contact(engine: Engine):
-    from monitoring.pipeline.deliver import run_lane
+    from monitoring.pipeline.lanes import run_lane
     from monitoring.pipeline.plan import run_planning
-    from monitoring.pipeline.staging import run_staging
+    from monitoring.pipeline.staging.run import run_staging
 
     now = datetime.now(UTC).replace(microsecond=0)
     engine.post("erp", [order_created("RB1", "bo@example.com", "15.00", at=now)])

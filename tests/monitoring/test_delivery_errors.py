@@ -11,7 +11,7 @@ import pytest
 from exceptions_inbox.actions import apply_action
 from exceptions_inbox.models import ExceptionGroup, Occurrence
 from monitoring.models import Flow, Operation, SourceEvent
-from monitoring.pipeline.deliver import test_and_resume as resume_connection
+from monitoring.pipeline.destination import test_and_resume as resume_connection
 from tests.monitoring.delivery_support import *  # noqa: F403
 from tests.monitoring.delivery_support import Engine
 from tests.monitoring.test_delivery import order_created

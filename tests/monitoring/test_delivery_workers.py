@@ -17,7 +17,7 @@ from monitoring.models import Operation, SourceEvent
 from monitoring.pipeline.audit import audit
 from monitoring.pipeline.deliver import claim_operations
 from monitoring.pipeline.plan import run_planning
-from monitoring.pipeline.staging import run_staging
+from monitoring.pipeline.staging.run import run_staging
 from tests.connectors.budget_worker import worker_env
 from tests.monitoring.delivery_support import *  # noqa: F403
 from tests.monitoring.delivery_support import Engine

@@ -19,7 +19,7 @@ from django.db import connection
 from monitoring.models import SourceEvent
 from monitoring.pipeline import plan
 from monitoring.pipeline.claims import claim_ids, worker_token
-from monitoring.pipeline.staging import run_staging
+from monitoring.pipeline.staging.run import run_staging
 from tests.factories import make_connection
 from tests.monitoring.engine import Source
 
@@ -115,12 +115,13 @@ def test_planning_by_key_plans_only_the_events_named(world, monkeypatch):
 @pytest.mark.django_db
 def test_the_staging_task_plans_the_batch_it_staged_by_key(world, monkeypatch):
     from monitoring import tasks
+    from monitoring.pipeline import lanes
 
     source = Source(world.workspace, "brightpearl")
     source.post({"events": [order(source, n) for n in range(3)]})
     seen: list[Any] = []
     monkeypatch.setattr(
-        tasks, "plan_after_staging", lambda flow_id, event_ids=None: seen.append(event_ids) or 0
+        lanes, "plan_after_staging", lambda flow_id, event_ids=None: seen.append(event_ids) or 0
     )
     tasks.stage_events(source.flow.pk)
     stored = set(SourceEvent.objects.filter(flow=source.flow).values_list("pk", flat=True))

@@ -24,8 +24,8 @@ from exceptions_inbox.models import Occurrence
 from monitoring.models import FlowWatch, OptOutWriteBack, Suppression
 from monitoring.pipeline.consent import pull_suppressions
 from monitoring.pipeline.sources import backfill_range
+from monitoring.tasks import write_back_opt_outs
 from monitoring.watch import reconcile
-from monitoring.watch_tasks import write_back_opt_outs
 from tests.connectors.sources.fakes.brightpearl import FakeBrightpearl, load
 from tests.factories import make_member
 from tests.monitoring.brightpearl_support import *  # noqa: F403

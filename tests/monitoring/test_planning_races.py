@@ -20,7 +20,7 @@ from monitoring.models import Operation
 from monitoring.pipeline import plan
 from monitoring.pipeline.claims import claim_ids, worker_token
 from monitoring.pipeline.mapping import DISPATCHED_TODAY, RECENT_BUYERS
-from monitoring.pipeline.staging import run_staging
+from monitoring.pipeline.staging.run import run_staging
 from tests.monitoring.delivery_support import *  # noqa: F403
 from tests.monitoring.delivery_support import Engine
 from tests.monitoring.test_delivery import dispatched, list_names, order_created, refunded

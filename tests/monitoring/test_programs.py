@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from monitoring.delivery_tasks import enrol_programs, expire_list_memberships
 from monitoring.models import DirectEnrolment, ListMembership, ProgramEnrolment
 from monitoring.pipeline.mapping import DISPATCHED_TODAY, RECENT_BUYERS
+from monitoring.tasks import enrol_programs, expire_list_memberships
 from tests.monitoring.delivery_support import *  # noqa: F403
 from tests.monitoring.delivery_support import Engine
 from tests.monitoring.test_delivery import dispatched, list_names, order_created

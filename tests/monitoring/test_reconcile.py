@@ -15,7 +15,7 @@ from django.urls import reverse
 from exceptions_inbox.actions import apply_action
 from exceptions_inbox.models import ExceptionGroup, Occurrence
 from monitoring.models import ReconciliationDifference
-from monitoring.pipeline.staging import run_staging
+from monitoring.pipeline.staging.run import run_staging
 from monitoring.watch import reconcile
 from tests.factories import make_member
 from tests.monitoring.delivery_support import *  # noqa: F403

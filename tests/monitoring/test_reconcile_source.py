@@ -17,8 +17,8 @@ from django.urls import reverse
 from exceptions_inbox.models import ExceptionGroup, Occurrence
 from monitoring.models import Flow, ReconciliationDifference, ReconciliationRun, SourceEvent
 from monitoring.pipeline.sources import backfill_range
+from monitoring.tasks import reconcile_flow
 from monitoring.watch import reconcile
-from monitoring.watch_tasks import reconcile_flow
 from tests.connectors.sources.fakes.brightpearl import FakeBrightpearl
 from tests.connectors.sources.fakes.mintsoft import FakeMintsoft
 from tests.connectors.sources.fakes.mintsoft import load as mintsoft_load

@@ -9,7 +9,7 @@ from typing import Any
 from django.db import connection
 
 from monitoring.models import Customer, CustomerKey, Order, SourceEvent
-from monitoring.pipeline import staging
+from monitoring.pipeline.staging import batch as staging
 from tests.monitoring.engine import stage
 
 

@@ -12,7 +12,6 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-import monitoring.pipeline.staging as staging
 from accounts.models import Workspace
 from exceptions_inbox.models import Occurrence
 from monitoring.models import (
@@ -27,6 +26,8 @@ from monitoring.models import (
     StockLevel,
 )
 from monitoring.pipeline.flows import mark_catalogue_loaded
+from monitoring.pipeline.staging import batch as staging_batch
+from monitoring.pipeline.staging import run as staging
 from tests.monitoring.engine import Source
 
 EMAILS = ["jo@example.com", " Jo@Example.COM ", "sam@example.com", "ann@example.com", None]
@@ -298,12 +299,12 @@ def test_the_fast_and_the_safe_path_stage_a_mixed_load_to_the_same_state(world, 
     paths: list[bool] = []
     stage_all = staging._stage_all
 
-    def spy(events: list[SourceEvent], batch: staging.Batch, *, fast: bool) -> None:
+    def spy(events: list[SourceEvent], batch: staging_batch.Batch, *, fast: bool) -> None:
         stage_all(events, batch, fast=fast)
         paths.append(fast)  # a batch that ended on this path
 
-    def no_fast_path(events: list[SourceEvent]) -> staging.StateCache:
-        raise staging._Abort
+    def no_fast_path(events: list[SourceEvent]) -> staging_batch.StateCache:
+        raise staging_batch.Abort
 
     monkeypatch.setattr(staging, "_stage_all", spy)
     with time_machine.travel(datetime(2026, 5, 2, 9, tzinfo=UTC), tick=False) as clock:
@@ -317,7 +318,7 @@ def test_the_fast_and_the_safe_path_stage_a_mixed_load_to_the_same_state(world, 
             for (erp, wms), safe in zip(pairs, (False, True), strict=True):
                 with monkeypatch.context() as patch:
                     if safe:
-                        patch.setattr(staging, "_read_state", no_fast_path)
+                        patch.setattr(staging, "read_state", no_fast_path)
                     by_flow: dict[Any, list[dict[str, Any]]] = {}
                     for event in chunk:
                         by_flow.setdefault(erp if event["source"]["system"] == "erp" else wms, [])
@@ -336,7 +337,7 @@ def test_the_fast_and_the_safe_path_stage_a_mixed_load_to_the_same_state(world, 
             for (erp, wms), safe in zip(pairs, (False, True), strict=True):
                 with monkeypatch.context() as patch:
                     if safe:
-                        patch.setattr(staging, "_read_state", no_fast_path)
+                        patch.setattr(staging, "read_state", no_fast_path)
                     if round_:
                         SourceEvent.objects.filter(
                             workspace=erp.workspace, source_event_id__in=again

@@ -10,6 +10,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from monitoring.pipeline.lanes import run_lane
+
 
 class Command(BaseCommand):
     help = "Plan, send and confirm a DotDigital connection's outbox until it is idle."
@@ -21,8 +23,6 @@ class Command(BaseCommand):
         parser.add_argument("--linger", type=float, default=0.0, help="keep looking when idle")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from monitoring.pipeline.deliver import run_lane
-
         lanes = ["realtime", "bulk"] if options["lane"] == "both" else [options["lane"]]
         deadline = time.monotonic() + options["seconds"]
         totals = {"planned": 0, "sent": 0, "confirmed": 0}

@@ -1,0 +1,279 @@
+"""The runners that move events along, and the sweepers that find what a lost message forgot.
+
+- **Staging a flow** (`stage_flow`): one worker stages a flow at a time, a batch after another,
+  and plans each batch's READY events right after it commits (`plan_after_staging`), which wakes
+  the delivery lanes; a trickle of a few events is sent at once (`send_realtime_now`).
+- **A delivery lane** (`serve_lane`, `run_lane`): one runner per destination and lane (a
+  `LaneRunner` lease) plans what staging left, sends due operations and polls imports until
+  nothing is due.
+- **Sweepers** (`wake_due_staging`, `wake_due_lanes`): beat runs them every few seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from django.db.models import Q
+from django.utils import timezone
+
+from connectors.models import Connection
+from monitoring.models import (
+    DeliveryBatch,
+    Flow,
+    LaneRunner,
+    Operation,
+    SourceEvent,
+    SourceNotification,
+)
+from monitoring.pipeline import wake
+from monitoring.pipeline.claims import worker_token
+from monitoring.pipeline.confirm import run_confirmation
+from monitoring.pipeline.deliver import due_operations, send_due
+from monitoring.pipeline.destination import client_for
+from monitoring.pipeline.plan import ready_events, run_planning
+from monitoring.pipeline.staging.run import flow_staging_lock, run_staging, staging_due
+
+log = logging.getLogger(__name__)
+
+STAGE_TIME_BUDGET = 20.0  # seconds a staging task works before handing over to a fresh message
+PLAN_TIME_BUDGET = 5.0  # seconds of planning after each staged batch, at most
+INLINE_SEND_MAX = 50  # events planned after a staged batch, at most, for the task to send them too
+INLINE_SEND_ROUNDS = 3
+
+RUN_SECONDS = {"realtime": 25.0, "bulk": 25.0}
+# A runner keeps looking for newly staged events this long before it returns. Staging wakes the
+# lanes after each batch commits (`stage_flow`), so this only saves the wake-up's hop.
+LINGER_SECONDS = {"realtime": 2.0, "bulk": 2.0}
+# How often an idle runner looks again: the bulk lane waits for a batch worth an import anyway.
+IDLE_SLEEP = {"realtime": 0.05, "bulk": 1.0}
+PLAN_IDLE_INTERVAL = 0.5  # seconds between a runner's looks for events left unplanned
+
+
+# -- staging --------------------------------------------------------------------------------------
+
+
+def stage_flow(flow_id: int | None = None) -> int:
+    """Stage the flow's due events a batch at a time until none is due (or the time budget is
+    spent), planning each batch's READY events right after it commits, which wakes the delivery
+    lanes (rather than leaving it to the sweeper or a lingering runner). Returns how many it
+    staged.
+
+    One worker stages a flow at a time: a wake-up that finds the flow taken returns at once (the
+    worker at it loops until nothing is due, and looks again after letting go), so webhook
+    wake-ups never each hold a realtime worker slot for the whole backlog while the lane runners
+    queue behind them."""
+    staged = 0
+    with flow_staging_lock(flow_id) as mine:
+        if not mine:
+            return 0
+        started = time.monotonic()
+        while time.monotonic() - started < STAGE_TIME_BUDGET:
+            claimed: list[int] = []
+            done = run_staging(flow_id=flow_id, time_budget=0.0, claimed=claimed)  # one batch
+            if not done:
+                break
+            staged += done
+            plan_after_staging(flow_id, claimed)
+    # After letting go: whatever arrived meanwhile (its wake-up may have found the flow taken).
+    if staging_due(flow_id):
+        wake.stage_now(flow_id, countdown=0 if staged else 1)
+    return staged
+
+
+def plan_after_staging(flow_id: int | None, event_ids: list[int] | None = None) -> int:
+    """Staged events are READY: plan them into the outbox now, in this worker, and wake the
+    lanes of their operations after that commits (`plan.plan_batch`). The lane runners then
+    only send and confirm, and a dispatch does not wait for the sweeper or a runner's planning
+    of a backlog. `event_ids`: the batch just staged (planned by key; the runners plan anything
+    else left READY). Returns how many it planned (0 when another worker got there first)."""
+    destinations: set[int | None] = {None}
+    if flow_id is not None:
+        destinations = set(Flow.objects.filter(pk=flow_id).values_list("destination_id", flat=True))
+    planned = 0
+    for destination_id in destinations:
+        if flow_id is not None and destination_id is None:
+            continue
+        try:
+            now_planned = run_planning(
+                destination_id=destination_id, time_budget=PLAN_TIME_BUDGET, event_ids=event_ids
+            )
+        except Exception:  # the lane runners plan what is left
+            log.exception("planning after staging failed")
+            continue
+        planned += now_planned
+        if destination_id is not None and 0 < now_planned <= INLINE_SEND_MAX:
+            send_realtime_now(destination_id)
+    return planned
+
+
+def send_realtime_now(destination_id: int) -> int:
+    """A few events just planned (a trading day's trickle, not a backlog): send the realtime
+    lane's due writes here, at once, rather than when the lane runner next looks (its pick-up
+    would be most of a dispatch's queue time). Claims are leases, so this and the runner never
+    send one operation twice; a backlog is left to the runner, so staging is not held up by
+    DotDigital's latency. Returns how many operations it claimed."""
+    destination = Connection.objects.filter(pk=destination_id).first()
+    if destination is None:
+        return 0
+    claimed = 0
+    try:
+        # A second claim right away: a new contact's order record and lists become due only once
+        # its upsert is delivered (contacts before the data that refers to them).
+        for _ in range(INLINE_SEND_ROUNDS):
+            now_claimed = send_due(destination, "realtime")
+            claimed += now_claimed
+            if not now_claimed:
+                break
+    except Exception:  # the runner sends what is left
+        log.exception("sending right after planning failed")
+    return claimed
+
+
+def wake_due_staging() -> dict[str, int]:
+    """Wake staging for every flow with due rows (new, released, past a hold's deadline, or
+    whose lease expired) and fetching for due notifications."""
+    now = timezone.now()
+    flows = set(
+        SourceEvent.objects.due_for_staging(now)
+        .exclude(flow_id__isnull=True)
+        .values_list("flow_id", flat=True)
+        .distinct()
+    )
+    for flow_id in sorted(flows):
+        wake.stage_now(flow_id)
+    notes = SourceNotification.objects.filter(
+        state=SourceNotification.State.PENDING, next_attempt_at__lte=now
+    ).filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+    if notes.exists():
+        wake.fetch_now(None)
+    return {"flows": len(flows), "notifications": int(notes.exists())}
+
+
+# -- delivery lanes -------------------------------------------------------------------------------
+
+
+def serve_lane(destination_id: int, lane: str) -> dict[str, int]:
+    """Take the lane's runner lease (else return at once: another runner is at it), run the lane,
+    let go, and wake the lane again if work came meanwhile (its wake-up found the lane taken)."""
+    owner = worker_token()
+    now = timezone.now()
+    runner, _ = LaneRunner.objects.get_or_create(destination_id=destination_id, lane=lane)
+    took = (
+        LaneRunner.objects.filter(pk=runner.pk)
+        .filter(Q(owner="") | Q(until__lt=now))
+        .update(owner=owner, until=now + timedelta(seconds=RUN_SECONDS[lane] + 60))
+    )
+    if not took:
+        return {}
+    try:
+        counts = run_lane(
+            destination_id,
+            lane,
+            time_budget=RUN_SECONDS[lane],
+            linger=LINGER_SECONDS[lane],
+            idle_sleep=IDLE_SLEEP[lane],
+        )
+    finally:
+        LaneRunner.objects.filter(pk=runner.pk, owner=owner).update(owner="", until=None)
+    if has_work_soon(destination_id, lane):
+        wake.deliver_now(destination_id, lane)
+    return counts
+
+
+def run_lane(
+    destination_id: int,
+    lane: str,
+    *,
+    time_budget: float = 20.0,
+    linger: float = 0.0,
+    idle_sleep: float = 0.1,
+) -> dict[str, int]:
+    """Plan, send and confirm one destination's lane until nothing is due (then keep looking for
+    `linger` seconds) or the time budget is spent. Returns counts of what it did."""
+    started = time.monotonic()
+    idle_since = started
+    counts = {"planned": 0, "sent": 0, "confirmed": 0}
+    destination = Connection.objects.filter(pk=destination_id).first()
+    if destination is None:
+        return counts
+    client = client_for(destination, lane)
+    next_plan = 0.0
+    while time.monotonic() - started < time_budget:
+        destination.refresh_from_db(fields=["status", "options"])
+        t0 = time.monotonic()
+        planned = 0
+        if t0 >= next_plan:  # staging plans as it goes: the runner plans only what is left
+            planned = run_planning(lane=lane, destination_id=destination_id, time_budget=5.0)
+            next_plan = t0 + (0.0 if planned else PLAN_IDLE_INTERVAL)
+        t1 = time.monotonic()
+        sent = send_due(destination, lane, client)
+        t2 = time.monotonic()
+        confirmed = 0 if destination.is_paused else run_confirmation(client, destination_id, lane)
+        if planned or sent or confirmed:
+            log.debug(
+                "%s lane: planned %d in %.3fs, sent %d in %.3fs, confirmed %d in %.3fs",
+                lane,
+                planned,
+                t1 - t0,
+                sent,
+                t2 - t1,
+                confirmed,
+                time.monotonic() - t2,
+            )
+        counts["planned"] += planned
+        counts["sent"] += sent
+        counts["confirmed"] += confirmed
+        if destination.is_paused:  # queued until a connection test succeeds
+            break
+        if planned or sent or confirmed:
+            idle_since = time.monotonic()
+            continue
+        if time.monotonic() - idle_since >= linger and not has_work_soon(destination_id, lane):
+            break
+        time.sleep(idle_sleep)
+    return counts
+
+
+def has_work_soon(destination_id: int, lane: str) -> bool:
+    """Events to plan, imports in flight or operations waiting (a poll or a backoff will come
+    due). Checked after a runner lets go of its lane too: a wake-up that came while it ran found
+    the lane taken and returned."""
+    return (
+        ready_events(lane=lane, destination_id=destination_id).exists()
+        or DeliveryBatch.objects.filter(
+            destination_id=destination_id, lane=lane, state=DeliveryBatch.State.SUBMITTED
+        ).exists()
+        or Operation.objects.filter(
+            destination_id=destination_id,
+            lane=lane,
+            state=Operation.State.PENDING,
+            next_attempt_at__lte=timezone.now() + timedelta(seconds=2),
+        ).exists()
+    )
+
+
+def wake_due_lanes() -> int:
+    """Wake each lane with work (ready events, due operations, imports to poll, expired leases)
+    whose runner is not running. Returns how many it woke."""
+    now = timezone.now()
+    woken = 0
+    running = set(LaneRunner.objects.filter(until__gte=now).values_list("destination_id", "lane"))
+    for conn in Connection.objects.filter(
+        kind=Connection.Kind.DOTDIGITAL, status=Connection.Status.ACTIVE
+    ):
+        for lane in ("realtime", "bulk"):
+            if (conn.pk, lane) in running:
+                continue
+            work = (
+                ready_events(lane=lane, destination_id=conn.pk, now=now).exists()
+                or due_operations(conn.pk, lane, now).exists()
+                or DeliveryBatch.objects.filter(
+                    destination=conn, lane=lane, state=DeliveryBatch.State.SUBMITTED
+                ).exists()
+            )
+            if work:
+                wake.deliver_now(conn.pk, lane)
+                woken += 1
+    return woken

@@ -1,0 +1,201 @@
+"""Sending one claim's operations: what the writers of each kind (contacts and lists, insight
+records, consent) share.
+
+- `Sending` collects each operation's outcome (`Result`); `confirm.record_results` writes them.
+- `each_call` makes single-record calls, concurrently when the rate budget allows.
+- `handle_error` turns a DotDigital error into outcomes by whose problem it is: a connection
+  error pauses the connection and stops the claim (`Paused`), a transient one retries, a record
+  error fails the record.
+- `record_imports` stores each accepted import as a `DeliveryBatch` for confirmation to poll.
+
+`SYNCDESK_KILL_AT=after_claim|after_send` kills the process at that point (tests of the invariants).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.db import connections
+from django.utils import timezone
+
+from connectors.budget import RedisBackend
+from connectors.dotdigital import errors
+from connectors.dotdigital.client import DotDigitalClient
+from connectors.models import Connection
+from monitoring.models import DeliveryBatch, DestinationCache, Operation
+from monitoring.pipeline.destination import pause_destination
+
+log = logging.getLogger(__name__)
+
+SINGLE_MAX = 20  # a realtime claim larger than this goes as small imports
+
+
+@dataclass
+class Result:
+    """What happened to one operation."""
+
+    op_id: int
+    outcome: str  # delivered | retry | skipped | failed | sent
+    reason: str = ""
+    code: str = ""
+    text: str = ""
+    kind: str = "dotdigital_rejected"  # the exception kind when failed
+    retry_after: float | None = None
+    contact_id: int | None = None
+    batch_id: int | None = None
+
+
+SINGLE_HEADROOM = 0.1  # share of the single-call tier kept free when choosing single calls
+
+
+KILL_ENV = "SYNCDESK_KILL_AT"
+
+
+def kill_point(name: str) -> None:
+    """Die here, abruptly, when SYNCDESK_KILL_AT names this point (tests of the invariants)."""
+    if os.environ.get(KILL_ENV) == name:
+        log.warning("SYNCDESK_KILL_AT=%s: killing the process", name)
+        os._exit(137)
+
+
+@dataclass
+class Sending:
+    client: DotDigitalClient
+    destination: Connection
+    lane: str
+    owner: str
+    results: list[Result] = field(default_factory=list)
+    lists: dict[str, int] = field(default_factory=dict)  # list ids read in this claim
+
+    def add(self, op: Operation, outcome: str, **kwargs: Any) -> None:
+        self.results.append(Result(op.pk, outcome, **kwargs))
+
+
+def single_room(client: DotDigitalClient, calls: int) -> bool:
+    """Whether `calls` single-record calls fit the single tier's window with headroom to spare."""
+    used, limit = client.budget.usage("single")
+    limit = limit or client.budget.tiers["single"].limit
+    return used + calls <= limit * (1 - SINGLE_HEADROOM)
+
+
+SINGLE_THREADS = 8  # single-record calls in flight at once (each waits ~DotDigital's latency)
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def each_call(client: DotDigitalClient, call: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    """`call(item)` for each item: its answer, or the DotDigitalError it raised. Concurrently
+    when the rate budget lives in Redis (the calls and the budget touch no database, so threads
+    are safe); one after another with the database budget, which needs this thread's
+    connection."""
+
+    def one(item: Any) -> Any:
+        try:
+            return call(item)
+        except errors.DotDigitalError as exc:
+            return exc
+
+    if len(items) < 2 or not isinstance(client.budget.backend, RedisBackend):
+        return [one(item) for item in items]
+
+    def in_pool(item: Any) -> Any:
+        try:
+            return one(item)
+        finally:
+            # The pool's threads outlive the call: a connection one of them opened (the client
+            # remembering a discovered region) must not stay open with them.
+            connections.close_all()
+
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(SINGLE_THREADS, thread_name_prefix="dotdigital-single")
+    return list(_pool.map(in_pool, items))
+
+
+def schema_failure(sending: Sending, op: Operation, problems: list[str]) -> None:
+    sending.add(
+        op,
+        "failed",
+        reason="; ".join(problems),
+        code="schema_mismatch",
+        text="; ".join(problems),
+        kind="schema_mismatch",
+    )
+
+
+def record_imports(
+    sending: Sending,
+    handles: Iterable[Any],
+    by_key: dict[str, list[Operation]],
+    kind: str,
+    collection: str | None,
+) -> set[str]:
+    """Store each accepted import as a DeliveryBatch; its operations are `sent` in it."""
+    done: set[str] = set()
+    now = timezone.now()
+    for handle in handles:
+        batch = DeliveryBatch.objects.create(
+            workspace_id=sending.destination.workspace_id,
+            destination=sending.destination,
+            kind=kind,
+            lane=sending.lane,
+            collection=collection or "",
+            import_id=handle.import_id,
+            records=len(handle.keys),
+            body_bytes=handle.body_bytes,
+            submitted_at=now,
+            next_attempt_at=now + timedelta(seconds=0.3),
+        )
+        for key in handle.keys:
+            done.add(key)
+            for op in by_key.get(key, []):
+                sending.add(op, "sent", batch_id=batch.pk)
+    return done
+
+
+def handle_error(sending: Sending, ops: Sequence[Operation], exc: errors.DotDigitalError) -> bool:
+    """Outcomes of `ops` after an error; True when the whole claim must stop (connection)."""
+    if isinstance(exc, errors.ConnectionProblem):
+        for op in ops:
+            sending.add(op, "retry", reason=str(exc), retry_after=1.0, code=exc.code)
+        pause_destination(sending.destination.pk, exc)
+        raise Paused(exc)
+    if isinstance(exc, errors.RetryableError):
+        for op in ops:
+            sending.add(
+                op,
+                "retry",
+                reason=exc.message,
+                code=exc.code,
+                text=exc.text,
+                retry_after=exc.retry_after,
+            )
+        return False
+    for op in ops:
+        kind = (
+            "schema_mismatch" if isinstance(exc, errors.SchemaMismatch) else "dotdigital_rejected"
+        )
+        if isinstance(exc, errors.DataFieldError):
+            DestinationCache.objects.filter(
+                destination_id=sending.destination.pk, name="data_fields"
+            ).delete()
+        sending.add(
+            op,
+            "failed",
+            reason=exc.message,
+            code=exc.code or str(exc.status or ""),
+            text=exc.text,
+            kind=kind,
+        )
+    return False
+
+
+class Paused(Exception):
+    """The connection was paused while sending: stop this claim (its outcomes are recorded)."""

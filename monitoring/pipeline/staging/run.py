@@ -1,0 +1,380 @@
+"""Step 2, stage: claimed events, per entity key in source-version order, become the workspace's
+merged state (identities, orders, shipments, refunds, products, stock), held, skipped, or failed
+with an inbox occurrence. A staged event waits as READY ("ready to deliver") for planning, which
+builds its operations from `event.order` / `event.customer` and the state without staging again.
+
+Where each event type is staged: `HANDLERS`, below.
+
+Each batch is one transaction: a fast path first (the state the batch names read up front, no
+savepoint per event, new rows inserted together at the end on PostgreSQL), and when an event would
+need its writes undone, the whole batch again on the safe path (a savepoint per event). Aggregates
+are recomputed once per batch for the customers it touched (`recompute_aggregates`), never
+incremented.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
+
+from accounts.models import Workspace
+from exceptions_inbox.recording import clear_occurrences, record_occurrence
+from monitoring.models import SourceEvent
+from monitoring.pipeline.claims import claim_ids, worker_token
+from monitoring.pipeline.rows import bulk_set
+from monitoring.pipeline.staging.aggregates import recompute_aggregates
+from monitoring.pipeline.staging.batch import (
+    BATCH_SIZE,
+    LEASE_SECONDS,
+    STAGE,
+    Abort,
+    Batch,
+    Failure,
+    Hold,
+    Outcome,
+    State,
+    failed_outcome,
+    read_state,
+)
+from monitoring.pipeline.staging.catalogue import stage_product, stage_stock
+from monitoring.pipeline.staging.customers import stage_consent, stage_customer
+from monitoring.pipeline.staging.orders import stage_order, stage_status
+from monitoring.pipeline.staging.refunds import stage_refund, stage_return
+from monitoring.pipeline.staging.shipments import stage_dispatch, stage_scan, stage_tracking
+from monitoring.pipeline.wake import wake_staging
+
+log = logging.getLogger(__name__)
+
+
+REALTIME_TYPES = {
+    "consent.changed",
+    "order.created",
+    "shipment.dispatched",
+    "shipment.carrier_scanned",
+    "refund.issued",
+}
+
+# Where each event type is staged.
+HANDLERS = {
+    "customer.upserted": stage_customer,
+    "consent.changed": stage_consent,
+    "order.created": stage_order,
+    "order.updated": stage_order,
+    "order.status_changed": stage_status,
+    "shipment.dispatched": stage_dispatch,
+    "shipment.tracking_updated": stage_tracking,
+    "shipment.carrier_scanned": stage_scan,
+    "refund.issued": stage_refund,
+    "return.received": stage_return,
+    "product.updated": stage_product,
+    "stock.changed": stage_stock,
+}
+
+
+def run_staging(
+    *,
+    flow_id: int | None = None,
+    batch_size: int = BATCH_SIZE,
+    time_budget: float | None = None,
+    claimed: list[int] | None = None,
+) -> int:
+    """Stage due events (of one flow, or all) until none is due or the time budget is spent.
+    Returns how many were staged; `claimed`, if given, collects the ids of the events claimed
+    (for planning to take those that became READY by key). Safe to run on any number of workers
+    at once."""
+    started = time.monotonic()
+    total = 0
+    while True:
+        owner = worker_token()
+        qs = SourceEvent.objects.due_for_staging().order_by("next_attempt_at", "pk")
+        if flow_id is not None:
+            qs = qs.filter(flow_id=flow_id)
+        ids = claim_ids(qs, limit=batch_size, owner=owner, lease_seconds=LEASE_SECONDS)
+        if not ids:
+            return total
+        if claimed is not None:
+            claimed.extend(ids)
+        total += stage_batch(ids, owner)
+        if time_budget is not None and time.monotonic() - started > time_budget:
+            return total
+
+
+STAGE_ACTIVE_SECONDS = 15.0  # a staging task that claimed within this long is still at work
+
+
+STAGE_LOCK = 0x53544147  # pg advisory lock class of "one staging task per flow"
+
+
+def _staging_elsewhere(flow_id: int) -> bool:
+    """Whether another worker is staging this flow: it claimed events within the last
+    `STAGE_ACTIVE_SECONDS` (a live task claims a batch every few seconds; a dead one's leases
+    stop counting well before they expire)."""
+    now = timezone.now()
+    return (
+        SourceEvent.objects.filter(
+            flow_id=flow_id,
+            state__in=(SourceEvent.State.RECEIVED, SourceEvent.State.HELD),
+            next_attempt_at__lte=now,
+            lease_until__gt=now + timedelta(seconds=LEASE_SECONDS - STAGE_ACTIVE_SECONDS),
+        )
+        .exclude(lease_owner="")
+        .exists()
+    )
+
+
+@contextmanager
+def flow_staging_lock(flow_id: int | None) -> Iterator[bool]:
+    """Whether this worker may stage the flow: on PostgreSQL a session advisory lock per flow
+    (freed with the session if the worker dies); elsewhere, that no other worker claimed lately."""
+    if flow_id is None:
+        yield True
+        return
+    if connection.vendor != "postgresql":
+        yield not _staging_elsewhere(flow_id)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [STAGE_LOCK, flow_id])
+        took = bool(cursor.fetchone()[0])
+    try:
+        yield took
+    finally:
+        if took:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [STAGE_LOCK, flow_id])
+
+
+def staging_due(flow_id: int | None) -> bool:
+    """Whether events of the flow (of any flow, when None) are due for staging."""
+    qs = SourceEvent.objects.due_for_staging()
+    if flow_id is not None:
+        qs = qs.filter(flow_id=flow_id)
+    # In the claim's order, so PostgreSQL reads staging's index (`event_stage_due`): as a bare
+    # EXISTS it chooses the flow's index of every waiting event, READY ones included, and steps
+    # over the whole outbox.
+    return bool(qs.order_by("next_attempt_at", "pk").values_list("pk", flat=True)[:1])
+
+
+def _load(ids: list[int], owner: str) -> list[SourceEvent]:
+    events = list(
+        SourceEvent.objects.filter(pk__in=ids, lease_owner=owner)
+        .select_related("flow", "workspace")
+        .order_by("entity_key", "source_version", "pk")
+    )
+    # The catalogue first, so a batch's orders are checked against its products.
+    events.sort(key=lambda e: e.event_type != "product.updated")
+    return events
+
+
+def stage_batch(ids: Iterable[int], owner: str) -> int:
+    """Stage the claimed events in one transaction. The fast path reads the state the batch
+    names up front and stages without a savepoint per event; an event that would need one (it
+    wrote and then ended otherwise than as written, or raised) sends the whole batch, undone, to
+    the safe path: a savepoint per event, every lookup a query, as before."""
+    ids = list(ids)
+    events = _load(ids, owner)
+    try:
+        with transaction.atomic():
+            batch = Batch(now=timezone.now())
+            batch.cache = read_state(events)
+            _stage_all(events, batch, fast=True)
+        return len(events)
+    except (Abort, DatabaseError):  # DatabaseError: e.g. a deadlock reading the state
+        log.debug("staging batch of %s events: the safe path", len(events), exc_info=True)
+    events = _load(ids, owner)
+    with transaction.atomic():
+        _stage_all(events, Batch(now=timezone.now()), fast=False)
+    return len(events)
+
+
+EVENT_FIELDS = (
+    "state",
+    "in_outbox",
+    "reason",
+    "hold",
+    "hold_deadline",
+    "next_attempt_at",
+    "lease_owner",
+    "lease_until",
+    "staged_at",
+    "failed_kind",
+    "lane",
+    "customer",
+    "order",
+    "order_ref",
+)
+
+
+def _note_writes(batch: Batch) -> Any:
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if not sql.lstrip()[:6].upper().startswith("SELECT"):
+            batch.wrote = True
+        return execute(sql, params, many, context)
+
+    return wrapper
+
+
+def _stage_all(events: list[SourceEvent], batch: Batch, *, fast: bool) -> None:
+    batch.products = {e.pk for e in events if e.event_type == "product.updated"}
+    for event in events:
+        had_failed = bool(event.failed_kind)
+        event.failed_kind = ""
+        if fast:
+            batch.wrote = False
+            try:
+                with connection.execute_wrapper(_note_writes(batch)):
+                    stage_event(event, batch)
+            except Outcome as outcome:
+                if batch.wrote:
+                    raise Abort from outcome  # its writes need undoing
+                _apply_outcome(event, outcome, batch)
+            except Exception as exc:
+                raise Abort from exc
+        else:
+            try:
+                with transaction.atomic():
+                    stage_event(event, batch)
+            except Outcome as outcome:
+                _apply_outcome(event, outcome, batch)
+            except DatabaseError as exc:  # a race on a unique key: try again shortly
+                log.info("staging %s raced: %s", event.pk, exc)
+                _retry_later(event, batch, str(exc))
+            except Exception as exc:
+                log.exception("staging event %s failed", event.pk)
+                _retry_later(event, batch, f"{type(exc).__name__}: {exc}")
+        event.lease_owner = ""
+        event.lease_until = None
+        if had_failed and event.state != State.FAILED:
+            batch.passed.setdefault(event.workspace_id, []).append(event.key)
+    if batch.cache is not None:
+        batch.cache.flush()
+    batch.cache = None
+    recompute_aggregates(batch.customers, batch.now)
+    bulk_set(events, EVENT_FIELDS)
+    for failure in batch.failures:
+        _record(failure)
+    for workspace_id, keys in batch.passed.items():
+        clear_occurrences(Workspace(pk=workspace_id), keys, stage=STAGE)
+    _release(batch)
+
+
+def _forget_failures(event: SourceEvent, batch: Batch) -> None:
+    batch.failures = [f for f in batch.failures if f.event is not event]
+
+
+def _retry_later(event: SourceEvent, batch: Batch, reason: str) -> None:
+    _forget_failures(event, batch)
+    delay = min(5 * 2 ** min(event.attempts, 10), 3600)
+    event.state = State.RECEIVED if event.state != State.HELD else State.HELD
+    event.reason = f"Retrying: {reason}"[:2000]
+    event.next_attempt_at = batch.now + timedelta(seconds=delay)
+
+
+def _apply_outcome(event: SourceEvent, outcome: Outcome, batch: Batch) -> None:
+    """The event's writes were undone; it ends in the outcome's state."""
+    if outcome.state == State.FAILED:
+        failed = failed_outcome(batch, event)
+        if not outcome.reason and failed is not None:
+            outcome.reason = failed.reason
+    else:
+        _forget_failures(event, batch)
+    event.state = outcome.state
+    event.reason = outcome.reason
+    if outcome.state in (State.READY, State.SKIPPED, State.FAILED):
+        event.staged_at = batch.now
+        event.hold = Hold.NONE if outcome.state != State.FAILED else event.hold
+    if outcome.state == State.FAILED:
+        event.failed_kind = outcome.kind
+
+
+def _record(failure: Failure) -> None:
+    event = failure.event
+    flow = event.flow
+    occurrence = record_occurrence(
+        workspace=event.workspace,
+        kind=failure.kind,
+        event_key=event.key,
+        stage=STAGE,
+        message=failure.message,
+        flow_key=flow.key if flow else "",
+        flow_label=flow.name if flow else "",
+        subject_key=failure.subject_key,
+        subject_label=failure.subject_label,
+        detail={"event_id": event.pk, "event_type": event.event_type, **failure.detail},
+        source_event_id=event.source_event_id,
+        order_number=failure.order_number,
+        sku=failure.sku,
+        email=failure.email,
+    )
+    if occurrence.group.state == "ignored":  # the person who ignored the group decided
+        SourceEvent.objects.filter(pk=event.pk).update(
+            state=State.SKIPPED, reason=f"Ignored in the inbox ({failure.kind})."
+        )
+
+
+def _release(batch: Batch) -> None:
+    """Orphans whose order arrived, and dispatches whose scan arrived, are due again now."""
+    flows: set[int] = set()
+    for workspace_id, refs in batch.released_refs.items():
+        refs.discard("")
+        if refs:
+            qs = SourceEvent.objects.filter(
+                workspace_id=workspace_id, state=State.HELD, hold=Hold.ORPHAN, order_ref__in=refs
+            )
+            flows |= {f for f in qs.values_list("flow_id", flat=True) if f is not None}
+            qs.update(next_attempt_at=batch.now)
+    for workspace_id, keys in batch.released_entities.items():
+        qs = SourceEvent.objects.filter(
+            workspace_id=workspace_id, state=State.HELD, hold=Hold.ORPHAN, entity_key__in=keys
+        )
+        flows |= {f for f in qs.values_list("flow_id", flat=True) if f is not None}
+        qs.update(next_attempt_at=batch.now)
+    if batch.scanned_orders:
+        qs = SourceEvent.objects.filter(
+            state=State.HELD, hold=Hold.CARRIER_SCAN, order_id__in=batch.scanned_orders
+        )
+        flows |= {f for f in qs.values_list("flow_id", flat=True) if f is not None}
+        qs.update(next_attempt_at=batch.now)
+    if flows:
+        wake_staging(flows, lane="realtime")
+
+
+def stage_event(event: SourceEvent, batch: Batch) -> None:
+    """Bring one event into the state; ends by raising Outcome (READY, HELD, SKIPPED, FAILED)."""
+    flow = event.flow
+    if flow is None:
+        raise Outcome(State.SKIPPED, "No flow takes this event any more.")
+    event.lane = (
+        SourceEvent.Lane.BULK
+        if event.is_backfill or event.event_type not in REALTIME_TYPES
+        else SourceEvent.Lane.REALTIME
+    )
+    handler = HANDLERS.get(event.event_type)
+    if handler is None:
+        raise Outcome(State.SKIPPED, f"No staging for {event.event_type}.")
+    event.state = State.RECEIVED
+    event.reason = ""
+    handler(event, flow, batch)
+    _finish(event, batch)
+
+
+def _finish(event: SourceEvent, batch: Batch) -> None:
+    """The handler wrote its state: FAILED when validation failed (the writes stand, delivery
+    waits for the fix), HELD when it chose to hold, else READY."""
+    outcome = failed_outcome(batch, event)
+    if outcome is not None:
+        event.state = State.FAILED
+        event.failed_kind = outcome.kind
+        event.reason = outcome.reason
+    elif event.state != State.HELD:
+        event.state = State.READY
+        event.hold = Hold.NONE
+    event.in_outbox = False  # staged again (a release, a retry): planned afresh
+    if event.state != State.HELD:
+        event.staged_at = batch.now
