@@ -216,6 +216,26 @@ def lock_subjects(events: list[SourceEvent]) -> None:
             )
 
 
+def _settle_unplanned(nothing: list[int], no_destination: list[int], now: datetime) -> None:
+    """Events that reach no outbox end here: delivered when DotDigital already holds what they
+    say, skipped when their flow has no DotDigital connection."""
+    if nothing:
+        SourceEvent.objects.filter(pk__in=nothing).update(
+            state=State.DELIVERED,
+            delivered_at=now,
+            lease_owner="",
+            lease_until=None,
+            reason="Nothing to change in DotDigital.",
+        )
+    if no_destination:
+        SourceEvent.objects.filter(pk__in=no_destination).update(
+            state=State.SKIPPED,
+            lease_owner="",
+            lease_until=None,
+            reason="The flow delivers to no DotDigital connection.",
+        )
+
+
 def plan_batch(ids: Iterable[int], owner: str) -> int:
     """Turn the claimed events into operations (one transaction). Returns how many it planned."""
     ids = list(ids)
@@ -276,21 +296,7 @@ def plan_batch(ids: Iterable[int], owner: str) -> int:
         SourceEvent.objects.filter(pk__in=list(linked_events)).update(
             lease_owner=OUTBOX, lease_until=None, in_outbox=True
         )
-        if nothing:
-            SourceEvent.objects.filter(pk__in=nothing).update(
-                state=State.DELIVERED,
-                delivered_at=now,
-                lease_owner="",
-                lease_until=None,
-                reason="Nothing to change in DotDigital.",
-            )
-        if no_destination:
-            SourceEvent.objects.filter(pk__in=no_destination).update(
-                state=State.SKIPPED,
-                lease_owner="",
-                lease_until=None,
-                reason="The flow delivers to no DotDigital connection.",
-            )
+        _settle_unplanned(nothing, no_destination, now)
         for planned_op in planned.values():
             wake.add((planned_op.destination_id, planned_op.lane))
         if wake:

@@ -245,10 +245,14 @@ def _update_rows(objs: list[Any]) -> None:
     bulk_set(objs, [f.name for f in fields])
 
 
-def _read_rows(cache: StateCache, events: list[SourceEvent]) -> None:
-    """The shipments, refunds, products and stock levels the batch's events name, locked, in a
-    query each (and the refunds of the orders read, and the deltas after each level's
-    snapshot)."""
+RowKeys = tuple[
+    dict[int, set[str]], dict[int, set[str]], dict[int, set[str]], dict[int, set[tuple[str, str]]]
+]
+
+
+def _keys_named(events: list[SourceEvent]) -> RowKeys:
+    """Per workspace, the shipment keys, refund keys, SKUs and (SKU, location) pairs the events
+    name."""
     shipment_keys: dict[int, set[str]] = {}
     refund_keys: dict[int, set[str]] = {}
     skus: dict[int, set[str]] = {}
@@ -266,53 +270,80 @@ def _read_rows(cache: StateCache, events: list[SourceEvent]) -> None:
             location = data.get("location") or {}
             if isinstance(location, dict) and "key" in location:
                 levels.setdefault(ws, set()).add((clean_sku(data.get("sku")), str(location["key"])))
+    return shipment_keys, refund_keys, skus, levels
+
+
+def _read_shipments(cache: StateCache, shipment_keys: dict[int, set[str]]) -> None:
     for ws, keys in shipment_keys.items():
         cache.shipments.update({(ws, key): None for key in keys})
         for shipment in Shipment.objects.select_for_update().filter(
             workspace_id=ws, shipment_key__in=sorted(keys)
         ):
             cache.shipments[(ws, shipment.shipment_key)] = shipment
-    if refund_keys:  # and every refund of the orders read, for their sums
-        order_pks = sorted(pk for pk in cache.orders if not cache.is_pending(cache.orders[pk]))
-        refund_q = Q(order_id__in=order_pks)
-        for ws, keys in refund_keys.items():
-            cache.refunds.update({(ws, key): None for key in keys})
-            refund_q |= Q(workspace_id=ws, refund_key__in=sorted(keys))
-        for refund in Refund.objects.select_for_update().filter(refund_q).order_by("pk"):
-            cache.refunds[(refund.workspace_id, refund.refund_key)] = refund
-        cache.refunds_of_orders |= set(cache.orders)
+
+
+def _read_refunds(cache: StateCache, refund_keys: dict[int, set[str]]) -> None:
+    """The refunds named, and every refund of the orders read, for their sums."""
+    if not refund_keys:
+        return
+    order_pks = sorted(pk for pk in cache.orders if not cache.is_pending(cache.orders[pk]))
+    refund_q = Q(order_id__in=order_pks)
+    for ws, keys in refund_keys.items():
+        cache.refunds.update({(ws, key): None for key in keys})
+        refund_q |= Q(workspace_id=ws, refund_key__in=sorted(keys))
+    for refund in Refund.objects.select_for_update().filter(refund_q).order_by("pk"):
+        cache.refunds[(refund.workspace_id, refund.refund_key)] = refund
+    cache.refunds_of_orders |= set(cache.orders)
+
+
+def _read_products(cache: StateCache, skus: dict[int, set[str]]) -> None:
     for ws, wanted in skus.items():
         cache.products.update({(ws, sku): None for sku in wanted})
         for product in Product.objects.select_for_update().filter(
             workspace_id=ws, sku__in=sorted(wanted)
         ):
             cache.products[(ws, product.sku)] = product
+
+
+def _read_levels(cache: StateCache, ws: int, pairs: set[tuple[str, str]]) -> None:
+    """A workspace's stock levels the events name, and the deltas after each level's snapshot."""
+    for sku, location in pairs:
+        cache.levels[(ws, sku, location)] = None
+        cache.deltas[(ws, sku, location)] = []
+    found = StockLevel.objects.select_for_update().filter(
+        workspace_id=ws,
+        sku__in=sorted({sku for sku, _ in pairs}),
+        location_key__in=sorted({loc for _, loc in pairs}),
+    )
+    by_pk: dict[int, tuple[int, str, str]] = {}
+    for level in found.order_by("pk"):
+        key = (ws, level.sku, level.location_key)
+        if key in cache.levels:
+            cache.levels[key] = level
+            by_pk[level.pk] = key
+    after = Q()
+    for pk, key in by_pk.items():
+        read = cache.levels[key]
+        assert read is not None
+        if read.snapshot_as_of:
+            after |= Q(level_id=pk, as_of__gt=read.snapshot_as_of)
+        else:
+            after |= Q(level_id=pk)
+    if by_pk:
+        for delta in StockDelta.objects.filter(after).order_by("pk"):
+            cache.deltas[by_pk[delta.level_id]].append(delta)
+
+
+def _read_rows(cache: StateCache, events: list[SourceEvent]) -> None:
+    """The shipments, refunds, products and stock levels the batch's events name, locked, in a
+    query each (and the refunds of the orders read, and the deltas after each level's
+    snapshot)."""
+    shipment_keys, refund_keys, skus, levels = _keys_named(events)
+    _read_shipments(cache, shipment_keys)
+    _read_refunds(cache, refund_keys)
+    _read_products(cache, skus)
     for ws, pairs in levels.items():
-        for sku, location in pairs:
-            cache.levels[(ws, sku, location)] = None
-            cache.deltas[(ws, sku, location)] = []
-        found = StockLevel.objects.select_for_update().filter(
-            workspace_id=ws,
-            sku__in=sorted({sku for sku, _ in pairs}),
-            location_key__in=sorted({loc for _, loc in pairs}),
-        )
-        by_pk: dict[int, tuple[int, str, str]] = {}
-        for level in found.order_by("pk"):
-            key = (ws, level.sku, level.location_key)
-            if key in cache.levels:
-                cache.levels[key] = level
-                by_pk[level.pk] = key
-        after = Q()
-        for pk, key in by_pk.items():
-            read = cache.levels[key]
-            assert read is not None
-            if read.snapshot_as_of:
-                after |= Q(level_id=pk, as_of__gt=read.snapshot_as_of)
-            else:
-                after |= Q(level_id=pk)
-        if by_pk:
-            for delta in StockDelta.objects.filter(after).order_by("pk"):
-                cache.deltas[by_pk[delta.level_id]].append(delta)
+        _read_levels(cache, ws, pairs)
 
 
 def read_state(events: list[SourceEvent]) -> StateCache:

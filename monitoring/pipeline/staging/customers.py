@@ -82,6 +82,20 @@ def _customer_by_email(batch: Batch, workspace_id: int, email: str) -> Customer 
     return customer
 
 
+def _take_email(
+    customer: Customer, batch: Batch, email: str, raw: str, *, authoritative: bool
+) -> None:
+    """A known customer named with another email takes it when it has none, or when the event
+    is authoritative, keeping the old one; never an email another customer holds."""
+    if _customer_by_email(batch, customer.workspace_id, email) is not None:
+        return
+    if not customer.email:
+        customer.email, customer.email_raw = email, raw[:300]
+    elif authoritative:
+        customer.previous_emails = [*customer.previous_emails, customer.email]
+        customer.email, customer.email_raw = email, raw[:300]
+
+
 def resolve_customer(
     event: SourceEvent, batch: Batch, *, authoritative: bool = False
 ) -> Customer | None:
@@ -123,12 +137,7 @@ def resolve_customer(
     else:
         before = _customer_fields(customer)
         if email and customer.email != email:
-            taken = _customer_by_email(batch, workspace_id, email) is not None
-            if not customer.email and not taken:
-                customer.email, customer.email_raw = email, str(raw)[:300]
-            elif authoritative and not taken:
-                customer.previous_emails = [*customer.previous_emails, customer.email]
-                customer.email, customer.email_raw = email, str(raw)[:300]
+            _take_email(customer, batch, email, str(raw), authoritative=authoritative)
     if not is_guest and customer.is_guest:
         customer.is_guest = False
     old_email = before[0]
