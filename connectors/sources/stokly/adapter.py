@@ -37,7 +37,7 @@ from typing import Any
 
 from connectors.models import Connection
 from connectors.sources.base import Event, Page, Setting, SourceAdapter, SourceError
-from connectors.sources.stokly.api import StoklyAPI, _filter_time, _literal
+from connectors.sources.stokly.api import StoklyAPI, filter_literal, filter_time
 from connectors.sources.stokly.mapping import DATED, STREAMS, SWEPT, Mapper, parse_time
 from connectors.sources.values import (
     fingerprint,
@@ -190,7 +190,7 @@ class StoklyAdapter(SourceAdapter):
                 state.page,
                 size,
                 sort=date_field,
-                filters=[f"[{date_field}]>={_literal(_filter_time(since))}" if since else ""],
+                filters=[f"[{date_field}]>={filter_literal(filter_time(since))}" if since else ""],
             )
             for row in rows:
                 event = mapper.customer_event(row, now)
@@ -209,7 +209,7 @@ class StoklyAdapter(SourceAdapter):
                 state.page,
                 size,
                 sort="createdAt",
-                filters=[f"[createdAt]>={_literal(_filter_time(start))}" if start else ""],
+                filters=[f"[createdAt]>={filter_literal(filter_time(start))}" if start else ""],
             )
             for row in rows:
                 items = self._items(api, row) if stream == "orders" else None
@@ -227,7 +227,7 @@ class StoklyAdapter(SourceAdapter):
                 state.page,
                 size,
                 sort="issueDate",
-                filters=[f"[issueDate]>={_literal(_filter_time(since))}" if since else ""],
+                filters=[f"[issueDate]>={filter_literal(filter_time(since))}" if since else ""],
             )
             for row in rows:
                 event = mapper.invoice_event(row)
