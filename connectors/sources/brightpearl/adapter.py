@@ -48,8 +48,7 @@ from connectors.sources.base import (
 )
 from connectors.sources.brightpearl import mapping
 from connectors.sources.brightpearl.api import BrightpearlApi, BrightpearlError, account_code
-from connectors.sources.brightpearl.mapping import _obj
-from connectors.sources.values import rfc3339
+from connectors.sources.values import object_at, rfc3339
 
 __all__ = ["BrightpearlAdapter", "BrightpearlError"]
 
@@ -361,7 +360,7 @@ class BrightpearlAdapter(SourceAdapter):
         response = body.get("response") if isinstance(body, Mapping) else None
         if not isinstance(response, Mapping):
             return [], False, 0
-        meta = _obj(response, "metaData")
+        meta = object_at(response, "metaData")
         columns = [c.get("name") for c in meta.get("columns") or () if isinstance(c, Mapping)]
         try:
             id_at, type_at = columns.index("orderId"), columns.index("orderTypeId")
@@ -418,7 +417,7 @@ class BrightpearlAdapter(SourceAdapter):
         response = body.get("response") if isinstance(body, Mapping) else None
         if not isinstance(response, Mapping):
             return
-        meta = _obj(response, "metaData")
+        meta = object_at(response, "metaData")
         columns = [c.get("name") for c in meta.get("columns") or () if isinstance(c, Mapping)]
         if "contactId" not in columns:
             raise BrightpearlError("Contact search answered without a contactId column.")

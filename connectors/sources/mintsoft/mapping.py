@@ -29,6 +29,7 @@ from connectors.sources.values import (
     parse_dotnet,
     parse_iso,
     rfc3339,
+    text_or_none,
     whole_or_text,
 )
 
@@ -194,13 +195,6 @@ def quantity(value: Any) -> int | str:
     return whole_or_text(number)
 
 
-def _str(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
 # -- envelope -----------------------------------------------------------------------------------
 
 
@@ -251,14 +245,14 @@ class Order:
 
     @property
     def id(self) -> str:
-        value = _str(self.raw.get("ID"))
+        value = text_or_none(self.raw.get("ID"))
         if value is None:
             raise MappingError("ID", "missing")
         return value
 
     @property
     def number(self) -> str:
-        value = _str(self.raw.get("OrderNumber"))
+        value = text_or_none(self.raw.get("OrderNumber"))
         if value is None:
             raise MappingError("OrderNumber", "missing")
         return value
@@ -318,7 +312,7 @@ class Order:
     def name_value(self, name: str) -> str | None:
         for item in self.raw.get("OrderNameValues") or ():
             if isinstance(item, Mapping) and item.get("Name") == name:
-                return _str(item.get("Value"))
+                return text_or_none(item.get("Value"))
         return None
 
     def identity(self) -> dict[str, Any]:
@@ -343,7 +337,7 @@ class Order:
         return {
             "order_key": self.key,
             "order_number": self.number,
-            "channel_order_ref": _str(self.raw.get("ExternalOrderReference")),
+            "channel_order_ref": text_or_none(self.raw.get("ExternalOrderReference")),
         }
 
     def entity(self) -> dict[str, Any]:
@@ -386,13 +380,13 @@ class Order:
                 continue
             sku_raw = item.get("SKU")
             line: dict[str, Any] = {
-                "line_key": _str(item.get("ID")) or str(index + 1),
+                "line_key": text_or_none(item.get("ID")) or str(index + 1),
                 "sku": clean(sku_raw) if isinstance(sku_raw, str) else None,
                 "sku_raw": sku_raw if isinstance(sku_raw, str) else None,
                 "product_key": self.ctx.key("product", item["ProductId"])
                 if item.get("ProductId")
                 else None,
-                "name": _str(item.get("Details")),
+                "name": text_or_none(item.get("Details")),
                 "quantity": quantity(item.get("Quantity", 0)),
             }
             for field_name, source in (
@@ -426,14 +420,19 @@ class Order:
         fields = ("Address1", "Address2", "Address3", "Town", "County", "PostCode")
         return {
             "name": " ".join(
-                p for p in (_str(self.raw.get("FirstName")), _str(self.raw.get("LastName"))) if p
+                p
+                for p in (
+                    text_or_none(self.raw.get("FirstName")),
+                    text_or_none(self.raw.get("LastName")),
+                )
+                if p
             )
             or None,
-            "company": _str(self.raw.get("CompanyName")),
-            "lines": [v for v in (_str(self.raw.get(f)) for f in fields[:3]) if v],
-            "town": _str(self.raw.get("Town")),
-            "county": _str(self.raw.get("County")),
-            "postcode": _str(self.raw.get("PostCode")),
+            "company": text_or_none(self.raw.get("CompanyName")),
+            "lines": [v for v in (text_or_none(self.raw.get(f)) for f in fields[:3]) if v],
+            "town": text_or_none(self.raw.get("Town")),
+            "county": text_or_none(self.raw.get("County")),
+            "postcode": text_or_none(self.raw.get("PostCode")),
             "country": self.country,
         }
 
@@ -447,7 +446,7 @@ def order_created(order: Order) -> Event | None:
     data = {
         "order_key": order.key,
         "order_number": order.number,
-        "channel_order_ref": _str(order.raw.get("ExternalOrderReference")),
+        "channel_order_ref": text_or_none(order.raw.get("ExternalOrderReference")),
         "channel": order.channel,
         "placed_at": rfc3339(placed[0] if placed else order.ctx.received_at),
         "currency": order.currency,
@@ -511,8 +510,8 @@ def order_status_changed(order: Order, *, force_status: int | None = None) -> Ev
 def shipment_dispatched(order: Order) -> Event:
     """`shipment.dispatched`: the order (part) was marked despatched *in the warehouse*. Not
     carrier movement; tracking may still be empty."""
-    tracking = _str(order.raw.get("TrackingNumber"))
-    url = _str(order.raw.get("TrackingURL"))
+    tracking = text_or_none(order.raw.get("TrackingNumber"))
+    url = text_or_none(order.raw.get("TrackingURL"))
     despatched = order.time("DespatchDate") or order.updated
     data = {
         "shipment_key": order.shipment_key,
@@ -526,9 +525,9 @@ def shipment_dispatched(order: Order) -> Event:
         "tracking_numbers": [tracking] if tracking else [],
         "tracking_urls": [url] if url else [],
         "carrier": {
-            "code": _str(order.raw.get("CourierServiceId")),
-            "name": _str(order.raw.get("CourierServiceName")),
-            "service": _str(order.raw.get("CourierServiceName")),
+            "code": text_or_none(order.raw.get("CourierServiceId")),
+            "name": text_or_none(order.raw.get("CourierServiceName")),
+            "service": text_or_none(order.raw.get("CourierServiceName")),
         },
         "parcel_count": order.raw.get("NumberOfParcels"),
         "is_partial": order.parts > 1,
@@ -561,7 +560,7 @@ def shipment_delivered(order: Order) -> Event:
     updated = order.updated
     despatched = order.time("DespatchDate")
     scanned = updated if updated and (not despatched or updated[0] >= despatched[0]) else None
-    tracking = _str(order.raw.get("TrackingNumber"))
+    tracking = text_or_none(order.raw.get("TrackingNumber"))
     data: dict[str, Any] = {
         "shipment_key": order.shipment_key,
         "order_key": order.key,
@@ -646,10 +645,10 @@ def return_received(
     not yet confirmed. No money: Mintsoft's `Refunded` flag is a warehouse tick, not a refund."""
     if raw.get("AdvancedExternalReturn") and not raw.get("Confirmed"):
         return None
-    return_id = _str(raw.get("ID"))
+    return_id = text_or_none(raw.get("ID"))
     if return_id is None:
         raise MappingError("ID", "missing")
-    number = _str(raw.get("OrderNumber"))
+    number = text_or_none(raw.get("OrderNumber"))
     order_key = ctx.key("order", number) if number else ctx.key("order-id", raw.get("OrderId"))
     lines = []
     for item in raw.get("ReturnItems") or ():
@@ -685,7 +684,7 @@ def return_received(
             "order_number": number,
             "received_at": rfc3339(updated[0] if updated else ctx.received_at),
             "lines": lines,
-            "reference": _str(raw.get("Reference")),
+            "reference": text_or_none(raw.get("Reference")),
         },
         links={"order_key": order_key, "order_number": number},
         updated=updated,
@@ -743,7 +742,7 @@ def stock_levels(
         if quarantined:
             level["quarantined"] += units
             level["quarantined_on_hand"] += units
-        if _str(row.get("AllocatedOrder")):
+        if text_or_none(row.get("AllocatedOrder")):
             level["allocated"] += units
     return levels
 
