@@ -46,7 +46,7 @@ from connectors.sources.base import (
     signal_warnings,
     warning,
 )
-from connectors.sources.brightpearl import mapping
+from connectors.sources.brightpearl import mapping, products
 from connectors.sources.brightpearl.api import BrightpearlApi, BrightpearlError, account_code
 from connectors.sources.values import object_at, rfc3339
 
@@ -260,13 +260,13 @@ class BrightpearlAdapter(SourceAdapter):
         ctx: mapping.Context,
         raised_on: datetime | None,
     ) -> list[Event]:
-        events = [e for _rid, raw in records if (e := mapping.product_updated(raw, ctx))]
-        skus = {rid: sku for rid, raw in records if (sku := mapping.product_sku(raw))}
+        events = [e for _rid, raw in records if (e := products.product_updated(raw, ctx))]
+        skus = {rid: sku for rid, raw in records if (sku := products.product_sku(raw))}
         if skus:
             availability = api.get(AVAILABILITY.format(ids=id_set))
             response = availability.get("response") if isinstance(availability, Mapping) else None
             if isinstance(response, Mapping):
-                events += mapping.stock_events(response, skus, ctx, raised_on)
+                events += products.stock_events(response, skus, ctx, raised_on)
         return events
 
     def _contacts(
