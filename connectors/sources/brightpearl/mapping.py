@@ -1,11 +1,11 @@
 """Brightpearl's orders, goods-out notes and contacts → canonical events (pure functions, no
 I/O); its products and their stock are mapped in products.py.
 
-Brightpearl (../shared/reference/sources.md §3) is the ERP: it holds the money (4 decimal places,
-as strings), the customers (contacts, with the newsletter flag) and the stock. Its webhooks name
-ids only, so every event here is made from a record fetched *now*: source event ids are derived
-from the record's own version (`updatedOn`, a goods-out note's `shippedOn`, the notification's
-`raised-on`), so the webhook path and the reconciling poller give the same ids.
+Brightpearl (the shared reference `reference/sources.md` §3) is the ERP: it holds the money (4
+decimal places, as strings), the customers (contacts, with the newsletter flag) and the stock. Its
+webhooks name ids only, so every event here is made from a record fetched *now*: source event ids
+are derived from the record's own version (`updatedOn`, a goods-out note's `shippedOn`, the
+notification's `raised-on`), so the webhook path and the reconciling poller give the same ids.
 
 Times: Brightpearl writes offsets (`-06:00` in the recorded payloads, despite "all API datetimes
 are UTC"); they are converted to UTC and kept exact.

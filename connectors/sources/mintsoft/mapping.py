@@ -1,9 +1,9 @@
 """Mintsoft's order and return JSON → canonical events (pure functions, no I/O); its stock
 report is mapped in stock.py.
 
-What Mintsoft is (../shared/reference/sources.md §4): a 3PL warehouse. It knows orders, parcels,
-returns and stock per location; it has no customer entity and no money of its own (the order
-figures are copies of the sales channel's), so it never produces refunds and its order totals
+What Mintsoft is (the shared reference `reference/sources.md` §4): a 3PL warehouse. It knows orders,
+parcels, returns and stock per location; it has no customer entity and no money of its own (the
+order figures are copies of the sales channel's), so it never produces refunds and its order totals
 are marked `carries_money: false` for the engine to keep them out of LTV.
 
 Keys: an order is its `OrderNumber` within the Mintsoft client (split parts share it, each part

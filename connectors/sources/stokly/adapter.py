@@ -1,7 +1,8 @@
 """Stokly (Stok.ly, UK inventory/OMS): a poller of its REST API.
 
-What is public (../shared/reference/sources.md §6, mostly [code] from client scripts): an HMAC-signed
-grant (`POST /v1/grant` with ``{accountkey, clientId, signature = hex(HMAC-SHA256(secret, clientId))}``)
+What is public (the shared reference `reference/sources.md` §6, mostly [code] from client scripts):
+an HMAC-signed grant
+(`POST /v1/grant` with ``{accountkey, clientId, signature = hex(HMAC-SHA256(secret, clientId))}``)
 returning a bearer token with an expiry; lists paged by ``page`` (0-based) + ``size`` (≤1000) with
 ``{"data": [...], "metadata": {"count": n}}``; a filter language (``[field]>={value}``, ``&&``,
 ``{@null;}``); JSON numbers (floats) for money. No webhook API was found, so this is poll-only.
