@@ -34,6 +34,7 @@ from connectors.sources.base import (
     ItemError,
     Page,
     Setting,
+    SettingsForm,
     SourceAdapter,
     WebhookItems,
     WebhookRequestData,
@@ -112,6 +113,17 @@ class MintsoftAdapter(SourceAdapter):
         Setting("password", "Password", "credentials", secret=True, required=False),
     )
     can_poll = True
+
+    def validate_settings(self, form: SettingsForm) -> None:
+        """An API key, or a username and password to get one."""
+        if form.given("api_key"):
+            return
+        if not form.given("username") and not form.given("password"):
+            form.add_error("api_key", "Give an API key, or a username and password.")
+            return
+        for name in ("username", "password"):
+            if not form.given(name) and not form.has_error(name):
+                form.add_error(name, "Needed with the username and password way in.")
 
     def __init__(
         self,
