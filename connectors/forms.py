@@ -1,8 +1,9 @@
 """The connection forms: a name plus each kind's settings, with write-only secrets.
 
 Each kind's settings are declared once, as `Setting`s: DotDigital's here, each source's on its
-adapter (`SourceAdapter.settings`). A setting says where it is kept (`credentials`, encrypted, or
-`options`, plain JSON), whether it is secret (never rendered back: the form shows "set" and an
+adapter (`SourceAdapter.settings`; a check across them is the adapter's `validate_settings`, which
+puts its errors on this form's fields). A setting says where it is kept (`credentials`, encrypted,
+or `options`, plain JSON), whether it is secret (never rendered back: the form shows "set" and an
 empty field that, left blank, keeps the stored value), and whether changing it requires the
 secrets to be typed again (an address the secrets are sent to: otherwise an admin could point a
 stored password at a server of their own and press "Test connection").
@@ -21,7 +22,7 @@ from accounts.fields import Secrets
 from accounts.models import Workspace
 from connectors.models import Connection
 from connectors.sources.base import Setting
-from connectors.sources.registry import adapter_classes
+from connectors.sources.registry import adapter_classes, get_adapter
 
 CODE = RegexValidator(r"^[A-Za-z0-9_-]+$", "Letters, digits, - and _ only.")
 
@@ -178,8 +179,9 @@ class ConnectionForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        if self.kind == Connection.Kind.MINTSOFT:
-            self._require_one_way_in(cleaned)
+        adapter = get_adapter(self.kind)
+        if adapter is not None:
+            adapter.validate_settings(self)
         if self.instance is None:
             return cleaned
         moved = [
@@ -199,20 +201,10 @@ class ConnectionForm(forms.Form):
                 )
         return cleaned
 
-    def _given(self, cleaned: Mapping[str, Any], name: str) -> bool:
+    def given(self, name: str) -> bool:
+        """The setting is typed in, or is a secret left blank that keeps its stored value."""
         setting = next(s for s in settings_for(self.kind) if s.name == name)
-        return bool(cleaned.get(name) or (setting.secret and self._stored(setting)))
-
-    def _require_one_way_in(self, cleaned: Mapping[str, Any]) -> None:
-        """Mintsoft: an API key, or a username and password to get one."""
-        if self._given(cleaned, "api_key"):
-            return
-        if not self._given(cleaned, "username") and not self._given(cleaned, "password"):
-            self.add_error("api_key", "Give an API key, or a username and password.")
-            return
-        for name in ("username", "password"):
-            if not self._given(cleaned, name) and name not in self.errors:
-                self.add_error(name, "Needed with the username and password way in.")
+        return bool(self.cleaned_data.get(name) or (setting.secret and self._stored(setting)))
 
     def save(self) -> Connection:
         """Apply the form to its connection (a new one if none) and save it."""

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 from urllib.parse import parse_qs
 
 if TYPE_CHECKING:
@@ -161,6 +161,18 @@ class Setting:
     guards_secrets: bool = False
 
 
+class SettingsForm(Protocol):
+    """The connection form as `SourceAdapter.validate_settings` sees it."""
+
+    def given(self, name: str) -> bool:
+        """The setting is typed in, or is a secret left blank that keeps its stored value."""
+        ...
+
+    def has_error(self, field: str) -> bool: ...
+
+    def add_error(self, field: str | None, error: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class RecordedRequest:
     """A request a source sent to its webhook once, replayed by `make demo` (monitoring/demo.py)."""
@@ -207,6 +219,10 @@ class SourceAdapter:
     sends_ids_only: ClassVar[bool] = False
     #: the source can be paged by the poller (otherwise it is push-only)
     can_poll: ClassVar[bool] = False
+
+    def validate_settings(self, form: SettingsForm) -> None:
+        """Check the settings together, once each is valid on its own, and put any error on the
+        form's field it is about. Most kinds have nothing to check."""
 
     def parse_webhook(self, connection: Connection, request: WebhookRequestData) -> WebhookItems:
         """Split a webhook body into candidate events (or notifications)."""

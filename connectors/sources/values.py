@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import unicodedata
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
@@ -84,6 +85,26 @@ def parse_dotnet(text: str) -> datetime | None:
 def clean(value: Any) -> str:
     """Text as written, stripped and in Unicode NFC (so equal names and SKUs compare equal)."""
     return unicodedata.normalize("NFC", str(value if value is not None else "").strip())
+
+
+def text_or_none(value: Any) -> str | None:
+    """Text stripped, or None when there is none."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def object_at(record: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """A nested object of a record, or {} when it is missing or not an object."""
+    value = record.get(name)
+    return value if isinstance(value, Mapping) else {}
+
+
+def list_at(record: Mapping[str, Any], name: str) -> list[Any]:
+    """A nested list of a record, or [] when it is missing or not a list."""
+    value = record.get(name)
+    return value if isinstance(value, list) else []
 
 
 def normalise_email(raw: Any) -> str | None:

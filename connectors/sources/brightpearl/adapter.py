@@ -46,10 +46,9 @@ from connectors.sources.base import (
     signal_warnings,
     warning,
 )
-from connectors.sources.brightpearl import mapping
+from connectors.sources.brightpearl import mapping, products
 from connectors.sources.brightpearl.api import BrightpearlApi, BrightpearlError, account_code
-from connectors.sources.brightpearl.mapping import _obj
-from connectors.sources.values import rfc3339
+from connectors.sources.values import object_at, rfc3339
 
 __all__ = ["BrightpearlAdapter", "BrightpearlError"]
 
@@ -261,13 +260,13 @@ class BrightpearlAdapter(SourceAdapter):
         ctx: mapping.Context,
         raised_on: datetime | None,
     ) -> list[Event]:
-        events = [e for _rid, raw in records if (e := mapping.product_updated(raw, ctx))]
-        skus = {rid: sku for rid, raw in records if (sku := mapping.product_sku(raw))}
+        events = [e for _rid, raw in records if (e := products.product_updated(raw, ctx))]
+        skus = {rid: sku for rid, raw in records if (sku := products.product_sku(raw))}
         if skus:
             availability = api.get(AVAILABILITY.format(ids=id_set))
             response = availability.get("response") if isinstance(availability, Mapping) else None
             if isinstance(response, Mapping):
-                events += mapping.stock_events(response, skus, ctx, raised_on)
+                events += products.stock_events(response, skus, ctx, raised_on)
         return events
 
     def _contacts(
@@ -361,7 +360,7 @@ class BrightpearlAdapter(SourceAdapter):
         response = body.get("response") if isinstance(body, Mapping) else None
         if not isinstance(response, Mapping):
             return [], False, 0
-        meta = _obj(response, "metaData")
+        meta = object_at(response, "metaData")
         columns = [c.get("name") for c in meta.get("columns") or () if isinstance(c, Mapping)]
         try:
             id_at, type_at = columns.index("orderId"), columns.index("orderTypeId")
@@ -418,7 +417,7 @@ class BrightpearlAdapter(SourceAdapter):
         response = body.get("response") if isinstance(body, Mapping) else None
         if not isinstance(response, Mapping):
             return
-        meta = _obj(response, "metaData")
+        meta = object_at(response, "metaData")
         columns = [c.get("name") for c in meta.get("columns") or () if isinstance(c, Mapping)]
         if "contactId" not in columns:
             raise BrightpearlError("Contact search answered without a contactId column.")

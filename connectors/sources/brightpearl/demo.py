@@ -17,6 +17,7 @@ import json
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -101,6 +102,63 @@ def demo_options(base_url: str) -> dict[str, Any]:
     }
 
 
+class _Budget:
+    """Brightpearl's request cap: `CAP` requests in any 60 seconds, told in its throttle headers."""
+
+    def __init__(self) -> None:
+        self.window: list[float] = []
+        self.lock = threading.Lock()
+
+    def take(self) -> tuple[bool, dict[str, str]]:
+        with self.lock:
+            now = time.monotonic()
+            self.window[:] = [t for t in self.window if now - t < 60]
+            allowed = len(self.window) < CAP
+            if allowed:
+                self.window.append(now)
+            next_ms = int((60 - (now - self.window[0])) * 1000) if self.window else 60000
+            return allowed, {
+                "Brightpearl-Requests-Remaining": str(max(0, CAP - len(self.window))),
+                "Brightpearl-Next-Throttle-Period": str(next_ms),
+            }
+
+
+def _by_ids(store: Mapping[int, Any], id_set: str) -> dict[int, Any]:
+    try:
+        ids = expand_id_set(unquote(id_set))
+    except MappingError:
+        return {}
+    return {i: store[i] for i in ids if i in store}
+
+
+@dataclass(frozen=True)
+class _Store:
+    """The recorded account's records, by id."""
+
+    orders: dict[int, Any]
+    notes: dict[int, Any]
+    products: dict[int, Any]
+    availability: dict[int, Any]
+    contacts: dict[int, Any]
+    statuses: Any
+
+    def find(self, parts: list[str]) -> Any:
+        """What the API path (split at its slashes) answers with; None when it names nothing."""
+        if parts[:2] == ["order-service", "order-status"]:
+            return self.statuses["response"]
+        if parts[:2] == ["order-service", "order"] and len(parts) == 3:
+            return list(_by_ids(self.orders, parts[2]).values())
+        if parts[:3] == ["warehouse-service", "order", "*"] and len(parts) == 6:
+            return {str(k): v for k, v in _by_ids(self.notes, parts[5]).items()}
+        if parts[:2] == ["warehouse-service", "product-availability"] and len(parts) == 3:
+            return {str(k): v for k, v in _by_ids(self.availability, parts[2]).items()}
+        if parts[:2] == ["product-service", "product"] and len(parts) == 3:
+            return list(_by_ids(self.products, parts[2]).values())
+        if parts[:2] == ["contact-service", "contact"] and len(parts) == 3:
+            return list(_by_ids(self.contacts, parts[2]).values())
+        return None
+
+
 def demo_api() -> RecordedApi:
     orders = {
         number: {**order, "currency": {**order["currency"], **IN_POUNDS}}
@@ -109,36 +167,18 @@ def demo_api() -> RecordedApi:
             **_records("synthetic/order-get-sales-credit-paid.json"),
         }.items()
     }
-    notes = {k: {**v, "orderId": 1} for k, v in _records("goods-out-note-get.json").items()}
-    products = _records("extra/product-get.json")
-    availability = {
-        int(k): v for k, v in _load("product-availability-get.json")["response"].items()
-    }
-    contacts = _records("contact-get.json")
-    statuses = _load("extra/order-status-get.json")
+    store = _Store(
+        orders=orders,
+        notes={k: {**v, "orderId": 1} for k, v in _records("goods-out-note-get.json").items()},
+        products=_records("extra/product-get.json"),
+        availability={
+            int(k): v for k, v in _load("product-availability-get.json")["response"].items()
+        },
+        contacts=_records("contact-get.json"),
+        statuses=_load("extra/order-status-get.json"),
+    )
     over_cap = _load("error-503-request-cap.json")
-    window: list[float] = []
-    lock = threading.Lock()
-
-    def rate() -> tuple[bool, dict[str, str]]:
-        with lock:
-            now = time.monotonic()
-            window[:] = [t for t in window if now - t < 60]
-            allowed = len(window) < CAP
-            if allowed:
-                window.append(now)
-            next_ms = int((60 - (now - window[0])) * 1000) if window else 60000
-            return allowed, {
-                "Brightpearl-Requests-Remaining": str(max(0, CAP - len(window))),
-                "Brightpearl-Next-Throttle-Period": str(next_ms),
-            }
-
-    def by_ids(store: Mapping[int, Any], id_set: str) -> dict[int, Any]:
-        try:
-            ids = expand_id_set(unquote(id_set))
-        except MappingError:
-            return {}
-        return {i: store[i] for i in ids if i in store}
+    budget = _Budget()
 
     def answer(
         method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str]
@@ -146,7 +186,7 @@ def demo_api() -> RecordedApi:
         prefix = f"/public-api/{ACCOUNT}/"
         if not path.startswith(prefix):
             return 404, {"response": "No such account"}, {}
-        allowed, limits = rate()
+        allowed, limits = budget.take()
         if not allowed:
             return 503, over_cap, limits
         if (
@@ -154,20 +194,7 @@ def demo_api() -> RecordedApi:
             or headers.get("brightpearl-account-token") != ACCOUNT_TOKEN
         ):
             return 401, {"response": "Not authorised"}, limits
-        parts = path[len(prefix) :].strip("/").split("/")
-        found: Any = None
-        if parts[:2] == ["order-service", "order-status"]:
-            found = statuses["response"]
-        elif parts[:2] == ["order-service", "order"] and len(parts) == 3:
-            found = list(by_ids(orders, parts[2]).values())
-        elif parts[:3] == ["warehouse-service", "order", "*"] and len(parts) == 6:
-            found = {str(k): v for k, v in by_ids(notes, parts[5]).items()}
-        elif parts[:2] == ["warehouse-service", "product-availability"] and len(parts) == 3:
-            found = {str(k): v for k, v in by_ids(availability, parts[2]).items()}
-        elif parts[:2] == ["product-service", "product"] and len(parts) == 3:
-            found = list(by_ids(products, parts[2]).values())
-        elif parts[:2] == ["contact-service", "contact"] and len(parts) == 3:
-            found = list(by_ids(contacts, parts[2]).values())
+        found = store.find(path[len(prefix) :].strip("/").split("/"))
         if found is None:
             return 404, {"errors": [{"code": "CMNC-404", "message": "Not found"}]}, limits
         return 200, {"response": found}, limits

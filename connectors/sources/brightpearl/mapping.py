@@ -1,10 +1,11 @@
-"""Brightpearl's JSON → canonical events (pure functions, no I/O).
+"""Brightpearl's orders, goods-out notes and contacts → canonical events (pure functions, no
+I/O); its products and their stock are mapped in products.py.
 
-Brightpearl (../shared/reference/sources.md §3) is the ERP: it holds the money (4 decimal places,
-as strings), the customers (contacts, with the newsletter flag) and the stock. Its webhooks name
-ids only, so every event here is made from a record fetched *now*: source event ids are derived
-from the record's own version (`updatedOn`, a goods-out note's `shippedOn`, the notification's
-`raised-on`), so the webhook path and the reconciling poller give the same ids.
+Brightpearl (the shared reference `reference/sources.md` §3) is the ERP: it holds the money (4
+decimal places, as strings), the customers (contacts, with the newsletter flag) and the stock. Its
+webhooks name ids only, so every event here is made from a record fetched *now*: source event ids
+are derived from the record's own version (`updatedOn`, a goods-out note's `shippedOn`, the
+notification's `raised-on`), so the webhook path and the reconciling poller give the same ids.
 
 Times: Brightpearl writes offsets (`-06:00` in the recorded payloads, despite "all API datetimes
 are UTC"); they are converted to UTC and kept exact.
@@ -25,10 +26,11 @@ from typing import Any
 from connectors.sources.values import (
     clean,
     decimal,
-    digest,
     normalise_email,
+    object_at,
     parse_iso,
     rfc3339,
+    text_or_none,
     whole_or_text,
 )
 
@@ -51,13 +53,6 @@ PAYMENT_STATUS = {
     "UNPAID": "pending",
     "PARTIALLY_PAID": "pending",
     "NOT_APPLICABLE": "unknown",
-}
-#: product `status` → canonical product status
-PRODUCT_STATUS = {
-    "LIVE": "active",
-    "DISABLED": "inactive",
-    "ARCHIVED": "inactive",
-    "DISCONTINUED": "discontinued",
 }
 
 
@@ -123,24 +118,6 @@ def phone_e164(raw: Any) -> str | None:
     if text.startswith("+") and 8 <= len(digits) <= 15:
         return f"+{digits}"
     return None
-
-
-def _obj(record: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    """A nested object of a record, or {} when it is missing or not an object."""
-    value = record.get(name)
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(record: Mapping[str, Any], name: str) -> list[Any]:
-    value = record.get(name)
-    return value if isinstance(value, list) else []
-
-
-def _str(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
 
 
 def expand_id_set(id_set: Any, limit: int = 5000) -> list[int]:
@@ -225,7 +202,7 @@ class Order:
 
     @property
     def id(self) -> str:
-        value = _str(self.raw.get("id"))
+        value = text_or_none(self.raw.get("id"))
         if value is None:
             raise MappingError("id", "missing")
         return value
@@ -284,7 +261,7 @@ class Order:
         return {
             "order_key": self.key,
             "order_number": self.id,
-            "channel_order_ref": _str(self.raw.get("externalRef")),
+            "channel_order_ref": text_or_none(self.raw.get("externalRef")),
         }
 
     def entity(self) -> dict[str, Any]:
@@ -292,15 +269,15 @@ class Order:
             "type": "order",
             "key": self.key,
             "source_id": self.id,
-            "source_ref": _str(self.raw.get("reference")),
+            "source_ref": text_or_none(self.raw.get("reference")),
         }
 
     def status(self) -> tuple[dict[str, str], str, dict[str, Any] | None]:
         """The canonical `to`, the raw status text, and the unmapped status (or None)."""
         order_status = self.raw.get("orderStatus")
         status = order_status if isinstance(order_status, Mapping) else {}
-        status_id = _str(status.get("orderStatusId"))
-        name = _str(status.get("name")) or ""
+        status_id = text_or_none(status.get("orderStatusId"))
+        name = text_or_none(status.get("name")) or ""
         to: dict[str, str] = {}
         unmapped = None
         lifecycle = self.ctx.status_map.get(status_id or "")
@@ -329,16 +306,16 @@ class Order:
             if not isinstance(row, Mapping):
                 continue
             sku_raw = row.get("productSku")
-            value = _obj(row, "rowValue")
+            value = object_at(row, "rowValue")
             net, tax = amount(value.get("rowNet")), amount(value.get("rowTax"))
-            composition = _obj(row, "composition")
+            composition = object_at(row, "composition")
             product_id = row.get("productId")
             line: dict[str, Any] = {
                 "line_key": str(row_id),
                 "sku": clean(sku_raw) if isinstance(sku_raw, str) and sku_raw.strip() else None,
                 "sku_raw": sku_raw if isinstance(sku_raw, str) else None,
                 "product_key": self.ctx.key("product", product_id) if product_id else None,
-                "name": _str(row.get("productName")),
+                "name": text_or_none(row.get("productName")),
                 "quantity": quantity(row.get("quantity")),
                 "is_non_stock": not product_id,
                 "parent_line_key": str(composition["parentOrderRowId"])
@@ -357,7 +334,7 @@ class Order:
                 # Σ of the row's own net and tax: gross when prices include tax, else net.
                 total = net + (tax or Decimal(0)) if self.tax_inclusive else net
                 line["line_total"] = money(total, currency)
-            tax_rate = _str(value.get("taxRate"))
+            tax_rate = text_or_none(value.get("taxRate"))
             if tax_rate:
                 line["tax_rate"] = tax_rate
             lines.append(line)
@@ -384,8 +361,8 @@ class Order:
         data: dict[str, Any] = {
             "order_key": self.key,
             "order_number": self.id,
-            "channel_order_ref": _str(self.raw.get("externalRef")),
-            "customer_ref": _str(self.raw.get("reference")),
+            "channel_order_ref": text_or_none(self.raw.get("externalRef")),
+            "customer_ref": text_or_none(self.raw.get("reference")),
             "placed_at": rfc3339(placed or self.ctx.received_at),
             "currency": self.currency,
             "lines": self.lines(),
@@ -480,7 +457,7 @@ def sales_credit_events(raw: Mapping[str, Any], ctx: Context) -> list[Event]:
     credit = Order(raw, ctx)
     if str(raw.get("orderPaymentStatus") or "") != "PAID":
         return []
-    parent = _str(raw.get("parentOrderId"))
+    parent = text_or_none(raw.get("parentOrderId"))
     if not parent or parent == "0":
         return []
     totals = credit.totals()
@@ -537,10 +514,10 @@ def order_events(raw: Mapping[str, Any], ctx: Context) -> list[Event]:
 def goods_out_note_events(note_id: str, raw: Mapping[str, Any], ctx: Context) -> list[Event]:
     """A shipped goods-out note → `shipment.dispatched` (one note per warehouse: each its own
     shipment). Printed/picked/packed notes give nothing: the order's shipping status says it."""
-    status = _obj(raw, "status")
+    status = object_at(raw, "status")
     if not status.get("shipped"):
         return []
-    order_id = _str(raw.get("orderId"))
+    order_id = text_or_none(raw.get("orderId"))
     if order_id is None:
         raise MappingError("orderId", "missing")
     shipped = parse_time(status.get("shippedOn"))
@@ -556,7 +533,7 @@ def goods_out_note_events(note_id: str, raw: Mapping[str, Any], ctx: Context) ->
     order_key = ctx.key("order", order_id)
     shipment_key = ctx.key("shipment", note_id)
     lines = []
-    rows = _obj(raw, "orderRows")
+    rows = object_at(raw, "orderRows")
     for row_id, entries in sorted(rows.items()):
         for entry in entries if isinstance(entries, list) else [entries]:
             if not isinstance(entry, Mapping):
@@ -569,8 +546,8 @@ def goods_out_note_events(note_id: str, raw: Mapping[str, Any], ctx: Context) ->
                     "quantity": quantity(entry.get("quantity", 0)),
                 }
             )
-    shipping = _obj(raw, "shipping")
-    reference = _str(shipping.get("reference"))
+    shipping = object_at(raw, "shipping")
+    reference = text_or_none(shipping.get("reference"))
     return [
         envelope(
             ctx,
@@ -591,7 +568,7 @@ def goods_out_note_events(note_id: str, raw: Mapping[str, Any], ctx: Context) ->
                 "lines": lines,
                 "tracking_numbers": [reference] if reference else [],
                 "carrier": {
-                    "code": _str(shipping.get("shippingMethodId")),
+                    "code": text_or_none(shipping.get("shippingMethodId")),
                     "name": None,
                     "service": None,
                 },
@@ -605,107 +582,12 @@ def goods_out_note_events(note_id: str, raw: Mapping[str, Any], ctx: Context) ->
     ]
 
 
-# -- products and stock -------------------------------------------------------------------------
-
-
-def product_sku(raw: Mapping[str, Any]) -> str | None:
-    identity = _obj(raw, "identity")
-    sku = identity.get("sku")
-    return sku if isinstance(sku, str) and sku.strip() else None
-
-
-def product_updated(raw: Mapping[str, Any], ctx: Context) -> Event | None:
-    product_id = _str(raw.get("id"))
-    sku_raw = product_sku(raw)
-    if product_id is None or sku_raw is None:
-        return None  # a product without a SKU cannot be matched to anything downstream
-    updated = parse_time(raw.get("updatedOn"))
-    identity = _obj(raw, "identity")
-    channels = _list(raw, "salesChannels")
-    name = next(
-        (c.get("productName") for c in channels if isinstance(c, Mapping) and c.get("productName")),
-        None,
-    )
-    composition = _obj(raw, "composition")
-    key = ctx.key("product", product_id)
-    return envelope(
-        ctx,
-        "product.updated",
-        f"product:{product_id}:{rfc3339(updated) if updated else raw.get('version', 'v')}",
-        updated,
-        {"type": "product", "key": key, "source_id": product_id, "source_ref": sku_raw},
-        {
-            "sku": clean(sku_raw),
-            "sku_raw": sku_raw,
-            "product_key": key,
-            "status": PRODUCT_STATUS.get(str(raw.get("status") or "").upper(), "inactive"),
-            "status_raw": raw.get("status"),
-            "name": name,
-            "barcodes": [
-                b for b in (identity.get(k) for k in ("barcode", "ean", "upc", "isbn")) if b
-            ],
-            "is_bundle": bool(composition.get("bundle")),
-        },
-        updated=updated,
-    )
-
-
-def stock_events(
-    availability: Mapping[str, Any],
-    skus: Mapping[str, str],
-    ctx: Context,
-    as_of: datetime | None,
-) -> list[Event]:
-    """product-availability per warehouse → `stock.changed` snapshots. Brightpearl's `inStock` is
-    what is physically there (canonical on_hand) and its `onHand` is in stock less allocated
-    (canonical saleable): 60 in stock, 12 allocated, 48 on hand in the recorded payload."""
-    events = []
-    for product_id, entry in sorted(availability.items()):
-        sku_raw = skus.get(str(product_id))
-        if sku_raw is None or not isinstance(entry, Mapping):
-            continue
-        warehouses = _obj(entry, "warehouses")
-        for warehouse_id, counts in sorted(warehouses.items()):
-            if not isinstance(counts, Mapping):
-                continue
-            quantities = {
-                "on_hand": counts.get("inStock"),
-                "allocated": counts.get("allocated"),
-                "saleable": counts.get("onHand"),
-                "quarantined": None,  # quarantine is a location type in Brightpearl [verify]
-                "incoming": counts.get("inTransit"),
-            }
-            fingerprint = digest(*quantities.values())
-            moment = as_of or ctx.received_at
-            sku = clean(sku_raw)
-            events.append(
-                envelope(
-                    ctx,
-                    "stock.changed",
-                    f"stock:{product_id}:{warehouse_id}:{fingerprint}:{rfc3339(moment)}",
-                    as_of,
-                    {"type": "stock", "key": ctx.key("stock", f"{warehouse_id}:{product_id}")},
-                    {
-                        "sku": sku,
-                        "sku_raw": sku_raw,
-                        "product_key": ctx.key("product", product_id),
-                        "location": {"key": ctx.key("warehouse", warehouse_id)},
-                        "quantities": quantities,
-                        "source_quantities_raw": dict(counts),
-                        "as_of": rfc3339(moment),
-                        "mode": "snapshot",
-                    },
-                )
-            )
-    return events
-
-
 # -- contacts -----------------------------------------------------------------------------------
 
 
 def contact_email(raw: Mapping[str, Any]) -> Any:
-    communication = _obj(raw, "communication")
-    emails = _obj(communication, "emails")
+    communication = object_at(raw, "communication")
+    emails = object_at(communication, "emails")
     for kind in ("PRI", "SEC", "TER"):
         entry = emails.get(kind)
         if isinstance(entry, Mapping) and entry.get("email"):
@@ -727,7 +609,7 @@ class Contact:
 
     @property
     def id(self) -> str:
-        value = _str(self.raw.get("contactId"))
+        value = text_or_none(self.raw.get("contactId"))
         if value is None:
             raise MappingError("contactId", "missing")
         return value
@@ -743,8 +625,8 @@ class Contact:
     def identity(self) -> dict[str, Any]:
         email_raw = contact_email(self.raw)
         email = normalise_email(email_raw)
-        communication = _obj(self.raw, "communication")
-        phones = _obj(communication, "telephones")
+        communication = object_at(self.raw, "communication")
+        phones = object_at(communication, "telephones")
         phone = phone_e164(phones.get("MOB")) or phone_e164(phones.get("PRI"))
         return {
             "email": email,
@@ -762,7 +644,7 @@ class Contact:
 def customer_upserted(raw: Mapping[str, Any], ctx: Context) -> Event:
     contact = Contact(raw, ctx)
     updated = contact.updated
-    relationship = _obj(raw, "relationshipToAccount")
+    relationship = object_at(raw, "relationshipToAccount")
     return envelope(
         ctx,
         "customer.upserted",
@@ -772,12 +654,12 @@ def customer_upserted(raw: Mapping[str, Any], ctx: Context) -> Event:
         {
             "customer_key": contact.key,
             "source_updated_at": rfc3339(updated or ctx.received_at),
-            "first_name": _str(raw.get("firstName")),
-            "last_name": _str(raw.get("lastName")),
+            "first_name": text_or_none(raw.get("firstName")),
+            "last_name": text_or_none(raw.get("lastName")),
             "is_guest": False,
             "is_staff": bool(relationship.get("isStaff")),
             "is_supplier": bool(relationship.get("isSupplier")),
-            "tags": _str(raw.get("contactTags")),
+            "tags": text_or_none(raw.get("contactTags")),
         },
         identity=contact.identity(),
         updated=updated,

@@ -34,13 +34,14 @@ from connectors.sources.base import (
     ItemError,
     Page,
     Setting,
+    SettingsForm,
     SourceAdapter,
     WebhookItems,
     WebhookRequestData,
     signal_warnings,
     warning,
 )
-from connectors.sources.mintsoft import mapping
+from connectors.sources.mintsoft import mapping, stock
 from connectors.sources.mintsoft.api import MintsoftApi, MintsoftError
 
 __all__ = ["MintsoftAdapter", "MintsoftError"]
@@ -112,6 +113,17 @@ class MintsoftAdapter(SourceAdapter):
         Setting("password", "Password", "credentials", secret=True, required=False),
     )
     can_poll = True
+
+    def validate_settings(self, form: SettingsForm) -> None:
+        """An API key, or a username and password to get one."""
+        if form.given("api_key"):
+            return
+        if not form.given("username") and not form.given("password"):
+            form.add_error("api_key", "Give an API key, or a username and password.")
+            return
+        for name in ("username", "password"):
+            if not form.given(name) and not form.has_error(name):
+                form.add_error(name, "Needed with the username and password way in.")
 
     def __init__(
         self,
@@ -303,7 +315,7 @@ class MintsoftAdapter(SourceAdapter):
         )
         rows = rows if isinstance(rows, list) else []
         location_key = str(warehouse) if warehouse is not None else None
-        levels = mapping.stock_levels(
+        levels = stock.stock_levels(
             (r for r in rows if isinstance(r, Mapping)), ctx, warehouse_key=location_key
         )
         seen: dict[str, dict[str, str]] = stock_state.setdefault("seen", {})
@@ -311,16 +323,16 @@ class MintsoftAdapter(SourceAdapter):
         events = []
         current: dict[str, dict[str, str]] = {}
         for (location, sku_raw), level in sorted(levels.items()):
-            fingerprint = mapping.stock_fingerprint(level)
+            fingerprint = stock.stock_fingerprint(level)
             current.setdefault(location, {})[sku_raw] = fingerprint
             if seen.get(location, {}).get(sku_raw) != fingerprint:
-                events.append(mapping.stock_changed(level, ctx, location, as_of))
+                events.append(stock.stock_changed(level, ctx, location, as_of))
         # A SKU the report stopped listing has nothing left there: say so once.
         locations = {location_key} if location_key is not None else set(seen) | set(current)
         for location in sorted(locations):
             for sku_raw in sorted(set(seen.get(location, {})) - set(current.get(location, {}))):
-                level = mapping.empty_level(sku_raw, location)
-                events.append(mapping.stock_changed(level, ctx, location, as_of))
+                level = stock.empty_level(sku_raw, location)
+                events.append(stock.stock_changed(level, ctx, location, as_of))
             seen[location] = current.get(location, {})
         stock_state["index"] = index + 1
         if index + 1 >= len(warehouses):

@@ -1,8 +1,9 @@
-"""Mintsoft's order, return and stock JSON → canonical events (pure functions, no I/O).
+"""Mintsoft's order and return JSON → canonical events (pure functions, no I/O); its stock
+report is mapped in stock.py.
 
-What Mintsoft is (../shared/reference/sources.md §4): a 3PL warehouse. It knows orders, parcels,
-returns and stock per location; it has no customer entity and no money of its own (the order
-figures are copies of the sales channel's), so it never produces refunds and its order totals
+What Mintsoft is (the shared reference `reference/sources.md` §4): a 3PL warehouse. It knows orders,
+parcels, returns and stock per location; it has no customer entity and no money of its own (the
+order figures are copies of the sales channel's), so it never produces refunds and its order totals
 are marked `carries_money: false` for the engine to keep them out of LTV.
 
 Keys: an order is its `OrderNumber` within the Mintsoft client (split parts share it, each part
@@ -14,7 +15,7 @@ read the same order version give the same id and the engine stores it once.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -29,6 +30,7 @@ from connectors.sources.values import (
     parse_dotnet,
     parse_iso,
     rfc3339,
+    text_or_none,
     whole_or_text,
 )
 
@@ -194,13 +196,6 @@ def quantity(value: Any) -> int | str:
     return whole_or_text(number)
 
 
-def _str(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
 # -- envelope -----------------------------------------------------------------------------------
 
 
@@ -251,14 +246,14 @@ class Order:
 
     @property
     def id(self) -> str:
-        value = _str(self.raw.get("ID"))
+        value = text_or_none(self.raw.get("ID"))
         if value is None:
             raise MappingError("ID", "missing")
         return value
 
     @property
     def number(self) -> str:
-        value = _str(self.raw.get("OrderNumber"))
+        value = text_or_none(self.raw.get("OrderNumber"))
         if value is None:
             raise MappingError("OrderNumber", "missing")
         return value
@@ -318,7 +313,7 @@ class Order:
     def name_value(self, name: str) -> str | None:
         for item in self.raw.get("OrderNameValues") or ():
             if isinstance(item, Mapping) and item.get("Name") == name:
-                return _str(item.get("Value"))
+                return text_or_none(item.get("Value"))
         return None
 
     def identity(self) -> dict[str, Any]:
@@ -343,7 +338,7 @@ class Order:
         return {
             "order_key": self.key,
             "order_number": self.number,
-            "channel_order_ref": _str(self.raw.get("ExternalOrderReference")),
+            "channel_order_ref": text_or_none(self.raw.get("ExternalOrderReference")),
         }
 
     def entity(self) -> dict[str, Any]:
@@ -386,13 +381,13 @@ class Order:
                 continue
             sku_raw = item.get("SKU")
             line: dict[str, Any] = {
-                "line_key": _str(item.get("ID")) or str(index + 1),
+                "line_key": text_or_none(item.get("ID")) or str(index + 1),
                 "sku": clean(sku_raw) if isinstance(sku_raw, str) else None,
                 "sku_raw": sku_raw if isinstance(sku_raw, str) else None,
                 "product_key": self.ctx.key("product", item["ProductId"])
                 if item.get("ProductId")
                 else None,
-                "name": _str(item.get("Details")),
+                "name": text_or_none(item.get("Details")),
                 "quantity": quantity(item.get("Quantity", 0)),
             }
             for field_name, source in (
@@ -426,14 +421,19 @@ class Order:
         fields = ("Address1", "Address2", "Address3", "Town", "County", "PostCode")
         return {
             "name": " ".join(
-                p for p in (_str(self.raw.get("FirstName")), _str(self.raw.get("LastName"))) if p
+                p
+                for p in (
+                    text_or_none(self.raw.get("FirstName")),
+                    text_or_none(self.raw.get("LastName")),
+                )
+                if p
             )
             or None,
-            "company": _str(self.raw.get("CompanyName")),
-            "lines": [v for v in (_str(self.raw.get(f)) for f in fields[:3]) if v],
-            "town": _str(self.raw.get("Town")),
-            "county": _str(self.raw.get("County")),
-            "postcode": _str(self.raw.get("PostCode")),
+            "company": text_or_none(self.raw.get("CompanyName")),
+            "lines": [v for v in (text_or_none(self.raw.get(f)) for f in fields[:3]) if v],
+            "town": text_or_none(self.raw.get("Town")),
+            "county": text_or_none(self.raw.get("County")),
+            "postcode": text_or_none(self.raw.get("PostCode")),
             "country": self.country,
         }
 
@@ -447,7 +447,7 @@ def order_created(order: Order) -> Event | None:
     data = {
         "order_key": order.key,
         "order_number": order.number,
-        "channel_order_ref": _str(order.raw.get("ExternalOrderReference")),
+        "channel_order_ref": text_or_none(order.raw.get("ExternalOrderReference")),
         "channel": order.channel,
         "placed_at": rfc3339(placed[0] if placed else order.ctx.received_at),
         "currency": order.currency,
@@ -511,8 +511,8 @@ def order_status_changed(order: Order, *, force_status: int | None = None) -> Ev
 def shipment_dispatched(order: Order) -> Event:
     """`shipment.dispatched`: the order (part) was marked despatched *in the warehouse*. Not
     carrier movement; tracking may still be empty."""
-    tracking = _str(order.raw.get("TrackingNumber"))
-    url = _str(order.raw.get("TrackingURL"))
+    tracking = text_or_none(order.raw.get("TrackingNumber"))
+    url = text_or_none(order.raw.get("TrackingURL"))
     despatched = order.time("DespatchDate") or order.updated
     data = {
         "shipment_key": order.shipment_key,
@@ -526,9 +526,9 @@ def shipment_dispatched(order: Order) -> Event:
         "tracking_numbers": [tracking] if tracking else [],
         "tracking_urls": [url] if url else [],
         "carrier": {
-            "code": _str(order.raw.get("CourierServiceId")),
-            "name": _str(order.raw.get("CourierServiceName")),
-            "service": _str(order.raw.get("CourierServiceName")),
+            "code": text_or_none(order.raw.get("CourierServiceId")),
+            "name": text_or_none(order.raw.get("CourierServiceName")),
+            "service": text_or_none(order.raw.get("CourierServiceName")),
         },
         "parcel_count": order.raw.get("NumberOfParcels"),
         "is_partial": order.parts > 1,
@@ -561,7 +561,7 @@ def shipment_delivered(order: Order) -> Event:
     updated = order.updated
     despatched = order.time("DespatchDate")
     scanned = updated if updated and (not despatched or updated[0] >= despatched[0]) else None
-    tracking = _str(order.raw.get("TrackingNumber"))
+    tracking = text_or_none(order.raw.get("TrackingNumber"))
     data: dict[str, Any] = {
         "shipment_key": order.shipment_key,
         "order_key": order.key,
@@ -646,10 +646,10 @@ def return_received(
     not yet confirmed. No money: Mintsoft's `Refunded` flag is a warehouse tick, not a refund."""
     if raw.get("AdvancedExternalReturn") and not raw.get("Confirmed"):
         return None
-    return_id = _str(raw.get("ID"))
+    return_id = text_or_none(raw.get("ID"))
     if return_id is None:
         raise MappingError("ID", "missing")
-    number = _str(raw.get("OrderNumber"))
+    number = text_or_none(raw.get("OrderNumber"))
     order_key = ctx.key("order", number) if number else ctx.key("order-id", raw.get("OrderId"))
     lines = []
     for item in raw.get("ReturnItems") or ():
@@ -685,121 +685,8 @@ def return_received(
             "order_number": number,
             "received_at": rfc3339(updated[0] if updated else ctx.received_at),
             "lines": lines,
-            "reference": _str(raw.get("Reference")),
+            "reference": text_or_none(raw.get("Reference")),
         },
         links={"order_key": order_key, "order_number": number},
         updated=updated,
     )
-
-
-# -- stock --------------------------------------------------------------------------------------
-
-
-def _quarantine_location(row: Mapping[str, Any]) -> bool:
-    kind = f"{row.get('LocationType') or ''} {row.get('Location') or ''}".upper()
-    return "QUARANTINE" in kind or "DAMAGE" in kind
-
-
-def stock_levels(
-    rows: Iterable[Mapping[str, Any]], ctx: Context, warehouse_key: str | None = None
-) -> dict[tuple[str, str], dict[str, Any]]:
-    """The ProductsInLocationReport rows (one per SKU per location, quantities as strings) summed
-    per warehouse and SKU. `Allocation` rows are on hand; `…_OffHand` rows (e.g. goods-in not put
-    away) are not; quarantine/damaged locations are quarantined; rows with an `AllocatedOrder`
-    are allocated. Saleable is derived: on hand − allocated − quarantined."""
-    levels: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in rows:
-        sku_raw = row.get("ProductSKU")
-        if not isinstance(sku_raw, str) or not sku_raw.strip():
-            continue
-        warehouse = str(row.get("Warehouse") or "default")
-        key = (warehouse_key or warehouse, sku_raw)
-        level = levels.setdefault(
-            key,
-            {
-                "sku_raw": sku_raw,
-                "warehouse": warehouse,
-                "on_hand": 0,
-                "allocated": 0,
-                "quarantined": 0,
-                "incoming": 0,
-                "off_hand": 0,
-                "quarantined_on_hand": 0,
-                "name": row.get("ProductName"),
-            },
-        )
-        qty = quantity(row.get("Quantity", 0))
-        units = int(Decimal(str(qty)))
-        off_hand = str(row.get("Type") or "").lower().endswith("_offhand")
-        quarantined = _quarantine_location(row)
-        if off_hand:
-            level["off_hand"] += units
-            if quarantined:
-                level["quarantined"] += units
-            elif "GOODS IN" in str(row.get("LocationType") or "").upper():
-                level["incoming"] += units
-            continue
-        level["on_hand"] += units
-        if quarantined:
-            level["quarantined"] += units
-            level["quarantined_on_hand"] += units
-        if _str(row.get("AllocatedOrder")):
-            level["allocated"] += units
-    return levels
-
-
-def stock_fingerprint(level: Mapping[str, Any]) -> str:
-    return digest(
-        level["on_hand"],
-        level["allocated"],
-        level["quarantined"],
-        level["incoming"],
-        level["off_hand"],
-    )
-
-
-def stock_changed(
-    level: Mapping[str, Any], ctx: Context, location_key: str, as_of: datetime
-) -> Event:
-    sku = clean(level["sku_raw"])
-    saleable = max(0, level["on_hand"] - level["allocated"] - level["quarantined_on_hand"])
-    location = {"key": ctx.key("warehouse", location_key), "name": level["warehouse"]}
-    fingerprint = stock_fingerprint(level)
-    return envelope(
-        ctx,
-        "stock.changed",
-        f"stock:{location_key}:{sku}:{fingerprint}:{rfc3339(as_of)}",
-        (as_of, "received_time"),
-        {"type": "stock", "key": ctx.key("stock", f"{location_key}:{sku}")},
-        {
-            "sku": sku,
-            "sku_raw": level["sku_raw"],
-            "location": location,
-            "quantities": {
-                "on_hand": level["on_hand"],
-                "allocated": level["allocated"],
-                "saleable": saleable,
-                "quarantined": level["quarantined"],
-                "incoming": level["incoming"],
-            },
-            "derived": ["saleable"],
-            "off_hand": level["off_hand"],
-            "as_of": rfc3339(as_of),
-            "mode": "snapshot",
-        },
-    )
-
-
-def empty_level(sku_raw: str, warehouse: str) -> dict[str, Any]:
-    """A SKU the report no longer lists: nothing left at that warehouse."""
-    return {
-        "sku_raw": sku_raw,
-        "warehouse": warehouse,
-        "on_hand": 0,
-        "allocated": 0,
-        "quarantined": 0,
-        "incoming": 0,
-        "off_hand": 0,
-        "quarantined_on_hand": 0,
-        "name": None,
-    }

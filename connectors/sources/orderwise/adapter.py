@@ -1,11 +1,11 @@
 """OrderWise (UK ERP/WMS, customer-hosted): a poller of API Export Definitions, and the legacy push.
 
-What is public (../shared/reference/sources.md §7, [3p] and [code]): each customer runs its own
-instance (a base URL containing ``OWAPI``/``AWAPI``); Basic credentials, either on every call or
-exchanged at ``GET …/token/gettoken`` for a bearer token; keyset paging by ``limit`` + ``last_id``;
-and, as the change feed, **API Export Definitions**: admin-authored SQL run by id and polled. Their
-times are the server's local time. No payload is public, so the columns are **ours**: the SQL on the
-setup page (templates/connectors/setup/orderwise.html) returns, for every definition,
+What is public (the shared reference `reference/sources.md` §7, [3p] and [code]): each customer runs
+its own instance (a base URL containing ``OWAPI``/``AWAPI``); Basic credentials, either on every
+call or exchanged at ``GET …/token/gettoken`` for a bearer token; keyset paging by ``limit`` +
+``last_id``; and, as the change feed, **API Export Definitions**: admin-authored SQL run by id and
+polled. Their times are the server's local time. No payload is public, so the columns are **ours**:
+the SQL on the setup page (templates/connectors/setup/orderwise.html) returns, for every definition,
 
 - ``row_id``: an ascending integer key (``oh_id``, ``dh_id``…), the keyset;
 - ``amended``: when the row last changed, server local time;

@@ -226,129 +226,148 @@ class Mapper:
     def orders(self, rows: list[dict[str, Any]], seen: datetime) -> list[Event]:
         events: list[Event] = []
         for _, grouped in groupby(rows, key=lambda r: r.get("row_id")):
-            lines_rows = list(grouped)
-            head = lines_rows[0]
-            number = clean(head.get("oh_order_number")) or clean(head.get("row_id"))
-            placed = self.time(head.get("oh_datetime"))
-            amended = self.time(head.get("amended"))
-            if placed[0] is None:
-                self.warn("unreadable", "Order without a readable oh_datetime: skipped.", number)
-                continue
-            currency = clean(head.get("currency_code")) or self.currency
-            order_key = self.order_key(number)
-            ref = clean(head.get("oh_cust_order_ref")) or None
-            links = {"order_key": order_key, "order_number": number, "channel_order_ref": ref}
-            identity = self.identity(head)
-            status = self.status(head.get("os_description"), number)
-            # Gross throughout (tax-inclusive): the gross columns add up by themselves, whichever
-            # way OrderWise splits VAT between the lines and the delivery charge.
-            lines = []
-            gross_sum: Decimal | None = Decimal(0)
-            for row in lines_rows:
-                if row.get("ol_id") is None and row.get("vad_variant_code") is None:
-                    continue
-                sku_raw = row.get("vad_variant_code")
-                ordered = quantity(row.get("ol_quantity"))
-                line = {
-                    "line_key": clean(row.get("ol_id")),
-                    "sku": clean(sku_raw) or None,
-                    "sku_raw": sku_raw,
-                    "name": row.get("vad_description"),
-                    "quantity": ordered,
-                }
-                gross = decimal(row.get("ol_gross"))
-                count = decimal(ordered)
-                unit = row.get("ol_unit_price")
-                if gross is not None and count:
-                    unit = gross / count
-                for name, value in (
-                    ("unit_price", unit),
-                    ("line_subtotal", gross),
-                    ("line_tax", row.get("ol_tax")),
-                    ("line_total", gross),
-                ):
-                    amount = money(value, currency)
-                    if amount is not None:
-                        line[name] = amount
-                gross_sum = (
-                    gross_sum + gross if gross is not None and gross_sum is not None else None
-                )
-                lines.append(line)
-            totals = {
-                "subtotal": money(gross_sum, currency) if lines else None,
-                "shipping": money(head.get("oh_delivery_gross"), currency),
-                "tax": money(head.get("oh_tax"), currency),
-                "grand_total": money(head.get("oh_gross"), currency),
-                "tax_inclusive": True,
-            }
-            if totals["grand_total"] is None:
-                self.warn("unreadable", "Order without oh_gross: skipped.", number)
-                continue
-            data = {
-                "order_key": order_key,
-                "order_number": number,
-                "channel_order_ref": ref,
-                "placed_at": rfc3339(placed[0]),
-                "currency": currency,
-                "lines": lines,
-                "totals": {k: v for k, v in totals.items() if v is not None},
-                "status": status or {},
-                "source_status_raw": clean(head.get("os_description")),
-                "is_guest": identity["is_guest"],
-                "tax_inclusive": True,
-            }
-            common: dict[str, Any] = {"source_ref": number, "identity": identity, "links": links}
+            events.extend(self.order(list(grouped), seen))
+        return events
+
+    def order(self, rows: list[dict[str, Any]], seen: datetime) -> list[Event]:
+        """One order's events, from its rows: one per line, each with the order's columns."""
+        head = rows[0]
+        number = clean(head.get("oh_order_number")) or clean(head.get("row_id"))
+        placed = self.time(head.get("oh_datetime"))
+        amended = self.time(head.get("amended"))
+        if placed[0] is None:
+            self.warn("unreadable", "Order without a readable oh_datetime: skipped.", number)
+            return []
+        currency = clean(head.get("currency_code")) or self.currency
+        order_key = self.order_key(number)
+        ref = clean(head.get("oh_cust_order_ref")) or None
+        links = {"order_key": order_key, "order_number": number, "channel_order_ref": ref}
+        identity = self.identity(head)
+        status = self.status(head.get("os_description"), number)
+        lines, gross_sum = self.order_lines(rows, currency)
+        totals = {
+            "subtotal": money(gross_sum, currency) if lines else None,
+            "shipping": money(head.get("oh_delivery_gross"), currency),
+            "tax": money(head.get("oh_tax"), currency),
+            "grand_total": money(head.get("oh_gross"), currency),
+            "tax_inclusive": True,
+        }
+        if totals["grand_total"] is None:
+            self.warn("unreadable", "Order without oh_gross: skipped.", number)
+            return []
+        data = {
+            "order_key": order_key,
+            "order_number": number,
+            "channel_order_ref": ref,
+            "placed_at": rfc3339(placed[0]),
+            "currency": currency,
+            "lines": lines,
+            "totals": {k: v for k, v in totals.items() if v is not None},
+            "status": status or {},
+            "source_status_raw": clean(head.get("os_description")),
+            "is_guest": identity["is_guest"],
+            "tax_inclusive": True,
+        }
+        common: dict[str, Any] = {"source_ref": number, "identity": identity, "links": links}
+        row_id = head.get("row_id")
+        events = [
+            self.envelope(
+                "order.created",
+                "order",
+                number,
+                f"order:{row_id}:created",
+                (placed[0], placed[1]),
+                data,
+                updated_at=amended[0],
+                **common,
+            )
+        ]
+        if amended[0] is not None and self.since is not None and placed[0] < self.since:
+            # Placed before this window: an earlier round read it, so this is an amendment
+            # (lines, money): order.created would be a duplicate and change nothing.
+            revision = rfc3339(amended[0])
             events.append(
                 self.envelope(
-                    "order.created",
+                    "order.updated",
                     "order",
                     number,
-                    f"order:{head.get('row_id')}:created",
-                    (placed[0], placed[1]),
-                    data,
+                    f"order:{row_id}:updated:{revision}",
+                    (amended[0], amended[1]),
+                    {**data, "revision": revision},
                     updated_at=amended[0],
                     **common,
                 )
             )
-            if amended[0] is not None and self.since is not None and placed[0] < self.since:
-                # Placed before this window: an earlier round read it, so this is an amendment
-                # (lines, money): order.created would be a duplicate and change nothing.
-                revision = rfc3339(amended[0])
-                events.append(
-                    self.envelope(
-                        "order.updated",
-                        "order",
-                        number,
-                        f"order:{head.get('row_id')}:updated:{revision}",
-                        (amended[0], amended[1]),
-                        {**data, "revision": revision},
-                        updated_at=amended[0],
-                        **common,
-                    )
-                )
-            if status is not None:
-                when = self.when(head.get("amended"), seen)
-                raw = clean(head.get("os_description"))
-                events.append(
-                    self.envelope(
-                        "order.status_changed",
-                        "order",
-                        number,
-                        f"order:{head.get('row_id')}:status:{raw.casefold()}:{rfc3339(when[0])}",
-                        when,
-                        {
-                            "order_key": order_key,
-                            "to": status,
-                            "from": None,
-                            "source_status_raw": raw,
-                        },
-                        updated_at=amended[0],
-                        **common,
-                    )
-                )
-            if identity["is_guest"] and identity["email"]:
-                events.append(self.guest(identity, head, placed[0]))
+        if status is not None:
+            events.append(self.order_status_changed(head, number, status, seen, amended[0], common))
+        if identity["is_guest"] and identity["email"]:
+            events.append(self.guest(identity, head, placed[0]))
         return events
+
+    def order_lines(
+        self, rows: list[dict[str, Any]], currency: str
+    ) -> tuple[list[dict[str, Any]], Decimal | None]:
+        """The order's lines, and the sum of their gross (None when a line has none)."""
+        # Gross throughout (tax-inclusive): the gross columns add up by themselves, whichever
+        # way OrderWise splits VAT between the lines and the delivery charge.
+        lines = []
+        gross_sum: Decimal | None = Decimal(0)
+        for row in rows:
+            if row.get("ol_id") is None and row.get("vad_variant_code") is None:
+                continue
+            sku_raw = row.get("vad_variant_code")
+            ordered = quantity(row.get("ol_quantity"))
+            line = {
+                "line_key": clean(row.get("ol_id")),
+                "sku": clean(sku_raw) or None,
+                "sku_raw": sku_raw,
+                "name": row.get("vad_description"),
+                "quantity": ordered,
+            }
+            gross = decimal(row.get("ol_gross"))
+            count = decimal(ordered)
+            unit = row.get("ol_unit_price")
+            if gross is not None and count:
+                unit = gross / count
+            for name, value in (
+                ("unit_price", unit),
+                ("line_subtotal", gross),
+                ("line_tax", row.get("ol_tax")),
+                ("line_total", gross),
+            ):
+                amount = money(value, currency)
+                if amount is not None:
+                    line[name] = amount
+            gross_sum = gross_sum + gross if gross is not None and gross_sum is not None else None
+            lines.append(line)
+        return lines, gross_sum
+
+    def order_status_changed(
+        self,
+        head: Mapping[str, Any],
+        number: str,
+        status: dict[str, str],
+        seen: datetime,
+        amended_at: datetime | None,
+        common: dict[str, Any],
+    ) -> Event:
+        when = self.when(head.get("amended"), seen)
+        raw = clean(head.get("os_description"))
+        return self.envelope(
+            "order.status_changed",
+            "order",
+            number,
+            f"order:{head.get('row_id')}:status:{raw.casefold()}:{rfc3339(when[0])}",
+            when,
+            {
+                "order_key": self.order_key(number),
+                "to": status,
+                "from": None,
+                "source_status_raw": raw,
+            },
+            updated_at=amended_at,
+            **common,
+        )
 
     def guest(self, identity: dict[str, Any], row: Mapping[str, Any], at: datetime) -> Event:
         """A web order on the shared account: the person is the order's contact, keyed by email."""

@@ -1,7 +1,8 @@
 """Patchworks (UK iPaaS): process flows that relay events to us, and opt-outs written back.
 
-Patchworks has no business schema of its own (../shared/reference/sources.md §8): a flow pulls from one
-connector and pushes whatever its scripts build. So the contract is ours: a flow posts
+Patchworks has no business schema of its own (the shared reference `reference/sources.md` §8):
+a flow pulls from one connector and pushes whatever its scripts build. So the contract is ours: a
+flow posts
 
 1. **canonical events** (exactly what the canonical webhook takes: one event, a list, or
    ``{"events": [...], "backfill": true}``), or

@@ -54,9 +54,12 @@ def _event(event_type: str, entity: str, native_id: str, at: datetime, data: dic
     }  # fmt: skip
 
 
+def _money(amount: str) -> dict[str, str]:
+    return {"amount": amount, "currency": "GBP"}
+
+
 def demo_events(now: datetime) -> list[dict[str, Any]]:
     """The customer and the order of the documented despatch (3 × SKU 42108803101)."""
-    money = lambda amount: {"amount": amount, "currency": "GBP"}  # noqa: E731
     placed = now - timedelta(minutes=20)
     order_key = f"{SYSTEM}:{ACCOUNT}:order:{ORDER}"
     return [
@@ -68,10 +71,10 @@ def demo_events(now: datetime) -> list[dict[str, Any]]:
                 "placed_at": _iso(placed), "currency": "GBP", "tax_inclusive": True, "is_guest": False,
                 "status": {"lifecycle": "open", "fulfilment": "unfulfilled", "financial": "paid"},
                 "lines": [{"line_key": "17070133346600", "sku": "42108803101", "sku_raw": "42108803101",
-                           "name": "Trail socks", "quantity": 3, "unit_price": money("8.00"),
-                           "line_total": money("24.00")}],
-                "totals": {"subtotal": money("24.00"), "shipping": money("3.95"),
-                           "grand_total": money("27.95"), "tax_inclusive": True}},
+                           "name": "Trail socks", "quantity": 3, "unit_price": _money("8.00"),
+                           "line_total": _money("24.00")}],
+                "totals": {"subtotal": _money("24.00"), "shipping": _money("3.95"),
+                           "grand_total": _money("27.95"), "tax_inclusive": True}},
                source_ref=ORDER, links={"order_number": ORDER}),
     ]  # fmt: skip
 

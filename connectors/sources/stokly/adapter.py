@@ -1,7 +1,8 @@
 """Stokly (Stok.ly, UK inventory/OMS): a poller of its REST API.
 
-What is public (../shared/reference/sources.md §6, mostly [code] from client scripts): an HMAC-signed
-grant (`POST /v1/grant` with ``{accountkey, clientId, signature = hex(HMAC-SHA256(secret, clientId))}``)
+What is public (the shared reference `reference/sources.md` §6, mostly [code] from client scripts):
+an HMAC-signed grant
+(`POST /v1/grant` with ``{accountkey, clientId, signature = hex(HMAC-SHA256(secret, clientId))}``)
 returning a bearer token with an expiry; lists paged by ``page`` (0-based) + ``size`` (≤1000) with
 ``{"data": [...], "metadata": {"count": n}}``; a filter language (``[field]>={value}``, ``&&``,
 ``{@null;}``); JSON numbers (floats) for money. No webhook API was found, so this is poll-only.
@@ -37,7 +38,7 @@ from typing import Any
 
 from connectors.models import Connection
 from connectors.sources.base import Event, Page, Setting, SourceAdapter, SourceError
-from connectors.sources.stokly.api import StoklyAPI, _filter_time, _literal
+from connectors.sources.stokly.api import StoklyAPI, filter_literal, filter_time
 from connectors.sources.stokly.mapping import DATED, STREAMS, SWEPT, Mapper, parse_time
 from connectors.sources.values import (
     fingerprint,
@@ -89,6 +90,33 @@ class Cursor:
         self.page, self.round_since, self.round_max, self.sweep_at = 0, None, None, None
         self.stream = STREAMS[index % len(STREAMS)]
         return index >= len(STREAMS)
+
+
+@dataclass(frozen=True)
+class _Window:
+    """What reading one page of a stream needs: the client, the page, and the times it reads
+    from (`since`: the round's filter time; `sweep`: the start of the sweep under way)."""
+
+    api: StoklyAPI
+    mapper: Mapper
+    page: int
+    size: int
+    since: datetime | None
+    sweep: datetime
+    now: datetime
+
+    def since_filter(self, date_field: str) -> list[str]:
+        """The filter for records dated from the round's filter time (none: from the start)."""
+        since = self.since
+        return [f"[{date_field}]>={filter_literal(filter_time(since))}" if since else ""]
+
+
+#: a page read: its rows, their events, and the source times that move the stream's watermark
+_Read = tuple[list[dict[str, Any]], list[Event], list[datetime]]
+
+
+def _stamps(rows: list[dict[str, Any]], date_field: str) -> list[datetime]:
+    return [stamp for row in rows if (stamp := parse_time(row.get(date_field)))]
 
 
 class StoklyAdapter(SourceAdapter):
@@ -174,71 +202,24 @@ class StoklyAdapter(SourceAdapter):
             state.round_since = rfc3339(mark - lookback) if mark else ""
         if stream in SWEPT and state.sweep_at is None:
             state.sweep_at = rfc3339(now)
-        since = parse_time(state.round_since)
-        sweep = parse_time(state.sweep_at) or now
-        events: list[Event] = []
-        newest: list[datetime] = []
-
-        if stream == "listings":
-            path = f"/v0/channels/{options['listing_channel_id']}/listings"
-            rows, _ = api.list_page(path, state.page, size)
-            events = [e for r in rows if (e := mapper.listing_event(r, sweep))]
-        elif stream == "customers":
-            date_field = str(options["customer_date_field"])
-            rows, _ = api.list_page(
-                "/v0/customers",
-                state.page,
-                size,
-                sort=date_field,
-                filters=[f"[{date_field}]>={_literal(_filter_time(since))}" if since else ""],
-            )
-            for row in rows:
-                event = mapper.customer_event(row, now)
-                if event:
-                    events.append(event)
-                stamp = parse_time(row.get(date_field))
-                if stamp:
-                    newest.append(stamp)
-        elif stream in ("orders", "order_status"):
-            if stream == "orders":
-                start = since
-            else:
-                start = now - timedelta(days=float(options["status_window_days"]))
-            rows, _ = api.list_page(
-                "/v2/saleorders",
-                state.page,
-                size,
-                sort="createdAt",
-                filters=[f"[createdAt]>={_literal(_filter_time(start))}" if start else ""],
-            )
-            for row in rows:
-                items = self._items(api, row) if stream == "orders" else None
-                for event in mapper.order_events(row, items, now):
-                    if stream == "order_status" and event["event_type"] != "order.status_changed":
-                        continue
-                    events.append(event)
-                events.extend(self._guest(mapper, row, now) if stream == "orders" else [])
-                stamp = parse_time(row.get("createdAt"))
-                if stamp:
-                    newest.append(stamp)
-        elif stream == "invoices":
-            rows, _ = api.list_page(
-                "/v0/invoices",
-                state.page,
-                size,
-                sort="issueDate",
-                filters=[f"[issueDate]>={_literal(_filter_time(since))}" if since else ""],
-            )
-            for row in rows:
-                event = mapper.invoice_event(row)
-                if event:
-                    events.append(event)
-                stamp = parse_time(row.get("issueDate"))
-                if stamp:
-                    newest.append(stamp)
-        else:  # inventory
-            rows, _ = api.list_page("/v1/inventory-records", state.page, size)
-            events = [e for r in rows if (e := mapper.stock_event(r, sweep))]
+        window = _Window(
+            api,
+            mapper,
+            state.page,
+            size,
+            since=parse_time(state.round_since),
+            sweep=parse_time(state.sweep_at) or now,
+            now=now,
+        )
+        readers = {
+            "listings": self._listings,
+            "customers": self._customers,
+            "orders": self._orders,
+            "order_status": self._order_statuses,
+            "invoices": self._invoices,
+            "inventory": self._inventory,
+        }
+        rows, events, newest = readers[stream](window)
 
         if newest:
             top = max(newest)
@@ -252,6 +233,57 @@ class StoklyAdapter(SourceAdapter):
             return events, state.next_stream()
         state.page += 1
         return events, False
+
+    def _listings(self, w: _Window) -> _Read:
+        path = f"/v0/channels/{w.api.options['listing_channel_id']}/listings"
+        rows, _ = w.api.list_page(path, w.page, w.size)
+        return rows, [e for r in rows if (e := w.mapper.listing_event(r, w.sweep))], []
+
+    def _customers(self, w: _Window) -> _Read:
+        date_field = str(w.api.options["customer_date_field"])
+        rows, _ = w.api.list_page(
+            "/v0/customers", w.page, w.size, sort=date_field, filters=w.since_filter(date_field)
+        )
+        events = [e for row in rows if (e := w.mapper.customer_event(row, w.now))]
+        return rows, events, _stamps(rows, date_field)
+
+    def _orders(self, w: _Window) -> _Read:
+        rows = self._sale_orders(w, w.since)
+        events: list[Event] = []
+        for row in rows:
+            events.extend(w.mapper.order_events(row, self._items(w.api, row), w.now))
+            events.extend(self._guest(w.mapper, row, w.now))
+        return rows, events, _stamps(rows, "createdAt")
+
+    def _order_statuses(self, w: _Window) -> _Read:
+        """Orders created within the status window, for their status changes only."""
+        start = w.now - timedelta(days=float(w.api.options["status_window_days"]))
+        rows = self._sale_orders(w, start)
+        events = [
+            event
+            for row in rows
+            for event in w.mapper.order_events(row, None, w.now)
+            if event["event_type"] == "order.status_changed"
+        ]
+        return rows, events, _stamps(rows, "createdAt")
+
+    def _sale_orders(self, w: _Window, start: datetime | None) -> list[dict[str, Any]]:
+        filters = [f"[createdAt]>={filter_literal(filter_time(start))}" if start else ""]
+        rows, _ = w.api.list_page(
+            "/v2/saleorders", w.page, w.size, sort="createdAt", filters=filters
+        )
+        return rows
+
+    def _invoices(self, w: _Window) -> _Read:
+        rows, _ = w.api.list_page(
+            "/v0/invoices", w.page, w.size, sort="issueDate", filters=w.since_filter("issueDate")
+        )
+        events = [e for row in rows if (e := w.mapper.invoice_event(row))]
+        return rows, events, _stamps(rows, "issueDate")
+
+    def _inventory(self, w: _Window) -> _Read:
+        rows, _ = w.api.list_page("/v1/inventory-records", w.page, w.size)
+        return rows, [e for r in rows if (e := w.mapper.stock_event(r, w.sweep))], []
 
     def _items(self, api: StoklyAPI, order: Mapping[str, Any]) -> list[dict[str, Any]]:
         order_id = order.get("saleOrderId")

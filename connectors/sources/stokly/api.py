@@ -37,12 +37,12 @@ class RateLimited(SourceError):
         self.retry_after = retry_after
 
 
-def _literal(value: str) -> str:
+def filter_literal(value: str) -> str:
     """A filter literal; strings with the DSL's special characters go typed (`{@string;…}`)."""
     return "{@string;" + value + "}" if any(c in value for c in "{}[];&|=") else "{" + value + "}"
 
 
-def _filter_time(moment: datetime) -> str:
+def filter_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from connectors.models import Connection
 from connectors.sources.base import WebhookRequestData
-from connectors.sources.brightpearl import mapping
+from connectors.sources.brightpearl import mapping, products
 from connectors.sources.brightpearl.adapter import BrightpearlAdapter, _consent
 from connectors.sources.registry import get_adapter
 from tests.factories import make_connection
@@ -300,7 +300,7 @@ def test_brightpearl_never_claims_carrier_movement():
 
 def test_the_captured_product_is_an_active_product_with_its_sku():
     raw = load("extra/product-get.json")["response"][0]
-    event = mapping.product_updated(raw, ctx())
+    event = products.product_updated(raw, ctx())
     assert event is not None
     assert_valid([event])
     assert (event["data"]["sku"], event["data"]["status"], event["data"]["name"]) == (
@@ -313,7 +313,7 @@ def test_the_captured_product_is_an_active_product_with_its_sku():
 def test_in_stock_is_on_hand_and_brightpearls_on_hand_is_saleable():
     availability = load("product-availability-get.json")["response"]
     as_of = datetime(2022, 1, 27, 21, 50, tzinfo=UTC)
-    events = mapping.stock_events(
+    events = products.stock_events(
         availability, {"1532": "SHIRT-B", "1007": "TEST001"}, ctx(), as_of
     )
     assert_valid(events)
@@ -331,7 +331,7 @@ def test_in_stock_is_on_hand_and_brightpearls_on_hand_is_saleable():
 
 def test_stock_of_a_product_without_a_known_sku_is_left_out():
     availability = load("product-availability-get.json")["response"]
-    events = mapping.stock_events(availability, {"1007": "TEST001"}, ctx(), None)
+    events = products.stock_events(availability, {"1007": "TEST001"}, ctx(), None)
     assert {e["data"]["sku"] for e in events} == {"TEST001"}
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from connectors.models import Connection
 from connectors.sources.base import WebhookRequestData
-from connectors.sources.mintsoft import mapping
+from connectors.sources.mintsoft import mapping, stock
 from connectors.sources.mintsoft.adapter import MintsoftAdapter
 from connectors.sources.registry import get_adapter
 
@@ -405,7 +405,7 @@ def test_a_pre_advised_return_not_yet_confirmed_is_not_received():
 
 
 def test_the_captured_stock_report_sums_per_sku_per_warehouse():
-    levels = mapping.stock_levels(load("products-in-location-report.json"), ctx())
+    levels = stock.stock_levels(load("products-in-location-report.json"), ctx())
     assert levels[("General / Wholesale", "TESTSKU")]["on_hand"] == 91 + 19 + 10
     assert levels[("General / Wholesale", "PRODUCT1")]["on_hand"] == 1 + 7 + 3 + 10
     asn = levels[("General / Wholesale", "TESTASN1")]
@@ -414,10 +414,8 @@ def test_the_captured_stock_report_sums_per_sku_per_warehouse():
 
 
 def test_stock_events_are_valid_snapshots_with_saleable_marked_derived():
-    levels = mapping.stock_levels(
-        load("products-in-location-report.json"), ctx(), warehouse_key="3"
-    )
-    events = [mapping.stock_changed(level, ctx(), "3", RECEIVED) for level in levels.values()]
+    levels = stock.stock_levels(load("products-in-location-report.json"), ctx(), warehouse_key="3")
+    events = [stock.stock_changed(level, ctx(), "3", RECEIVED) for level in levels.values()]
     assert_valid(events)
     testsku = next(e for e in events if e["data"]["sku"] == "TESTSKU")
     assert testsku["data"]["quantities"] == {
@@ -459,8 +457,8 @@ def test_quarantined_and_allocated_stock_is_not_saleable():
             "AllocatedOrder": "1919",
         },
     ]
-    level = mapping.stock_levels(rows, ctx())[("W", "A")]
-    event = mapping.stock_changed(level, ctx(), "W", RECEIVED)
+    level = stock.stock_levels(rows, ctx())[("W", "A")]
+    event = stock.stock_changed(level, ctx(), "W", RECEIVED)
     assert event["data"]["quantities"]["on_hand"] == 15
     assert event["data"]["quantities"]["saleable"] == 10
     assert event["data"]["quantities"]["quarantined"] == 2

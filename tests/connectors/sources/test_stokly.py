@@ -18,7 +18,7 @@ from connectors.models import Connection
 from connectors.sources.base import SourceError
 from connectors.sources.registry import get_adapter
 from connectors.sources.stokly.adapter import StoklyAdapter
-from connectors.sources.stokly.api import _TOKENS, RateLimited, _literal
+from connectors.sources.stokly.api import _TOKENS, RateLimited, filter_literal
 from connectors.sources.values import money
 from tests.connectors.sources.fakes.stokly import FakeStokly
 from tests.factories import make_connection, make_workspace
@@ -485,8 +485,8 @@ def test_an_unreachable_stokly_is_transient(adapter, connection, fake):
 
 
 def test_filter_literals_with_special_characters_are_typed() -> None:
-    assert _literal("2026-05-27T10:20") == "{2026-05-27T10:20}"
-    assert _literal("A&&B") == "{@string;A&&B}"
+    assert filter_literal("2026-05-27T10:20") == "{2026-05-27T10:20}"
+    assert filter_literal("A&&B") == "{@string;A&&B}"
 
 
 # -- catalogue and stock -----------------------------------------------------------------------
