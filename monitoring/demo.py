@@ -21,6 +21,15 @@ from accounts.models import Membership, Workspace
 from connectors.models import Connection
 from connectors.sources.base import Recording
 from connectors.sources.registry import recordings
+from eventgen import Generator
+from monitoring.models import Flow
+from monitoring.pipeline.flows import (
+    install_defaults,
+    mark_backfill_complete,
+    mark_catalogue_loaded,
+)
+from monitoring.pipeline.ingest import ingest_events
+from monitoring.pipeline.sources import poll_flow
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +83,6 @@ def seed_demo_source(workspace: Workspace) -> dict[str, str]:
     demo WMS flow delivering to it, their webhook tokens in var/demo-tokens.json (only their
     hashes are in the database), and the catalogue and opening stock posted as the flows'
     backfill, then marked complete. Safe to run again."""
-    from eventgen import Generator
-    from monitoring.models import Flow
-    from monitoring.pipeline.flows import (
-        install_defaults,
-        mark_backfill_complete,
-        mark_catalogue_loaded,
-    )
-    from monitoring.pipeline.ingest import ingest_events
-
     port = int(os.environ.get("DEMO_SANDBOX_PORT", "8099"))
     sandbox = f"http://127.0.0.1:{port}"
     dotdigital, _ = Connection.objects.get_or_create(
@@ -188,9 +188,6 @@ def api_url(system: DemoSystem) -> str:
 
 def seed_demo_systems(workspace: Workspace, dotdigital: Connection, tokens: dict[str, str]) -> None:
     """One connection and flow per recorded system; their tokens into `tokens`. Safe to rerun."""
-    from monitoring.models import Flow
-    from monitoring.pipeline.flows import install_defaults, mark_backfill_complete
-
     for system in demo_systems():
         source, created = Connection.objects.get_or_create(
             workspace=workspace, kind=system.kind, name=system.name
@@ -250,9 +247,6 @@ def serve_api(system: DemoSystem, port: int) -> ThreadingHTTPServer:
 
 def poll_demo_flows(system: DemoSystem) -> int:
     """Page the system's demo flows once, as the poller would; returns the events accepted."""
-    from monitoring.models import Flow
-    from monitoring.pipeline.sources import poll_flow
-
     accepted = 0
     for flow_id in Flow.objects.filter(
         workspace__slug="demo", source__kind=system.kind, is_active=True

@@ -90,7 +90,7 @@ class SourceNotification(Lease):
 
 class SourceEventQuerySet(models.QuerySet["SourceEvent"]):
     def ready_to_deliver(self) -> SourceEventQuerySet:
-        """Staged events waiting for delivery (part 2 turns them into operations)."""
+        """Staged events waiting for delivery (planning turns them into operations)."""
         return self.filter(state=SourceEvent.State.READY)
 
     def due_for_staging(self, now: Any = None) -> SourceEventQuerySet:
@@ -182,7 +182,7 @@ class SourceEvent(Lease):
     order_ref = models.CharField(
         max_length=255, blank=True, help_text="The join value naming the workspace's order."
     )
-    # What staging touched: part 2 builds operations from these without staging again.
+    # What staging touched: planning builds operations from these without staging again.
     customer = models.ForeignKey(
         "Customer", on_delete=models.SET_NULL, null=True, blank=True, related_name="events"
     )
@@ -212,9 +212,9 @@ class SourceEvent(Lease):
                 name="event_orphans",
                 condition=Q(state="held"),
             ),
-            # Part 2: the events ready to plan, per flow, oldest first (not those already in the
-            # outbox: at full load tens of thousands wait there, and the planners' claims and
-            # their "anything left to plan?" checks stepped over all of them).
+            # Planning: the events ready to plan, per flow, oldest first. Events in the outbox
+            # are left out: tens of thousands can wait there at full load, and every claim and
+            # "anything left to plan?" check would step over them.
             models.Index(
                 fields=["flow", "staged_at"],
                 name="event_ready",

@@ -1,4 +1,4 @@
-"""Step 5, "Watch": what the monitoring side of the engine keeps.
+"""What watching the flows keeps.
 
 - `FlowWatch`: per-flow alert settings (lag threshold and how long, stalled grace and trading hours,
   escalation, the owning team and its webhook) and the lag breach in progress.

@@ -77,6 +77,6 @@ def audit(workspace_id: int | None = None) -> AuditReport:
             report.counts["ready to deliver"] += 1
         elif state == State.RECEIVED:
             report.counts["in progress"] += 1
-        else:  # a state this audit does not know (part 2 adds its own in its own audit rows)
+        else:  # a state this audit does not know
             report.outside.append((pk, f"in state {state!r}"))
     return report

@@ -1,4 +1,4 @@
-"""Step 4, confirm: what DotDigital said about each operation, and what that makes of each event.
+"""Step 5, confirm: what DotDigital said about each operation, and what that makes of each event.
 
 An operation is *delivered* when a single call answered 2xx, or when its import is Finished and
 its record is not among the import's failures. Per-record failures go back to their operations:

@@ -1,4 +1,4 @@
-"""Step 3b, deliver: claim due operations of one DotDigital connection and lane, and send them.
+"""Step 4, send: claim due operations of one DotDigital connection and lane, and send them.
 
 - **Claims** are leases (`SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL, a conditional UPDATE on
   SQLite): a worker killed after its claim leaves operations whose lease expires, and the next

@@ -12,7 +12,7 @@ from django_celery_beat.models import CrontabSchedule, IntervalSchedule, Periodi
 
 from monitoring.models import FieldMapping, Flow, Schedule, SourceEvent
 
-# What a new flow sends to DotDigital until someone configures it (part 2 reads these).
+# What a new flow sends to DotDigital until someone configures it (planning reads these).
 DEFAULT_MAPPINGS: tuple[tuple[str, str, str, bool], ...] = (
     ("FIRSTNAME", "customer.first_name", FieldMapping.Type.STRING, False),
     ("LASTNAME", "customer.last_name", FieldMapping.Type.STRING, False),

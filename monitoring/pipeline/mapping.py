@@ -10,7 +10,7 @@ What each staged event becomes (one `OpSpec` per destination key; `plan.py` coal
 | product.updated | the account-scoped `Products` record |
 | stock.changed | the account-scoped `Stock` record (saleable units over every location) |
 
-Data fields come from the flow's `FieldMapping` rows (engine part 1 installs the defaults:
+Data fields come from the flow's `FieldMapping` rows (a new flow gets the defaults:
 FIRSTNAME, LASTNAME, ORDER_COUNT, LTV, LAST_ORDER_DATE, LAST_DISPATCH_DATE, REFUNDED, paths
 `customer.<attribute>`); aggregate ones only once the flow's backfill is complete. Each field and
 collection is written by one mapping from the merged state, so an ERP and a WMS never overwrite

@@ -1,4 +1,4 @@
-"""Step 3a, plan: staged (READY) events become outbox operations, coalesced per destination key.
+"""Step 3, plan: staged (READY) events become outbox operations, coalesced per destination key.
 
 A batch of events is claimed like any row (lease, SKIP LOCKED / conditional update), its state is
 loaded set-based, each event's operations are built from the merged state as it is now
@@ -85,9 +85,8 @@ def run_planning(
     event_ids: list[int] | None = None,
 ) -> int:
     """Plan READY events until none is left (or the time budget is spent); returns how many.
-    `event_ids`: only these (a batch just staged), found by primary key. Without them the claim
-    reads `event_ready`, whose READY rows include every event waiting in the outbox: at full load
-    tens of thousands to step over before the few not yet planned."""
+    `event_ids`: only these (a batch just staged), found by primary key; without them, the claim
+    reads `event_ready` (READY events not yet in the outbox), oldest first."""
     started = time.monotonic()
     total = 0
     if event_ids is not None and not event_ids:
