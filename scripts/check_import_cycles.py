@@ -74,17 +74,39 @@ def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
     return found
 
 
+def _shortest_loop(graph: grimp.ImportGraph, component: list[str]) -> list[str]:
+    """The shortest way from the component's first module back to itself, within it."""
+    inside = set(component)
+    start = component[0]
+    came_from: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        following = []
+        for module in frontier:
+            for target in sorted(graph.find_modules_directly_imported_by(module) & inside):
+                if target == start:
+                    loop = [module]
+                    while loop[-1] != start:
+                        loop.append(came_from[loop[-1]])
+                    return [start, *reversed(loop[:-1]), start]
+                if target not in came_from:
+                    came_from[target] = module
+                    following.append(target)
+        frontier = following
+    return component
+
+
 def main() -> int:
     graph = grimp.build_graph(*PACKAGES, exclude_type_checking_imports=True)
     cycles = _cycles(graph)
     for component in cycles:
-        print(f"Import cycle among {len(component)} modules:")
-        for module in component:
-            inside = [t for t in graph.find_modules_directly_imported_by(module) if t in component]
-            for target in sorted(inside):
-                lines = graph.get_import_details(importer=module, imported=target)
-                where = ", ".join(str(d["line_number"]) for d in lines)
-                print(f"  {module} -> {target} (line {where})")
+        print(f"Import cycle among {len(component)} modules: {', '.join(component)}")
+        loop = _shortest_loop(graph, component)
+        print("  for one, each importing the next:")
+        for importer, imported in zip(loop, loop[1:], strict=False):
+            lines = graph.get_import_details(importer=importer, imported=imported)
+            where = ", ".join(str(d["line_number"]) for d in lines)
+            print(f"    {importer} -> {imported} (line {where})")
     if cycles:
         print(f"{len(cycles)} import cycle(s): break each by moving the shared code down a layer.")
         return 1
