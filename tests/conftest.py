@@ -13,13 +13,21 @@ from tests.factories import make_member, make_workspace
 
 
 @pytest.fixture(scope="session")
-def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
-    """A PostgreSQL test database per process, so concurrent runs on one server never collide."""
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
+    """A test database per process, so concurrent runs never collide: on PostgreSQL a database of
+    its own; on SQLite a file, as in production, not Django's default in-memory database. That one
+    is shared between threads in SQLite's shared-cache mode, whose table locks fail at once
+    ("database table is locked") instead of waiting out the busy timeout, so a worker thread's
+    write would fail while a test's thread reads; a file in WAL mode lets readers and the writer
+    go on together, as web, workers and beat do on the embedded default."""
     from django.conf import settings
 
     for db in settings.DATABASES.values():
         if db["ENGINE"].endswith("postgresql"):
             db.setdefault("TEST", {})["NAME"] = f"test_{db['NAME']}_{os.getpid()}"
+        elif db["ENGINE"].endswith("sqlite3"):
+            folder = tmp_path_factory.mktemp("sqlite")
+            db.setdefault("TEST", {})["NAME"] = str(folder / f"test_{os.getpid()}.sqlite3")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
 import pytest
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
+from django.db import connection
+from django.utils import timezone
 
 from monitoring.models import WorkerHeartbeat
 from tests.conftest import NETWORK_BROKERS
@@ -41,3 +44,31 @@ def test_a_real_worker_runs_the_heartbeat_task(broker_url, monkeypatch):
                 break
             time.sleep(0.1)
     assert WorkerHeartbeat.objects.filter(queue=queue).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_thread_writes_while_another_thread_reads_the_same_table():
+    # What a worker started in the test's process meets: the test's thread polling the table the
+    # task writes. On SQLite the write waits out the busy timeout, never "table is locked".
+    for name in ("a", "b", "c"):
+        WorkerHeartbeat.objects.create(queue=name, hostname="h", seen_at=timezone.now())
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            WorkerHeartbeat.objects.update_or_create(
+                queue="writer", defaults={"hostname": "h", "seen_at": timezone.now()}
+            )
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT queue FROM monitoring_workerheartbeat")
+        cursor.fetchone()  # a read in progress on the table: rows are left to fetch
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(timeout=60)
+    assert errors == []
+    assert WorkerHeartbeat.objects.filter(queue="writer").exists()
