@@ -89,7 +89,8 @@ def run_reconciliation(
     sleep: Callable[[float], None] = time.sleep,
 ) -> ReconciliationRun:
     """Compare the flow's state with DotDigital: continue the flow's unfinished run where it
-    stopped, or start one. Returns the run finished, failed, or still running: paused
+    stopped (with its own sample), or start one. Returns the run finished, failed, or still
+    running: paused
     (`resume_at`: DotDigital kept failing, or this worker's `slice_seconds` are up) or compared
     by another worker now."""
     run = start_run(flow, sample)
@@ -98,7 +99,8 @@ def run_reconciliation(
     owner = claim(run)
     if owner is None:
         return run  # another worker is comparing it now
-    assert flow.destination is not None  # start_run failed a run without one
+    if flow.destination is None:  # removed since the run started
+        return _fail(run, "The flow has no DotDigital connection.", owner)
     client = client or DotDigitalClient.for_connection(flow.destination)
     until = None if slice_seconds is None else time.monotonic() + slice_seconds
     reader = Reader(client, run, owner, until=until, sleep=sleep)
