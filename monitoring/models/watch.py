@@ -229,7 +229,9 @@ class ReconciliationRun(models.Model):
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
     engine_contacts = models.PositiveIntegerField(default=0)
-    dotdigital_contacts = models.PositiveIntegerField(default=0)
+    dotdigital_contacts = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Contacts listed in DotDigital; empty: not listed."
+    )
     checked = models.PositiveIntegerField(default=0)
     matched = models.PositiveIntegerField(default=0)
     mismatched = models.PositiveIntegerField(default=0)
@@ -244,12 +246,39 @@ class ReconciliationRun(models.Model):
     source_window_end = models.DateTimeField(null=True, blank=True)
     source_error = models.TextField(blank=True, help_text="Why the source could not be read.")
     error = models.TextField(blank=True)
+    # Progress, so an interrupted run resumes where it stopped: the step it is in, the last
+    # subject compared in it (a customer id, then an order email), and how many it will compare.
+    phase = models.CharField(max_length=10, blank=True, default="")
+    cursor = models.CharField(max_length=320, blank=True, default="")
+    total = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Contacts and orders to compare with DotDigital."
+    )
+    sample_ids = models.JSONField(
+        default=dict, blank=True, help_text="A sampled run's customers and orders, chosen once."
+    )
+    retries = models.PositiveIntegerField(
+        default=0, help_text="Retryable answers from DotDigital retried so far."
+    )
+    # The worker comparing now; a lease that ran out (its worker died) lets the next one resume.
+    lease_owner = models.CharField(max_length=40, blank=True, default="")
+    lease_until = models.DateTimeField(null=True, blank=True)
+    resume_at = models.DateTimeField(
+        null=True, blank=True, help_text="Paused (DotDigital kept failing): continues then."
+    )
+    pause_reason = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-started_at"]
 
     def __str__(self) -> str:
         return f"reconciliation {self.pk} of {self.flow_id}"
+
+    @property
+    def percent(self) -> int:
+        """How far the comparison with DotDigital has got, 0–100 (for the progress bar)."""
+        if not self.total:
+            return 0
+        return min(100, round(100 * self.checked / self.total))
 
 
 class ReconciliationDifference(models.Model):

@@ -1,6 +1,8 @@
 """A reconciliation difference as a comparison finds it, and when a value in Syncdesk and one in
 DotDigital or the source are the same. Both comparisons (`reconcile_dotdigital`,
-`reconcile_source`) produce `Found`s; `reconcile` records them.
+`reconcile_source`) produce `Found`s; `save_found` stores them as the run's rows (with the
+progress they belong to, so a resumed run neither loses nor repeats one), and `reconcile` opens
+their occurrences once the run has finished.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from monitoring.models import ReconciliationDifference
+from monitoring.models import ReconciliationDifference, ReconciliationRun
 from monitoring.pipeline.normalise import parse_time
 
 Diff = ReconciliationDifference.Kind
@@ -33,6 +35,30 @@ class Found:
     dotdigital: Any = None
     source: Any = None
     events: list[dict[str, Any]] | None = None
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def save_found(run: ReconciliationRun, found: list[Found]) -> None:
+    """The run's difference rows for these findings."""
+    ReconciliationDifference.objects.bulk_create(
+        ReconciliationDifference(
+            run=run,
+            kind=f.kind,
+            subject=f.subject[:300],
+            email=f.email,
+            order_number=f.order_number,
+            field=f.field,
+            engine_value=_text(f.engine),
+            dotdigital_value=_text(f.dotdigital),
+            source_value=_text(f.source),
+            source_events=f.events or [],
+            team_slug=f.team,
+        )
+        for f in found
+    )
 
 
 def same(engine: Any, remote: Any, field_type: str) -> bool:

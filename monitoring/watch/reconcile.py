@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Iterable, Sequence
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
+from celery import current_app
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
@@ -28,7 +32,12 @@ from django.utils import timezone
 from accounts import audit
 from accounts.models import ConfigChange
 from connectors.dotdigital.client import DotDigitalClient
-from connectors.dotdigital.errors import DotDigitalError
+from connectors.dotdigital.errors import (
+    AuthenticationFailed,
+    ConnectionProblem,
+    DotDigitalError,
+    WrongRegion,
+)
 from connectors.sources.base import SourceAdapter, SourceError
 from connectors.sources.registry import get_adapter
 from exceptions_inbox.kinds import hooks_of
@@ -48,8 +57,15 @@ from monitoring.models import (
 from monitoring.pipeline.ingest import ingest_events
 from monitoring.pipeline.mapping import Context, OpSpec, contact_spec, order_spec
 from monitoring.pipeline.plan import Planned, write_operations
-from monitoring.watch.differences import Diff, Found
-from monitoring.watch.reconcile_dotdigital import compare
+from monitoring.watch.differences import Diff, Found, save_found
+from monitoring.watch.reconcile_dotdigital import (
+    LEASE,
+    RUN_DEADLINE,
+    LeaseLost,
+    Paused,
+    Reader,
+    compare,
+)
 from monitoring.watch.reconcile_source import compare_source
 
 if TYPE_CHECKING:
@@ -57,107 +73,230 @@ if TYPE_CHECKING:
 
     from exceptions_inbox.models import Occurrence
 
+log = logging.getLogger(__name__)
+
 KIND = "reconciliation_difference"
+RECONCILE_TASK = "monitoring.reconcile_flow"
 SOURCE_KINDS = (Diff.SOURCE_MISSING, Diff.SOURCE_TOTAL)
 
 
 def run_reconciliation(
-    flow: Flow, *, sample: int | None = None, client: DotDigitalClient | None = None
+    flow: Flow,
+    *,
+    sample: int | None = None,
+    client: DotDigitalClient | None = None,
+    slice_seconds: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> ReconciliationRun:
-    """Compare the flow's state with DotDigital; returns the finished (or failed) run."""
-    size = FlowWatch.for_flow(flow).reconcile_sample if sample is None else sample
-    run = ReconciliationRun.objects.create(
-        workspace_id=flow.workspace_id, flow=flow, sample=size, started_at=timezone.now()
-    )
-    if flow.destination is None:
-        return _fail(run, "The flow has no DotDigital connection.")
+    """Compare the flow's state with DotDigital: continue the flow's unfinished run where it
+    stopped (with its own sample), or start one. Returns the run finished, failed, or still
+    running: paused
+    (`resume_at`: DotDigital kept failing, or this worker's `slice_seconds` are up) or compared
+    by another worker now."""
+    run = start_run(flow, sample)
+    if run.state != ReconciliationRun.State.RUNNING:
+        return run
+    owner = claim(run)
+    if owner is None:
+        return run  # another worker is comparing it now
+    if flow.destination is None:  # removed since the run started
+        return _fail(run, "The flow has no DotDigital connection.", owner)
     client = client or DotDigitalClient.for_connection(flow.destination)
+    until = None if slice_seconds is None else time.monotonic() + slice_seconds
+    reader = Reader(client, run, owner, until=until, sleep=sleep)
     try:
-        found = compare(flow, run, client, size)
-    except DotDigitalError as exc:
-        return _fail(run, f"DotDigital: {exc}")
-    found += compare_source(flow, run, size)
-    _record(flow, run, found)
+        compare(flow, reader)
+        found = compare_source(flow, run, run.sample)
+        _finish(flow, run, owner, found)
+    except LeaseLost:
+        pass
+    except Paused as stop:
+        _release(run, owner, stop.resume_in, stop.reason)
+    except ConnectionProblem as exc:
+        _fail(run, connection_sentence(exc), owner)
+    except DotDigitalError as exc:  # a record error on a read: our request is wrong, not the data
+        _fail(run, f"DotDigital refused a read ({exc.path}, {exc.status} {exc.code}).", owner)
+    except BaseException:
+        # The worker stops (a time limit, a crash): its progress stays and the next one resumes.
+        _release(run, owner, 0.0, "The worker comparing it stopped.")
+        raise
+    run.refresh_from_db()
     return run
 
 
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
+def start_run(flow: Flow, sample: int | None = None) -> ReconciliationRun:
+    """The flow's unfinished run, or a new one (failed at once without a DotDigital
+    connection). A run unfinished `RUN_DEADLINE` after its start fails, saying so."""
+    now = timezone.now()
+    with transaction.atomic():
+        # One run at a time per flow: the flow's row is the lock (SQLite's write lock is).
+        Flow.objects.select_for_update().filter(pk=flow.pk).first()
+        for stale in ReconciliationRun.objects.filter(
+            flow=flow, state=ReconciliationRun.State.RUNNING, started_at__lt=now - RUN_DEADLINE
+        ):
+            _fail(
+                stale,
+                f"Not finished within {RUN_DEADLINE.total_seconds() / 3600:g} hours of its start "
+                f"({stale.checked} of {stale.total or 0} compared"
+                f"{': ' + stale.pause_reason if stale.pause_reason else ''}); a new run starts over.",
+            )
+        run = (
+            ReconciliationRun.objects.filter(flow=flow, state=ReconciliationRun.State.RUNNING)
+            .order_by("-started_at")
+            .first()
+        )
+        if run is not None:
+            return run
+        size = FlowWatch.for_flow(flow).reconcile_sample if sample is None else sample
+        run = ReconciliationRun.objects.create(
+            workspace_id=flow.workspace_id, flow=flow, sample=size, started_at=now
+        )
+    if flow.destination is None:
+        return _fail(run, "The flow has no DotDigital connection.")
+    return run
 
 
-def _record(flow: Flow, run: ReconciliationRun, found: list[Found]) -> None:
-    previous = list(
-        ReconciliationDifference.objects.filter(
+def claim(run: ReconciliationRun) -> str | None:
+    """Take the run's lease (free, or run out: its worker died); the owner's token, or None."""
+    owner = uuid.uuid4().hex
+    now = timezone.now()
+    taken = (
+        ReconciliationRun.objects.filter(pk=run.pk, state=ReconciliationRun.State.RUNNING)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(lease_owner=owner, lease_until=now + LEASE, resume_at=None)
+    )
+    if not taken:
+        return None
+    run.refresh_from_db()
+    return owner
+
+
+def _release(run: ReconciliationRun, owner: str, resume_in: float, reason: str) -> None:
+    """Stop comparing for now: the progress saved stays, another worker may continue."""
+    ReconciliationRun.objects.filter(pk=run.pk, lease_owner=owner).update(
+        lease_owner="",
+        lease_until=None,
+        resume_at=timezone.now() + timedelta(seconds=resume_in),
+        pause_reason=reason,
+        retries=run.retries,
+    )
+
+
+def connection_sentence(exc: ConnectionProblem) -> str:
+    """Why the connection cannot work, in one sentence with what to do."""
+    where = f"{exc.status} on {exc.path}" if exc.status else exc.path or exc.code
+    if isinstance(exc, AuthenticationFailed):
+        return (
+            f"DotDigital refused the connection's API user ({where}): correct its API user and "
+            "password on the DotDigital connection, then run again."
+        )
+    if isinstance(exc, WrongRegion):
+        return f"DotDigital denied access ({where}): the account is served from another region."
+    return f"DotDigital cannot serve this connection ({where}): {exc.text or exc.message}."
+
+
+def paused_for(run: ReconciliationRun) -> float | None:
+    """Seconds until a paused run should continue; None when it is not paused."""
+    if run.state != ReconciliationRun.State.RUNNING or run.resume_at is None or run.lease_owner:
+        return None
+    return max(0.0, (run.resume_at - timezone.now()).total_seconds())
+
+
+def queue_run(flow: Flow, countdown: float = 0.0) -> bool:
+    """Have a worker continue the flow's run (by task name: the tasks import this module).
+    False when the broker could not take the message: the run waits for the next start."""
+    try:
+        current_app.signature(RECONCILE_TASK).apply_async(
+            (flow.pk,), queue="bulk", countdown=countdown
+        )
+    except Exception:  # the broker is down: the run keeps its progress for the next start
+        log.warning("could not queue reconciliation of flow %s", flow.pk, exc_info=True)
+        return False
+    return True
+
+
+def _finish(flow: Flow, run: ReconciliationRun, owner: str, found: list[Found]) -> None:
+    """Store the source's differences, open each of the run's differences in the inbox, clear
+    the earlier ones not found again, and mark the run finished."""
+    now = timezone.now()
+    with transaction.atomic():
+        done = ReconciliationRun.objects.filter(
+            pk=run.pk, lease_owner=owner, state=ReconciliationRun.State.RUNNING
+        ).update(state=ReconciliationRun.State.FINISHED, finished_at=now, lease_owner="")
+        if not done:
+            raise LeaseLost()
+        save_found(run, found)
+        diffs = list(run.differences.all())
+        for diff in diffs:
+            _open(flow, run, diff)
+        previous = ReconciliationDifference.objects.filter(
             run__flow=flow, repaired_at__isnull=True, run__started_at__lt=run.started_at
         ).exclude(run=run)
-    )
-    seen = set()
-    for f in found:
-        diff = ReconciliationDifference.objects.create(
-            run=run,
-            kind=f.kind,
-            subject=f.subject[:300],
-            email=f.email,
-            order_number=f.order_number,
-            field=f.field,
-            engine_value=_text(f.engine),
-            dotdigital_value=_text(f.dotdigital),
-            source_value=_text(f.source),
-            source_events=f.events or [],
-            team_slug=f.team,
+        seen = {(d.kind, d.subject, d.field) for d in diffs}
+        gone = [d.event_key for d in previous if (d.kind, d.subject, d.field) not in seen]
+        clear_occurrences(flow.workspace, gone)
+        run.mismatched = sum(d.kind in (Diff.FIELD, Diff.RECORD, Diff.SOURCE_TOTAL) for d in diffs)
+        run.missing = sum(
+            d.kind in (Diff.CONTACT_MISSING, Diff.RECORD_MISSING, Diff.SOURCE_MISSING)
+            for d in diffs
         )
-        seen.add((f.kind, f.subject, f.field))
-        label = f"{f.field} differs" if f.field else diff.get_kind_display()
-        if f.kind in SOURCE_KINDS:
-            label = diff.get_kind_display()
-            other = f"{flow.source.name} has {_text(f.source) or '—'}"
-        else:
-            other = f"DotDigital has {_text(f.dotdigital) or '—'}"
-        record_occurrence(
-            workspace=flow.workspace,
-            kind=KIND,
-            event_key=diff.event_key,
-            stage="reconcile",
-            message=f"{f.subject}: Syncdesk has {_text(f.engine) or '—'}, {other}",
-            title=f"Reconciliation: {label} ({flow.name})",
-            flow_key=flow.key,
-            flow_label=flow.name,
-            subject_key=f"reconcile:{f.kind if f.kind in SOURCE_KINDS else f.field or f.kind}",
-            subject_label=label,
-            detail={"run": run.pk, "difference": diff.pk},
-            order_number=f.order_number,
-            email=f.email,
-            team_slug=f.team,
+        ReconciliationRun.objects.filter(pk=run.pk).update(
+            checked=run.checked,
+            matched=run.matched,
+            mismatched=run.mismatched,
+            missing=run.missing,
+            retries=run.retries,
+            source_orders=run.source_orders,
+            source_window_start=run.source_window_start,
+            source_window_end=run.source_window_end,
+            source_error=run.source_error,
+            phase="",
+            cursor="",
+            lease_until=None,
+            resume_at=None,
+            pause_reason="",
         )
-    gone = [d.event_key for d in previous if (d.kind, d.subject, d.field) not in seen]
-    clear_occurrences(flow.workspace, gone)
-    run.mismatched = sum(f.kind in (Diff.FIELD, Diff.RECORD, Diff.SOURCE_TOTAL) for f in found)
-    run.missing = sum(
-        f.kind in (Diff.CONTACT_MISSING, Diff.RECORD_MISSING, Diff.SOURCE_MISSING) for f in found
-    )
-    run.state = ReconciliationRun.State.FINISHED
-    run.finished_at = timezone.now()
-    run.save(
-        update_fields=[
-            "engine_contacts",
-            "dotdigital_contacts",
-            "checked",
-            "matched",
-            "mismatched",
-            "missing",
-            "source_orders",
-            "source_window_start",
-            "source_window_end",
-            "source_error",
-            "state",
-            "finished_at",
-        ]
+
+
+def _open(flow: Flow, run: ReconciliationRun, diff: ReconciliationDifference) -> None:
+    """The inbox occurrence of one difference."""
+    label = f"{diff.field} differs" if diff.field else diff.get_kind_display()
+    if diff.kind in SOURCE_KINDS:
+        label = diff.get_kind_display()
+        other = f"{flow.source.name} has {diff.source_value or '—'}"
+    else:
+        other = f"DotDigital has {diff.dotdigital_value or '—'}"
+    record_occurrence(
+        workspace=flow.workspace,
+        kind=KIND,
+        event_key=diff.event_key,
+        stage="reconcile",
+        message=f"{diff.subject}: Syncdesk has {diff.engine_value or '—'}, {other}",
+        title=f"Reconciliation: {label} ({flow.name})",
+        flow_key=flow.key,
+        flow_label=flow.name,
+        subject_key=f"reconcile:{diff.kind if diff.kind in SOURCE_KINDS else diff.field or diff.kind}",
+        subject_label=label,
+        detail={"run": run.pk, "difference": diff.pk},
+        order_number=diff.order_number,
+        email=diff.email,
+        team_slug=diff.team_slug,
     )
 
 
-def _fail(run: ReconciliationRun, error: str) -> ReconciliationRun:
-    ReconciliationRun.objects.filter(pk=run.pk).update(
-        state=ReconciliationRun.State.FAILED, error=error, finished_at=timezone.now()
+def _fail(run: ReconciliationRun, error: str, owner: str | None = None) -> ReconciliationRun:
+    """The run stops for good with `error`; its counts stay those it compared."""
+    rows = ReconciliationRun.objects.filter(pk=run.pk, state=ReconciliationRun.State.RUNNING)
+    if owner is not None:
+        rows = rows.filter(lease_owner=owner)
+    rows.update(
+        state=ReconciliationRun.State.FAILED,
+        error=error,
+        finished_at=timezone.now(),
+        lease_owner="",
+        lease_until=None,
+        resume_at=None,
+        retries=run.retries,
     )
     run.refresh_from_db()
     return run

@@ -96,24 +96,37 @@ def alert_acknowledge(request: AuthenticatedHttpRequest, ws: str, pk: int) -> Ht
 @require_GET
 def runs(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
     access = get_workspace_for_user(request, ws)
-    items = ReconciliationRun.objects.filter(workspace=access.workspace).select_related("flow")[
-        :100
-    ]
-    flow_list = Flow.objects.filter(workspace=access.workspace)
-    return render(
-        request,
-        "monitoring/reconciliation.html",
-        {"access": access, "nav": "flows", "runs": items, "flows": flow_list},
+    items = list(
+        ReconciliationRun.objects.filter(workspace=access.workspace).select_related("flow")[:100]
     )
+    context = {
+        "access": access,
+        "nav": "flows",
+        "runs": items,
+        "flows": Flow.objects.filter(workspace=access.workspace),
+        "running": any(r.state == ReconciliationRun.State.RUNNING for r in items),
+    }
+    template = "monitoring/reconciliation.html"
+    return render(request, f"{template}#runs" if request.htmx else template, context)
 
 
 @require_POST
 def run_now(request: AuthenticatedHttpRequest, ws: str, flow: int) -> HttpResponse:
-    """Reconcile a flow now (finance, who own reconciliation differences, or an admin)."""
+    """Reconcile a flow now (finance, who own reconciliation differences, or an admin): a worker
+    compares, retrying DotDigital's retryable answers; the run's page shows its progress."""
     access = get_workspace_for_user(request, ws)
     target = get_object_or_404(Flow, workspace=access.workspace, pk=flow)
     access.require_team("finance")
-    run = reconcile.run_reconciliation(target)
+    run = reconcile.start_run(target)
+    if run.state == ReconciliationRun.State.RUNNING:
+        if not reconcile.queue_run(target):
+            messages.error(
+                request,
+                "The workers could not be reached (the task broker did not answer): the run "
+                "keeps its place and continues when it is started again.",
+            )
+        elif run.lease_owner:
+            messages.info(request, "This flow's reconciliation is already running.")
     return redirect("watch:run", ws=ws, pk=run.pk)
 
 
@@ -124,9 +137,10 @@ def run_detail(request: AuthenticatedHttpRequest, ws: str, pk: int) -> HttpRespo
         ReconciliationRun.objects.select_related("flow__source"), workspace=access.workspace, pk=pk
     )
     diffs = run.differences.select_related("repaired_by").order_by("kind", "subject")
+    template = "monitoring/reconciliation_run.html"
     return render(
         request,
-        "monitoring/reconciliation_run.html",
+        f"{template}#run" if request.htmx else template,
         {"access": access, "nav": "flows", "run": run, "differences": diffs},
     )
 
