@@ -292,12 +292,14 @@ define(
     Kind(
         slug="source_warning",
         title="Source data not understood",
-        description="A poll read something it could not apply although no event failed: a status "
-        "missing from the connection's status map (the order's status was left unchanged), a "
-        "record skipped, a gap longer than the source's change window.",
+        description="A source sent something Syncdesk could not apply although no event failed: "
+        "a status missing from the connection's status map (the order's status was left "
+        "unchanged), a record skipped, a gap longer than the source's change window, stock "
+        "on hand without a saleable figure (DotDigital's Saleable and InStock left as they were).",
         runbook="Read the message. An unknown status: add it to the connection's status map, then "
         "run a backfill (or wait for the order's next change) to apply it. A window gap: run a "
-        "backfill. Resolve the group when done.",
+        "backfill. Stock without saleable: have the source send saleable, or allocated and "
+        "quarantined beside on hand. Resolve the group when done.",
         default_team="admins",
     )
 )

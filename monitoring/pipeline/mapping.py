@@ -8,7 +8,7 @@ What each staged event becomes (one `OpSpec` per destination key; `plan.py` coal
 | consent.changed | a subscription change (`consent.py` decides at send time) |
 | order.*, shipment.*, refund.issued, return.received | the contact (aggregates), its `Orders` record, list memberships |
 | product.updated | the account-scoped `Products` record |
-| stock.changed | the account-scoped `Stock` record (saleable units over every location) |
+| stock.changed | the account-scoped `Stock` record (saleable units over every location), none while a location's is unknown |
 
 Data fields come from the flow's `FieldMapping` rows (a new flow gets the defaults:
 FIRSTNAME, LASTNAME, ORDER_COUNT, LTV, LAST_ORDER_DATE, LAST_DISPATCH_DATE, REFUNDED, paths
@@ -115,6 +115,35 @@ class OpSpec:
     customer_id: int | None = None
 
 
+@dataclass(frozen=True)
+class StockTotal:
+    """A SKU's saleable units over every location: None when any location's is unknown (a sum
+    of the known ones would claim the others hold none), `derived` when any is derived."""
+
+    saleable: int | None
+    as_of: datetime | None = None
+    derived: bool = False
+
+
+UNKNOWN_STOCK = StockTotal(None)
+NO_SALEABLE = (
+    "Not written: the SKU's saleable stock is unknown at a location (on-hand only, or no "
+    "snapshot yet), so DotDigital's Stock record keeps its last Saleable and InStock."
+)
+
+
+def stock_total(levels: Iterable[tuple[int | None, datetime | None, list[str]]]) -> StockTotal:
+    """The total of a SKU's levels, each (saleable, as of, derived quantities)."""
+    levels = list(levels)
+    if not levels or any(saleable is None for saleable, _, _ in levels):
+        return UNKNOWN_STOCK
+    return StockTotal(
+        saleable=sum(saleable or 0 for saleable, _, _ in levels),
+        as_of=max((as_of for _, as_of, _ in levels if as_of), default=None),
+        derived=any("saleable" in (derived or []) for _, _, derived in levels),
+    )
+
+
 @dataclass
 class Context:
     """The state a batch of events needs, loaded set-based (a few queries per batch)."""
@@ -124,13 +153,13 @@ class Context:
     orders: dict[int, Order] = field(default_factory=dict)
     shipments: dict[int, list[Any]] = field(default_factory=dict)  # order id → shipments
     products: dict[tuple[int, str], Product] = field(default_factory=dict)
-    saleable: dict[tuple[int, str], tuple[int | None, datetime | None]] = field(
-        default_factory=dict
-    )
+    stock: dict[tuple[int, str], StockTotal] = field(default_factory=dict)
     mappings: dict[int, list[FieldMapping]] = field(default_factory=dict)  # flow id → mappings
     latest_dispatch: dict[int, tuple[datetime | None, bool]] = field(default_factory=dict)
     enrolments: dict[tuple[int, str], list[int]] = field(default_factory=dict)
     list_rules: dict[int, tuple[ListRule, ...]] = field(default_factory=dict)  # flow id → rules
+    # Why an event asks nothing of DotDigital, where it is not "nothing to change".
+    reasons: dict[int, str] = field(default_factory=dict)  # event id → reason
 
     def rules_for(self, flow_id: int | None) -> tuple[ListRule, ...]:
         """The flow's list rules, read once per batch (the planner's batches are per flow)."""
@@ -338,11 +367,21 @@ def product_spec(product: Product) -> OpSpec:
     )
 
 
-def stock_spec(sku: str, saleable: int | None, as_of: datetime | None) -> OpSpec:
+def stock_spec(sku: str, total: StockTotal) -> OpSpec | None:
+    """The Stock record, or none while the saleable total is unknown: the record is replaced
+    whole, so writing it without Saleable would erase the last known figure (and InStock with
+    it, which a back-in-stock program would read as a change)."""
+    if total.saleable is None:
+        return None
     name, scope, kind = STOCK
-    doc: dict[str, Any] = {"Sku": sku, "Saleable": saleable or 0, "InStock": (saleable or 0) > 0}
-    if as_of is not None:
-        doc["AsOf"] = iso(as_of)
+    doc: dict[str, Any] = {
+        "Sku": sku,
+        "Saleable": total.saleable,
+        "InStock": total.saleable > 0,
+        "SaleableDerived": total.derived,
+    }
+    if total.as_of is not None:
+        doc["AsOf"] = iso(total.as_of)
     return OpSpec(
         key=f"insight:{name}:{sku}",
         kind="insight",
@@ -446,8 +485,11 @@ def specs_for(event: SourceEvent, ctx: Context, sends_aggregates: bool) -> list[
         return [product_spec(product)] if product else []
     if kind == "stock.changed":
         sku = _sku(event)
-        saleable, as_of = ctx.saleable.get((event.workspace_id, sku), (None, None))
-        return [stock_spec(sku, saleable, as_of)]
+        stock = stock_spec(sku, ctx.stock.get((event.workspace_id, sku), UNKNOWN_STOCK))
+        if stock is None:
+            ctx.reasons[event.pk] = NO_SALEABLE
+            return []
+        return [stock]
     return []
 
 

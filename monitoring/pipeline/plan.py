@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Max, Q, Sum
+from django.db.models import Q
 from django.utils import timezone
 
 from monitoring.models import (
@@ -45,7 +45,7 @@ from monitoring.models import (
 )
 from monitoring.pipeline import rows
 from monitoring.pipeline.claims import claim_ids, worker_token
-from monitoring.pipeline.mapping import Context, OpSpec, refresh_fields, specs_for
+from monitoring.pipeline.mapping import Context, OpSpec, refresh_fields, specs_for, stock_total
 from monitoring.pipeline.normalise import clean_sku, parse_time
 from monitoring.pipeline.rows import bulk_set, insert_rows
 from monitoring.pipeline.wake import wake_delivery
@@ -161,13 +161,13 @@ def load_context(events: list[SourceEvent], now: datetime) -> Context:
         for product in Product.objects.filter(workspace_id=workspace_id, sku__in=names):
             ctx.products[(workspace_id, product.sku)] = product
     for workspace_id, names in stock_skus.items():
-        levels = (
-            StockLevel.objects.filter(workspace_id=workspace_id, sku__in=names)
-            .values("sku")
-            .annotate(saleable=Sum("saleable"), as_of=Max("as_of"))
-        )
-        for row in levels:
-            ctx.saleable[(workspace_id, row["sku"])] = (row["saleable"], row["as_of"])
+        levels: dict[str, list[Any]] = defaultdict(list)
+        for sku, *level in StockLevel.objects.filter(
+            workspace_id=workspace_id, sku__in=names
+        ).values_list("sku", "saleable", "as_of", "derived"):
+            levels[sku].append(level)
+        for sku, rows_of_sku in levels.items():
+            ctx.stock[(workspace_id, sku)] = stock_total(rows_of_sku)
     flow_ids = {e.flow_id for e in events if e.flow_id}
     for mapping in FieldMapping.objects.filter(flow_id__in=flow_ids, enabled=True).order_by("pk"):
         ctx.mappings.setdefault(mapping.flow_id, []).append(mapping)
@@ -215,24 +215,31 @@ def lock_subjects(events: list[SourceEvent]) -> None:
             )
 
 
-def _settle_unplanned(nothing: list[int], no_destination: list[int], now: datetime) -> None:
+def _settle_unplanned(
+    nothing: list[int], no_destination: list[int], now: datetime, reasons: dict[int, str]
+) -> None:
     """Events that reach no outbox end here: delivered when DotDigital already holds what they
-    say, skipped when their flow has no DotDigital connection."""
-    if nothing:
-        SourceEvent.objects.filter(pk__in=nothing).update(
+    say; skipped with the reason when what they say cannot be written (`reasons`: a saleable
+    total left unknown) or their flow has no DotDigital connection."""
+    delivered = [pk for pk in nothing if pk not in reasons]
+    if delivered:
+        SourceEvent.objects.filter(pk__in=delivered).update(
             state=State.DELIVERED,
             delivered_at=now,
             lease_owner="",
             lease_until=None,
             reason="Nothing to change in DotDigital.",
         )
-    if no_destination:
-        SourceEvent.objects.filter(pk__in=no_destination).update(
-            state=State.SKIPPED,
-            lease_owner="",
-            lease_until=None,
-            reason="The flow delivers to no DotDigital connection.",
-        )
+    skipped: dict[str, list[int]] = defaultdict(list)
+    for pk in nothing:
+        if pk in reasons:
+            skipped[reasons[pk]].append(pk)
+    skipped["The flow delivers to no DotDigital connection."] += no_destination
+    for reason, pks in skipped.items():
+        if pks:
+            SourceEvent.objects.filter(pk__in=pks).update(
+                state=State.SKIPPED, lease_owner="", lease_until=None, reason=reason
+            )
 
 
 def plan_batch(ids: Iterable[int], owner: str) -> int:
@@ -295,7 +302,7 @@ def plan_batch(ids: Iterable[int], owner: str) -> int:
         SourceEvent.objects.filter(pk__in=list(linked_events)).update(
             lease_owner=OUTBOX, lease_until=None, in_outbox=True
         )
-        _settle_unplanned(nothing, no_destination, now)
+        _settle_unplanned(nothing, no_destination, now, ctx.reasons)
         for planned_op in planned.values():
             wake.add((planned_op.destination_id, planned_op.lane))
         if wake:

@@ -32,13 +32,16 @@ from tests.monitoring.engine import Source
 
 EMAILS = ["jo@example.com", " Jo@Example.COM ", "sam@example.com", "ann@example.com", None]
 SKUS = ["TEE-RED-M", "tee-red-m", "MUG-1", "CAP-2"]
+HELD = ["saleable", None, "allocated", "saleable", "quarantined"]  # what a snapshot sends
 
 
 def mixed_load(erp: Source, wms: Source, seed: int, size: int = 160) -> list[dict[str, Any]]:
     """New and updated orders (some in another currency, not adding up, without email, guest),
     status changes, dispatches (some orphans), carrier scans, refunds (some beyond the order's
-    total, some corrected), products, stock snapshots and deltas, customer upserts."""
+    total, some corrected), products, stock snapshots (saleable given, derived, or on-hand only)
+    and deltas, customer upserts."""
     rng = random.Random(seed)
+    snapshots = 0
     kinds = ["order", "update", "status", "dispatch", "scan", "refund", "product", "stock", "cust"]
     weights = [6, 3, 2, 4, 1, 3, 2, 4, 2]
     events = []
@@ -129,6 +132,14 @@ def mixed_load(erp: Source, wms: Source, seed: int, size: int = 160) -> list[dic
                 if mode == "snapshot"
                 else {"on_hand": rng.choice([-1, 1, 2]), "saleable": rng.choice([-2, -1, 1])}
             )
+            if mode == "snapshot":
+                # Saleable from the source, unknown, or derived from what is held back, in turn.
+                held = HELD[snapshots % len(HELD)]
+                snapshots += 1
+                if held != "saleable":
+                    del quantities["saleable"]
+                if held in ("allocated", "quarantined"):
+                    quantities[held] = rng.randrange(4)
             events.append(
                 wms.event(
                     "stock.changed",
@@ -349,5 +360,12 @@ def test_the_fast_and_the_safe_path_stage_a_mixed_load_to_the_same_state(world, 
     assert len(fast["events"]) > 100
     assert {e[1] for e in fast["events"]} >= {"ready", "failed", "skipped"}
     assert paths.count(True) > 10, "the fast path ran"
+    snapshots = [
+        set(e["data"]["quantities"])
+        for e in events
+        if e["event_type"] == "stock.changed" and e["data"]["mode"] == "snapshot"
+    ]
+    assert {"on_hand"} in snapshots, "an on-hand-only snapshot"
+    assert any(q & {"allocated", "quarantined"} for q in snapshots), "a saleable to derive"
     for name in fast:
         assert fast[name] == safe[name], name

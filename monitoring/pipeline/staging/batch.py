@@ -83,6 +83,7 @@ class Batch:
     catalogue: dict[int, bool] = field(default_factory=dict)
     aliases: dict[int, dict[tuple[int | None, str], str]] = field(default_factory=dict)
     products: set[int] = field(default_factory=set)  # product events staged in this batch
+    warned: set[int] = field(default_factory=set)  # flows given a source warning in this batch
     cache: StateCache | None = None  # the batch's state, read up front (the fast path only)
     wrote: bool = False  # the event being staged wrote to the database (the fast path only)
 

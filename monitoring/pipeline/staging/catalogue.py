@@ -1,11 +1,18 @@
 """The catalogue: `product.updated` and `stock.changed` (levels per location, from snapshots and
 the deltas after them).
+
+Saleable stock is what DotDigital's back-in-stock and low-stock logic reads, so it is never
+guessed: a snapshot's own figure wins; without one it is derived from on-hand less allocated and
+quarantined when the source sends either (and flagged `derived`); from on-hand alone it stays
+unknown (None), the planner leaves the Stock record as DotDigital has it, and the flow gets one
+`source_warning` saying what to configure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from exceptions_inbox.recording import record_occurrence
 from monitoring.models import (
     Flow,
     Product,
@@ -18,7 +25,7 @@ from monitoring.pipeline.normalise import (
     money,
     parse_time,
 )
-from monitoring.pipeline.staging.batch import Batch, Outcome, State, StateCache, save_row
+from monitoring.pipeline.staging.batch import STAGE, Batch, Outcome, State, StateCache, save_row
 
 
 def stage_product(event: SourceEvent, flow: Flow, batch: Batch) -> None:
@@ -65,7 +72,8 @@ def stage_stock(event: SourceEvent, flow: Flow, batch: Batch) -> None:
         )
     else:
         level, deltas = _stock_level(cache, key)
-    before = level.saleable
+    # The last known saleable: across an unknown spell, the figure before it.
+    before = level.saleable if level.saleable is not None else level.previous_saleable
     quantities = {k: data["quantities"].get(k) for k in QUANTITIES}
     if data["mode"] == "snapshot":
         if level.snapshot_as_of and as_of <= level.snapshot_as_of:
@@ -88,13 +96,62 @@ def stage_stock(event: SourceEvent, flow: Flow, batch: Batch) -> None:
     level.previous_saleable = before
     level.as_of = max(filter(None, [level.as_of, as_of]))
     save_row(batch, level)
-    crossed_zero = (before or 0) <= 0 < (level.saleable or 0) or (before or 0) > 0 >= (
-        level.saleable or 0
-    )
+    if data["mode"] == "snapshot" and on_hand_only(quantities):
+        _warn_no_saleable(event, flow, batch)
     event.lane = (
         SourceEvent.Lane.REALTIME
-        if crossed_zero and not event.is_backfill
+        if crossed_zero(before, level.saleable) and not event.is_backfill
         else SourceEvent.Lane.BULK
+    )
+
+
+def crossed_zero(before: int | None, after: int | None) -> bool:
+    """Into or out of stock since the last known figure: the transitions a back-in-stock program
+    reads, on the realtime lane. An unknown after is none (nothing is written); a level never
+    known counts as none in stock."""
+    if after is None:
+        return False
+    return (before or 0) <= 0 < after or (before or 0) > 0 >= after
+
+
+def on_hand_only(quantities: dict[str, int | None]) -> bool:
+    """On-hand without saleable nor anything to derive it from (allocated, quarantined)."""
+    return quantities.get("on_hand") is not None and all(
+        quantities.get(name) is None for name in ("saleable", "allocated", "quarantined")
+    )
+
+
+NO_SALEABLE = (
+    "The source sends on-hand stock only, no saleable figure: Syncdesk leaves Saleable and "
+    "InStock in DotDigital's Stock collection as they are rather than guess them. Configure the "
+    "source (its stock export or mapping) to send quantities.saleable, or allocated and "
+    "quarantined beside on_hand, from which Syncdesk derives saleable."
+)
+
+
+def _warn_no_saleable(event: SourceEvent, flow: Flow, batch: Batch) -> None:
+    """One `source_warning` per flow (seen again, not opened again, by later snapshots), filed
+    once per batch: a stock feed is thousands of snapshots."""
+    if flow.pk in batch.warned:
+        return
+    batch.warned.add(flow.pk)
+    data = event.data
+    record_occurrence(
+        workspace=event.workspace,
+        kind="source_warning",
+        event_key=f"warning:{flow.pk}:no_saleable",
+        stage=STAGE,
+        message=NO_SALEABLE,
+        flow_key=flow.key,
+        flow_label=flow.name,
+        subject_key="no_saleable",
+        subject_label="Stock without a saleable figure",
+        detail={
+            "code": "no_saleable",
+            "event_id": event.pk,
+            "sku": clean_sku(data.get("sku")),
+            "location": str(data["location"]["key"]),
+        },
     )
 
 
@@ -137,5 +194,20 @@ def _recompute_stock(level: StockLevel, kept: list[StockDelta] | None = None) ->
     for name in QUANTITIES:
         base = level.snapshot.get(name) if level.snapshot_as_of else None
         changes = [d.quantities.get(name) for d in deltas if d.quantities.get(name) is not None]
-        unknown = base is None and not changes
-        setattr(level, name, None if unknown else (base or 0) + sum(changes))
+        # A delta moves a known figure; against an unknown one (no snapshot yet, or a snapshot
+        # without it) it invents none.
+        setattr(level, name, None if base is None else base + sum(changes))
+    _derive_saleable(level)
+
+
+def _derive_saleable(level: StockLevel) -> None:
+    """Saleable from on-hand less allocated and quarantined, when the snapshot sent no saleable
+    but either of them (5 on hand, 5 quarantined: 0 saleable), flagged `derived`; never below
+    zero, so an oversold location does not hide another's stock in the SKU's total."""
+    if level.saleable is not None or level.on_hand is None:
+        return
+    if level.allocated is None and level.quarantined is None:
+        return
+    level.saleable = max(0, level.on_hand - (level.allocated or 0) - (level.quarantined or 0))
+    if "saleable" not in level.derived:
+        level.derived = [*level.derived, "saleable"]
