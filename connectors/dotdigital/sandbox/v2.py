@@ -152,6 +152,28 @@ def create_address_book(ctx: Ctx) -> Reply:
     return Reply(201, list_json(ctx.db, row))
 
 
+def delete_address_book(ctx: Ctx, list_id: str) -> Reply:
+    """204 without a body, as DotDigital's Lists document declares; members leave with the list."""
+    with ctx.app.store.write(ctx.db):
+        row = ctx.db.execute("SELECT * FROM lists WHERE id = ?", (int(list_id),)).fetchone()
+        if row is None:
+            raise v2(404, "ERROR_ADDRESSBOOK_NOT_FOUND")
+        if not row["writable"]:
+            raise v2(
+                400,
+                "ERROR_ADDRESSBOOK_NOTWRITABLE",
+                "Address book cannot be written to via the API.",
+            )
+        ctx.db.execute(
+            "UPDATE contacts SET updated = ? WHERE id IN "
+            "(SELECT contact_id FROM list_members WHERE list_id = ?)",
+            (ctx.now, row["id"]),
+        )
+        ctx.db.execute("DELETE FROM list_members WHERE list_id = ?", (row["id"],))
+        ctx.db.execute("DELETE FROM lists WHERE id = ?", (row["id"],))
+    return Reply(204)
+
+
 def remove_from_address_book(ctx: Ctx, list_id: str, contact_id: str) -> Reply:
     with ctx.app.store.write(ctx.db):
         row = ctx.db.execute("SELECT * FROM lists WHERE id = ?", (int(list_id),)).fetchone()
