@@ -97,6 +97,10 @@ def delete_data_field(ctx: Ctx, name: str) -> Reply:
 # -- lists (address books) --------------------------------------------------------------------
 
 
+def is_int32(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value < 2**31
+
+
 def list_json(db: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
     count = db.execute(
         "SELECT COUNT(*) FROM list_members WHERE list_id = ?", (row["id"],)
@@ -133,6 +137,10 @@ def create_address_book(ctx: Ctx) -> Reply:
         raise v2(400, "ERROR_ADDRESSBOOK_INVALID", "Address book name is invalid.")
     if visibility not in VISIBILITIES:
         raise v2(400, "ERROR_PARAMETER_INVALID", "Visibility is invalid.")
+    for key in ("id", "contacts"):
+        # The address book's own read-only numbers: ignored, but they must still be Int32s.
+        if key in body and not is_int32(body[key]):
+            raise v2(400, "ERROR_PARAMETER_INVALID", f"The value for {key} is invalid.")
     if name.strip().lower() in ("test", "all contacts"):
         raise v2(
             400, "ERROR_ADDRESSBOOK_DUPLICATE", "That name is reserved, please choose another."
