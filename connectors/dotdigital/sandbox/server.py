@@ -208,6 +208,16 @@ class SandboxHandler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self.handle_call("DELETE")
 
+    # Methods no operation uses still get DotDigital's JSON 405/404, not the stdlib's HTML 501.
+    def do_OPTIONS(self) -> None:
+        self.handle_call("OPTIONS")
+
+    def do_TRACE(self) -> None:
+        self.handle_call("TRACE")
+
+    def do_QUERY(self) -> None:
+        self.handle_call("QUERY")
+
     # -- plumbing -------------------------------------------------------------------------------
 
     def read_body(self, limit: int) -> bytes | None:

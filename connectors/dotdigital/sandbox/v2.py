@@ -284,7 +284,8 @@ def program_json(row: sqlite3.Row) -> dict[str, Any]:
 
 def list_programs(ctx: Ctx) -> Reply:
     select = ctx.q_int("select", 1000, 1, 1000)
-    skip = ctx.q_int("skip", 0, 0, 10**9)
+    # The programs document declares skip's minimum as 1 (absent is the first page).
+    skip = ctx.q_int("skip", 0, 1, 10**9)
     rows = ctx.db.execute(
         "SELECT * FROM programs ORDER BY id LIMIT ? OFFSET ?", (select, skip)
     ).fetchall()
