@@ -1,8 +1,9 @@
 """Calls generated from DotDigital's published documents (schemathesis) against the sandbox.
 
 Every operation of the documents that the sandbox serves gets schemathesis's coverage cases
-(each parameter at its bounds and just past them, every enum value and one outside it, missing
-required parts, methods the path does not serve) and, for a body, fuzzed schema-breaking bodies.
+(each parameter at its bounds and just past them, every enum value, wrong types, missing
+required parts, methods the path does not serve), a value outside the enum of each enum query
+parameter, and, for a body, fuzzed schema-breaking bodies.
 Each answer must be no 5xx, a status and content type the operation declares (the `SPEC_FAULTS`
 patches apply), a body that matches its schema, and for a schema-breaking call a 4xx. What
 generation leaves aside is named in `GENERATION_FAULTS`. Deterministic: coverage cases are
@@ -40,7 +41,6 @@ contract: Any = importlib.import_module("openapi_contract")
 BODY_COVERAGE = 12
 FUZZ_EXAMPLES = 5
 PLACEHOLDERS = ("1", "00000000-0000-0000-0000-000000000001")
-METHODS = ("get", "put", "post", "patch", "delete")
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
