@@ -21,7 +21,7 @@ from .contact_rules import (
     data_field_types,
     normalise_email,
 )
-from .contact_writer import ContactWriter
+from .contact_writer import ContactWriter, Outcome
 from .context import Ctx, Reply
 from .errors import ApiError, detail
 from .store import iso, parse_iso, row_dict
@@ -169,20 +169,8 @@ def patch_contact(ctx: Ctx, identifier: str, value: str) -> Reply:
     raw_option = ctx.q("merge-option", "overwrite") or "overwrite"
     if raw_option not in ("overwrite", "overwrite-if-not-empty", "overwrite-if-empty"):
         raise ctx.bad_param("merge-option", raw_option)
-    body = ctx.json_object()
+    body = request_body(ctx, identifiers_required=False)
     body_ids = body.get("identifiers") or {}
-    if not isinstance(body_ids, dict):
-        raise ApiError(
-            400, code="contacts:invalidIdentifiers", description="identifiers must be an object"
-        )
-    if not consent_ok(body):
-        raise ApiError(
-            400,
-            code="contacts:invalidConsentRecords",
-            description="Consent records must each carry text, dateTimeConsented, "
-            "url, ipAddress and userAgent",
-            details=[detail("consentRecords", "Incomplete consent record")],
-        )
     db = ctx.db
     with ctx.app.store.write(db):
         existing = find(db, identifier, value)
@@ -198,8 +186,15 @@ def patch_contact(ctx: Ctx, identifier: str, value: str) -> Reply:
                 "identifiers": {**body_ids, identifier: value},
                 "matchIdentifier": identifier,
             }
-        writer = ContactWriter(db, ctx.now, MERGE_OPTIONS[raw_option])
-        (outcome,) = writer.apply([item], single=True)
+        outcome = write_one(db, ctx.now, item, MERGE_OPTIONS[raw_option])
+    assert outcome.contact is not None
+    status = 201 if outcome.kind == "created" else 200
+    return Reply(status, render(db, outcome.contact))
+
+
+def write_one(db: sqlite3.Connection, now: float, item: dict[str, Any], option: str) -> Outcome:
+    """One contact written as a single call does; a refused write raises its v3 error."""
+    (outcome,) = ContactWriter(db, now, option).apply([item], single=True)
     if outcome.conflict:
         raise ApiError(
             409, code="contacts:idAlreadyExists", description=outcome.failures[0].description
@@ -220,8 +215,92 @@ def patch_contact(ctx: Ctx, identifier: str, value: str) -> Reply:
             description=first.description,
             details=[detail(f.item, f.description) for f in outcome.failures],
         )
-    status = 201 if outcome.kind == "created" else 200
-    return Reply(status, render(db, outcome.contact))
+    return outcome
+
+
+def request_body(ctx: Ctx, *, identifiers_required: bool) -> dict[str, Any]:
+    """The contact in a v3 write body, its identifiers an object and its consent complete."""
+    body = ctx.json_object()
+    if identifiers_required and "identifiers" not in body:
+        raise ApiError(
+            400,
+            code="contacts:noValidIdentifiers",
+            description="No valid identifiers were supplied",
+            details=[detail("identifiers", "Required")],
+        )
+    if not isinstance(body.get("identifiers") or {}, dict):
+        raise ApiError(
+            400, code="contacts:invalidIdentifiers", description="identifiers must be an object"
+        )
+    if not consent_ok(body):
+        raise ApiError(
+            400,
+            code="contacts:invalidConsentRecords",
+            description="Consent records must each carry text, dateTimeConsented, "
+            "url, ipAddress and userAgent",
+            details=[detail("consentRecords", "Incomplete consent record")],
+        )
+    return body
+
+
+def create_contact(ctx: Ctx) -> Reply:
+    """POST /contacts/v3: a new contact, or 409 when any identifier is already in use."""
+    body = request_body(ctx, identifiers_required=True)
+    ids = body["identifiers"] or {}
+    if "contactId" in ids:
+        raise ApiError(
+            400,
+            code="contacts:invalidIdentifiers",
+            description="A contactId is assigned by Dotdigital and cannot be set",
+            details=[detail("identifiers.contactId", "Not allowed")],
+        )
+    match = "email" if ids.get("email") else "mobileNumber"
+    db = ctx.db
+    with ctx.app.store.write(db):
+        for name in ("email", "mobileNumber"):
+            value = ids.get(name)
+            if isinstance(value, str) and find(db, name, value) is not None:
+                raise ApiError(
+                    409,
+                    code="contacts:idAlreadyExists",
+                    description=f"The id value '{value}' for the identifier '{name}' already "
+                    "exists. All identifiers must be unique!",
+                )
+        outcome = write_one(db, ctx.now, {**body, "matchIdentifier": match}, "overwrite")
+    assert outcome.contact is not None
+    return Reply(201, render(db, outcome.contact))
+
+
+def replace_contact(ctx: Ctx, identifier: str, value: str) -> Reply:
+    """PUT: the contact becomes what the body says; data fields and lists it leaves out are
+    cleared. Identifiers it leaves out are kept (**inferred**: a contact keeps its identity)."""
+    check_identifier(identifier, value)
+    body = request_body(ctx, identifiers_required=True)
+    db = ctx.db
+    with ctx.app.store.write(db):
+        existing = find(db, identifier, value)
+        if existing is None:
+            raise not_found(identifier, value)
+        fields = body.get("dataFields") or {}
+        if isinstance(fields, dict):
+            # Every field the body leaves out is cleared; a malformed value fails validation.
+            fields = {**dict.fromkeys(data_field_types(db)), **fields}
+        item = {
+            **body,
+            "identifiers": {**(body["identifiers"] or {}), "contactId": existing["id"]},
+            "matchIdentifier": "contactId",
+            "dataFields": fields,
+        }
+        outcome = write_one(db, ctx.now, item, "overwrite")
+        lists = body.get("lists") or []
+        lists = lists if isinstance(lists, list) else [lists]
+        marks = ",".join("?" * len(lists))
+        db.execute(
+            f"DELETE FROM list_members WHERE contact_id = ? AND list_id NOT IN ({marks})",
+            [existing["id"], *lists],
+        )
+    assert outcome.contact is not None
+    return Reply(200, render(db, outcome.contact))
 
 
 def get_contact(ctx: Ctx, identifier: str, value: str) -> Reply:
@@ -283,6 +362,30 @@ def date_filter(ctx: Ctx, name: str) -> float | None:
         ) from None
 
 
+INCLUDES = ("channelProperties", "lists", "preferences", "consentRecords")
+
+
+def included(ctx: Ctx) -> list[str]:
+    """The `include` data sets; a name outside the documented enum is a bad parameter."""
+    raw = ctx.q("include") or ""
+    names = [i for i in raw.split("|") if i]
+    unknown = [i for i in names if i not in INCLUDES]
+    if unknown:
+        raise ApiError(
+            400,
+            code="contacts:invalidParameter",
+            description=f"The value '{raw}' is invalid for 'include'",
+            details=[detail("include", f"'{unknown[0]}' is not one of {', '.join(INCLUDES)}")],
+        )
+    return names
+
+
+def int_filter(ctx: Ctx, name: str, raw: str) -> int:
+    if not raw.isdigit() or int(raw) > 2**31 - 1:
+        raise ctx.bad_param(name, raw)
+    return int(raw)
+
+
 def list_contacts(ctx: Ctx) -> Reply:
     if ctx.q("~modified") and ctx.q("~created"):
         raise ApiError(
@@ -307,12 +410,20 @@ def list_contacts(ctx: Ctx) -> Reply:
     if created is not None:
         where.append("created >= ?")
         args.append(created)
-    list_id = ctx.q("~listId")
-    if list_id:
-        if not list_id.isdigit():
-            raise ctx.bad_param("~listId", list_id)
+    list_id, segment_id = ctx.q("~listId"), ctx.q("~segmentId")
+    if list_id is not None and segment_id is not None:
+        raise ApiError(
+            400,
+            code="contacts:invalidFilter",
+            description="~listId and ~segmentId cannot be combined",
+        )
+    if list_id is not None:
         where.append("id IN (SELECT contact_id FROM list_members WHERE list_id = ?)")
-        args.append(int(list_id))
+        args.append(int_filter(ctx, "~listId", list_id))
+    if segment_id is not None:
+        # The sandbox has no segments: a well-formed segment id matches no contact.
+        int_filter(ctx, "~segmentId", segment_id)
+        where.append("0")
     rows = ctx.db.execute(
         f"SELECT * FROM contacts WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
         [*args, limit + 1],
@@ -321,7 +432,7 @@ def list_contacts(ctx: Ctx) -> Reply:
     rows = rows[:limit]
     wanted = [f for f in (ctx.q("data-fields") or "").split("|") if f]
     fields = list(data_field_types(ctx.db)) if wanted == ["[[ALL]]"] else wanted
-    include = [i for i in (ctx.q("include") or "").split("|") if i]
+    include = included(ctx)
     items = [render(ctx.db, row_dict(r), fields, include) for r in rows]
     base = f"{ctx.app.base_url}/contacts/v3"
     params = {k: v[0] for k, v in ctx.query.items() if k != "marker"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -234,6 +235,50 @@ def list_collections(ctx: Ctx) -> Reply:
             for r in rows
         ],
     )
+
+
+def list_account_collections(ctx: Ctx) -> Reply:
+    rows = ctx.db.execute(
+        "SELECT c.name, c.type, (SELECT COUNT(*) FROM records r WHERE r.collection = c.name) "
+        "AS n FROM collections c WHERE c.scope = 'account' ORDER BY c.name"
+    ).fetchall()
+    return Reply(
+        200,
+        [
+            {
+                "collectionName": r["name"],
+                "collectionType": r["type"],
+                "collectionScope": "account",
+                "recordCount": r["n"],
+            }
+            for r in rows
+        ],
+    )
+
+
+def delete_collection(ctx: Ctx, name: str) -> Reply:
+    """DotDigital deletes asynchronously; the sandbox deletes at once and its job is Finished."""
+    job_id = str(uuid.uuid4())
+    with ctx.app.store.write(ctx.db):
+        row = require_collection(ctx.db, name)
+        ctx.db.execute("DELETE FROM records WHERE collection = ?", (row["name"],))
+        ctx.db.execute("DELETE FROM collections WHERE name = ?", (row["name"],))
+        ctx.db.execute(
+            "INSERT INTO async_jobs (id, kind, status, created) VALUES (?, ?, 'Finished', ?)",
+            (job_id, "deleteCollection", ctx.now),
+        )
+    return Reply(202, {"jobId": job_id})
+
+
+def get_async_job(ctx: Ctx, job_id: str) -> Reply:
+    row = ctx.db.execute("SELECT * FROM async_jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        raise ApiError(
+            404,
+            code="insightData:asyncJobNotFound",
+            description=f"The job ID '{job_id}' could not be found!",
+        )
+    return Reply(200, {"jobId": row["id"], "status": row["status"]})
 
 
 def post_collection(ctx: Ctx, name: str) -> Reply:

@@ -54,10 +54,11 @@ ROUTES: list[tuple[str, str, Handler, str]] = [
     ("DELETE", r"/v2/data-fields/(?P<name>[^/]+)", v2.delete_data_field, "single"),
     ("GET", r"/v2/address-books", v2.list_address_books, "read"),
     ("POST", r"/v2/address-books", v2.create_address_book, "single"),
-    ("GET", r"/v2/address-books/(?P<list_id>\d+)", v2.get_address_book, "read"),
+    ("GET", r"/v2/address-books/(?P<list_id>\d{1,10})", v2.get_address_book, "read"),
+    ("DELETE", r"/v2/address-books/(?P<list_id>\d{1,10})", v2.delete_address_book, "single"),
     (
         "DELETE",
-        r"/v2/address-books/(?P<list_id>\d+)/contacts/(?P<contact_id>\d+)",
+        r"/v2/address-books/(?P<list_id>\d{1,10})/contacts/(?P<contact_id>\d{1,10})",
         v2.remove_from_address_book,
         "single",
     ),
@@ -71,16 +72,26 @@ ROUTES: list[tuple[str, str, Handler, str]] = [
         v2.get_enrolment,
         "status",
     ),
-    ("GET", r"/v2/programs/(?P<program_id>\d+)", v2.get_program, "read"),
+    ("GET", r"/v2/programs/(?P<program_id>\d{1,10})", v2.get_program, "read"),
     ("PUT", r"/contacts/v3/import", imports.put_contact_import, "import"),
     ("GET", r"/contacts/v3/import/(?P<import_id>[^/]+)", imports.get_contact_import, "status"),
     ("GET", r"/contacts/v3", contacts.list_contacts, "read"),
+    ("POST", r"/contacts/v3", contacts.create_contact, "single"),
     ("PATCH", CONTACT, contacts.patch_contact, "single"),
     ("GET", CONTACT, contacts.get_contact, "single"),
+    ("PUT", CONTACT, contacts.replace_contact, "single"),
     ("DELETE", CONTACT, contacts.delete_contact, "single"),
     ("PUT", r"/insightData/v3/import", imports.put_insight_import, "import"),
     ("GET", r"/insightData/v3/import/(?P<import_id>[^/]+)", imports.get_insight_import, "status"),
+    ("GET", r"/insightData/v3/async/(?P<job_id>[^/]+)", insight.get_async_job, "status"),
     ("GET", r"/insightData/v3/collections", insight.list_collections, "read"),
+    (
+        "DELETE",
+        r"/insightData/v3/collections/(?P<name>[^/]+)",
+        insight.delete_collection,
+        "single",
+    ),
+    ("GET", r"/insightData/v3/account", insight.list_account_collections, "read"),
     ("GET", r"/insightData/v3/collections/(?P<name>[^/]+)/schema", insight.get_schema, "read"),
     ("POST", r"/insightData/v3/collections/(?P<name>[^/]+)", insight.post_collection, "single"),
     ("GET", ACCOUNT, _insight(insight.list_records), "read"),
@@ -196,6 +207,16 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self.handle_call("DELETE")
+
+    # Methods no operation uses still get DotDigital's JSON 405/404, not the stdlib's HTML 501.
+    def do_OPTIONS(self) -> None:
+        self.handle_call("OPTIONS")
+
+    def do_TRACE(self) -> None:
+        self.handle_call("TRACE")
+
+    def do_QUERY(self) -> None:
+        self.handle_call("QUERY")
 
     # -- plumbing -------------------------------------------------------------------------------
 

@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS imports (
     records INTEGER NOT NULL, payload TEXT, result TEXT, applied INTEGER NOT NULL DEFAULT 0,
     collection TEXT, api_user TEXT);
 CREATE INDEX IF NOT EXISTS imports_pending ON imports (applied, finish_at);
+CREATE TABLE IF NOT EXISTS async_jobs (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS programs (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS enrolments (
@@ -72,6 +74,7 @@ STATE_TABLES = (
     "collections",
     "records",
     "imports",
+    "async_jobs",
     "programs",
     "enrolments",
     "enrolment_contacts",

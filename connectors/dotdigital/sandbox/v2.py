@@ -97,6 +97,10 @@ def delete_data_field(ctx: Ctx, name: str) -> Reply:
 # -- lists (address books) --------------------------------------------------------------------
 
 
+def is_int32(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value < 2**31
+
+
 def list_json(db: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
     count = db.execute(
         "SELECT COUNT(*) FROM list_members WHERE list_id = ?", (row["id"],)
@@ -133,6 +137,10 @@ def create_address_book(ctx: Ctx) -> Reply:
         raise v2(400, "ERROR_ADDRESSBOOK_INVALID", "Address book name is invalid.")
     if visibility not in VISIBILITIES:
         raise v2(400, "ERROR_PARAMETER_INVALID", "Visibility is invalid.")
+    for key in ("id", "contacts"):
+        # The address book's own read-only numbers: ignored, but they must still be Int32s.
+        if key in body and not is_int32(body[key]):
+            raise v2(400, "ERROR_PARAMETER_INVALID", f"The value for {key} is invalid.")
     if name.strip().lower() in ("test", "all contacts"):
         raise v2(
             400, "ERROR_ADDRESSBOOK_DUPLICATE", "That name is reserved, please choose another."
@@ -150,6 +158,28 @@ def create_address_book(ctx: Ctx) -> Reply:
         )
         row = ctx.db.execute("SELECT * FROM lists WHERE id = ?", (cur.lastrowid,)).fetchone()
     return Reply(201, list_json(ctx.db, row))
+
+
+def delete_address_book(ctx: Ctx, list_id: str) -> Reply:
+    """204 without a body, as DotDigital's Lists document declares; members leave with the list."""
+    with ctx.app.store.write(ctx.db):
+        row = ctx.db.execute("SELECT * FROM lists WHERE id = ?", (int(list_id),)).fetchone()
+        if row is None:
+            raise v2(404, "ERROR_ADDRESSBOOK_NOT_FOUND")
+        if not row["writable"]:
+            raise v2(
+                400,
+                "ERROR_ADDRESSBOOK_NOTWRITABLE",
+                "Address book cannot be written to via the API.",
+            )
+        ctx.db.execute(
+            "UPDATE contacts SET updated = ? WHERE id IN "
+            "(SELECT contact_id FROM list_members WHERE list_id = ?)",
+            (ctx.now, row["id"]),
+        )
+        ctx.db.execute("DELETE FROM list_members WHERE list_id = ?", (row["id"],))
+        ctx.db.execute("DELETE FROM lists WHERE id = ?", (row["id"],))
+    return Reply(204)
 
 
 def remove_from_address_book(ctx: Ctx, list_id: str, contact_id: str) -> Reply:
@@ -254,7 +284,8 @@ def program_json(row: sqlite3.Row) -> dict[str, Any]:
 
 def list_programs(ctx: Ctx) -> Reply:
     select = ctx.q_int("select", 1000, 1, 1000)
-    skip = ctx.q_int("skip", 0, 0, 10**9)
+    # The programs document declares skip's minimum as 1 (absent is the first page).
+    skip = ctx.q_int("skip", 0, 1, 10**9)
     rows = ctx.db.execute(
         "SELECT * FROM programs ORDER BY id LIMIT ? OFFSET ?", (select, skip)
     ).fetchall()
