@@ -6,11 +6,13 @@ DotDigital sandbox through its API."""
 
 from __future__ import annotations
 
+import importlib
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.apps import apps
 from django.urls import reverse
 
 from exceptions_inbox.models import Occurrence
@@ -221,3 +223,19 @@ def test_an_orphan_naming_its_order_by_key_says_so_on_its_timeline_and_joins_whe
     assert contact is not None
     assert Decimal(str(contact["dataFields"]["LTV"])) == Decimal("25.00")
     assert OrderKey.objects.get(order_key=ERP_KEY.format("NW5")).order.order_number == "NW5"
+
+
+def test_orders_staged_before_order_keys_get_their_keys_from_their_order_events(erp, wms):
+    """Migration 0013 fills the keys of orders staged before it from their order events, the
+    first order seen with a key keeping it."""
+    erp.post([erp.order("SO-1"), erp.order("SO-2")])
+    wms.post(wms.order("SO-1"))
+    run_staging()
+    expected = set(OrderKey.objects.values_list("source_system", "order_key", "order_id"))
+    assert len(expected) == 3
+    OrderKey.objects.all().delete()
+
+    migration = importlib.import_module("monitoring.migrations.0013_order_keys")
+    migration.keys_from_events(apps, None)
+
+    assert set(OrderKey.objects.values_list("source_system", "order_key", "order_id")) == expected

@@ -424,9 +424,9 @@ def _read_rows(cache: StateCache, events: list[SourceEvent]) -> None:
 
 
 def read_state(events: list[SourceEvent]) -> StateCache:
-    """Everything the batch's customer and order events will look up, in four queries: customers
-    by email and by source id, and the orders by each flow's join key (locked, as find_order
-    locks them one by one)."""
+    """Everything the batch's customer and order events will look up, a query or two each:
+    customers by email and by source id, the orders by each flow's join key and by the order
+    keys the events name (locked, as the lookups lock them one by one)."""
     cache = StateCache(defer_inserts=connection.vendor == "postgresql")
     emails: dict[int, set[str]] = {}
     source_ids: dict[tuple[int, str], set[str]] = {}

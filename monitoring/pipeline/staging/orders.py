@@ -1,6 +1,7 @@
 """Orders: `order.created`, `order.updated` and `order.status_changed` become the workspace's
-merged order (found by the flow's join key), checked (totals, currency, SKUs against the
-catalogue) on the way.
+merged order (found by the flow's join key), checked (currency, negative figures, totals, SKUs
+against the catalogue) on the way; `parent_order` finds the order a child event names (by its
+source's order key first, `order_keys.py`).
 """
 
 from __future__ import annotations
