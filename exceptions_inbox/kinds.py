@@ -194,6 +194,20 @@ define(
 )
 define(
     Kind(
+        slug="negative_order",
+        title="Order with negative figures",
+        description="An order arrived with a negative quantity or a negative total. Taken as an order "
+        "it would count as a purchase and take its value off the customer's lifetime value in "
+        "DotDigital, so it waits and nothing of it is sent.",
+        runbook="Compare the figures with the document in the source. If it is money going back, have "
+        "the source send it as a refund, or mark the document as a credit note or return "
+        "(data.document_type) naming the order it credits in links, then retry; if the order is "
+        "wrong, fix it at source and retry; else resolve the group to skip the events.",
+        default_team="finance",
+    )
+)
+define(
+    Kind(
         slug="currency_mismatch",
         title="Order in another currency",
         description="The order's currency is not the workspace's, so it cannot be added to lifetime value.",

@@ -125,6 +125,28 @@ class Order(models.Model):
         return self.order_number or self.channel_order_ref or f"order {self.pk}"
 
 
+class OrderKey(models.Model):
+    """A source's own key for an order (`data.order_key`), pointing at the merged order it names:
+    how a shipment, refund or return from the same source finds its order whatever the flow's
+    join key. Keys are per source system (two systems' keys may collide); the first order a key
+    is seen with keeps it."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    source_system = models.CharField(max_length=60)
+    order_key = models.CharField(max_length=255)
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="keys")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "source_system", "order_key"], name="order_key_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source_system}:{self.order_key}"
+
+
 class Shipment(models.Model):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
     shipment_key = models.CharField(max_length=255)

@@ -25,6 +25,7 @@ STAGING_KINDS = (
     "contact_without_email",
     "orphan_expired",
     "order_total_mismatch",
+    "negative_order",
     "currency_mismatch",
     "guest_policy",
     "refund_mismatch",

@@ -23,6 +23,7 @@ from connectors.sources.base import ItemError, SourceAdapter, WebhookItems, Webh
 from exceptions_inbox.recording import record_occurrence
 from monitoring.models import Flow, SourceEvent, SourceNotification, WebhookRequest
 from monitoring.pipeline.event_schema import MAX_ERRORS_KEPT, utc_time, validate_event
+from monitoring.pipeline.normalise import is_credit_document
 from monitoring.pipeline.rows import arrays, insert_rows
 from monitoring.pipeline.wake import wake_fetch, wake_staging
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 5 * 1024 * 1024
 STORED_PART_BYTES = 64 * 1024  # of a body over the limit
 ORDER_CHILDREN = {"shipment.dispatched", "refund.issued", "return.received"}
+ORDER_BODIES = {"order.created", "order.updated"}
 
 
 def max_body_bytes() -> int:
@@ -57,9 +59,12 @@ class Result:
 
 
 def order_ref_for(event: Mapping[str, Any], join_key: str) -> str:
-    """The value naming the workspace's order, by the flow's join key."""
+    """The value naming the workspace's order, by the flow's join key. A credit note or return
+    sent as an order document names the order it credits in `links` only: its `data` is its own."""
     links = event.get("links") or {}
     data = event.get("data") or {}
+    if event.get("event_type") in ORDER_BODIES and is_credit_document(data):
+        return str(links.get(join_key) or "")[:255] if isinstance(links, dict) else ""
     if join_key == Flow.JoinKey.CHANNEL_ORDER_REF:
         value = links.get("channel_order_ref") or data.get("channel_order_ref")
     else:

@@ -61,3 +61,25 @@ def parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else None
+
+
+# `data.document_type` of an order document a source sends for money going back to the customer:
+# the canonical schema has no such mark, and a source that keeps credits as orders (Brightpearl's
+# sales credits, an ERP's credit notes, a returns document) sends its document this way, naming
+# the order it credits in `links` as a refund does.
+CREDIT_DOCUMENTS = frozenset({"credit_note", "return"})
+
+
+def is_credit_document(data: Any) -> bool:
+    """Whether an order document is marked as a credit note or return (staged as a refund)."""
+    return isinstance(data, dict) and data.get("document_type") in CREDIT_DOCUMENTS
+
+
+def quantity(value: Any) -> Decimal | None:
+    """A quantity (an integer or a decimal string) as Decimal; None when absent or not a number."""
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None

@@ -46,7 +46,7 @@ from monitoring.models import (
 from monitoring.pipeline import rows
 from monitoring.pipeline.claims import claim_ids, worker_token
 from monitoring.pipeline.mapping import Context, OpSpec, refresh_fields, specs_for, stock_total
-from monitoring.pipeline.normalise import clean_sku, parse_time
+from monitoring.pipeline.normalise import clean_sku, is_credit_document, parse_time
 from monitoring.pipeline.rows import bulk_set, insert_rows
 from monitoring.pipeline.wake import wake_delivery
 
@@ -288,7 +288,8 @@ def plan_batch(ids: Iterable[int], owner: str) -> int:
                     if event.lane == REALTIME:
                         current.lane = REALTIME
                 current.events.append(event.pk)
-            enrol.append((event, flow.destination_id))
+            if not is_credit_document(event.data):  # a credit note is no purchase to enrol on
+                enrol.append((event, flow.destination_id))
         _drop_list_noops(planned, now)
         linked = write_operations(planned, now, ctx)
         linked_events = {event_id for event_ids in linked.values() for event_id in event_ids}

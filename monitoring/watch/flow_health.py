@@ -526,14 +526,11 @@ def _intake_steps(e: SourceEvent) -> list[Step]:
         ),
     ]
     if e.hold or e.state == SourceEvent.State.HELD:
-        steps.append(
-            Step(
-                e.received_at,
-                f"Held: {e.get_hold_display()}",
-                "held",
-                f"deadline {e.hold_deadline:%Y-%m-%d %H:%M}" if e.hold_deadline else e.reason,
-            )
-        )
+        # While held its reason says what it waits for (which order, by which key) and until when.
+        detail = f"deadline {e.hold_deadline:%Y-%m-%d %H:%M}" if e.hold_deadline else e.reason
+        if e.state == SourceEvent.State.HELD and e.reason:
+            detail = e.reason
+        steps.append(Step(e.received_at, f"Held: {e.get_hold_display()}", "held", detail))
     if e.staged_at:
         what = "Released and staged" if e.hold else "Staged"
         steps.append(Step(e.staged_at, what, "staged", f"{e.lane} lane"))

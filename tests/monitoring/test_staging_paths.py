@@ -18,6 +18,7 @@ from monitoring.models import (
     Customer,
     CustomerKey,
     Order,
+    OrderKey,
     Product,
     Refund,
     Shipment,
@@ -36,14 +37,16 @@ HELD = ["saleable", None, "allocated", "saleable", "quarantined"]  # what a snap
 
 
 def mixed_load(erp: Source, wms: Source, seed: int, size: int = 160) -> list[dict[str, Any]]:
-    """New and updated orders (some in another currency, not adding up, without email, guest),
-    status changes, dispatches (some orphans), carrier scans, refunds (some beyond the order's
-    total, some corrected), products, stock snapshots (saleable given, derived, or on-hand only)
-    and deltas, customer upserts."""
+    """New and updated orders (some in another currency, not adding up, without email, guest,
+    negative), status changes, dispatches (some orphans), carrier scans, refunds (some beyond the
+    order's total, some corrected), dispatches and refunds naming their order by its key only,
+    credit notes, products, stock snapshots (saleable given, derived, or on-hand only) and deltas,
+    customer upserts."""
     rng = random.Random(seed)
     snapshots = 0
     kinds = ["order", "update", "status", "dispatch", "scan", "refund", "product", "stock", "cust"]
-    weights = [6, 3, 2, 4, 1, 3, 2, 4, 2]
+    kinds += ["keyed", "negative", "credit"]
+    weights = [6, 3, 2, 4, 1, 3, 2, 4, 2, 3, 2, 2]
     events = []
     for i in range(size):
         kind = rng.choices(kinds, weights)[0]
@@ -113,6 +116,8 @@ def mixed_load(erp: Source, wms: Source, seed: int, size: int = 160) -> list[dic
             amount = rng.choice(["1.00", "5.00", "20.00", "60.00"])
             key = f"R-{rng.randrange(8)}"
             events.append(erp.refund(number, key, amount, at=at, source_event_id=sid))
+        elif kind in ("keyed", "negative", "credit"):
+            events.append(by_key_or_negative(erp, kind, number, at, sid, rng))
         elif kind == "product":
             sku = rng.choice(SKUS[:3])
             events.append(
@@ -177,6 +182,36 @@ def mixed_load(erp: Source, wms: Source, seed: int, size: int = 160) -> list[dic
     return events
 
 
+def by_key_or_negative(
+    erp: Source, kind: str, number: str, at: str, sid: str, rng: random.Random
+) -> dict[str, Any]:
+    """A dispatch or refund naming its order by the ERP's order key only (in data or links), a
+    negative order, or a credit note naming its order in links."""
+    key = f"erp:order:{number}"
+    if kind == "keyed":
+        event = (
+            erp.dispatch(number, at=at, part=3, source_event_id=sid)
+            if rng.random() < 0.5
+            else erp.refund(number, f"RK-{rng.randrange(4)}", "2.00", at=at, source_event_id=sid)
+        )
+        event["links"] = {"order_key": key} if rng.random() < 0.5 else {}
+        return event
+    amount = rng.choice(["-5.00", "-20.00"])
+    line = {"line_key": "1", "sku": "MUG-1", "quantity": -1}
+    line["line_total"] = {"amount": amount, "currency": "GBP"}
+    event = erp.order(
+        f"CN-{rng.randrange(4)}" if kind == "credit" else number,
+        total=amount,
+        lines=[line],
+        version=at,
+        source_event_id=sid,
+    )
+    if kind == "credit":
+        event["data"]["document_type"] = rng.choice(["credit_note", "return"])
+        event["links"] = {"order_key": key} if rng.random() < 0.5 else {"order_number": number}
+    return event
+
+
 def state_of(workspace: Workspace) -> dict[str, Any]:
     """Everything staging wrote for the workspace, without its ids."""
     events = SourceEvent.objects.filter(workspace=workspace)
@@ -235,6 +270,9 @@ def state_of(workspace: Workspace) -> dict[str, Any]:
             "source_system",
             "source_customer_id",
             customer=email,
+        ),
+        "order_keys": rows(
+            OrderKey.objects.filter(workspace=workspace), "source_system", "order_key", order=number
         ),
         "orders": rows(Order.objects.filter(workspace=workspace), *order_fields, customer=email),
         "shipments": rows(
@@ -367,5 +405,15 @@ def test_the_fast_and_the_safe_path_stage_a_mixed_load_to_the_same_state(world, 
     ]
     assert {"on_hand"} in snapshots, "an on-hand-only snapshot"
     assert any(q & {"allocated", "quarantined"} for q in snapshots), "a saleable to derive"
+    negative = {
+        e["source_event_id"]
+        for e in events
+        if e["event_type"] == "order.created"
+        and "document_type" not in e["data"]
+        and e["data"]["totals"]["grand_total"]["amount"].startswith("-")
+    }
+    assert negative and {e[7] for e in fast["events"] if e[0] in negative} == {"negative_order"}
+    assert any(r[0].startswith("erp:order:CN-") for r in fast["refunds"]), "a credit note"
+    assert any(r[0].startswith("RK-") for r in fast["refunds"]), "a refund joined by key"
     for name in fast:
         assert fast[name] == safe[name], name

@@ -17,6 +17,7 @@ from monitoring.models import (
     CustomerKey,
     Flow,
     Order,
+    OrderKey,
     Product,
     Refund,
     Shipment,
@@ -26,6 +27,7 @@ from monitoring.models import (
 )
 from monitoring.pipeline.normalise import (
     clean_sku,
+    is_credit_document,
     normalise_email,
 )
 from monitoring.pipeline.rows import bulk_set
@@ -79,6 +81,7 @@ class Batch:
     passed: dict[int, list[str]] = field(default_factory=dict)  # workspace → event keys
     released_refs: dict[int, set[str]] = field(default_factory=dict)
     released_entities: dict[int, set[str]] = field(default_factory=dict)
+    released_keys: dict[int, set[tuple[str, str]]] = field(default_factory=dict)  # (system, key)
     scanned_orders: set[int] = field(default_factory=set)
     catalogue: dict[int, bool] = field(default_factory=dict)
     aliases: dict[int, dict[tuple[int | None, str], str]] = field(default_factory=dict)
@@ -167,6 +170,8 @@ class StateCache:
                 model._default_manager.bulk_create(rows, batch_size=500)
             if model is Customer:
                 self._insert_keys()
+            if model is Order:
+                self._insert_order_keys()
         for label in list(self.dirty):  # orders, shipments, refunds, products, stock levels
             _update_rows(list(self.dirty.pop(label).values()))
 
@@ -200,6 +205,27 @@ class StateCache:
                 if keys[(ws, system, source_id)].pk != customer_id:
                     raise Abort(f"customer key {system}:{source_id} taken meanwhile")
 
+    def _insert_order_keys(self) -> None:
+        """The order keys the batch met first, in one statement; a key another worker gave
+        another order meanwhile aborts the batch to the safe path."""
+        if not self.new_order_keys:
+            return
+        keys, self.new_order_keys = self.new_order_keys, []
+        OrderKey.objects.bulk_create(keys, ignore_conflicts=True, batch_size=500)
+        by_group: dict[tuple[int, str], list[str]] = {}
+        for key in keys:
+            by_group.setdefault((key.workspace_id, key.source_system), []).append(key.order_key)
+        owners = {
+            (ws, system, value): order_id
+            for (ws, system), values in by_group.items()
+            for value, order_id in OrderKey.objects.filter(
+                workspace_id=ws, source_system=system, order_key__in=values
+            ).values_list("order_key", "order_id")
+        }
+        for key in keys:
+            if owners.get((key.workspace_id, key.source_system, key.order_key)) != key.order_id:
+                raise Abort(f"order key {key.source_system}:{key.order_key} taken meanwhile")
+
     def customer(self, pk: int | None) -> Customer | None:
         return self.customers.get(pk) if pk is not None else None
 
@@ -212,6 +238,10 @@ class StateCache:
     # (ws, join key, value) → pks of the orders holding it, kept by keep_order after each write
     by_ref: dict[tuple[int, str, str], set[int]] = field(default_factory=dict)
     refs_of: dict[int, tuple[tuple[int, str, str], ...]] = field(default_factory=dict)
+    # (ws, source system, order key) → the order it names (None: read and absent), and the keys
+    # the batch gave its orders, inserted at its end.
+    order_keys: dict[tuple[int, str, str], int | None] = field(default_factory=dict)
+    new_order_keys: list[OrderKey] = field(default_factory=list)
 
     def keep_order(self, order: Order) -> Order:
         kept = self.orders.setdefault(order.pk, order)
@@ -244,6 +274,53 @@ def _update_rows(objs: list[Any]) -> None:
             for obj in objs:
                 f.pre_save(obj, False)
     bulk_set(objs, [f.name for f in fields])
+
+
+ORDER_BODIES = frozenset({"order.created", "order.updated"})
+
+
+def _key(value: Any) -> str:
+    return str(value)[:255] if value else ""
+
+
+def parent_keys(event: SourceEvent) -> list[str]:
+    """The keys by which an event names its order in its own source's key space: a shipment's,
+    refund's, return's or status change's `data.order_key` and `links.order_key`; a credit note's
+    `links.order_key` only (its `data.order_key` is its own). An order names none."""
+    links = event.envelope.get("links")
+    linked = _key(links.get("order_key")) if isinstance(links, dict) else ""
+    if event.event_type in ORDER_BODIES:
+        named = [linked] if is_credit_document(event.data) else []
+    else:
+        named = [_key(event.data.get("order_key")), linked]
+    return [key for key in dict.fromkeys(named) if key]
+
+
+def own_order_key(event: SourceEvent) -> str:
+    """The key an order document gives its order in its source's key space ('' for a credit
+    note, which is no order)."""
+    if event.event_type not in ORDER_BODIES or is_credit_document(event.data):
+        return ""
+    return _key(event.data.get("order_key"))
+
+
+def _read_order_keys(cache: StateCache, events: list[SourceEvent]) -> None:
+    """The order keys the events name or give, and the orders they name (locked)."""
+    wanted: dict[tuple[int, str], set[str]] = {}
+    for event in events:
+        keys = {*parent_keys(event), own_order_key(event)} - {""}
+        if keys:
+            wanted.setdefault((event.workspace_id, event.source_system), set()).update(keys)
+    for (ws, system), keys in wanted.items():
+        cache.order_keys.update({(ws, system, key): None for key in keys})
+        for key, order_id in OrderKey.objects.filter(
+            workspace_id=ws, source_system=system, order_key__in=sorted(keys)
+        ).values_list("order_key", "order_id"):
+            cache.order_keys[(ws, system, key)] = order_id
+    unread = sorted({pk for pk in cache.order_keys.values() if pk is not None} - set(cache.orders))
+    if unread:
+        for order in Order.objects.select_for_update().filter(pk__in=unread).order_by("pk"):
+            cache.keep_order(order)
 
 
 RowKeys = tuple[
@@ -348,9 +425,9 @@ def _read_rows(cache: StateCache, events: list[SourceEvent]) -> None:
 
 
 def read_state(events: list[SourceEvent]) -> StateCache:
-    """Everything the batch's customer and order events will look up, in four queries: customers
-    by email and by source id, and the orders by each flow's join key (locked, as find_order
-    locks them one by one)."""
+    """Everything the batch's customer and order events will look up, a query or two each:
+    customers by email and by source id, the orders by each flow's join key and by the order
+    keys the events name (locked, as the lookups lock them one by one)."""
     cache = StateCache(defer_inserts=connection.vendor == "postgresql")
     emails: dict[int, set[str]] = {}
     source_ids: dict[tuple[int, str], set[str]] = {}
@@ -393,6 +470,7 @@ def read_state(events: list[SourceEvent]) -> StateCache:
         for order in qs.exclude(**{join_key: ""}).order_by("pk"):
             cache.keep_order(order)
         cache.order_refs |= {(workspace_id, join_key, ref) for ref in wanted}
+    _read_order_keys(cache, events)
     _read_rows(cache, events)
     return cache
 

@@ -11,7 +11,7 @@ from monitoring.models import (
     Flow,
     SourceEvent,
 )
-from monitoring.pipeline.staging.batch import Batch, Hold, Outcome, State, fail
+from monitoring.pipeline.staging.batch import Batch, Hold, Outcome, State, fail, parent_keys
 
 # A hold is released by the batch that stages what it waits for (`run._release`), but that batch only
 # sees holds committed before its own update: a hold written by a concurrent transaction (the ERP
@@ -36,13 +36,14 @@ def hold_orphan(event: SourceEvent, flow: Flow, batch: Batch, waits_for: str) ->
     if event.hold_deadline is None or event.hold != Hold.ORPHAN:
         event.hold_deadline = event.received_at + timedelta(seconds=flow.orphan_hold_seconds)
     if batch.now >= event.hold_deadline:
+        named = event.order_ref or next(iter(parent_keys(event)), "")
         fail(
             event,
             batch,
             "orphan_expired",
-            f"{waits_for} never arrived before the hold's deadline.",
-            subject_key=f"order:{event.order_ref}",
-            subject_label=event.order_ref or event.entity_key,
+            f"{waits_for[:1].upper()}{waits_for[1:]} never arrived before the hold's deadline.",
+            subject_key=f"order:{named}",
+            subject_label=named or event.entity_key,
             order_number=event.order_ref,
             detail={"waited_for": waits_for, "deadline": event.hold_deadline.isoformat()},
         )

@@ -1,6 +1,7 @@
 """Orders: `order.created`, `order.updated` and `order.status_changed` become the workspace's
-merged order (found by the flow's join key), checked (totals, currency, SKUs against the
-catalogue) on the way.
+merged order (found by the flow's join key), checked (currency, negative figures, totals, SKUs
+against the catalogue) on the way; `parent_order` finds the order a child event names (by its
+source's order key first, `order_keys.py`).
 """
 
 from __future__ import annotations
@@ -22,11 +23,21 @@ from monitoring.pipeline.normalise import (
     minor_unit,
     money,
     parse_time,
+    quantity,
     sku_match_key,
 )
-from monitoring.pipeline.staging.batch import Batch, Hold, Outcome, State, fail
+from monitoring.pipeline.staging.batch import (
+    Batch,
+    Hold,
+    Outcome,
+    State,
+    fail,
+    own_order_key,
+    parent_keys,
+)
 from monitoring.pipeline.staging.customers import no_email, resolve_customer
 from monitoring.pipeline.staging.holds import hold_orphan
+from monitoring.pipeline.staging.order_keys import give_keys, order_by_key
 from monitoring.pipeline.transforms import clean_sku_by_rules
 
 
@@ -243,6 +254,7 @@ def stage_order(event: SourceEvent, flow: Flow, batch: Batch) -> None:
         _set_status(order, data.get("status") or {})
         order.status_version = event.source_version
     save_order(batch, order)
+    give_keys(event, order, batch, [own_order_key(event)])
     if previous_customer and previous_customer != order.customer_id:
         batch.customers.add(previous_customer)
     event.order = order
@@ -273,6 +285,7 @@ def _check_order(event: SourceEvent, flow: Flow, batch: Batch, number: str) -> b
             order_number=number,
         )
         raise Outcome(State.FAILED, "", "currency_mismatch")
+    _check_figures(event, batch, number)
     problem = order_total_problem(data)
     if problem:
         fail(
@@ -299,6 +312,65 @@ def _check_order(event: SourceEvent, flow: Flow, batch: Batch, number: str) -> b
         )
         raise Outcome(State.FAILED, "", "guest_policy")
     return is_guest
+
+
+def negative_figures(data: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """The negative figures of an order document: its grand total or subtotal below zero, and
+    each line of a negative quantity (with its price and total), as words and as detail."""
+    totals = data.get("totals") or {}
+    currency = str(data.get("currency") or "")
+    words: list[str] = []
+    lines: list[dict[str, str]] = []
+    for index, line in enumerate(data.get("lines") or [], start=1):
+        count = quantity(line.get("quantity"))
+        if count is None or count >= 0:
+            continue
+        label = str(line.get("line_key") or index)
+        unit, total = money(line.get("unit_price")), money(line.get("line_total"))
+        figures = f"{count}" + (f" × {unit} {currency}" if unit is not None else "")
+        if total is not None:
+            figures += f" = {total} {currency}"
+        words.append(f"line {label} ({line.get('sku') or 'no SKU'}) {figures}")
+        lines.append(
+            {
+                "line_key": label,
+                "sku": str(line.get("sku") or ""),
+                "quantity": str(count),
+                "unit_price": "" if unit is None else str(unit),
+                "line_total": "" if total is None else str(total),
+            }
+        )
+    detail: dict[str, Any] = {"currency": currency, "lines": lines}
+    for name in ("subtotal", "grand_total"):
+        amount = money(totals.get(name))
+        detail[name] = "" if amount is None else str(amount)
+        if amount is not None and amount < 0:
+            words.append(f"{name.replace('_', ' ')} {amount} {currency}")
+    return words, detail
+
+
+def _check_figures(event: SourceEvent, batch: Batch, number: str) -> None:
+    """Negative money on an order is finance's to look at: a source sends money going back as a
+    refund, or as an order document marked a credit note or return (`data.document_type`). A
+    zero-value order (a free replacement) is an order."""
+    words, detail = negative_figures(event.data)
+    if not words:
+        return
+    message = (
+        f"Order {number} has negative figures: {'; '.join(words)}. An order takes money in; "
+        "money going back comes as a refund, or as a document marked a credit note or return."
+    )
+    fail(
+        event,
+        batch,
+        "negative_order",
+        message,
+        subject_key=f"order:{number}",
+        subject_label=number,
+        order_number=number,
+        detail=detail,
+    )
+    raise Outcome(State.FAILED, message, "negative_order")
 
 
 def _fill_order(
@@ -350,6 +422,7 @@ def _join_copy(event: SourceEvent, order: Order, batch: Batch) -> None:
         data.get("channel_order_ref") or links.get("channel_order_ref") or ""
     )
     save_order(batch, order)
+    give_keys(event, order, batch, [own_order_key(event)])
     event.order = order
     event.customer = order.customer
     event.reason = "A warehouse copy of an order held with the ERP's money: joined to it."
@@ -368,12 +441,15 @@ def _set_status(order: Order, status: dict[str, Any]) -> None:
 
 
 def parent_order(event: SourceEvent, flow: Flow, batch: Batch) -> Order:
-    order = find_order(event, flow, batch=batch)
+    """The order a shipment, refund, return, status change or credit note names: by an order key
+    of its own source first, else by the flow's join key; held (or, where the flow does not hold
+    orphans, started) while there is none."""
+    order = order_by_key(event, batch) or find_order(event, flow, batch=batch)
     if order is not None:
         return order
-    waits_for = f"order {event.order_ref or event.data.get('order_key')}"
+    keys = parent_keys(event)
     if flow.hold_orphans or not event.order_ref:
-        hold_orphan(event, flow, batch, waits_for)
+        hold_orphan(event, flow, batch, waiting_for(event, flow, keys))
     # No hold: the order starts here, and the flow carrying money fills it in when it comes.
     join = {flow.join_key: event.order_ref}
     order = Order(
@@ -382,7 +458,18 @@ def parent_order(event: SourceEvent, flow: Flow, batch: Batch) -> Order:
         **join,
     )
     save_order(batch, order)
+    give_keys(event, order, batch, keys)
     return order
+
+
+def waiting_for(event: SourceEvent, flow: Flow, keys: list[str]) -> str:
+    """What an orphan waits for, each way it names its order: 'order SO-1 (order number) or
+    order key erp:order:1 of erp'."""
+    named = []
+    if event.order_ref:
+        named.append(f"{event.order_ref} ({flow.get_join_key_display().lower()})")
+    named += [f"key {key} of {event.source_system}" for key in keys]
+    return "order " + (" or ".join(named) if named else "(the event names none)")
 
 
 def stage_status(event: SourceEvent, flow: Flow, batch: Batch) -> None:

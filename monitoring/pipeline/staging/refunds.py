@@ -1,7 +1,9 @@
-"""Refunds: `refund.issued` and `return.received` onto their order, never beyond its total."""
+"""Refunds: `refund.issued`, `return.received` and credit notes (order documents the source marks
+as a credit note or return) onto their order, never beyond its total."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 
 from monitoring.models import (
@@ -16,14 +18,73 @@ from monitoring.pipeline.normalise import (
     parse_time,
 )
 from monitoring.pipeline.staging.batch import Batch, Outcome, State, fail, save_row
-from monitoring.pipeline.staging.orders import link_order, parent_order, save_order
+from monitoring.pipeline.staging.orders import (
+    link_order,
+    order_total_problem,
+    parent_order,
+    save_order,
+)
 
 
 def stage_refund(event: SourceEvent, flow: Flow, batch: Batch) -> None:
     data = event.data
     order = parent_order(event, flow, batch)
-    amount = money(data.get("amount"))
     currency = str((data.get("amount") or {}).get("currency") or "")
+    refunded_at = parse_time(data.get("refunded_at")) or event.occurred_at
+    refund_onto(
+        event,
+        order,
+        str(data["refund_key"]),
+        money(data.get("amount")),
+        currency,
+        refunded_at,
+        batch,
+    )
+
+
+def stage_credit_note(event: SourceEvent, flow: Flow, batch: Batch) -> None:
+    """A credit note or return the source sends as an order document (`data.document_type`): a
+    refund of its grand total (money going back, whichever sign the source gives it) against the
+    order it names in `links`, keyed by its own order key. Its parts must add up as an order's."""
+    data = event.data
+    number = str(data.get("order_number") or "")
+    problem = order_total_problem(data)
+    if problem:
+        fail(
+            event,
+            batch,
+            "order_total_mismatch",
+            f"Credit note {number}: {problem}",
+            subject_key=f"order:{number}",
+            subject_label=number,
+            order_number=number,
+            detail={"totals": data.get("totals")},
+        )
+        raise Outcome(State.FAILED, problem, "order_total_mismatch")
+    order = parent_order(event, flow, batch)
+    grand = money((data.get("totals") or {}).get("grand_total"))
+    amount = abs(grand) if grand is not None else None
+    currency = str(data.get("currency") or "")
+    refunded_at = parse_time(data.get("placed_at")) or event.occurred_at
+    key = str(data.get("order_key") or event.entity_key)[:255]
+    refund_onto(event, order, key, amount, currency, refunded_at, batch)
+    event.reason = (
+        f"{number or 'A credit note'} ({data.get('document_type')}): a refund of {amount} "
+        f"{currency} against order {order}."
+    )
+
+
+def refund_onto(
+    event: SourceEvent,
+    order: Order,
+    key: str,
+    amount: Decimal | None,
+    currency: str,
+    refunded_at: datetime | None,
+    batch: Batch,
+) -> None:
+    """The refund `key` of `amount` onto its order, in the workspace's currency and within what
+    was paid on the order; the order's refunded total recomputed from its refunds."""
     if currency != event.workspace.currency:
         fail(
             event,
@@ -35,7 +96,6 @@ def stage_refund(event: SourceEvent, flow: Flow, batch: Batch) -> None:
             order_number=order.order_number,
         )
         raise Outcome(State.FAILED, "", "currency_mismatch")
-    key = str(data["refund_key"])
     refund = _refund_by_key(event, batch, key)
     if refund is not None and event.source_version < refund.source_version:
         raise Outcome(State.SKIPPED, "Superseded: a newer version of this refund is staged.")
@@ -45,7 +105,7 @@ def stage_refund(event: SourceEvent, flow: Flow, batch: Batch) -> None:
     refund.order = order
     refund.amount = amount or Decimal(0)
     refund.currency = currency
-    refund.refunded_at = parse_time(data.get("refunded_at")) or event.occurred_at
+    refund.refunded_at = refunded_at or event.occurred_at
     refund.source_version = event.source_version
     if batch.cache is not None:
         batch.cache.refunds[(event.workspace_id, key)] = refund

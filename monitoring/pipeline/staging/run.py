@@ -22,12 +22,14 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import DatabaseError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Workspace
 from exceptions_inbox.recording import clear_occurrences, record_occurrence
-from monitoring.models import SourceEvent
+from monitoring.models import Flow, SourceEvent
 from monitoring.pipeline.claims import claim_ids, worker_token
+from monitoring.pipeline.normalise import is_credit_document
 from monitoring.pipeline.rows import bulk_set
 from monitoring.pipeline.staging.aggregates import recompute_aggregates
 from monitoring.pipeline.staging.batch import (
@@ -46,7 +48,7 @@ from monitoring.pipeline.staging.batch import (
 from monitoring.pipeline.staging.catalogue import stage_product, stage_stock
 from monitoring.pipeline.staging.customers import stage_consent, stage_customer
 from monitoring.pipeline.staging.orders import stage_order, stage_status
-from monitoring.pipeline.staging.refunds import stage_refund, stage_return
+from monitoring.pipeline.staging.refunds import stage_credit_note, stage_refund, stage_return
 from monitoring.pipeline.staging.shipments import stage_dispatch, stage_scan, stage_tracking
 from monitoring.pipeline.wake import wake_staging
 
@@ -61,12 +63,22 @@ REALTIME_TYPES = {
     "refund.issued",
 }
 
+
+def stage_order_document(event: SourceEvent, flow: Flow, batch: Batch) -> None:
+    """An order, or a credit note or return the source sends as an order document
+    (`data.document_type`), staged as a refund against the order it names."""
+    if is_credit_document(event.data):
+        stage_credit_note(event, flow, batch)
+    else:
+        stage_order(event, flow, batch)
+
+
 # Where each event type is staged.
 HANDLERS = {
     "customer.upserted": stage_customer,
     "consent.changed": stage_consent,
-    "order.created": stage_order,
-    "order.updated": stage_order,
+    "order.created": stage_order_document,
+    "order.updated": stage_order_document,
     "order.status_changed": stage_status,
     "shipment.dispatched": stage_dispatch,
     "shipment.tracking_updated": stage_tracking,
@@ -329,6 +341,8 @@ def _release(batch: Batch) -> None:
             )
             flows |= {f for f in qs.values_list("flow_id", flat=True) if f is not None}
             qs.update(next_attempt_at=batch.now)
+    for workspace_id, order_keys in batch.released_keys.items():
+        flows |= _release_keys(workspace_id, order_keys, batch)
     for workspace_id, keys in batch.released_entities.items():
         qs = SourceEvent.objects.filter(
             workspace_id=workspace_id, state=State.HELD, hold=Hold.ORPHAN, entity_key__in=keys
@@ -343,6 +357,22 @@ def _release(batch: Batch) -> None:
         qs.update(next_attempt_at=batch.now)
     if flows:
         wake_staging(flows, lane="realtime")
+
+
+def _release_keys(workspace_id: int, order_keys: set[tuple[str, str]], batch: Batch) -> set[int]:
+    """Orphans of a source naming, by one of its order keys (in `data` or `links`), an order that
+    has just been given it: due now. Returns their flows."""
+    by_system: dict[str, list[str]] = {}
+    for system, key in order_keys:
+        by_system.setdefault(system, []).append(key)
+    flows: set[int] = set()
+    for system, keys in by_system.items():
+        qs = SourceEvent.objects.filter(
+            workspace_id=workspace_id, state=State.HELD, hold=Hold.ORPHAN, source_system=system
+        ).filter(Q(envelope__data__order_key__in=keys) | Q(envelope__links__order_key__in=keys))
+        flows |= {f for f in qs.values_list("flow_id", flat=True) if f is not None}
+        qs.update(next_attempt_at=batch.now)
+    return flows
 
 
 def stage_event(event: SourceEvent, batch: Batch) -> None:
