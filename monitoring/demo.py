@@ -144,7 +144,9 @@ def seed_demo_source(workspace: Workspace) -> dict[str, str]:
 # requests (after them with `poll_first=False`) and every POLL_SECONDS after. seed_demo creates
 # one connection and flow per system (its webhook token in var/demo-tokens.json under `key`);
 # run_demo starts the APIs and one "demo-replay" process (`run_demo_source --replay`) that does
-# the rest and then keeps polling until stopped.
+# the rest and then keeps polling until stopped. A replay happens now: a recording's `requests`
+# and `api` move the times they hold to the present run_demo gives them all
+# (connectors/sources/replay.py), keeping their order, so a recorded event is not years late.
 
 POLL_SECONDS = 30.0
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 from exceptions_inbox.actions import apply_action
 from exceptions_inbox.models import ExceptionGroup, Occurrence
 from monitoring.models import Alert, AlertChange, AlertNotice, FlowWatch, SourceEvent
-from monitoring.watch import alerts
+from monitoring.watch import alerts, flow_health
 from tests.monitoring.watch_support import make_event, make_flow
 
 pytestmark = pytest.mark.django_db
@@ -84,6 +84,41 @@ def test_lag_triggers_only_after_lasting_y_minutes_then_notifies_once(
     assert "lagging" in webhook.call_args.args[1]["text"]
     occurrence = Occurrence.objects.get(event_key=f"alert:{alert.pk}")
     assert occurrence.group.kind == "lag" and occurrence.state == Occurrence.State.OPEN
+
+
+def test_a_backfill_never_trips_a_lag_alert(flow, world, webhook, mailoutbox):
+    with time_machine.travel(TUESDAY_9, tick=False) as clock:
+        make_event(flow)  # live traffic, a few seconds end to end
+        for _ in range(20):  # last year's orders, delivered today
+            make_event(flow, source_delay=365 * 86400, is_backfill=True)
+        for _ in range(50):  # more of them queued in the bulk lane for an hour
+            waiting = a_waiting_event(flow, minutes_old=60)
+            SourceEvent.objects.filter(pk=waiting.pk).update(is_backfill=True)
+        for _ in range(3):
+            clock.shift(timedelta(minutes=5))
+            make_event(flow)
+            assert check() == []
+        [h] = flow_health.flow_health([flow])
+    assert h.state == "healthy" and not h.is_lagging
+    assert h.backlog == 0 and h.oldest_age is None
+    assert h.backfill_waiting == 50 and h.backfill_day == 70
+    assert not Alert.objects.exists() and not mailoutbox and not webhook.called
+    assert FlowWatch.objects.get(flow=flow).lag_breach_since is None
+
+
+def test_live_events_waiting_behind_a_backfill_still_trip_the_lag_alert(flow, world, webhook):
+    with time_machine.travel(TUESDAY_9, tick=False) as clock:
+        for _ in range(5):
+            waiting = a_waiting_event(flow, minutes_old=60)
+            SourceEvent.objects.filter(pk=waiting.pk).update(is_backfill=True)
+        a_waiting_event(flow, minutes_old=10)
+        make_event(flow)
+        assert check() == []
+        clock.shift(timedelta(minutes=5, seconds=1))
+        assert check() == [f"{flow.pk}: lag triggered"]
+    alert = Alert.objects.get(flow=flow)
+    assert "oldest waiting event 15.0 min old" in alert.message
+    assert "backlog 1." in alert.message
 
 
 def test_acknowledging_in_the_inbox_acknowledges_the_alert_and_stops_escalation(
@@ -205,9 +240,7 @@ def test_a_second_check_racing_the_first_opens_no_second_alert(flow, webhook):
         FlowWatch.objects.filter(flow=flow).update(lag_for_minutes=0)
         check()
         Alert.objects.filter(flow=flow).update(state=Alert.State.TRIGGERED)
-        from monitoring.watch.flow_health import flow_health
-
-        [h] = flow_health([flow])
+        [h] = flow_health.flow_health([flow])
         assert alerts.trigger(h, Alert.Kind.LAG, "again") is None
     assert Alert.objects.filter(kind="lag").count() == 1
     assert AlertChange.objects.filter(kind="triggered").count() == 1

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from exceptions_inbox.recording import record_occurrence
 from monitoring.models import SourceEvent
@@ -59,3 +62,25 @@ def test_it_counts_events_latency_backlog_and_open_exceptions(settings, world):
     assert 'syncdesk_backlog{workspace="acme",flow="ERP"} 1' in text
     assert 'syncdesk_open_exceptions{workspace="acme",kind="sku_mapping_gap",team="ops"} 1' in text
     assert "# TYPE syncdesk_rate_limit_wait_seconds gauge" in text
+
+
+def test_backfill_is_kept_out_of_the_latency_and_the_backlog_and_counted_apart(settings, world):
+    settings.METRICS_TOKEN = "s3cret"
+    flow = make_flow(world.workspace, name="ERP")
+    make_event(flow, source_delay=1, queue=1, dotdigital=1)
+    for _ in range(3):  # history of 2020, delivered within the hour
+        make_event(flow, source_delay=5 * 365 * 86400, is_backfill=True)
+    for _ in range(2):  # more of it waiting in the bulk lane for two hours
+        waiting = make_event(flow, state=SourceEvent.State.RECEIVED, is_backfill=True)
+        SourceEvent.objects.filter(pk=waiting.pk).update(
+            received_at=timezone.now() - timedelta(hours=2)
+        )
+    status, text = scrape("s3cret")
+    assert status == 200
+    base = 'workspace="acme",flow="ERP",lane="realtime"'
+    assert f'syncdesk_event_latency_seconds_bucket{{{base},le="5"}} 1' in text
+    assert f"syncdesk_event_latency_seconds_count{{{base}}} 1" in text
+    assert f"syncdesk_event_latency_seconds_sum{{{base}}} 3.000" in text
+    assert 'syncdesk_backlog{workspace="acme",flow="ERP"} 0' in text
+    assert 'syncdesk_backlog_oldest_age_seconds{workspace="acme",flow="ERP"} 0' in text
+    assert 'syncdesk_backfill_backlog{workspace="acme",flow="ERP"} 2' in text

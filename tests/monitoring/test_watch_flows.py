@@ -81,6 +81,34 @@ def test_history_posted_as_a_backfill_is_not_counted_as_lag(world):
     assert h.state == "healthy"
 
 
+def test_a_backfill_never_moves_a_flows_latency_or_backlog_and_is_shown_apart(world, client_for):
+    flow = make_flow(world.workspace, name="Brightpearl → DotDigital", lag_threshold_seconds=60)
+    for _ in range(5):
+        make_event(flow, source_delay=1, queue=1, dotdigital=1)
+    for _ in range(7):  # history of 2020, delivered today
+        make_event(flow, source_delay=5 * 365 * 86400, queue=900, is_backfill=True)
+    for _ in range(4):  # more of it queued in the bulk lane for two hours
+        waiting = make_event(flow, state=SourceEvent.State.RECEIVED, is_backfill=True)
+        SourceEvent.objects.filter(pk=waiting.pk).update(
+            received_at=timezone.now() - timedelta(hours=2)
+        )
+    [h] = flow_health.flow_health([flow])
+    assert h.delivered_hour == h.delivered_day == 5
+    assert h.p95_hour is not None and h.p95_hour <= 5
+    assert h.p95_day is not None and h.p95_day <= 5
+    assert h.backlog == 0 and h.oldest_age is None
+    assert (h.backfill_day, h.backfill_waiting) == (11, 4)
+    assert h.state == "healthy"
+    assert all(bar.total <= 5 for bar in flow_health.latency_bars(flow))
+
+    body = client_for(world.member).get(reverse("monitoring:flows", args=["acme"])).content
+    row = body.decode().split("Brightpearl → DotDigital", 1)[1].split("</tr>", 1)[0]
+    throughput, _, _, backlog = row.split('<td class="num">')[3:7]
+    assert throughput.startswith("5/h") and "+11 backfill</div>" in throughput
+    assert backlog.startswith("0") and "+4 backfill</div>" in backlog
+    assert '<span class="pill pill-healthy"' in row
+
+
 def test_a_paused_connection_makes_the_flow_failing(world):
     flow = make_flow(world.workspace)
     flow.destination.pause("401 Unauthorized")

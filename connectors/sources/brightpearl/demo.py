@@ -8,7 +8,8 @@ provenance in connectors/sources/brightpearl/README.md). Two liberties: the reco
 to an order nobody recorded, so the demo serves it as order 1's note (else its shipment would wait
 as an orphan and expire); and the recorded account trades in US dollars while the demo workspace
 keeps pounds, so the sale and its credit are served in GBP (else both would stop as currency
-mismatches).
+mismatches). Their times, 2020 to 2025 as recorded, are replayed now (connectors/sources/replay.py):
+the webhooks and the records through one clock, in their recorded order.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -26,6 +28,7 @@ from django.conf import settings
 
 from connectors.sources.base import RecordedApi, RecordedRequest, Recording
 from connectors.sources.brightpearl.mapping import MappingError, expand_id_set
+from connectors.sources.replay import ReplayClock, replay_anchor
 
 ACCOUNT = "acme"
 APP_REF = "syncdesk-demo"
@@ -49,44 +52,53 @@ def _records(name: str) -> dict[int, dict[str, Any]]:
     return {int(r.get("id") or r.get("contactId")): r for r in response}
 
 
-def _notification(resource: str, ids: str, full_event: str, raised_on: str) -> bytes:
-    return json.dumps(
-        {
-            "accountCode": ACCOUNT,
-            "resourceType": resource,
-            "id": ids,
-            "lifecycleEvent": "modified",
-            "fullEvent": full_event,
-            "raisedOn": raised_on,
-            "brightpearlVersion": "7.12.0",
-        }
-    ).encode()
+def _notification(resource: str, ids: str, full_event: str, raised_on: str) -> dict[str, Any]:
+    return {
+        "accountCode": ACCOUNT,
+        "resourceType": resource,
+        "id": ids,
+        "lifecycleEvent": "modified",
+        "fullEvent": full_event,
+        "raisedOn": raised_on,
+        "brightpearlVersion": "7.12.0",
+    }
 
 
-def demo_requests() -> list[RecordedRequest]:
-    """The contact, the product, the sale and its credit, then the goods-out note."""
+def _recorded_webhooks() -> list[tuple[str, Any]]:
+    """(label, body) of the contact, the product, the sale and its credit, then the goods-out
+    note, as recorded."""
     recorded = [
         ("synthetic/webhook-contact-modified.json", "contact modified"),
         ("synthetic/webhook-product-on-hand-modified.json", "product on hand modified"),
         ("synthetic/webhook-order-modified.json", "order modified"),
     ]
-    requests = [
-        RecordedRequest(body=(payloads() / name).read_bytes(), label=label)
-        for name, label in recorded
+    bodies = [(label, _load(name)) for name, label in recorded]
+    bodies.append(
+        (
+            "sales credit created",
+            _notification("sales-credit", "2", "sales-credit.created", "2020-04-02T10:00:00Z"),
+        )
+    )
+    bodies.append(
+        ("goods-out note shipped", _load("synthetic/webhook-goods-out-note-shipped.json"))
+    )
+    return bodies
+
+
+def _clock(anchor: datetime | None) -> ReplayClock:
+    """One clock for the webhooks and the records: the API and the replay run apart."""
+    documents = [body for _, body in _recorded_webhooks()]
+    documents.extend(vars(_recorded_store()).values())
+    return ReplayClock(documents, anchor=anchor or replay_anchor())
+
+
+def demo_requests(anchor: datetime | None = None) -> list[RecordedRequest]:
+    """The webhooks, their times moved to `anchor` (default: the demo's present)."""
+    clock = _clock(anchor)
+    return [
+        RecordedRequest(body=json.dumps(clock.shift(body)).encode(), label=label)
+        for label, body in _recorded_webhooks()
     ]
-    requests.append(
-        RecordedRequest(
-            body=_notification("sales-credit", "2", "sales-credit.created", "2020-04-02T10:00:00Z"),
-            label="sales credit created",
-        )
-    )
-    requests.append(
-        RecordedRequest(
-            body=(payloads() / "synthetic/webhook-goods-out-note-shipped.json").read_bytes(),
-            label="goods-out note shipped",
-        )
-    )
-    return requests
 
 
 def demo_credentials() -> dict[str, Any]:
@@ -159,7 +171,7 @@ class _Store:
         return None
 
 
-def demo_api() -> RecordedApi:
+def _recorded_store() -> _Store:
     orders = {
         number: {**order, "currency": {**order["currency"], **IN_POUNDS}}
         for number, order in {
@@ -167,7 +179,7 @@ def demo_api() -> RecordedApi:
             **_records("synthetic/order-get-sales-credit-paid.json"),
         }.items()
     }
-    store = _Store(
+    return _Store(
         orders=orders,
         notes={k: {**v, "orderId": 1} for k, v in _records("goods-out-note-get.json").items()},
         products=_records("extra/product-get.json"),
@@ -177,6 +189,12 @@ def demo_api() -> RecordedApi:
         contacts=_records("contact-get.json"),
         statuses=_load("extra/order-status-get.json"),
     )
+
+
+def demo_api(anchor: datetime | None = None) -> RecordedApi:
+    """The recorded account, its times moved to `anchor` (default: the demo's present)."""
+    clock = _clock(anchor)
+    store = _Store(**{name: clock.shift(value) for name, value in vars(_recorded_store()).items()})
     over_cap = _load("error-503-request-cap.json")
     budget = _Budget()
 

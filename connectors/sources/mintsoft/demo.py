@@ -3,22 +3,29 @@ flow's webhook, and a recorded Mintsoft API for its poller (orders, returns, sto
 
 The payloads are the parsing tests' (tests/connectors/sources/payloads/mintsoft/, their
 provenance in connectors/sources/mintsoft/README.md): the order list and the products-in-location report are
-captured; the callbacks and returns are synthetic from Mintsoft's documentation.
+captured; the callbacks and returns are synthetic from Mintsoft's documentation. Their times,
+2012 to 2026 as recorded, are replayed now (connectors/sources/replay.py): the callbacks and the
+API's records through one clock, in their recorded order; Mintsoft's times without an offset are
+the warehouse's local time (`ZONE`, the connection's `time_zone`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 
 from connectors.sources.base import RecordedApi, RecordedRequest, Recording
+from connectors.sources.replay import ReplayClock, replay_anchor
 
 API_KEY = "demo-mintsoft-key"
 CLIENT_ID = 3
+ZONE = ZoneInfo("Europe/London")
 
 
 def payloads() -> Path:
@@ -38,11 +45,29 @@ CALLBACKS = (
 )
 
 
-def demo_requests() -> list[RecordedRequest]:
-    """The callbacks, each to `/hooks/<token>/?callback=<name>` as its ExtraCode URL says."""
+#: what the recorded API serves, by path (the order list is its page 1)
+SERVED = {
+    "/api/Order/List": "order-list-response.json",
+    "/api/Order/Statuses": "order-statuses.json",
+    "/api/Return/Reasons": "return-reasons.json",
+    "/api/Return/SearchByDate": "synthetic/return-search-by-date.json",
+    "/api/Reports/ProductsInLocationReport": "products-in-location-report.json",
+}
+
+
+def _clock(anchor: datetime | None) -> ReplayClock:
+    """One clock for the callbacks and the records: the API and the replay run apart."""
+    documents = [_load(name) for name, _ in CALLBACKS] + [_load(name) for name in SERVED.values()]
+    return ReplayClock(documents, anchor=anchor or replay_anchor(), naive_zone=ZONE)
+
+
+def demo_requests(anchor: datetime | None = None) -> list[RecordedRequest]:
+    """The callbacks, each to `/hooks/<token>/?callback=<name>` as its ExtraCode URL says, their
+    times moved to `anchor` (default: the demo's present)."""
+    clock = _clock(anchor)
     return [
         RecordedRequest(
-            body=(payloads() / name).read_bytes(),
+            body=clock.shift_json((payloads() / name).read_bytes()),
             query_string=f"callback={callback}",
             label=f"{callback} callback ({name})",
         )
@@ -55,19 +80,20 @@ def demo_credentials() -> dict[str, Any]:
 
 
 def demo_options(base_url: str) -> dict[str, Any]:
-    return {"base_url": base_url, "client_id": CLIENT_ID, "returns_lookback_days": 1}
-
-
-def demo_api() -> RecordedApi:
-    """The recorded API: the order list (one page), the returns of any day, the stock report."""
-    orders = _load("order-list-response.json")
-    returns = _load("synthetic/return-search-by-date.json")
-    answers: dict[str, Any] = {
-        "/api/Order/Statuses": _load("order-statuses.json"),
-        "/api/Return/Reasons": _load("return-reasons.json"),
-        "/api/Return/SearchByDate": returns,
-        "/api/Reports/ProductsInLocationReport": _load("products-in-location-report.json"),
+    return {
+        "base_url": base_url,
+        "client_id": CLIENT_ID,
+        "returns_lookback_days": 1,
+        "time_zone": ZONE.key,
     }
+
+
+def demo_api(anchor: datetime | None = None) -> RecordedApi:
+    """The recorded API: the order list (one page), the returns of any day, the stock report;
+    their times moved to `anchor` (default: the demo's present)."""
+    clock = _clock(anchor)
+    answers = {path: clock.shift(_load(name)) for path, name in SERVED.items()}
+    orders = answers.pop("/api/Order/List")
 
     def answer(
         method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str]

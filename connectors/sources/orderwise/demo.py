@@ -4,7 +4,8 @@ legacy ``ExportData`` push to the flow's webhook.
 
 No OrderWise payload is public: the rows are synthetic, in the columns the setup page's SQL
 returns (connectors/sources/orderwise/README.md), with the demo catalogue's SKUs. Their times are the
-demo's start, written in the server's local time as OrderWise writes them. On purpose: a web order
+demo's present (connectors/sources/replay.py), a few seconds apart, written in the server's local
+time as OrderWise writes them. On purpose: a web order
 on the shared web account (a guest, not the account), a credit note (a refund), and one order in
 a status the connection's status map does not know (it changes nothing and opens a
 ``source_warning`` in the inbox).
@@ -15,12 +16,13 @@ from __future__ import annotations
 import base64
 import secrets
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from connectors.sources.base import RecordedApi, RecordedRequest, Recording
+from connectors.sources.replay import replay_anchor
 
 USER = "demo-orderwise"
 PASSWORD = "demo-orderwise-password"
@@ -73,8 +75,8 @@ def _order(oh_id: int, number: str, at: datetime, *, email: str, cu_id: str, sta
 
 
 def demo_rows(now: datetime) -> dict[str, list[dict[str, Any]]]:
-    """Each export definition's rows, as of `now`."""
-    t = [now - timedelta(minutes=50 - 5 * i) for i in range(10)]
+    """Each export definition's rows, as of `now`: changed in the seconds before it, in order."""
+    t = [now - timedelta(seconds=2 * (10 - i)) for i in range(10)]
     merino, raincoat = ("MER-000/RED-S", "Merino Crew", 34.99), ("RAI-001/RED-M", "Raincoat", 17.99)
     return {
         DEFINITIONS["products"]: [
@@ -145,10 +147,10 @@ def demo_requests() -> list[RecordedRequest]:
     ]
 
 
-def demo_api() -> RecordedApi:
+def demo_api(anchor: datetime | None = None) -> RecordedApi:
     """``GET /OWAPI/token/gettoken`` (Basic) and ``GET /OWAPI/ExportDefinition/{id}`` with keyset
     paging by ``limit`` + ``last_id`` and the ``since`` window, as the setup page's SQL does."""
-    rows = demo_rows(datetime.now(UTC))
+    rows = demo_rows(anchor or replay_anchor())
     basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     tokens: set[str] = set()
 

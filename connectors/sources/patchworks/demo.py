@@ -20,6 +20,7 @@ from typing import Any
 from django.conf import settings
 
 from connectors.sources.base import RecordedRequest, Recording
+from connectors.sources.replay import replay_anchor
 
 SYSTEM, ACCOUNT = "peoplevox", "wh1"  # the system the relaying flow reads from
 ORDER = "#LMUK62388"  # the order of Patchworks' documented despatch example
@@ -60,7 +61,7 @@ def _money(amount: str) -> dict[str, str]:
 
 def demo_events(now: datetime) -> list[dict[str, Any]]:
     """The customer and the order of the documented despatch (3 × SKU 42108803101)."""
-    placed = now - timedelta(minutes=20)
+    placed = now - timedelta(seconds=2)
     order_key = f"{SYSTEM}:{ACCOUNT}:order:{ORDER}"
     return [
         _event("customer.upserted", "customer:LM1", "customer:LM1:1", placed,
@@ -88,8 +89,10 @@ def demo_options(base_url: str) -> dict[str, Any]:
     return {"source_system": SYSTEM, "source_account": ACCOUNT}
 
 
-def demo_requests() -> list[RecordedRequest]:
-    events = demo_events(datetime.now(UTC))
+def demo_requests(anchor: datetime | None = None) -> list[RecordedRequest]:
+    """The start-flow payload placed at `anchor` (default: the demo's present), then the
+    documented example, which carries no time."""
+    events = demo_events(anchor or replay_anchor())
     return [
         RecordedRequest(
             body=json.dumps({"payload": json.dumps({"events": events})}).encode(),

@@ -4,7 +4,8 @@ no webhooks): the signed grant, the channel's listings, customers, sale orders w
 
 The listings are Stokly's real captured page (tests/connectors/sources/payloads/stokly/, its
 provenance in connectors/sources/stokly/README.md); the rest is synthetic in the field names of public
-client code (sources.md §6), with the demo catalogue's SKUs.
+client code (sources.md §6), with the demo catalogue's SKUs. Their times are the demo's present
+(connectors/sources/replay.py), a few seconds apart.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from django.conf import settings
 
 from connectors.sources.base import RecordedApi, RecordedRequest, Recording
+from connectors.sources.replay import replay_anchor
 
 ACCOUNT_KEY = "demo-stokly"
 CLIENT_ID = "demo-client"
@@ -45,9 +47,9 @@ def _item(line_id: str, sku: str, total: float, parent: str | None = None) -> di
 
 
 def demo_data(now: datetime) -> dict[str, Any]:
-    """The collections the API serves, as of `now`."""
+    """The collections the API serves, as of `now`: changed in the seconds before it, in order."""
     listings = json.loads((payloads() / "listings-list-page.json").read_text())["data"]
-    t = [now - timedelta(minutes=45 - 5 * i) for i in range(8)]
+    t = [now - timedelta(seconds=2 * (8 - i)) for i in range(8)]
     shipping: dict[str, Any] = {
         "name": {"forename": "Sam", "surname": "Demo"}, "option": "Tracked 24", "cost": 3.99,
         "tax": 0.665,
@@ -124,7 +126,7 @@ def demo_credentials() -> dict[str, Any]:
 
 
 def demo_options(base_url: str) -> dict[str, Any]:
-    channel = demo_data(datetime.now(UTC))["channel"]
+    channel = demo_data(replay_anchor())["channel"]
     return {"base_url": base_url, "listing_channel_id": channel, "page_size": 50}
 
 
@@ -147,9 +149,9 @@ def _selected(rows: list[dict[str, Any]], query: Mapping[str, str]) -> list[dict
     return selected[page * size : (page + 1) * size]
 
 
-def demo_api() -> RecordedApi:
+def demo_api(anchor: datetime | None = None) -> RecordedApi:
     """``POST /v1/grant`` (answers a bearer token) and the lists, paged and filtered."""
-    data = demo_data(datetime.now(UTC))
+    data = demo_data(anchor or replay_anchor())
     tokens: set[str] = set()
     lists = {
         "/v0/customers": data["customers"],

@@ -11,7 +11,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.utils import timezone
 
+from connectors.sources.replay import ANCHOR_ENV
+from connectors.sources.values import rfc3339
 from monitoring.demo import api_ports
 
 
@@ -100,6 +103,9 @@ class Command(BaseCommand):
                 os.makedirs(str(broker[key]), exist_ok=True)
         children: dict[str, subprocess.Popen[bytes]] = {}
         stopping = False
+        # One present for the recorded systems' APIs and their replay (separate processes), so
+        # a recording's webhooks and records keep their order when moved to it.
+        os.environ[ANCHOR_ENV] = rfc3339(timezone.now().replace(microsecond=0))
 
         def stop(signum: int, frame: object) -> None:
             nonlocal stopping
