@@ -235,7 +235,7 @@ def test_orders_staged_before_order_keys_get_their_keys_from_their_order_events(
     assert len(expected) == 3
     OrderKey.objects.all().delete()
 
-    migration = importlib.import_module("monitoring.migrations.0013_order_keys")
+    migration = importlib.import_module("monitoring.migrations.0014_order_keys")
     migration.keys_from_events(apps, None)
 
     assert set(OrderKey.objects.values_list("source_system", "order_key", "order_id")) == expected
