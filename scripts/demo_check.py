@@ -3,6 +3,7 @@ systems' replay (every recorded webhook request answered 202), then stop it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -35,6 +36,13 @@ def wait_for_replay(started: float) -> str:
                     return line.split(marker, 1)[1].strip()
         time.sleep(1)
     return ""
+
+
+def _kill_leftovers(group: int) -> None:
+    """Whatever of the demo outlived it (a web worker busy on a request when told to stop, say)
+    goes too: it would hold the demo's port, and the next check would fail to bind it."""
+    with contextlib.suppress(ProcessLookupError):  # the whole group has exited
+        os.killpg(group, signal.SIGKILL)
 
 
 def main() -> int:
@@ -83,6 +91,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(demo.pid, signal.SIGKILL)
                 demo.wait()
+        _kill_leftovers(demo.pid)
         log.close()
     if not ok:
         with open("var/demo-check.log") as fh:
