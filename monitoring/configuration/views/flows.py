@@ -26,21 +26,8 @@ from monitoring.pipeline import flows as engine_flows
 
 logger = logging.getLogger(__name__)
 
-FLOW_FIELDS = [
-    "name",
-    "destination",
-    "is_active",
-    "guest_policy",
-    "join_key",
-    "hold_orphans",
-    "orphan_hold_seconds",
-    "hold_dispatch_for_scan",
-    "scan_hold_seconds",
-    "lag_threshold_seconds",
-    "masters_products",
-    "sku_case_sensitive",
-    "payload_retention_days",
-]
+# What a flow's audit rows record: the form's fields, the source aside (chosen once, at creation).
+FLOW_FIELDS = [name for name in FlowForm.Meta.fields if name != "source"]
 WATCH_FIELDS = [
     "enabled",
     "stalled_grace_minutes",
