@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from django import forms
@@ -20,6 +20,13 @@ AUDITED_FIELDS = ["name", "url", "events", "state"]
 
 
 class SubscriptionForm(SubscriptionModelForm):
+    url = forms.URLField(
+        label="URL",
+        max_length=500,
+        assume_scheme="https",
+        widget=forms.URLInput(attrs={"placeholder": "https://"}),
+        help_text="Receives a signed POST per event (http or https).",
+    )
     events = forms.MultipleChoiceField(
         choices=Event.choices,
         widget=forms.CheckboxSelectMultiple,
@@ -29,11 +36,6 @@ class SubscriptionForm(SubscriptionModelForm):
     class Meta:
         model = Subscription
         fields = ["name", "url", "events"]
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["url"].widget = forms.URLInput(attrs={"placeholder": "https://"})
-        self.fields["url"].label = "URL"
 
     def clean_url(self) -> str:
         url = str(self.cleaned_data["url"]).strip()
