@@ -17,7 +17,10 @@ ADMIN_PAGE = each(LOGIN, 404, 403, 403, 200)
 def _subscription(world: Any) -> dict[str, Any]:
     from tests.outbound.conftest import subscribe
 
-    return {"ws": world.workspace.slug, "pk": subscribe(world.workspace, "https://example.com/h").pk}
+    return {
+        "ws": world.workspace.slug,
+        "pk": subscribe(world.workspace, "https://example.com/h").pk,
+    }
 
 
 def _form(world: Any) -> dict[str, Any]:

@@ -49,7 +49,9 @@ def test_an_admin_creates_a_webhook_and_sees_its_secret_once(world):
     first = admin.get(page("detail", subscription))
     assert subscription.signing_secret in first.content.decode()
     assert "no-store" in first["Cache-Control"]
-    assert subscription.signing_secret not in admin.get(page("detail", subscription)).content.decode()
+    assert (
+        subscription.signing_secret not in admin.get(page("detail", subscription)).content.decode()
+    )
     change = ConfigChange.objects.get(object_type="outbound.subscription")
     assert (change.action, change.actor) == ("created", world.admin)
     assert subscription.signing_secret not in str(change.changes)
@@ -75,7 +77,9 @@ def test_an_admin_can_reveal_the_secret_again_and_it_is_audited(world):
     assert ConfigChange.objects.filter(note="Signing secret revealed.", actor=world.admin).exists()
 
 
-@pytest.mark.parametrize("url", ["ftp://hooks.example.com/x", "hooks dot example", "javascript:alert(1)"])
+@pytest.mark.parametrize(
+    "url", ["ftp://hooks.example.com/x", "hooks dot example", "javascript:alert(1)"]
+)
 def test_a_url_that_is_not_http_is_refused_on_its_field(world, url):
     response = create(as_user(world.admin), url=url)
     assert response.status_code == 400
