@@ -68,12 +68,12 @@ def claim_one(now: datetime) -> int | None:
     return None
 
 
-def deliver_due(budget: float = BATCH_SECONDS) -> int:
-    """Send due deliveries one by one until none is due or `budget` seconds passed; returns how
-    many were attempted."""
+def deliver_due(budget: float = BATCH_SECONDS, limit: int | None = None) -> int:
+    """Send due deliveries one by one until none is due, `budget` seconds passed or `limit` were
+    sent; returns how many were attempted."""
     started = time.monotonic()
     sent = 0
-    while time.monotonic() - started < budget:
+    while time.monotonic() - started < budget and (limit is None or sent < limit):
         pk = claim_one(timezone.now())
         if pk is None:
             break

@@ -25,7 +25,7 @@ def test_the_engine_stages_and_files_exceptions_while_the_receiver_hangs(world, 
 
     def webhook_worker() -> None:
         try:
-            delivery.deliver_due(budget=0.1)
+            delivery.deliver_due(limit=1)
         finally:
             connection.close()
 
