@@ -44,6 +44,15 @@ def _context(access: WorkspaceAccess, **extra: Any) -> dict[str, Any]:
     return {"access": access, "nav": "config", **extra}
 
 
+# The URL is audited as a secret (the diff says only "changed"): members read the audit, and a
+# receiver's URL may carry its own token, as Slack's do.
+SECRET_FIELDS = ("url",)
+
+
+def _snapshot(subscription: Subscription) -> dict[str, Any]:
+    return audit.snapshot(subscription, AUDITED_FIELDS, secret_fields=SECRET_FIELDS)
+
+
 def _audit(
     request: AuthenticatedHttpRequest,
     access: WorkspaceAccess,
@@ -53,13 +62,16 @@ def _audit(
     *,
     note: str = "",
 ) -> None:
-    after = (
-        None
-        if action == ConfigChange.Action.DELETED
-        else audit.snapshot(subscription, AUDITED_FIELDS)
-    )
+    after = None if action == ConfigChange.Action.DELETED else _snapshot(subscription)
     audit.record_change(
-        access.workspace, request.user, subscription, action, before, after, note=note
+        access.workspace,
+        request.user,
+        subscription,
+        action,
+        before,
+        after,
+        note=note,
+        secret_fields=SECRET_FIELDS,
     )
 
 
@@ -168,7 +180,7 @@ def subscription_edit(request: AuthenticatedHttpRequest, ws: str, pk: int) -> Ht
     form = SubscriptionForm(instance=subscription)
     status = 200
     if request.method == "POST":
-        before = audit.snapshot(subscription, AUDITED_FIELDS)
+        before = _snapshot(subscription)
         form = SubscriptionForm(request.POST, instance=subscription)
         if form.is_valid():
             with transaction.atomic():
@@ -189,7 +201,7 @@ def subscription_edit(request: AuthenticatedHttpRequest, ws: str, pk: int) -> Ht
 def subscription_pause(request: AuthenticatedHttpRequest, ws: str, pk: int) -> HttpResponse:
     subscription, access = get_object_for_user(request, Subscription, ws, pk=pk)
     access.require_admin()
-    before = audit.snapshot(subscription, AUDITED_FIELDS)
+    before = _snapshot(subscription)
     with transaction.atomic():
         if delivery.pause(subscription, f"Paused by {request.user.get_username()}."):
             _audit(request, access, subscription, ConfigChange.Action.CHANGED, before)
@@ -201,7 +213,7 @@ def subscription_pause(request: AuthenticatedHttpRequest, ws: str, pk: int) -> H
 def subscription_resume(request: AuthenticatedHttpRequest, ws: str, pk: int) -> HttpResponse:
     subscription, access = get_object_for_user(request, Subscription, ws, pk=pk)
     access.require_admin()
-    before = audit.snapshot(subscription, AUDITED_FIELDS)
+    before = _snapshot(subscription)
     if delivery.resume(subscription):
         _audit(request, access, subscription, ConfigChange.Action.CHANGED, before)
     messages.success(request, f"Webhook {subscription.name} resumed: waiting events are sent.")
@@ -229,7 +241,7 @@ def subscription_test(request: AuthenticatedHttpRequest, ws: str, pk: int) -> Ht
 def subscription_delete(request: AuthenticatedHttpRequest, ws: str, pk: int) -> HttpResponse:
     subscription, access = get_object_for_user(request, Subscription, ws, pk=pk)
     access.require_admin()
-    before = audit.snapshot(subscription, AUDITED_FIELDS)
+    before = _snapshot(subscription)
     with transaction.atomic():
         _audit(request, access, subscription, ConfigChange.Action.DELETED, before)
         delivery.remove(subscription)

@@ -8,12 +8,15 @@ import hashlib
 import hmac
 import json
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 import time_machine
+from celery import current_app
 from django.utils import timezone
 
 from exceptions_inbox.models import ExceptionGroup
+from exceptions_inbox.recording import record_occurrence
 from outbound import delivery
 from outbound.models import Delivery, Subscription
 from tests.monitoring.engine import stage
@@ -148,3 +151,37 @@ def test_a_delivery_gives_up_after_its_last_attempt(world, erp, receiver):
         assert delivery.deliver_due() == 0
     row = Delivery.objects.get()
     assert (row.state, row.attempts) == ("failed", delivery.MAX_ATTEMPTS)
+
+
+def test_the_sender_is_woken_by_name_on_its_queue_only_after_commit(
+    world, django_capture_on_commit_callbacks
+):
+    subscribe(world.workspace, "https://hooks.example.com/x")
+    with mock.patch.object(current_app, "send_task", autospec=True) as send_task:
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            record_occurrence(
+                workspace=world.workspace,
+                kind="contact_without_email",
+                event_key="event:1",
+                stage="staging",
+                message="no email",
+            )
+            assert Delivery.objects.count() == 1
+        send_task.assert_not_called()  # nothing leaves before the commit
+        for callback in callbacks:
+            callback()
+    send_task.assert_called_once_with("outbound.deliver_webhooks", queue="webhooks", expires=300)
+
+
+def test_the_log_keeps_thirty_days_and_never_drops_what_waits(world):
+    subscription = subscribe(world.workspace, "https://hooks.example.com/x")
+    old = timezone.now() - timedelta(days=31)
+    for state in ("delivered", "failed", "pending"):
+        Delivery.objects.create(
+            subscription=subscription, event="group.opened", body="{}", state=state, created=old
+        )
+    Delivery.objects.create(
+        subscription=subscription, event="group.opened", body="{}", state="delivered"
+    )
+    delivery.prune_log()
+    assert sorted(Delivery.objects.values_list("state", flat=True)) == ["delivered", "pending"]

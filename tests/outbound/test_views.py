@@ -55,6 +55,9 @@ def test_an_admin_creates_a_webhook_and_sees_its_secret_once(world):
     change = ConfigChange.objects.get(object_type="outbound.subscription")
     assert (change.action, change.actor) == ("created", world.admin)
     assert subscription.signing_secret not in str(change.changes)
+    # A URL may carry the receiver's own token: the audit says only that it changed.
+    assert {"field": "url", "secret": True} in change.changes
+    assert "abc123" not in str(change.changes)
 
 
 def test_the_secret_is_encrypted_at_rest_and_in_no_log_line(world, caplog):
@@ -100,6 +103,9 @@ def test_members_read_without_the_url_and_cannot_change_anything(world):
     assert "hooks.example.com" in html and "abc123" not in html
     assert subscription.signing_secret not in html
     assert "abc123" not in member.get(page("list")).content.decode()
+    create(as_user(world.admin), name="Another")
+    audit_page = member.get(reverse("accounts:audit", kwargs={"ws": "acme"})).content.decode()
+    assert "Another" in audit_page and "abc123" not in audit_page
     assert create(member).status_code == 403
     for name in ("edit", "pause", "resume", "test", "secret", "delete"):
         assert member.post(page(name, subscription)).status_code == 403, name
