@@ -237,7 +237,7 @@ CELERY_BEAT_SCHEDULE = {
         "args": [queue],
         "options": {"queue": queue, "expires": 25},
     }
-    for queue in ("realtime", "bulk")
+    for queue in ("realtime", "bulk", "webhooks")
 }
 # The engine's sweeper: wakes staging and fetching for due rows a lost message forgot.
 CELERY_BEAT_SCHEDULE["engine-sweep"] = {
