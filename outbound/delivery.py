@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from exceptions_inbox.recording import clear_occurrences, record_occurrence
 from outbound.models import TEST_EVENT, Attempt, Delivery, Subscription
-from outbound.record import envelope, wake_sender
+from outbound.record import envelope, wake_after_commit
 from outbound.signing import signature_header
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ def resume(subscription: Subscription) -> bool:
             next_attempt_at=now
         )
         subscription.refresh_from_db()
-        transaction.on_commit(wake_sender, robust=True)
+        wake_after_commit()
     clear_occurrences(subscription.workspace, [f"webhook:{subscription.pk}"])
     return True
 
@@ -270,7 +270,7 @@ def queue_test(subscription: Subscription, actor: User) -> Delivery:
     delivery = Delivery.objects.create(
         subscription=subscription, event_id=event_id, event=TEST_EVENT, body=body
     )
-    transaction.on_commit(wake_sender, robust=True)
+    wake_after_commit()
     return delivery
 
 

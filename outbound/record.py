@@ -85,8 +85,18 @@ def record(workspace_id: int, event: str, build: Callable[[], dict[str, Any]]) -
         event_id, body = envelope(event, subscription.workspace.slug, data)
         rows.append(Delivery(subscription=subscription, event_id=event_id, event=event, body=body))
     Delivery.objects.bulk_create(rows)
-    transaction.on_commit(wake_sender, robust=True)
+    wake_after_commit()
     return len(rows)
+
+
+def wake_after_commit() -> None:
+    """One wake-up per transaction, however many events it records (a staging batch may open
+    hundreds of groups). Django drops a callback whose savepoint rolls back, so the check
+    sees only callbacks that will run."""
+    pending = getattr(transaction.get_connection(), "run_on_commit", [])
+    if any(entry[1] is wake_sender for entry in pending):
+        return
+    transaction.on_commit(wake_sender, robust=True)
 
 
 def _user(user: Any) -> dict[str, Any] | None:

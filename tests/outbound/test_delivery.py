@@ -13,12 +13,14 @@ from unittest import mock
 import pytest
 import time_machine
 from celery import current_app
+from django.db import transaction
 from django.utils import timezone
 
 from exceptions_inbox.models import ExceptionGroup
 from exceptions_inbox.recording import record_occurrence
 from outbound import delivery
 from outbound.models import Delivery, Subscription
+from outbound.record import wake_sender
 from tests.monitoring.engine import stage
 from tests.outbound.conftest import subscribe
 
@@ -185,3 +187,22 @@ def test_the_log_keeps_thirty_days_and_never_drops_what_waits(world):
     )
     delivery.prune_log()
     assert sorted(Delivery.objects.values_list("state", flat=True)) == ["delivered", "pending"]
+
+
+def test_one_transaction_opening_many_groups_wakes_the_sender_once(
+    world, django_capture_on_commit_callbacks
+):
+    subscribe(world.workspace, "https://hooks.example.com/x")
+    with django_capture_on_commit_callbacks() as callbacks:
+        with transaction.atomic():
+            for n in range(3):
+                record_occurrence(
+                    workspace=world.workspace,
+                    kind="contact_without_email",
+                    event_key=f"event:{n}",
+                    stage="staging",
+                    message="no email",
+                    subject_key=f"order:{n}",
+                )
+    assert Delivery.objects.count() == 3
+    assert callbacks == [wake_sender]
