@@ -193,16 +193,15 @@ def test_one_transaction_opening_many_groups_wakes_the_sender_once(
     world, django_capture_on_commit_callbacks
 ):
     subscribe(world.workspace, "https://hooks.example.com/x")
-    with django_capture_on_commit_callbacks() as callbacks:
-        with transaction.atomic():
-            for n in range(3):
-                record_occurrence(
-                    workspace=world.workspace,
-                    kind="contact_without_email",
-                    event_key=f"event:{n}",
-                    stage="staging",
-                    message="no email",
-                    subject_key=f"order:{n}",
-                )
+    with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
+        for n in range(3):
+            record_occurrence(
+                workspace=world.workspace,
+                kind="contact_without_email",
+                event_key=f"event:{n}",
+                stage="staging",
+                message="no email",
+                subject_key=f"order:{n}",
+            )
     assert Delivery.objects.count() == 3
     assert callbacks == [wake_sender]
