@@ -25,4 +25,5 @@ urlpatterns = [
     path("", include("monitoring.privacy.urls")),
     path("", include("monitoring.watch.urls")),
     path("", include("monitoring.configuration.urls")),
+    path("", include("outbound.urls")),
 ]
