@@ -63,6 +63,33 @@ SCHEDULE_FIELDS = ["name", "flow", "task", "args", "every_seconds", "crontab", "
 ROUTING_FIELDS = ["kind", "flow_key", "team"]
 
 
+WRITE_FIELDS = ["source_path", "type", "is_aggregate", "transform"]  # what a data field gets
+
+
+def change_other_writers(
+    saved: FieldMapping, others: Iterable[FieldMapping], workspace: Workspace, actor: Any
+) -> list[str]:
+    """Give the other flows' mappings of the same data field the write `saved` now makes (their
+    on/off stays theirs), one audit row each; the names of the flows changed."""
+    names = []
+    for other in others:
+        before = audit.snapshot(other, MAPPING_FIELDS)
+        for name in WRITE_FIELDS:
+            setattr(other, name, getattr(saved, name))
+        other.save(update_fields=WRITE_FIELDS)
+        audit.record_change(
+            workspace,
+            actor,
+            other,
+            ConfigChange.Action.CHANGED,
+            before,
+            audit.snapshot(other, MAPPING_FIELDS),
+            note=f"Flow {other.flow.name}: changed with the flow {saved.flow.name}'s mapping",
+        )
+        names.append(other.flow.name)
+    return names
+
+
 def client_for(destination: Connection) -> DotDigitalClient:
     return DotDigitalClient.for_connection(destination, lane=Lane.REALTIME, max_wait=PAGE_MAX_WAIT)
 
@@ -140,6 +167,7 @@ class DryRunResult:
     reason: str = ""
     problems: list[str] = field(default_factory=list)
     event_label: str = ""
+    also: list[str] = field(default_factory=list)  # the other flows a save would change too
 
 
 def dry_run(

@@ -112,6 +112,7 @@ def _mapping_form(
                 pasted=dry.cleaned_data.get("pasted"),
                 draft=draft,
             )
+            result.also = [m.flow.name for m in form.also_changed]
             draft.pk = pk_before
             draft._state.adding = pk_before is None
         return _mapping_page(
@@ -137,7 +138,14 @@ def _mapping_form(
                 audit.snapshot(saved, services.MAPPING_FIELDS),
                 note=f"Flow {flow.name}",
             )
-        messages.success(request, f"{saved} saved.")
+            also = services.change_other_writers(
+                saved, form.also_changed, access.workspace, request.user
+            )
+        if also:
+            names = ", ".join(f"“{name}”" for name in also)
+            messages.success(request, f"{saved} saved, here and for {names}.")
+        else:
+            messages.success(request, f"{saved} saved.")
         return redirect("config:mappings", ws=access.workspace.slug, pk=flow.pk)
     return _mapping_page(
         request, access, flow, account, form=form, dry_form=dry, mapping=existing, status=400
