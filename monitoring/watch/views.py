@@ -38,7 +38,9 @@ def flows(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
     )
     rows = flow_health.flow_health(all_flows)
     selected = next((h for h in rows if str(h.flow.pk) == request.GET.get("flow")), None)
-    selected = selected or (rows[0] if rows else None)
+    # Without a choice, the first flow with something to draw (a quiet flow's charts are empty).
+    busy = next((h for h in rows if h.delivered_day), None)
+    selected = selected or busy or (rows[0] if rows else None)
     context = {
         "access": access,
         "nav": "flows",
