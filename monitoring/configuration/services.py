@@ -21,7 +21,7 @@ from accounts import audit
 from accounts.models import ConfigChange, Team, Workspace
 from connectors.budget import Lane
 from connectors.dotdigital.client import DotDigitalClient
-from connectors.dotdigital.errors import ConnectorError, DotDigitalError
+from connectors.dotdigital.errors import ConnectorError, DotDigitalError, explain
 from connectors.dotdigital.types import DataField
 from connectors.models import Connection
 from exceptions_inbox.kinds import KINDS, Kind
@@ -114,7 +114,9 @@ class AccountFields:
         try:
             found = client_for(self.destination).list_data_fields()
         except (DotDigitalError, ConnectorError) as exc:
-            self.error = f"Could not read the account's data fields: {exc}"
+            self.error = "Could not read the account's data fields. " + explain(
+                exc, retry="Reload the page in a minute."
+            )
             logger.info("data fields of connection %s: %s", self.destination.pk, exc)
             return None
         self._fields = {f.name.upper(): f for f in found}

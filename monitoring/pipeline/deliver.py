@@ -419,7 +419,9 @@ def send_due(destination: Connection, lane: str, client: DotDigitalClient | None
         seen = {r.op_id for r in sending.results}
         retry_after = exc.retry_after if isinstance(exc, errors.RetryableError) else None
         sending.results.extend(
-            Result(op.pk, "retry", reason=exc.message, code=exc.code, retry_after=retry_after)
+            Result(
+                op.pk, "retry", reason=errors.explain(exc), code=exc.code, retry_after=retry_after
+            )
             for op in ops
             if op.pk not in seen
         )

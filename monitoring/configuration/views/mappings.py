@@ -13,7 +13,7 @@ from accounts import audit
 from accounts.access import WorkspaceAccess, get_object_for_user
 from accounts.http import AuthenticatedHttpRequest
 from accounts.models import ConfigChange
-from connectors.dotdigital.errors import ConnectorError, DotDigitalError
+from connectors.dotdigital.errors import ConnectorError, DotDigitalError, explain
 from monitoring.configuration import services
 from monitoring.configuration.forms import (
     CreateDataFieldForm,
@@ -189,7 +189,11 @@ def mapping_create_field(request: AuthenticatedHttpRequest, ws: str, pk: int) ->
     try:
         created = account.create(form.cleaned_data["name"], form.cleaned_data["type"])
     except (DotDigitalError, ConnectorError) as exc:
-        messages.error(request, f"DotDigital did not create {form.cleaned_data['name']}: {exc}")
+        messages.error(
+            request,
+            f"DotDigital did not create {form.cleaned_data['name']}. "
+            + explain(exc, retry="Try again in a minute."),
+        )
         return redirect("config:mappings", ws=ws, pk=flow.pk)
     audit.record_change(
         access.workspace,
