@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Count
 from django.urls import reverse
 from django.utils import timezone
 
@@ -64,6 +65,22 @@ ROUTING_FIELDS = ["kind", "flow_key", "team"]
 
 
 WRITE_FIELDS = ["source_path", "type", "is_aggregate", "transform"]  # what a data field gets
+
+
+def other_flows_writing(flow: Flow) -> dict[str, int]:
+    """Data field (upper case) → how many other flows to the same DotDigital account write it."""
+    if flow.destination_id is None:
+        return {}
+    rows = (
+        FieldMapping.objects.filter(flow__destination_id=flow.destination_id, enabled=True)
+        .exclude(flow_id=flow.pk)
+        .values("target")
+        .annotate(n=Count("flow", distinct=True))
+    )
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["target"].upper()] = counts.get(row["target"].upper(), 0) + row["n"]
+    return counts
 
 
 def change_other_writers(

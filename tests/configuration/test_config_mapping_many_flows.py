@@ -66,6 +66,8 @@ def test_changing_a_mapping_several_flows_write_changes_all_of_them_and_the_sand
     mine = FieldMapping.objects.get(flow=engine.erp_flow, target="FIRSTNAME")
     url = f"/w/{engine.workspace.slug}/config/flows/{engine.erp_flow.pk}/mappings/{mine.pk}/"
 
+    listing = client.get(url.rsplit("/", 2)[0] + "/").content.decode()
+    assert "also written by 1 other flow: an edit changes them all" in listing
     page = client.get(url).content.decode()
     assert "Change FIRSTNAME for all 2 flows that write it" in page
     assert "“Demo WMS → DotDigital” also writes FIRSTNAME" in page

@@ -38,11 +38,13 @@ def _mapping_page(
 ) -> HttpResponse:
     mappings = list(flow.field_mappings.order_by("target"))
     fields = account.fields()
+    shared = services.other_flows_writing(flow)
     rows = [
         (
             m,
             (fields or {}).get(m.target.upper()),
             account.type_problem(m.target, m.type) if fields is not None else None,
+            shared.get(m.target.upper(), 0),
         )
         for m in mappings
     ]

@@ -52,7 +52,9 @@ def schedule_list(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
         "monitoring/config/schedules.html",
         context(
             access,
-            schedules=[schedule_words.describe(s) for s in schedules.order_by("name")],
+            schedules=sorted(
+                (schedule_words.describe(s) for s in schedules), key=lambda w: w.title.casefold()
+            ),
             form=form,
             tasks=TASKS,
         ),
