@@ -354,7 +354,14 @@ def _send_insight(sending: Sending, collection: str, ops: list[Operation], singl
                 DestinationCache.objects.filter(
                     destination_id=sending.destination.pk, name=f"collection:{collection}"
                 ).delete()
-                sending.add(op, "retry", reason=answer.message, code=answer.code, retry_after=0.2)
+                sending.add(
+                    op,
+                    "retry",
+                    reason="DotDigital did not know the insight collection yet: Syncdesk checks "
+                    "it again and resends.",
+                    code=answer.code,
+                    retry_after=0.2,
+                )
             elif isinstance(answer, errors.DotDigitalError):
                 errors_seen.append((op, answer))
             else:
