@@ -30,7 +30,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 # ("429 : Too Many Requests"): what a person should never be shown.
 RAW_HTTP = re.compile(
     r"\b(GET|POST|PUT|PATCH|DELETE) /\S* -> \d{3}|\b\d{3} ?: ?[A-Z][a-z]+( [A-Z][a-z]+)+\b"
-    r"|Traceback \(most recent call last\)"
+    r"|\b[45]\d\d (Unauthorized|Forbidden|Not Found|Too Many Requests|Internal Server Error"
+    r"|Bad Gateway|Service Unavailable)\b|Traceback \(most recent call last\)"
 )
 
 # The width of the page and of every table against the box it sits in.
@@ -172,6 +173,17 @@ def test_every_personas_main_pages_fit_1280_by_800_without_raw_http_errors(
             assert "DotDigital is limiting how many calls" in page.inner_text("#account-error")
             check(page, "admin mappings, rate-limited", problems)
             screenshot(page, "admin-mappings-rate-limited.png")
+            # A source refusing its credentials: the Flows table keeps its width, in words.
+            stokly = Connection.objects.get(workspace=demo, name="Stokly (recorded)")
+            stokly.pause(
+                "Stokly refused the client id or its secret. An admin corrects them on the "
+                "connection's page, then runs Test connection."
+            )
+            page.goto(f"{live_server.url}/w/{demo.slug}/flows/")
+            expect_failing = page.locator(".flows-table tr", has_text="Stokly")
+            assert "failing" in expect_failing.inner_text()
+            check(page, "admin flows, a connection paused", problems)
+            screenshot(page, "admin-flows-paused.png")
         if username == "marketing":
             # Refused (a member's POST to configuration): the site's shell, saying who can.
             page.goto(f"{live_server.url}{pages_of(demo, username)['mappings']}")
