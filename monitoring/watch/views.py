@@ -41,17 +41,19 @@ def flows(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
     # Without a choice, the first flow with something to draw (a quiet flow's charts are empty).
     busy = next((h for h in rows if h.delivered_day), None)
     selected = selected or busy or (rows[0] if rows else None)
+    part = request.GET.get("part") if request.htmx else None  # "charts", or the table's refresh
+    charts = selected is not None and (not request.htmx or part == "charts")
     context = {
         "access": access,
         "nav": "flows",
         "rows": rows,
         "selected": selected,
-        "latency_chart": latency_chart(flow_health.latency_bars(selected.flow)) if selected else "",
-        "backlog_chart": backlog_chart(flow_health.backlog_points(selected.flow))
-        if selected
-        else "",
+        "latency_chart": latency_chart(flow_health.latency_bars(selected.flow)) if charts else "",
+        "backlog_chart": backlog_chart(flow_health.backlog_points(selected.flow)) if charts else "",
     }
-    template = "monitoring/flows.html#live" if request.htmx else "monitoring/flows.html"
+    template = "monitoring/flows.html"
+    if request.htmx:
+        template += "#charts" if part == "charts" else "#live"
     return render(request, template, context)
 
 

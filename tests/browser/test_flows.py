@@ -89,6 +89,15 @@ def test_ops_sees_flow_health_and_an_orders_timeline(page, live_server, world):
     page.mouse.move(box["x"] + box["width"] - 3, box["y"] + box["height"] - 3)
     expect(latency.locator(".u-legend .u-series").nth(2)).to_contain_text(" s")
     expect(page.locator("#chart-latency figcaption")).to_contain_text("delivered in the last 24 h")
+    # the charts' own refresh swaps them in and draws them again
+    page.evaluate(
+        """() => { const old = document.getElementById("flows-charts");
+                   old.setAttribute("data-old", "1");
+                   return htmx.ajax("GET", old.getAttribute("hx-get"),
+                                    {target: "#flows-charts", swap: "outerHTML"}); }"""
+    )
+    expect(page.locator("#flows-charts[data-old]")).to_have_count(0)
+    expect(page.locator(".chart canvas")).to_have_count(2)
     expect(page.locator("#flows-live")).to_have_attribute("hx-trigger", "every 10s")
     screenshot(page, "flows.png")
 

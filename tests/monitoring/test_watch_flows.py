@@ -192,3 +192,17 @@ def test_the_timeline_never_shows_another_workspaces_events(world, client_for):
         .content.decode()
     )
     assert theirs.source_event_id not in body
+
+
+def test_the_charts_refresh_on_their_own_and_the_table_refresh_leaves_them_alone(world, client_for):
+    flow = make_flow(world.workspace, name="Stokly → DotDigital")
+    make_event(flow)
+    url = reverse("monitoring:flows", args=["acme"])
+    client = client_for(world.member)
+    table = client.get(f"{url}?flow={flow.pk}", HTTP_HX_REQUEST="true").content.decode()
+    assert "flows-charts" not in table and "chart-latency-data" not in table
+    charts = client.get(f"{url}?flow={flow.pk}&part=charts", HTTP_HX_REQUEST="true")
+    body = charts.content.decode()
+    assert body.lstrip().startswith('<div id="flows-charts"')
+    assert 'hx-trigger="every 60s"' in body and 'id="chart-latency-data"' in body
+    assert "flows-table" not in body
