@@ -42,14 +42,14 @@ def flows(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
     busy = next((h for h in rows if h.delivered_day), None)
     selected = selected or busy or (rows[0] if rows else None)
     part = request.GET.get("part") if request.htmx else None  # "charts", or the table's refresh
-    charts = selected is not None and (not request.htmx or part == "charts")
+    drawn = selected.flow if selected and (not request.htmx or part == "charts") else None
     context = {
         "access": access,
         "nav": "flows",
         "rows": rows,
         "selected": selected,
-        "latency_chart": latency_chart(flow_health.latency_bars(selected.flow)) if charts else "",
-        "backlog_chart": backlog_chart(flow_health.backlog_points(selected.flow)) if charts else "",
+        "latency_chart": latency_chart(flow_health.latency_bars(drawn)) if drawn else "",
+        "backlog_chart": backlog_chart(flow_health.backlog_points(drawn)) if drawn else "",
     }
     template = "monitoring/flows.html"
     if request.htmx:
