@@ -8,6 +8,9 @@ from django.urls import include, path
 from accounts import views as accounts_views
 from monitoring import views as monitoring_views
 
+# Refusals in the site's shell, saying who can do it (accounts.views.permission_denied).
+handler403 = accounts_views.permission_denied
+
 urlpatterns = [
     path("", accounts_views.home, name="home"),
     path(

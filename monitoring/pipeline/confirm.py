@@ -182,7 +182,8 @@ def _record_retries(
         op.next_attempt_at = now + timedelta(seconds=backoff(op.attempts, result.retry_after))
         op.lease_owner, op.lease_until, op.batch_id = "", None, None
         op.error_code = result.code[:120]
-        op.error_text = (result.text or result.reason)[:2000]
+        # Why it waits, in words (the retry's reason); DotDigital's own text when there is none.
+        op.error_text = (result.reason or result.text)[:2000]
         retried.append(op)
     bulk_set(
         retried,

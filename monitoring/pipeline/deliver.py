@@ -354,7 +354,14 @@ def _send_insight(sending: Sending, collection: str, ops: list[Operation], singl
                 DestinationCache.objects.filter(
                     destination_id=sending.destination.pk, name=f"collection:{collection}"
                 ).delete()
-                sending.add(op, "retry", reason=answer.message, code=answer.code, retry_after=0.2)
+                sending.add(
+                    op,
+                    "retry",
+                    reason="DotDigital did not know the insight collection yet: Syncdesk checks "
+                    "it again and resends.",
+                    code=answer.code,
+                    retry_after=0.2,
+                )
             elif isinstance(answer, errors.DotDigitalError):
                 errors_seen.append((op, answer))
             else:
@@ -419,7 +426,9 @@ def send_due(destination: Connection, lane: str, client: DotDigitalClient | None
         seen = {r.op_id for r in sending.results}
         retry_after = exc.retry_after if isinstance(exc, errors.RetryableError) else None
         sending.results.extend(
-            Result(op.pk, "retry", reason=exc.message, code=exc.code, retry_after=retry_after)
+            Result(
+                op.pk, "retry", reason=errors.explain(exc), code=exc.code, retry_after=retry_after
+            )
             for op in ops
             if op.pk not in seen
         )
