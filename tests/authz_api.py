@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.authz import GET_ONLY, LOGIN, WORKSPACE_PAGE, Rule, each
+from tests.authz import LOGIN, WORKSPACE_PAGE, Rule, each
 
 NO_SESSION = each(401, 401, 401, 401, 401)
 NOT_THIS_METHOD = each(405, 405, 405, 405, 405)
 PUBLIC = each(200, 200, 200, 200, 200)
 KEY_READ = Rule(get=NO_SESSION, post=NOT_THIS_METHOD)
-ACTIONS = "assign comment acknowledge snooze unsnooze resolve ignore reopen retry fix".split()
+ACTIONS = ["assign", "comment", "acknowledge", "snooze", "unsnooze", "resolve", "ignore", "reopen", "retry", "fix"]
 
 
 def _ws(world: Any) -> dict[str, Any]:
