@@ -97,7 +97,8 @@ api = NinjaAPI(
 )
 
 
-def _error(request: HttpRequest, exc: ApiError) -> HttpResponse:
+def _error(request: HttpRequest, exc: ApiError | type[ApiError]) -> HttpResponse:
+    assert isinstance(exc, ApiError)
     response = api.create_response(
         request, {"error": exc.error, "detail": exc.detail}, status=exc.status
     )

@@ -245,7 +245,7 @@ def fix_group(request: HttpRequest, ws: str, group_id: RowId, body: FixIn) -> An
     require_act(ka, group.team_slug)
     form = fix_form_class(group.kind)(body.values)
     if not form.is_valid():
-        errors = [{"loc": [k], "msg": " ".join(v)} for k, v in form.errors.items()]
+        errors = [{"loc": [k], "msg": " ".join(str(m) for m in v)} for k, v in form.errors.items()]
         return Status(422, {"error": "invalid", "detail": "The fix was refused.", "errors": errors})
     try:
         message = apply_fix(group, ka.key.actor, form.hook_data(group))

@@ -72,8 +72,8 @@ def add_links(schema: dict[str, Any]) -> dict[str, Any]:
     for operations in paths.values():
         for operation in operations.values():
             responses = operation.get("responses", {})
-            for status, header in HEADERS.items():
-                answer = responses.get(status, responses.get(str(status)))
+            for code, header in HEADERS.items():
+                answer = responses.get(code, responses.get(str(code)))
                 if answer is not None:
                     answer["headers"] = header
     return schema

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
-from django.urls import URLPattern
+from django.urls import URLPattern, URLResolver
 from django.views.decorators.http import require_GET
 
 from api import events, inbox, watch
@@ -26,7 +26,7 @@ def _schema_with_links(*args: Any, **kwargs: Any) -> Any:
 api.get_openapi_schema = _schema_with_links  # type: ignore[method-assign]
 
 
-def api_urls() -> tuple[list[URLPattern], str, str]:
+def api_urls() -> tuple[list[URLResolver | URLPattern], str, str]:
     """The API's URL patterns; none needs a session (the sign-in redirect never applies)."""
     patterns, app_name, namespace = api.urls
     for pattern in patterns:

@@ -14,8 +14,7 @@ from tests.authz import LOGIN, WORKSPACE_PAGE, Rule, each
 NO_SESSION = each(401, 401, 401, 401, 401)
 NOT_THIS_METHOD = each(405, 405, 405, 405, 405)
 PUBLIC = each(200, 200, 200, 200, 200)
-KEY_READ = Rule(get=NO_SESSION, post=NOT_THIS_METHOD)
-ACTIONS = ["assign", "comment", "acknowledge", "snooze", "unsnooze", "resolve", "ignore", "reopen", "retry", "fix"]
+ACTIONS = ("assign comment acknowledge snooze unsnooze resolve ignore reopen retry fix").split()  # noqa: SIM905
 
 
 def _ws(world: Any) -> dict[str, Any]:
