@@ -18,8 +18,8 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
-from schemathesis.config._phases import InferenceConfig
 from schemathesis.checks import not_a_server_error
+from schemathesis.config._phases import InferenceConfig
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
