@@ -200,8 +200,9 @@ def _act(request: HttpRequest, ws: str, group_id: int, action: str, body: Action
 
 
 def _register(action: str, doc: str) -> None:
-    def act(request: HttpRequest, ws: str, group_id: RowId, body: ActionIn) -> Any:
-        return _act(request, ws, group_id, action, body)
+    def act(request: HttpRequest, ws: str, group_id: RowId, body: ActionIn | None = None) -> Any:
+        # No body at all is an empty one: `POST …/retry` needs nothing more.
+        return _act(request, ws, group_id, action, body or ActionIn())
 
     act.__doc__ = doc
     api.post(

@@ -134,3 +134,13 @@ def test_the_openapi_document_and_its_docs_page_need_no_cdn(client):
     assert "429" in document["paths"]["/api/v1/w/{ws}/flows"]["get"]["responses"]
     page = client.get("/api/v1/docs").content.decode()
     assert "cdn" not in page.lower() and "/static/ninja/swagger-ui-bundle.js" in page
+
+
+def test_an_action_needs_no_body_and_the_refusal_says_why(world):
+    group = make_group(world.workspace, sku="NOBODY-1")
+    api = KeyClient(make_key(world.workspace)[1])
+    url = f"/api/v1/w/{world.workspace.slug}/exceptions/{group.pk}/acknowledge"
+    assert api.generic("POST", url).status_code == 200
+    again = api.generic("POST", url)
+    assert again.status_code == 409
+    assert again.json()["detail"] == "Cannot acknowledge: it is acknowledged."
