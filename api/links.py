@@ -1,6 +1,6 @@
-"""The OpenAPI document's additions: links between the API's operations: from a list to one item, and from an item to what
-can be done to it, so a client (and schemathesis's stateful tests) can follow them; and the
-headers of the rate limit's answer."""
+"""The OpenAPI document's additions: links between the API's operations (from a list to one item,
+from an item to what can be done to it), so a client and schemathesis's stateful tests can follow
+them; and the headers of the 401 and 429 answers."""
 
 from __future__ import annotations
 
@@ -80,6 +80,12 @@ def add_links(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 HEADERS = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "How to authenticate: a bearer key.",
+            "schema": {"type": "string"},
+        }
+    },
     429: {
         "Retry-After": {
             "description": "Seconds until the key may call again.",
