@@ -91,7 +91,7 @@ class EventFilters(Schema):
 def list_events(request: HttpRequest, ws: str, filters: Query[EventFilters]) -> dict[str, Any]:
     """Events, newest first. An order number matches the events of that order (by the order's
     number or channel reference, and events naming it); an email, its customer's events; a SKU,
-    its product's events."""
+    its product's events (not orders with it in their lines, as on the timeline)."""
     ka = key_access(request, ws)
     qs = filtered_events(ka.workspace.pk, filters)
     after = decode_cursor(filters.cursor, 1)

@@ -69,4 +69,5 @@ def _keys_page(change: ConfigChange) -> str:
     return reverse("api:keys", kwargs={"ws": change.workspace.slug})
 
 
-audit.register_object_page("api.apikey", _keys_page)
+def register_audit_page() -> None:
+    audit.register_object_page("api.apikey", _keys_page)

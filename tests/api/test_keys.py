@@ -10,6 +10,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from accounts import audit
 from accounts.models import ConfigChange
 from api.models import ApiKey
 from tests.api.support import KeyClient, make_key
@@ -39,6 +40,7 @@ def test_an_admin_makes_a_key_that_is_shown_once_and_kept_as_a_digest(world, adm
         world.admin,
         str(row),
     )
+    assert audit.object_url(change) == url  # the audit page links the row to the keys page
     flows = KeyClient(key).get(f"/api/v1/w/{world.workspace.slug}/flows")
     assert flows.status_code == 200
 
