@@ -73,7 +73,9 @@ def throttle(row: ApiKey) -> None:
     """Count the request against the key's window, shared by every process through the rate
     budget's store (the database, or Redis when configured); 429 beyond it."""
     limit = TierLimit(int(settings.API_RATE_PER_MINUTE), 60.0)
-    budget = RateBudget(f"api-key:{row.pk}", {"requests": limit}, reserve=0.0)
+    # The limit is part of the window's name: the store keeps a window's limit from its first
+    # call, so a changed setting starts fresh windows rather than keeping the old figure.
+    budget = RateBudget(f"api-key:{row.pk}:{limit.limit}", {"requests": limit}, reserve=0.0)
     grant = budget.acquire("requests", Lane.REALTIME)
     if not grant:
         wait = max(1, math.ceil(grant.wait))

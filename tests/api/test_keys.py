@@ -146,3 +146,12 @@ def test_an_action_needs_no_body_and_the_refusal_says_why(world):
     again = api.generic("POST", url)
     assert again.status_code == 409
     assert again.json()["detail"] == "Cannot acknowledge: it is acknowledged."
+
+
+def test_a_changed_rate_setting_applies_to_keys_already_in_use(world, settings):
+    settings.API_RATE_PER_MINUTE = 1
+    api = KeyClient(make_key(world.workspace)[1])
+    url = f"/api/v1/w/{world.workspace.slug}/flows"
+    assert [api.get(url).status_code for _ in range(2)] == [200, 429]
+    settings.API_RATE_PER_MINUTE = 5
+    assert api.get(url).status_code == 200
