@@ -177,8 +177,10 @@ def _assignee(group: ExceptionGroup, username: str | None) -> User | None:
 def _act(request: HttpRequest, ws: str, group_id: int, action: str, body: ActionIn) -> Any:
     ka = key_access(request, ws)
     group = _group(ka, group_id)
-    # Any member may comment (as on the pages); the rest is the owning team's or an admin's.
-    require_act(ka, *(() if action == Action.COMMENT else (group.team_slug,)))
+    if action == Action.COMMENT:
+        require_act(ka)  # any act key comments, as any member does on the pages
+    else:
+        require_act(ka, group.team_slug)
     params: dict[str, Any] = {"note": body.note}
     if action == Action.ASSIGN:
         params["assignee"] = _assignee(group, body.assignee)
@@ -192,11 +194,27 @@ def _act(request: HttpRequest, ws: str, group_id: int, action: str, body: Action
     return Status(
         200,
         {
-            "message": f"{Action(action).label}: done.",
+            "message": done_message(action, group),
             "group": group_out(group),
             "activity": activity_out(activity),
         },
     )
+
+
+def done_message(action: str, group: ExceptionGroup) -> str:
+    """What the action did, in the group page's words."""
+    if action == Action.RETRY:
+        if group.state == ExceptionGroup.State.RESOLVED:
+            return "Retried: every event got through, so the group is resolved."
+        return (
+            f"Retried: {group.open_count} blocked event(s) sent back. The group resolves itself "
+            "once they all get through."
+        )
+    if action == Action.ASSIGN:
+        return f"Assigned to {group.assignee.get_username() if group.assignee else 'nobody'}."
+    if action == Action.COMMENT:
+        return "Commented."
+    return f"{group.get_state_display()}."
 
 
 def _register(action: str, doc: str) -> None:
