@@ -24,7 +24,9 @@ class NewKeyForm(forms.Form):
 
     def __init__(self, workspace: Workspace, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["team"].queryset = workspace.teams.all()  # type: ignore[attr-defined]
+        team = self.fields["team"]
+        team.queryset = workspace.teams.all()  # type: ignore[attr-defined]
+        team.label_from_instance = lambda t: t.name  # type: ignore[attr-defined]
 
     def clean_name(self) -> str:
         name = str(self.cleaned_data["name"]).strip()
