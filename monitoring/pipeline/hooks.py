@@ -13,7 +13,7 @@ from django.utils import timezone
 from exceptions_inbox.kinds import register_hooks
 from monitoring.models import Flow, Product, SkuAlias, SourceEvent
 from monitoring.pipeline.normalise import clean_sku, sku_match_key
-from monitoring.pipeline.wake import wake_staging
+from monitoring.pipeline.wake import wake_staging_pairs
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -47,7 +47,7 @@ def retry_events(occurrences: Sequence[Occurrence]) -> None:
     if not ids:
         return
     qs = SourceEvent.objects.filter(pk__in=ids, state=SourceEvent.State.FAILED)
-    flows = set(qs.values_list("flow_id", flat=True))
+    flows = set(qs.order_by().values_list("flow_id", "lane").distinct())
     # An expired orphan gets a fresh hold when retried.
     qs.filter(hold=SourceEvent.Hold.ORPHAN).update(hold_deadline=None, received_at=timezone.now())
     qs.update(
@@ -56,7 +56,7 @@ def retry_events(occurrences: Sequence[Occurrence]) -> None:
         lease_owner="",
         lease_until=None,
     )
-    wake_staging({f for f in flows if f is not None})
+    wake_staging_pairs(flows)
 
 
 def skip_events(
