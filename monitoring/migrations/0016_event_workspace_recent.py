@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0002_config_change"),
         ("connectors", "0002_rate_budget"),
-        ("monitoring", "0014_order_keys"),
+        ("monitoring", "0015_event_stage_due_by_lane"),
     ]
 
     operations = [
