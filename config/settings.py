@@ -72,6 +72,8 @@ INSTALLED_APPS = [
     "monitoring",
     "exceptions_inbox",
     "outbound",
+    "ninja",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -229,6 +231,9 @@ LOGGING = {
 RATE_BUDGET_REDIS_URL = env_str("RATE_BUDGET_REDIS_URL", "")
 if RATE_BUDGET_REDIS_URL and not RATE_BUDGET_REDIS_URL.startswith(("redis://", "rediss://")):
     raise ImproperlyConfigured("RATE_BUDGET_REDIS_URL must be a redis:// URL")
+
+# Requests per minute each API key may make (shared by every process, like the rate budget).
+API_RATE_PER_MINUTE = env_int("API_RATE_PER_MINUTE", 600, minimum=1)
 
 # /metrics is read by Prometheus with this bearer token; without one it answers 404.
 METRICS_TOKEN = env_secret("METRICS_TOKEN") or ""

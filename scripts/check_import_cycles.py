@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 PACKAGES = (
     "accounts",
+    "api",
     "config",
     "connectors",
     "exceptions_inbox",
