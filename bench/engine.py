@@ -15,8 +15,14 @@ status, 15% dispatches, 5% carrier scans, 10% stock, 5% customers, 5% refunds, 5
 realtime events/s; then the naive baseline (one single-record call per event, same profile) for
 `--naive-seconds`. Prints delivered events/s, CPU ms per event (the workers' and web's CPU time),
 p50/p95 latency per lane (first orders of new contacts separately), API calls per 10,000 bulk
-events (polls separately) and the ratio to the baseline. Targets: >= 300 events/s; realtime p95
-<= 5 s at full load and <= 0.5 s at low rate; <= 20 calls per 10,000 bulk events.
+events (polls separately) and the ratio to the baseline. The flood (posted faster than two cores
+deliver) measures throughput; its latency is the age of a backlog, not the product's.
+
+`--rate-fraction 0.5,0.8` then posts the mix at those shares of the flood's delivered rate for
+`--rate-seconds` (120) each and prints realtime p50/p95 per share: latency at a sustainable rate.
+
+Targets: >= 300 events/s; realtime p95 <= 0.5 s at low rate; at 80% of the flood's rate realtime
+p95 <= 2.5 s (<= 3.5 s for first orders of new contacts); <= 20 calls per 10,000 bulk events.
 """
 
 from __future__ import annotations
@@ -98,6 +104,63 @@ def rig_cpu(sandbox_pid: int) -> dict[str, float]:
     }
 
 
+def fractions(text: str) -> list[float]:
+    return [float(part) for part in text.split(",") if part.strip()]
+
+
+def at_rate(gen: Any, post: Any, wait_settled: Any, rate: float, seconds: float) -> dict[str, Any]:
+    """Post the mix at `rate` events a second for `seconds`; realtime latency of what was posted
+    (first orders of contacts new to the run apart: their contact is written first)."""
+    from monitoring.models import SourceEvent
+
+    mark = SourceEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    started = time.monotonic()
+    owed = 0.0
+    while time.monotonic() - started < seconds:
+        tick = time.monotonic()
+        owed += rate
+        count, owed = int(owed), owed - int(owed)
+        if count:
+            post(gen.events(count))
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+    wait_settled(mark)
+    phase = SourceEvent.objects.filter(pk__gt=mark)
+    known = set(
+        SourceEvent.objects.filter(pk__lte=mark, event_type="order.created")
+        .exclude(customer_id__isnull=True)
+        .values_list("customer_id", flat=True)
+        .distinct()
+    )
+    first: set[int] = set()
+    for pk, customer in (
+        phase.filter(event_type="order.created").order_by("pk").values_list("pk", "customer_id")
+    ):
+        if customer and customer not in known:
+            known.add(customer)
+            first.add(pk)
+
+    def latencies(qs: Any) -> list[float]:
+        return [
+            (d - o).total_seconds()
+            for d, o in qs.filter(state="delivered").values_list("delivered_at", "occurred_at")
+        ]
+
+    realtime = latencies(phase.filter(lane="realtime").exclude(pk__in=first))
+    firsts = latencies(phase.filter(pk__in=first))
+    return {
+        "events_per_s": round(rate, 1),
+        "events": phase.count(),
+        "realtime_p50_s": round(pct(realtime, 50), 2),
+        "realtime_p95_s": round(pct(realtime, 95), 2),
+        "first_orders_of_new_contacts_p50_s": round(pct(firsts, 50), 2),
+        "first_orders_of_new_contacts_p95_s": round(pct(firsts, 95), 2),
+        "targets": {
+            "realtime_p95_le_2_5_s": pct(realtime, 95) <= 2.5,
+            "first_orders_p95_le_3_5_s": pct(firsts, 95) <= 3.5,
+        },  # fmt: skip
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=60_000)
@@ -107,6 +170,12 @@ def main() -> int:
     parser.add_argument("--low-rate", type=float, default=3.0)
     parser.add_argument("--naive-seconds", type=float, default=120.0)
     parser.add_argument("--settle-timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--rate-fraction",
+        default="",
+        help="shares of the flood's delivered rate to post the mix at afterwards, e.g. 0.5,0.8",
+    )
+    parser.add_argument("--rate-seconds", type=float, default=120.0)
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
@@ -267,6 +336,16 @@ def run(args: argparse.Namespace) -> int:
             parts["queue_to_send"].append((sent - staged).total_seconds())
             parts["dotdigital"].append((d - sent).total_seconds())
 
+        # Latency under load, the honest way: the mix posted at shares of the flood's delivered
+        # rate (a rate the engine sustains), each for `--rate-seconds`.
+        flood_rate = delivered / elapsed if elapsed else 0.0
+        rate_phases = {
+            f"{round(f * 100)}%": at_rate(
+                gen, post, wait_settled, flood_rate * f, args.rate_seconds
+            )
+            for f in fractions(args.rate_fraction)
+        }
+
         # The naive baseline: one single-record call per event, same profile, fixed time.
         from connectors.budget import Lane
         from connectors.dotdigital.client import DotDigitalClient
@@ -341,6 +420,7 @@ def run(args: argparse.Namespace) -> int:
                 "realtime_p50_split_s": {k: round(pct(v, 50), 3) for k, v in parts.items()},
                 "realtime_p95_split_s": {k: round(pct(v, 95), 3) for k, v in parts.items()},
             },
+            "at_shares_of_the_flood_rate": rate_phases,
             "naive_baseline": {
                 "events_per_s": round(naive_rate, 1),
                 "calls_refused": errors,
