@@ -17,6 +17,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import FlakyStrategyDefinition
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.config._phases import InferenceConfig
@@ -155,16 +156,22 @@ def test_stateful_runs_follow_the_links_to_the_exceptions_actions(served):
         def after_call(self, response: Any, case: Any) -> None:
             steps[f"{case.operation.label} {response.status_code}"] += 1
 
-    Counted.run(
-        settings=settings(
-            max_examples=50,
-            stateful_step_count=8,
-            derandomize=True,
-            database=None,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-        )
+    run_settings = settings(
+        max_examples=50,
+        stateful_step_count=8,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
     )
+    try:
+        Counted.run(settings=run_settings)
+    except FlakyStrategyDefinition:
+        # The links' values come from the live server's answers, which earlier steps changed (a
+        # resolved group answers otherwise), so Hypothesis can find one choice sequence drawing
+        # two types. That says nothing of the API: run again from the server's state as it is.
+        steps.clear()
+        Counted.run(settings=run_settings)
     # The runs went from a group to its actions, and some were taken (not only refused).
     taken = [s for s in steps if "/exceptions/{group_id}/" in s and s.endswith((" 200", " 409"))]
     assert taken, sorted(steps.items())
