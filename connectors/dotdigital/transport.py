@@ -29,7 +29,7 @@ from .types import AccountInfo
 logger = logging.getLogger(__name__)
 
 DISCOVERY_URL = "https://r1-api.dotdigital.com"
-RATE_LIMIT_PROBE = 5.0  # seconds a tiered 429 blocks its tier before a call probes again
+RATE_LIMIT_PROBE = 3.0  # seconds a tiered 429 blocks its tier before a call probes again
 # Per-minute limits assumed until the first answer's X-RateLimit-* headers give the account's own
 # (dotdigital-api.md 6.1 publishes only "Low/Basic = 35"); enrolments are 20 an hour (6.3).
 DEFAULT_TIERS: dict[str, TierLimit] = {
@@ -247,10 +247,10 @@ class Transport:
         if error.code == "ERROR_APIUSAGE_EXCEEDED":
             self.budget.block_all(retry_after)
         else:
-            # The tier waits a few seconds, not the whole window the 429 names: then the next
+            # The tier waits 3 s, not the whole window the 429 names: then the next
             # call probes, and its answer's headers say how much of the window is really left.
             # A burst of 429s (DotDigital under load, a storm that is over) costs seconds, not
-            # the rest of the minute; a window really spent costs a 429 every few seconds.
+            # the rest of the minute; a window really spent costs a 429 every 3 s.
             retry_after = min(retry_after, RATE_LIMIT_PROBE)
             self.budget.block(tier, retry_after)
         error.retry_after = retry_after

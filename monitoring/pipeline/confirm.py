@@ -72,7 +72,8 @@ def backoff(attempts: int, retry_after: float | None = None) -> float:
     """Seconds to wait: what DotDigital said, else exponential with full jitter (≤ a minute)."""
     if retry_after is not None:
         return retry_after + random.uniform(0, min(5.0, retry_after * 0.2 + 0.1))
-    return random.uniform(0.5, min(MAX_BACKOFF, 2.0 * 2 ** min(attempts, 12)))
+    # A first retry within a second: one 503 among a dispatch's calls must not cost it seconds.
+    return random.uniform(0.2, min(MAX_BACKOFF, 0.5 * 2 ** min(attempts, 12)))
 
 
 def record_results(results: Sequence[Result], *, owner: str | None = None) -> set[int]:

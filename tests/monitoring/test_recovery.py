@@ -1,0 +1,55 @@
+"""After a fault, delivery resumes within seconds: a write that gets through makes the lane's
+backed-off writes due, a transient backoff never grows past a minute, and the first retry of one
+failed call comes within a second."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from monitoring.models import Operation, SourceEvent
+from monitoring.pipeline import deliver, lanes
+from monitoring.pipeline.confirm import MAX_BACKOFF, backoff
+from monitoring.pipeline.lanes import stage_flow
+from tests.monitoring.delivery_support import *  # noqa: F403
+from tests.monitoring.delivery_support import Engine
+from tests.monitoring.test_delivery import order_created
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_write_that_gets_through_makes_the_lanes_backed_off_writes_due(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(deliver, "_resumed", {})
+    now = datetime.now(UTC)
+    engine.post("erp", [order_created("RC1", "early@example.com", "5.00", at=now)])
+    # Planned, then parked by a fault's backoff, as after a dropped connection or a 503 storm.
+    monkeypatch.setattr(lanes, "send_realtime_now", lambda destination_id: 0)
+    stage_flow(engine.erp_flow.pk, "realtime")
+    parked = Operation.objects.filter(lane="realtime", state="pending")
+    assert parked.exists()
+    parked.update(attempts=6, next_attempt_at=timezone.now() + timedelta(minutes=10))
+
+    engine.post("erp", [order_created("RC2", "later@example.com", "7.00", at=now, customer="C2")])
+    stage_flow(engine.erp_flow.pk, "realtime")
+    assert deliver.send_due(engine.destination, "realtime") > 0  # the later order goes through
+
+    still_parked = Operation.objects.filter(
+        lane="realtime", state="pending", next_attempt_at__gt=timezone.now() + timedelta(seconds=5)
+    )
+    assert not still_parked.exists(), "the parked writes are due again"
+    engine.pump()
+    assert set(
+        SourceEvent.objects.filter(event_type="order.created").values_list("state", flat=True)
+    ) == {"delivered"}
+
+
+def test_a_transient_backoff_is_at_most_a_minute_and_the_first_retry_within_a_second():
+    assert all(0.2 <= backoff(1) <= 1.0 for _ in range(200))
+    assert all(
+        backoff(attempts) <= MAX_BACKOFF == 60.0 for attempts in range(30) for _ in range(20)
+    )
+    assert max(backoff(12) for _ in range(500)) > 30, "it still grows under a long fault"
