@@ -32,9 +32,36 @@ RenderManyHook = Callable[[Sequence["Occurrence"]], dict[int, dict[str, Any]]]
 CloseHook = Callable[["ExceptionGroup", Sequence["Occurrence"], "User | None", str], None]
 # on_acknowledge(group, actor): e.g. an alert stops escalating.
 AcknowledgeHook = Callable[["ExceptionGroup", "User | None"], None]
-# suggest(group): candidate values for the fix (e.g. the flow's catalogue SKUs); the inbox ranks
-# them by similarity to the group's subject, so the hook may return the whole catalogue.
-SuggestHook = Callable[["ExceptionGroup"], Sequence[str]]
+# suggest(group): candidate values for the fix. Plain strings (e.g. the flow's catalogue SKUs) the
+# inbox ranks by similarity to the group's subject, so the hook may return the whole catalogue;
+# `Suggestion`s come ranked by the engine, which knows more than the spelling (the product the
+# blocked lines name), each with how close it is.
+SuggestHook = Callable[["ExceptionGroup"], Sequence["str | Suggestion"]]
+# prerequisite(group): the fix that must come before a retry can work (e.g. a flow with no opt-out
+# webhook), or None. While there is one the inbox offers no retry and links to the fix instead.
+PrerequisiteHook = Callable[["ExceptionGroup"], "Prerequisite | None"]
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One candidate for a kind's fix: the value the fix takes, what it is, and how close it is
+    to what the group lacks (0–100)."""
+
+    value: str
+    closeness: int
+    name: str = ""
+    stock: int | None = None
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class Prerequisite:
+    """What must be fixed before retrying can change anything, and where (`url`, `who` can)."""
+
+    fix: str
+    url: str = ""
+    link_text: str = ""
+    who: str = ""
 
 HOOK_NAMES = frozenset(
     {
@@ -46,6 +73,7 @@ HOOK_NAMES = frozenset(
         "on_ignore",
         "on_acknowledge",
         "suggest",
+        "prerequisite",
     }
 )
 
@@ -58,6 +86,10 @@ class Kind:
     runbook: str
     default_team: str
     fix_label: str = ""
+    # One group per flow and cause (not per order): a cause a person fixes once, whatever the
+    # number of orders it blocks; each occurrence names its order. The group then carries no
+    # order number or email of its own (its occurrences do, for search).
+    per_flow: bool = False
     retry: RetryHook | None = None
     fix: FixHook | None = None
     render_occurrence: RenderHook | None = None
@@ -66,6 +98,7 @@ class Kind:
     on_ignore: CloseHook | None = None
     on_acknowledge: AcknowledgeHook | None = None
     suggest: SuggestHook | None = None
+    prerequisite: PrerequisiteHook | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -130,6 +163,7 @@ define(
         runbook="Find the customer's email in the source system. Record it here to retry the events, or "
         "resolve the group if the customer should not be in DotDigital.",
         default_team="ops",
+        per_flow=True,
         fix_label="Record the email",
     )
 )
@@ -142,6 +176,7 @@ define(
         runbook="Check that the order exists in the source and that the flow carrying orders is healthy; "
         "backfill the order, then retry.",
         default_team="ops",
+        per_flow=True,
     )
 )
 define(
@@ -190,6 +225,7 @@ define(
         runbook="Compare the order in the source with its parts. Fix the order at source and retry, or "
         "resolve the group to skip the events.",
         default_team="finance",
+        per_flow=True,
     )
 )
 define(
@@ -204,6 +240,7 @@ define(
         "(data.document_type) naming the order it credits in links, then retry; if the order is "
         "wrong, fix it at source and retry; else resolve the group to skip the events.",
         default_team="finance",
+        per_flow=True,
     )
 )
 define(
@@ -222,6 +259,7 @@ define(
         description="A refund exceeds what is left of its order's total.",
         runbook="Check the credit note against the order in the source.",
         default_team="finance",
+        per_flow=True,
     )
 )
 define(

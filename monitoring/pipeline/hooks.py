@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from exceptions_inbox.kinds import register_hooks
@@ -64,10 +65,15 @@ def skip_events(
 ) -> None:
     who = actor.get_username() if actor is not None else "the system"
     reason = f"{group.get_state_display()} in the inbox by {who}" + (f": {note}" if note else ".")
+    # RECEIVED too: a retry sent back and not yet claimed is skipped with the rest. One a worker
+    # has already claimed ends skipped when it fails again (`record_occurrence` knows its
+    # attempt began before the resolve), or delivered if it gets through.
     SourceEvent.objects.filter(
         pk__in=event_ids(occurrences),
-        state__in=(SourceEvent.State.FAILED, SourceEvent.State.HELD),
-    ).update(state=SourceEvent.State.SKIPPED, reason=reason[:2000])
+        state__in=(SourceEvent.State.FAILED, SourceEvent.State.HELD, SourceEvent.State.RECEIVED),
+    ).filter(Q(lease_owner="") | Q(lease_until__lt=timezone.now())).update(
+        state=SourceEvent.State.SKIPPED, reason=reason[:2000]
+    )
 
 
 def render_event(occurrence: Occurrence) -> dict[str, Any]:

@@ -1,0 +1,230 @@
+"""Groups a person fixes once, and a resolve that stays resolved, through the real engine: events
+posted to its public webhook, staged by it, acted on through the inbox's views."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from exceptions_inbox.models import Activity, ExceptionGroup, Occurrence
+from monitoring.models import SourceEvent
+from monitoring.pipeline.claims import claim_ids
+from monitoring.pipeline.staging.run import LEASE_SECONDS, stage_batch
+from tests.exceptions_inbox.engine_support import order
+from tests.factories import make_member
+from tests.monitoring.delivery_support import *  # noqa: F403
+from tests.monitoring.delivery_support import Engine, event
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+State = SourceEvent.State
+
+
+@pytest.fixture
+def hooks() -> Iterator[None]:
+    """The engine's own hooks (overrides the package's autouse stand-ins)."""
+    yield
+
+
+@pytest.fixture
+def ops(engine: Engine) -> Client:
+    web = Client()
+    web.force_login(make_member(engine.workspace, "ops-person", teams=["ops"]))
+    return web
+
+
+@pytest.fixture
+def finance(engine: Engine) -> Client:
+    web = Client()
+    web.force_login(make_member(engine.workspace, "finance-person", teams=["finance"]))
+    return web
+
+
+def act(web: Client, group: ExceptionGroup, **data: Any) -> str:
+    url = reverse(
+        "exceptions_inbox:group-action", kwargs={"ws": group.workspace.slug, "pk": group.pk}
+    )
+    response = web.post(url, data, follow=True)
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def emailless_order(number: str, at: datetime) -> dict[str, Any]:
+    """An in-store order: a phone number, no email."""
+    posted = order(number, "someone@example.com", at=at)
+    posted["identity"] = {"quality": "phone_only", "phone_e164": "+447700900123"}
+    return posted
+
+
+def post_emailless(engine: Engine, count: int, *, first: int = 1000) -> list[str]:
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    numbers = [f"IS{first + n}" for n in range(count)]
+    engine.post(
+        "erp",
+        [emailless_order(n, start + timedelta(minutes=i)) for i, n in enumerate(numbers)],
+    )
+    engine.pump()
+    return numbers
+
+
+def test_thirty_orders_without_an_email_from_one_flow_make_one_group_listing_thirty_orders(
+    engine: Engine, ops: Client
+):
+    numbers = post_emailless(engine, 30)
+
+    group = ExceptionGroup.objects.get()
+    assert group.kind == "contact_without_email"
+    assert (group.flow_key, group.open_count, group.occurrence_count) == (
+        engine.erp_flow.key,
+        30,
+        30,
+    )
+    assert group.title == f"Contact without an email: {engine.erp_flow.name}"
+    assert sorted(Occurrence.objects.values_list("order_number", flat=True)) == sorted(numbers)
+    page = ops.get(
+        reverse("exceptions_inbox:group", kwargs={"ws": group.workspace.slug, "pk": group.pk}),
+        {"per_page": 50},
+    )
+    html = page.content.decode()
+    assert all(number in html for number in numbers)
+    assert "<strong>30</strong> of 30 event(s) blocked" in html
+
+
+def test_the_same_cause_on_another_flow_is_another_group(engine: Engine):
+    post_emailless(engine, 2)
+    at = datetime.now(UTC).replace(microsecond=0)
+    wms_order = event(
+        ("demo-wms", "wh-1"),
+        "order.created",
+        "order:WS1",
+        "order:WS1:created",
+        emailless_order("WS1", at)["data"],
+        at=at,
+    )
+    wms_order["data"]["order_key"] = "demo-wms:wh-1:order:WS1"
+    engine.post("wms", [wms_order])
+    engine.pump()
+
+    groups = ExceptionGroup.objects.filter(kind="contact_without_email")
+    assert sorted(groups.values_list("flow_key", "open_count")) == sorted(
+        [(engine.erp_flow.key, 2), (engine.wms_flow.key, 1)]
+    )
+
+
+def order_off_by(number: str, at: datetime, grand: str) -> dict[str, Any]:
+    """An order of one 20.00 line whose stated grand total is `grand`."""
+    posted = order(number, f"{number.lower()}@example.com", at=at, sku="AB-12-RED")
+    posted["data"]["totals"]["grand_total"] = {"amount": grand, "currency": "GBP"}
+    return posted
+
+
+def test_orders_whose_totals_do_not_add_up_make_one_group_showing_each_orders_figures(
+    engine: Engine, finance: Client
+):
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    engine.post(
+        "erp",
+        [order_off_by("NW1", at, "25.00"), order_off_by("NW2", at, "19.50")],
+    )
+    engine.pump()
+
+    group = ExceptionGroup.objects.get(kind="order_total_mismatch")
+    assert (group.open_count, group.order_number) == (2, "")
+    figures = {
+        o.order_number: o.detail["figures"]
+        for o in Occurrence.objects.filter(group=group)
+    }
+    assert figures["NW1"] == {
+        "currency": "GBP",
+        "total": "25.00",
+        "parts": "20.00",
+        "difference": "5.00",
+    }
+    assert Decimal(figures["NW2"]["difference"]) == Decimal("-0.50")
+
+    html = finance.get(
+        reverse("exceptions_inbox:group", kwargs={"ws": group.workspace.slug, "pk": group.pk})
+    ).content.decode()
+    # The group adds up what is off, per currency; each row shows its order's three figures.
+    assert "5.50 GBP" in html  # |5.00| + |−0.50| blocked
+    assert "25.00" in html and "20.00" in html and "-0.50" in html
+
+
+def claim_due(owner: str) -> list[int]:
+    """What a worker does first: lease the events due for staging."""
+    return claim_ids(
+        SourceEvent.objects.due_for_staging().order_by("next_attempt_at", "pk"),
+        limit=100,
+        owner=owner,
+        lease_seconds=LEASE_SECONDS,
+    )
+
+
+def test_resolving_a_group_while_its_retry_is_in_flight_does_not_reopen_it(
+    engine: Engine, ops: Client
+):
+    post_emailless(engine, 3)
+    group = ExceptionGroup.objects.get()
+    act(ops, group, action="retry")
+    # A worker has claimed the retried events and is staging them…
+    ids = claim_due("worker-1")
+    assert len(ids) == 3
+    # …when the person resolves the group with a note.
+    act(ops, group, action="resolve", note="in-store sales, not for DotDigital")
+    # The retry fails again, as it would: the events still have no email.
+    stage_batch(ids, "worker-1")
+    engine.pump()
+
+    group.refresh_from_db()
+    assert (group.state, group.is_regression, group.open_count) == ("resolved", False, 0)
+    assert not group.activities.filter(kind=Activity.Kind.REGRESSED).exists()
+    events = SourceEvent.objects.filter(event_type="order.created")
+    assert set(events.values_list("state", flat=True)) == {State.SKIPPED}
+    assert set(Occurrence.objects.values_list("state", flat=True)) == {"skipped"}
+
+    # A genuinely new occurrence after the resolve does reopen it, as a regression.
+    post_emailless(engine, 1, first=2000)
+    group.refresh_from_db()
+    assert (group.state, group.is_regression, group.open_count) == ("open", True, 1)
+    assert group.activities.last().kind == Activity.Kind.REGRESSED
+
+
+def test_a_retry_sent_back_but_not_yet_claimed_is_skipped_by_the_resolve(
+    engine: Engine, ops: Client
+):
+    post_emailless(engine, 2)
+    group = ExceptionGroup.objects.get()
+    act(ops, group, action="retry")
+    act(ops, group, action="resolve", note="duplicates")
+    engine.pump()
+
+    group.refresh_from_db()
+    assert (group.state, group.is_regression) == ("resolved", False)
+    reasons = set(
+        SourceEvent.objects.filter(event_type="order.created").values_list("state", "reason")
+    )
+    assert reasons == {(State.SKIPPED, "Resolved in the inbox by ops-person: duplicates")}
+
+
+def test_an_event_of_a_resolved_group_attempted_again_after_the_resolve_is_a_regression(
+    engine: Engine, ops: Client
+):
+    """The other side of the rule: an attempt that began after the resolve is new evidence."""
+    post_emailless(engine, 1)
+    group = ExceptionGroup.objects.get()
+    act(ops, group, action="resolve")
+    # Something re-stages the event later (an admin's replay, say).
+    SourceEvent.objects.filter(event_type="order.created").update(
+        state=State.RECEIVED, next_attempt_at=datetime.now(UTC)
+    )
+    engine.pump()
+
+    group.refresh_from_db()
+    assert (group.state, group.is_regression, group.open_count) == ("open", True, 1)
+
