@@ -33,6 +33,7 @@ from exceptions_inbox.actions import (
     apply_to_matching,
     why_not,
 )
+from exceptions_inbox.figures import off_by
 from exceptions_inbox.fixes import apply_fix, suggestions, why_no_fix
 from exceptions_inbox.forms import (
     SNOOZES,
@@ -187,6 +188,7 @@ def _render_group(
     occurrences = OccurrenceTable(
         Occurrence.objects.filter(group=group),
         payload_for=lambda occurrence: _payload_for(group, occurrence),
+        workspace_slug=group.workspace.slug,
     )
     _paginate(request, occurrences)
     if kind.render_occurrences is not None and occurrences.page:
@@ -217,6 +219,7 @@ def _render_group(
         "fix_unavailable": why_no_fix(group),
         "suggestions": offered_suggestions,
         "snoozes": SNOOZES,
+        "off_by": off_by(group),
     }
     if request.htmx and request.htmx.target == "occurrences":
         return render(request, "exceptions_inbox/group.html#occurrences", ctx)
