@@ -56,11 +56,12 @@ class InboxFilterForm(forms.Form):
             *((f.flow_key, f.flow_label or f.flow_key) for f in flows),
         ]
 
-    def filters(self) -> dict[str, Any]:
-        """The cleaned filters, dropping any field that did not validate (a stale link)."""
+    def filters(self, default_tab: str = "review") -> dict[str, Any]:
+        """The cleaned filters, dropping any field that did not validate (a stale link); with no
+        tab chosen, `default_tab` (the person's landing tab, `listing.landing_tab`)."""
         self.is_valid()
         data = {name: self.cleaned_data.get(name) or "" for name in self.fields}
-        data["tab"] = data["tab"] or "review"
+        data["tab"] = data["tab"] or default_tab
         return data
 
 

@@ -31,6 +31,7 @@ from exceptions_inbox.actions import (
     apply_action,
     apply_bulk,
     apply_to_matching,
+    prerequisite_of,
     why_not,
 )
 from exceptions_inbox.figures import off_by
@@ -93,7 +94,7 @@ def all_inboxes(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 def _render_inbox(request: AuthenticatedHttpRequest, scope: InboxScope) -> HttpResponse:
     form = InboxFilterForm(request.GET, workspace_ids=scope.workspace_ids)
-    filters = form.filters()
+    filters = form.filters(default_tab=scope.landing_tab)
     base = filtered(scope.groups(), filters, scope)
     rows = in_tab(base, filters["tab"], scope).select_related("workspace", "team", "assignee")
     table = GroupTable(
@@ -200,7 +201,8 @@ def _render_group(
     can_change = scope.can_change(group)
     members = _members(scope).filter(memberships__workspace=group.workspace)
     legal = {action: group.state in LEGAL_FROM[action] for action in Action.values}
-    legal[Action.RETRY] = why_not(group, Action.RETRY) is None
+    first = prerequisite_of(group)
+    legal[Action.RETRY] = first is None and why_not(group, Action.RETRY) is None
     fix_class = fix_form_class(group.kind)
     offered_suggestions = suggestions(group) if can_change and kind.fix else []
     ctx = {
@@ -213,17 +215,29 @@ def _render_group(
         "legal": legal,
         "occurrences": occurrences,
         "activities": Activity.objects.filter(group=group).select_related("actor"),
-        "action_form": action_form or GroupActionForm(members=members),
+        # The menu starts at whoever has it now, so "Assign" without a choice changes nothing.
+        "action_form": action_form
+        or GroupActionForm(members=members, initial={"assignee": group.assignee_id}),
+        "flow_url": _flow_url(group),
         "comment_form": comment_form or CommentForm(),
         "fix_form": fix_form or fix_class(suggestions=offered_suggestions),
         "fix_unavailable": why_no_fix(group),
         "suggestions": offered_suggestions,
         "snoozes": SNOOZES,
         "off_by": off_by(group),
+        "prerequisite": first,
     }
     if request.htmx and request.htmx.target == "occurrences":
         return render(request, "exceptions_inbox/group.html#occurrences", ctx)
     return render(request, "exceptions_inbox/group.html", ctx, status=status)
+
+
+def _flow_url(group: ExceptionGroup) -> str:
+    """The flow's page, when the group is about a flow (its key is the engine's 'flow:<id>')."""
+    prefix, _, pk = group.flow_key.partition(":")
+    if prefix != "flow" or not pk.isdigit():
+        return ""
+    return reverse("monitoring:flows", kwargs={"ws": group.workspace.slug}) + f"?flow={pk}"
 
 
 def _payload_for(group: ExceptionGroup, occurrence: Occurrence) -> dict[str, Any]:
@@ -345,7 +359,9 @@ def _bulk(request: AuthenticatedHttpRequest, scope: InboxScope, inbox_url: str) 
         return _back(request, back)
     action = form.cleaned_data["action"]
     if form.every_match:
-        filters = InboxFilterForm(request.POST, workspace_ids=scope.workspace_ids).filters()
+        filters = InboxFilterForm(request.POST, workspace_ids=scope.workspace_ids).filters(
+            default_tab=scope.landing_tab
+        )
         matching = in_tab(filtered(scope.groups(), filters, scope), filters["tab"], scope)
         result = apply_to_matching(
             matching, action, request.user, may_change=scope.may_change(), **form.params()

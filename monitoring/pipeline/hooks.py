@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
+from django.urls import reverse
 from django.db.models import Q
 from django.utils import timezone
 
-from exceptions_inbox.kinds import register_hooks
+from exceptions_inbox.kinds import Prerequisite, register_hooks
 from monitoring.models import Flow, Product, SkuAlias, SourceEvent
 from monitoring.pipeline.normalise import clean_sku, sku_match_key
 from monitoring.pipeline.wake import wake_staging
@@ -104,6 +105,44 @@ def render_events(occurrences: Sequence[Occurrence]) -> dict[int, dict[str, Any]
     return rendered
 
 
+def flow_of(group: ExceptionGroup) -> Flow | None:
+    """The group's flow (its key is `Flow.key`), in the group's workspace."""
+    prefix, _, pk = group.flow_key.partition(":")
+    if prefix != "flow" or not pk.isdigit():
+        return None
+    return (
+        Flow.objects.filter(pk=int(pk), workspace_id=group.workspace_id)
+        .select_related("source", "workspace")
+        .first()
+    )
+
+
+def guest_prerequisite(group: ExceptionGroup) -> Prerequisite | None:
+    """guest_policy: a retry re-reads the same guest order, excluded again while the flow's
+    policy excludes guests."""
+    flow = flow_of(group)
+    if flow is None or flow.guest_policy != Flow.GuestPolicy.EXCLUDE:
+        return None
+    return Prerequisite(
+        fix=f"change {flow.name}'s guest policy to merge guests (or ignore the group)",
+        url=reverse("config:flow", kwargs={"ws": flow.workspace.slug, "pk": flow.pk}),
+        link_text=f"{flow.name}: settings",
+        who="only an admin",
+    )
+
+
+def currency_prerequisite(group: ExceptionGroup) -> Prerequisite | None:
+    """currency_mismatch: a retry re-reads the same order, in the same foreign currency."""
+    currency = group.subject_key.removeprefix("currency:")
+    if not group.subject_key.startswith("currency:") or currency == group.workspace.currency:
+        return None
+    return Prerequisite(
+        fix=f"have the source send these in {group.workspace.currency}, not {currency} "
+        "(resolve the group to skip them)",
+        who="the source system's owner",
+    )
+
+
 def add_sku_alias(group: ExceptionGroup, data: dict[str, Any], actor: User) -> str:
     """Fix a SKU gap: the group's SKU is another spelling of `data["sku"]`."""
     target = clean_sku(str(data.get("sku") or ""))
@@ -145,3 +184,5 @@ def register() -> None:
             render_occurrences=render_events,
         )
     register_hooks("sku_mapping_gap", fix=add_sku_alias, suggest=catalogue_skus)
+    register_hooks("guest_policy", prerequisite=guest_prerequisite)
+    register_hooks("currency_mismatch", prerequisite=currency_prerequisite)

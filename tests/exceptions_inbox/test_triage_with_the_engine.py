@@ -13,13 +13,19 @@ from django.test import Client
 from django.urls import reverse
 
 from exceptions_inbox.models import Activity, ExceptionGroup, Occurrence
-from monitoring.models import SourceEvent
+from monitoring.models import OptOutWriteBack, SourceEvent
 from monitoring.pipeline.claims import claim_ids
 from monitoring.pipeline.staging.run import LEASE_SECONDS, stage_batch
 from tests.exceptions_inbox.engine_support import order
+from monitoring.watch import reconcile
 from tests.factories import make_member
 from tests.monitoring.delivery_support import *  # noqa: F403
 from tests.monitoring.delivery_support import Engine, event
+from tests.monitoring.test_optout_round_trip import (
+    a_customer_of,
+    opted_out_in_dotdigital,
+    set_opt_out_webhook,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -228,3 +234,40 @@ def test_an_event_of_a_resolved_group_attempted_again_after_the_resolve_is_a_reg
     group.refresh_from_db()
     assert (group.state, group.is_regression, group.open_count) == ("open", True, 1)
 
+
+
+def test_a_group_whose_fix_must_come_first_offers_no_retry_and_links_to_the_fix(engine: Engine):
+    """An opt-out the source cannot take (no connector write, no webhook): retrying would fail
+    the same way, so neither the group nor the bulk bar retries it; the group links to the fix."""
+    a_customer_of(engine, "lee@example.com", "W2")
+    opted_out_in_dotdigital(engine, "lee@example.com")
+    reconcile.round_trip(engine.erp_flow)
+    group = ExceptionGroup.objects.get(kind="consent_sync_failed")
+    marketing = Client()
+    marketing.force_login(make_member(engine.workspace, "mkt", teams=["marketing"]))
+    page_url = reverse(
+        "exceptions_inbox:group", kwargs={"ws": group.workspace.slug, "pk": group.pk}
+    )
+
+    html = marketing.get(page_url).content.decode()
+    assert 'value="retry"' not in html
+    fix_url = reverse("watch:opt-outs", args=[engine.workspace.slug]) + f"#flow-{engine.erp_flow.pk}"
+    assert f'href="{fix_url}"' in html
+    assert "Set an opt-out webhook for Demo ERP → DotDigital" in html
+    assert "only an admin can do this" in html
+
+    # Neither one retry nor a bulk retry sends it back; the bulk bar says why.
+    single = act(marketing, group, action="retry")
+    assert "Cannot retry: a fix must come first" in single
+    bulk = marketing.post(
+        reverse("exceptions_inbox:bulk", kwargs={"ws": group.workspace.slug}),
+        {"action": "retry", "groups": [group.pk]},
+        follow=True,
+    ).content.decode()
+    assert "Retry: 0 group(s). Left 1 unchanged: 1 because a fix must come first" in bulk
+    assert OptOutWriteBack.objects.get().attempts == 1
+    assert not group.activities.filter(kind=Activity.Kind.RETRIED).exists()
+
+    # Once an admin has set the webhook, retry is offered again.
+    set_opt_out_webhook(engine, "https://source.example/optouts")
+    assert 'value="retry"' in marketing.get(page_url).content.decode()
