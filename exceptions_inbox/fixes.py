@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db import transaction
 from rapidfuzz import fuzz, process, utils
 
 from exceptions_inbox.actions import IllegalAction
+from exceptions_inbox.kinds import Suggestion
 from exceptions_inbox.models import Activity, ExceptionGroup
 
 if TYPE_CHECKING:
@@ -51,22 +53,37 @@ def apply_fix(group: ExceptionGroup, actor: User, data: dict[str, Any]) -> str:
     return message
 
 
-def suggestions(group: ExceptionGroup, limit: int = 5) -> list[str]:
-    """The `suggest` hook's candidates nearest the group's subject (e.g. catalogue SKUs nearest
-    an unknown SKU), best first. Empty when the engine suggests nothing."""
+def suggestions(group: ExceptionGroup, limit: int = 5) -> list[Suggestion]:
+    """The `suggest` hook's candidates nearest the group's subject (e.g. the products an unknown
+    SKU may stand for), best first. Ranked `Suggestion`s from the engine keep their order; plain
+    strings are ranked here by spelling. Empty when the engine suggests nothing."""
     hook = group.kind_info.suggest
     if hook is None:
         return []
-    candidates = [c for c in hook(group) if c]
+    offered = [c for c in hook(group) if c]
+    ranked = [c for c in offered if isinstance(c, Suggestion)]
+    strings = [c for c in offered if isinstance(c, str)]
     subject = group.sku or group.subject_label or group.subject_key
-    if not subject or not candidates:
-        return candidates[:limit]
-    ranked = process.extract(
-        subject,
-        candidates,
-        scorer=fuzz.WRatio,
-        processor=utils.default_process,
-        limit=limit,
-        score_cutoff=50,
-    )
-    return [choice for choice, _score, _index in ranked]
+    if strings and subject:
+        ranked += [
+            Suggestion(value=choice, closeness=round(score))
+            for choice, score, _index in process.extract(
+                subject,
+                strings,
+                scorer=fuzz.WRatio,
+                processor=utils.default_process,
+                limit=limit,
+                score_cutoff=50,
+            )
+        ]
+    elif strings:
+        ranked += [Suggestion(value=s, closeness=0) for s in strings]
+    # Stable: among equals, the engine's (or rapidfuzz's) order stands.
+    ranked.sort(key=lambda s: -s.closeness)
+    return ranked[:limit]
+
+
+def one_click(suggestion: Suggestion) -> bool:
+    """Close enough to apply in one click (`INBOX_ONE_CLICK_CLOSENESS`); a less close one is
+    shown for a person to judge and type in."""
+    return suggestion.closeness >= settings.INBOX_ONE_CLICK_CLOSENESS

@@ -175,7 +175,9 @@ class FixForm(forms.Form):
     field_name = "value"
     value = forms.CharField(max_length=255, label="Value")
 
-    def __init__(self, *args: Any, suggestions: list[str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, suggestions: list[kinds.Suggestion] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.suggestions = suggestions or []
 

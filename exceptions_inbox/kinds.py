@@ -63,6 +63,7 @@ class Prerequisite:
     link_text: str = ""
     who: str = ""
 
+
 HOOK_NAMES = frozenset(
     {
         "retry",

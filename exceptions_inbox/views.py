@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
@@ -35,7 +36,7 @@ from exceptions_inbox.actions import (
     why_not,
 )
 from exceptions_inbox.figures import off_by
-from exceptions_inbox.fixes import apply_fix, suggestions, why_no_fix
+from exceptions_inbox.fixes import apply_fix, one_click, suggestions, why_no_fix
 from exceptions_inbox.forms import (
     SNOOZES,
     BulkActionForm,
@@ -222,7 +223,8 @@ def _render_group(
         "comment_form": comment_form or CommentForm(),
         "fix_form": fix_form or fix_class(suggestions=offered_suggestions),
         "fix_unavailable": why_no_fix(group),
-        "suggestions": offered_suggestions,
+        "suggestions": [(s, one_click(s)) for s in offered_suggestions],
+        "one_click_closeness": settings.INBOX_ONE_CLICK_CLOSENESS,
         "snoozes": SNOOZES,
         "off_by": off_by(group),
         "prerequisite": first,
@@ -301,7 +303,7 @@ def group_fix(request: AuthenticatedHttpRequest, ws: str, pk: int) -> HttpRespon
     group, scope = _get_group_for_user(request, ws, pk)
     _require_change(scope, group)
     form_class = fix_form_class(group.kind)
-    form = form_class(request.POST, suggestions=suggestions(group))
+    form = form_class(request.POST)
     if not form.is_valid():
         return _render_group(request, group, scope, fix_form=form, status=400)
     try:

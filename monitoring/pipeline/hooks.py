@@ -8,13 +8,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
-from django.urls import reverse
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
 from exceptions_inbox.kinds import Prerequisite, register_hooks
-from monitoring.models import Flow, Product, SkuAlias, SourceEvent
+from monitoring.models import Flow, SkuAlias, SourceEvent
 from monitoring.pipeline.normalise import clean_sku, sku_match_key
+from monitoring.pipeline.sku_suggestions import suggest_products
 from monitoring.pipeline.wake import wake_staging
 
 if TYPE_CHECKING:
@@ -161,18 +162,6 @@ def add_sku_alias(group: ExceptionGroup, data: dict[str, Any], actor: User) -> s
     return f"{group.sku or alias} now means {target}; its events are being retried."
 
 
-SUGGEST_FROM = 20_000  # catalogue SKUs the inbox ranks by similarity (rapidfuzz: milliseconds)
-
-
-def catalogue_skus(group: ExceptionGroup) -> list[str]:
-    """The workspace's catalogue SKUs, for the inbox to rank against the group's unknown SKU."""
-    return list(
-        Product.objects.filter(workspace_id=group.workspace_id)
-        .order_by("sku")
-        .values_list("sku", flat=True)[:SUGGEST_FROM]
-    )
-
-
 def register() -> None:
     for kind in STAGING_KINDS:
         register_hooks(
@@ -183,6 +172,6 @@ def register() -> None:
             render_occurrence=render_event,
             render_occurrences=render_events,
         )
-    register_hooks("sku_mapping_gap", fix=add_sku_alias, suggest=catalogue_skus)
+    register_hooks("sku_mapping_gap", fix=add_sku_alias, suggest=suggest_products)
     register_hooks("guest_policy", prerequisite=guest_prerequisite)
     register_hooks("currency_mismatch", prerequisite=currency_prerequisite)

@@ -16,8 +16,8 @@ from exceptions_inbox.models import Activity, ExceptionGroup, Occurrence
 from monitoring.models import OptOutWriteBack, SourceEvent
 from monitoring.pipeline.claims import claim_ids
 from monitoring.pipeline.staging.run import LEASE_SECONDS, stage_batch
-from tests.exceptions_inbox.engine_support import order
 from monitoring.watch import reconcile
+from tests.exceptions_inbox.engine_support import order
 from tests.factories import make_member
 from tests.monitoring.delivery_support import *  # noqa: F403
 from tests.monitoring.delivery_support import Engine, event
@@ -142,10 +142,7 @@ def test_orders_whose_totals_do_not_add_up_make_one_group_showing_each_orders_fi
 
     group = ExceptionGroup.objects.get(kind="order_total_mismatch")
     assert (group.open_count, group.order_number) == (2, "")
-    figures = {
-        o.order_number: o.detail["figures"]
-        for o in Occurrence.objects.filter(group=group)
-    }
+    figures = {o.order_number: o.detail["figures"] for o in Occurrence.objects.filter(group=group)}
     assert figures["NW1"] == {
         "currency": "GBP",
         "total": "25.00",
@@ -235,7 +232,6 @@ def test_an_event_of_a_resolved_group_attempted_again_after_the_resolve_is_a_reg
     assert (group.state, group.is_regression, group.open_count) == ("open", True, 1)
 
 
-
 def test_a_group_whose_fix_must_come_first_offers_no_retry_and_links_to_the_fix(engine: Engine):
     """An opt-out the source cannot take (no connector write, no webhook): retrying would fail
     the same way, so neither the group nor the bulk bar retries it; the group links to the fix."""
@@ -251,7 +247,9 @@ def test_a_group_whose_fix_must_come_first_offers_no_retry_and_links_to_the_fix(
 
     html = marketing.get(page_url).content.decode()
     assert 'value="retry"' not in html
-    fix_url = reverse("watch:opt-outs", args=[engine.workspace.slug]) + f"#flow-{engine.erp_flow.pk}"
+    fix_url = (
+        reverse("watch:opt-outs", args=[engine.workspace.slug]) + f"#flow-{engine.erp_flow.pk}"
+    )
     assert f'href="{fix_url}"' in html
     assert "Set an opt-out webhook for Demo ERP → DotDigital" in html
     assert "only an admin can do this" in html

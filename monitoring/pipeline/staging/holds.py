@@ -45,7 +45,7 @@ def hold_orphan(event: SourceEvent, flow: Flow, batch: Batch, waits_for: str) ->
             # One group per flow: the orders it waited for are on the occurrences.
             subject_key="orphan",
             subject_label="Waited for orders that never arrived",
-            order_number=event.order_ref,
+            order_number=(event.order_ref or named)[:100],
             detail={"waited_for": waits_for, "deadline": event.hold_deadline.isoformat()},
         )
         event.hold = Hold.ORPHAN

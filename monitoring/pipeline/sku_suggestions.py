@@ -1,0 +1,123 @@
+"""What an unknown SKU may stand for: the catalogue's products ranked by what the blocked order
+lines say of it, each with its name, saleable stock and how close it is (0-100).
+
+Spelling alone misleads: a legacy code such as LEG-1058 looks no more like its product's SKU than
+like any other. The blocked lines often carry more: the product key (exact, so 100) or the
+product's name (compared word by word). The SKU's spelling counts too, for typos and separators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from django.db.models import Sum
+from rapidfuzz import fuzz, process, utils
+
+from exceptions_inbox.kinds import Suggestion
+from monitoring.models import Product, SourceEvent, StockLevel
+from monitoring.pipeline.normalise import clean_sku
+
+if TYPE_CHECKING:
+    from exceptions_inbox.models import ExceptionGroup
+
+SUGGEST_FROM = 20_000  # catalogue products ranked (rapidfuzz: milliseconds)
+SHOWN = 5
+CUTOFF = 50  # below this a product is not worth showing
+HINT_EVENTS = 20  # blocked events read for what their lines say of the SKU
+
+
+def suggest_products(group: ExceptionGroup) -> list[Suggestion]:
+    """The products the group's SKU most likely stands for, best first."""
+    products = list(
+        Product.objects.filter(workspace_id=group.workspace_id)
+        .order_by("sku")
+        .values_list("sku", "name", "product_key")[:SUGGEST_FROM]
+    )
+    if not products:
+        return []
+    keys, names = line_hints(group)
+    best: dict[int, tuple[float, str]] = {}
+
+    def offer(index: int, score: float, why: str) -> None:
+        if score > best.get(index, (-1.0, ""))[0]:
+            best[index] = (score, why)
+
+    for index, (_sku, _name, key) in enumerate(products):
+        if key and key in keys:
+            offer(index, 100, "the blocked lines carry its product key")
+    subject = group.sku or group.subject_label
+    if subject:
+        for _choice, score, index in _nearest(subject, [p[0] for p in products], by_words=False):
+            offer(index, score, "its SKU is spelt alike")
+    product_names = [p[1] for p in products]
+    for name in names:
+        for _choice, score, index in _nearest(name, product_names, by_words=True):
+            offer(index, score, f"named like the blocked lines' {name!r}")
+    ranked = sorted(best.items(), key=lambda item: (-item[1][0], products[item[0]][0]))[:SHOWN]
+    stock = saleable(group.workspace_id, [products[index][0] for index, _ in ranked])
+    return [
+        Suggestion(
+            value=products[index][0],
+            closeness=round(score),
+            name=products[index][1],
+            stock=stock.get(products[index][0]),
+            why=why,
+        )
+        for index, (score, why) in ranked
+    ]
+
+
+def _nearest(text: str, choices: list[str], *, by_words: bool) -> list[tuple[str, float, int]]:
+    """The choices nearest `text`: as names, word by word (order aside); else as codes, where a
+    part matching counts (WRatio)."""
+    found = process.extract(
+        text,
+        choices,
+        scorer=fuzz.token_sort_ratio if by_words else fuzz.WRatio,
+        processor=utils.default_process,
+        limit=SHOWN,
+        score_cutoff=CUTOFF,
+    )
+    return [(str(choice), float(score), int(index)) for choice, score, index in found]
+
+
+def line_hints(group: ExceptionGroup) -> tuple[set[str], list[str]]:
+    """The product keys and names the blocked order lines give beside the group's SKU."""
+    wanted = clean_sku(group.sku or group.subject_label).casefold()
+    ids = [
+        int(key[6:])
+        for key in group.occurrences.filter(state="open")
+        .order_by("-last_seen")
+        .values_list("event_key", flat=True)[:HINT_EVENTS]
+        if key.startswith("event:") and key[6:].isdigit()
+    ]
+    keys: set[str] = set()
+    names: list[str] = []
+    for envelope in SourceEvent.objects.filter(pk__in=ids).values_list("envelope", flat=True):
+        for line in _lines(envelope):
+            if clean_sku(str(line.get("sku") or "")).casefold() != wanted:
+                continue
+            if line.get("product_key"):
+                keys.add(str(line["product_key"]))
+            name = str(line.get("name") or "").strip()
+            if name and name not in names:
+                names.append(name)
+    return keys, names
+
+
+def _lines(envelope: object) -> Iterable[dict[str, object]]:
+    data = envelope.get("data") if isinstance(envelope, dict) else None
+    lines = data.get("lines") if isinstance(data, dict) else None
+    return [line for line in lines or [] if isinstance(line, dict)]
+
+
+def saleable(workspace_id: int, skus: list[str]) -> dict[str, int]:
+    """Saleable stock per SKU, over its locations (absent when nothing is known)."""
+    rows = (
+        StockLevel.objects.filter(workspace_id=workspace_id, sku__in=skus, saleable__isnull=False)
+        .values("sku")
+        .annotate(total=Sum("saleable"))
+        .order_by()
+    )
+    return {row["sku"]: int(row["total"]) for row in rows}
