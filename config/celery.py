@@ -6,8 +6,12 @@ import os
 
 from celery import Celery
 from kombu import Queue
+from kombu.transport import TRANSPORT_ALIASES
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+# `filesystem://` (the embedded default) is kombu's transport with messages written whole.
+TRANSPORT_ALIASES["filesystem"] = "config.broker:Transport"
 
 app = Celery("syncdesk")
 app.config_from_object("django.conf:settings", namespace="CELERY")

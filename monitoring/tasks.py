@@ -38,9 +38,10 @@ def record_heartbeat(queue: str) -> None:
 
 
 @shared_task(name="monitoring.stage_events")
-def stage_events(flow_id: int | None = None) -> int:
-    """Stage the flow's due events and plan them (one task per flow at a time)."""
-    return lanes.stage_flow(flow_id)
+def stage_events(flow_id: int | None = None, lane: str | None = None) -> int:
+    """Stage the flow's due events of the lane and plan them (one task per flow and lane at a
+    time; both lanes, realtime first, when no lane is named)."""
+    return lanes.stage_flow(flow_id, lane)
 
 
 @shared_task(name="monitoring.fetch_notifications")

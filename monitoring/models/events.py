@@ -200,9 +200,9 @@ class SourceEvent(Lease):
             ),
         ]
         indexes = [
-            # The staging claim (one flow's due rows, in its order) and the sweeper.
+            # The staging claim (one flow and lane's due rows, in their order) and the sweeper.
             models.Index(
-                fields=["flow", "next_attempt_at", "id"],
+                fields=["flow", "lane", "next_attempt_at", "id"],
                 name="event_stage_due",
                 condition=Q(state__in=["received", "held"]),
             ),

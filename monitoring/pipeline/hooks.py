@@ -16,7 +16,7 @@ from exceptions_inbox.kinds import Prerequisite, register_hooks
 from monitoring.models import Flow, SkuAlias, SourceEvent
 from monitoring.pipeline.normalise import clean_sku, sku_match_key
 from monitoring.pipeline.sku_suggestions import suggest_products
-from monitoring.pipeline.wake import wake_staging
+from monitoring.pipeline.wake import wake_staging_pairs
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -50,7 +50,7 @@ def retry_events(occurrences: Sequence[Occurrence]) -> None:
     if not ids:
         return
     qs = SourceEvent.objects.filter(pk__in=ids, state=SourceEvent.State.FAILED)
-    flows = set(qs.values_list("flow_id", flat=True))
+    flows = set(qs.order_by().values_list("flow_id", "lane").distinct())
     # An expired orphan gets a fresh hold when retried.
     qs.filter(hold=SourceEvent.Hold.ORPHAN).update(hold_deadline=None, received_at=timezone.now())
     qs.update(
@@ -59,7 +59,7 @@ def retry_events(occurrences: Sequence[Occurrence]) -> None:
         lease_owner="",
         lease_until=None,
     )
-    wake_staging({f for f in flows if f is not None})
+    wake_staging_pairs(flows)
 
 
 def skip_events(

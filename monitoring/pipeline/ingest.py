@@ -23,6 +23,7 @@ from connectors.sources.base import ItemError, SourceAdapter, WebhookItems, Webh
 from exceptions_inbox.recording import record_occurrence
 from monitoring.models import Flow, SourceEvent, SourceNotification, WebhookRequest
 from monitoring.pipeline.event_schema import MAX_ERRORS_KEPT, utc_time, validate_event
+from monitoring.pipeline.lane_rules import LANES, intake_lane
 from monitoring.pipeline.normalise import is_credit_document
 from monitoring.pipeline.rows import arrays, insert_rows
 from monitoring.pipeline.wake import wake_fetch, wake_staging
@@ -179,7 +180,11 @@ def ingest_events(
             next_attempt_at=now,
             envelope=event,
             order_ref=order_ref_for(event, flow.join_key if flow else Flow.JoinKey.ORDER_NUMBER),
-            lane=SourceEvent.Lane.BULK if backfill else SourceEvent.Lane.REALTIME,
+            lane=intake_lane(
+                event["event_type"],
+                event.get("data"),
+                backfill=backfill or via == SourceEvent.Via.BACKFILL,
+            ),
         )
         if flow is None:
             row.state = SourceEvent.State.SKIPPED
@@ -188,11 +193,15 @@ def ingest_events(
         rows[key] = row
     if rows:
         _store_rows(connection, rows, by_key, intake)
-        wake_flows = {
-            r.flow_id for r in rows.values() if r.flow_id and r.state == SourceEvent.State.RECEIVED
-        }
-        if wake_flows:
-            wake_staging(wake_flows, lane="bulk" if backfill else "realtime")
+        for lane in LANES:
+            wake_staging(
+                {
+                    r.flow_id
+                    for r in rows.values()
+                    if r.flow_id and r.state == SourceEvent.State.RECEIVED and r.lane == lane
+                },
+                lane=lane,
+            )
     return results
 
 

@@ -32,6 +32,7 @@ from monitoring.pipeline.claims import worker_token
 from monitoring.pipeline.confirm import run_confirmation
 from monitoring.pipeline.deliver import due_operations, send_due
 from monitoring.pipeline.destination import client_for
+from monitoring.pipeline.lane_rules import LANES, REALTIME
 from monitoring.pipeline.plan import ready_events, run_planning
 from monitoring.pipeline.staging.run import flow_staging_lock, run_staging, staging_due
 
@@ -54,31 +55,32 @@ PLAN_IDLE_INTERVAL = 0.5  # seconds between a runner's looks for events left unp
 # -- staging --------------------------------------------------------------------------------------
 
 
-def stage_flow(flow_id: int | None = None) -> int:
-    """Stage the flow's due events a batch at a time until none is due (or the time budget is
-    spent), planning each batch's READY events right after it commits, which wakes the delivery
-    lanes (rather than leaving it to the sweeper or a lingering runner). Returns how many it
-    staged.
+def stage_flow(flow_id: int | None = None, lane: str | None = None) -> int:
+    """Stage the flow's due events of one lane (both, realtime first, when None) a batch at a time
+    until none is due (or the time budget is spent), planning each batch's READY events right
+    after it commits, which wakes the delivery lanes. Returns how many it staged.
 
-    One worker stages a flow at a time: a wake-up that finds the flow taken returns at once (the
-    worker at it loops until nothing is due, and looks again after letting go), so webhook
-    wake-ups never each hold a realtime worker slot for the whole backlog while the lane runners
-    queue behind them."""
+    One worker stages a flow's lane at a time, on the lane's queue: a wake-up that finds it taken
+    returns at once (the worker at it loops until nothing is due, and looks again after letting
+    go). The realtime lane is staged beside a bulk backlog, never behind it: a bulk batch is a
+    bounded slice (`BATCH_SIZE` events) on the bulk queue's worker, and the realtime stager only
+    waits for the state rows a bulk batch holds, never for the backlog."""
     staged = 0
-    with flow_staging_lock(flow_id) as mine:
+    with flow_staging_lock(flow_id, lane) as mine:
         if not mine:
             return 0
         started = time.monotonic()
         while time.monotonic() - started < STAGE_TIME_BUDGET:
             claimed: list[int] = []
-            done = run_staging(flow_id=flow_id, time_budget=0.0, claimed=claimed)  # one batch
+            done = run_staging(flow_id=flow_id, lane=lane, time_budget=0.0, claimed=claimed)
             if not done:
                 break
             staged += done
             plan_after_staging(flow_id, claimed)
-    # After letting go: whatever arrived meanwhile (its wake-up may have found the flow taken).
-    if staging_due(flow_id):
-        wake.stage_now(flow_id, countdown=0 if staged else 1)
+    # After letting go: whatever arrived meanwhile (its wake-up may have found the lane taken).
+    for due_lane in (lane,) if lane is not None else LANES:
+        if staging_due(flow_id, due_lane):
+            wake.stage_now(flow_id, lane=due_lane or REALTIME, countdown=0 if staged else 1)
     return staged
 
 
@@ -138,17 +140,18 @@ def wake_due_staging() -> dict[str, int]:
     flows = set(
         SourceEvent.objects.due_for_staging(now)
         .exclude(flow_id__isnull=True)
-        .values_list("flow_id", flat=True)
+        .order_by()
+        .values_list("flow_id", "lane")
         .distinct()
     )
-    for flow_id in sorted(flows):
-        wake.stage_now(flow_id)
+    for flow_id, lane in sorted(flows):
+        wake.stage_now(flow_id, lane=lane)
     notes = SourceNotification.objects.filter(
         state=SourceNotification.State.PENDING, next_attempt_at__lte=now
     ).filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
     if notes.exists():
         wake.fetch_now(None)
-    return {"flows": len(flows), "notifications": int(notes.exists())}
+    return {"flows": len({flow_id for flow_id, _ in flows}), "notifications": int(notes.exists())}
 
 
 # -- delivery lanes -------------------------------------------------------------------------------

@@ -37,9 +37,10 @@ def _send(name: str, args: tuple[Any, ...], queue: str, countdown: float = 0) ->
         log.warning("could not wake %s on %s; the sweeper will", name, queue, exc_info=True)
 
 
-def stage_now(flow_id: int | None, *, queue: str = "realtime", countdown: float = 0) -> None:
-    """Wake a staging worker for the flow (all flows when None), now."""
-    _send(STAGE_EVENTS, (flow_id,), queue, countdown)
+def stage_now(flow_id: int | None, *, lane: str = "realtime", countdown: float = 0) -> None:
+    """Wake a staging worker for the flow's events of this lane (all flows when None), now, on
+    the lane's own queue: staging a bulk backlog never holds a realtime worker."""
+    _send(STAGE_EVENTS, (flow_id, lane), lane, countdown)
 
 
 def fetch_now(notification_ids: list[int] | None) -> None:
@@ -56,9 +57,15 @@ def deliver_now(destination_id: int, lane: str) -> None:
 
 
 def wake_staging(flow_ids: Iterable[int], *, lane: str = "realtime") -> None:
-    """After commit, wake a staging worker per flow."""
+    """After commit, wake a staging worker per flow, for the flow's events of this lane."""
     for flow_id in sorted(set(flow_ids)):
-        transaction.on_commit(partial(stage_now, flow_id, queue=lane), robust=True)
+        transaction.on_commit(partial(stage_now, flow_id, lane=lane), robust=True)
+
+
+def wake_staging_pairs(pairs: Iterable[tuple[int | None, str]]) -> None:
+    """After commit, wake staging for each (flow, lane) with events due again (released, retried)."""
+    for flow_id, lane in sorted({(f, lane) for f, lane in pairs if f is not None}):
+        transaction.on_commit(partial(stage_now, flow_id, lane=lane), robust=True)
 
 
 def wake_fetch(notification_ids: list[int]) -> None:

@@ -29,6 +29,7 @@ from accounts.models import Workspace
 from exceptions_inbox.recording import clear_occurrences, record_occurrence, skipped_reason
 from monitoring.models import Flow, SourceEvent
 from monitoring.pipeline.claims import claim_ids, worker_token
+from monitoring.pipeline.lane_rules import BULK, REALTIME, intake_lane
 from monitoring.pipeline.normalise import is_credit_document
 from monitoring.pipeline.rows import bulk_set
 from monitoring.pipeline.staging.aggregates import recompute_aggregates
@@ -50,18 +51,9 @@ from monitoring.pipeline.staging.customers import stage_consent, stage_customer
 from monitoring.pipeline.staging.orders import stage_order, stage_status
 from monitoring.pipeline.staging.refunds import stage_credit_note, stage_refund, stage_return
 from monitoring.pipeline.staging.shipments import stage_dispatch, stage_scan, stage_tracking
-from monitoring.pipeline.wake import wake_staging
+from monitoring.pipeline.wake import wake_staging_pairs
 
 log = logging.getLogger(__name__)
-
-
-REALTIME_TYPES = {
-    "consent.changed",
-    "order.created",
-    "shipment.dispatched",
-    "shipment.carrier_scanned",
-    "refund.issued",
-}
 
 
 def stage_order_document(event: SourceEvent, flow: Flow, batch: Batch) -> None:
@@ -93,22 +85,21 @@ HANDLERS = {
 def run_staging(
     *,
     flow_id: int | None = None,
+    lane: str | None = None,
     batch_size: int = BATCH_SIZE,
     time_budget: float | None = None,
     claimed: list[int] | None = None,
 ) -> int:
-    """Stage due events (of one flow, or all) until none is due or the time budget is spent.
-    Returns how many were staged; `claimed`, if given, collects the ids of the events claimed
-    (for planning to take those that became READY by key). Safe to run on any number of workers
-    at once."""
+    """Stage due events (of one flow, or all; of one lane, or both) until none is due or the time
+    budget is spent. Returns how many were staged; `claimed`, if given, collects the ids of the
+    events claimed (for planning to take those that became READY by key). Safe to run on any
+    number of workers at once: each batch locks the state it reads, and the state keeps the
+    latest source version whatever order two batches commit in."""
     started = time.monotonic()
     total = 0
     while True:
         owner = worker_token()
-        qs = SourceEvent.objects.due_for_staging().order_by("next_attempt_at", "pk")
-        if flow_id is not None:
-            qs = qs.filter(flow_id=flow_id)
-        ids = claim_ids(qs, limit=batch_size, owner=owner, lease_seconds=LEASE_SECONDS)
+        ids = claim_due(flow_id, lane, owner, batch_size)
         if not ids:
             return total
         if claimed is not None:
@@ -118,59 +109,89 @@ def run_staging(
             return total
 
 
+def _due(flow_id: int | None, lane: str | None) -> Any:
+    qs = SourceEvent.objects.due_for_staging().order_by("next_attempt_at", "pk")
+    if flow_id is not None:
+        qs = qs.filter(flow_id=flow_id)
+    if lane is not None:
+        qs = qs.filter(lane=lane)
+    return qs
+
+
+def claim_due(flow_id: int | None, lane: str | None, owner: str, limit: int) -> list[int]:
+    """Lease a batch of due events. With no lane, the realtime lane's first. A realtime batch
+    brings along the due bulk events of the same entities (a customer's update waiting behind a
+    backfill, say), so an entity's events are staged in source-version order within the batch."""
+    if lane is None:
+        ids = claim_due(flow_id, REALTIME, owner, limit)
+        if len(ids) < limit:
+            ids += claim_due(flow_id, BULK, owner, limit - len(ids))
+        return ids
+    ids = claim_ids(_due(flow_id, lane), limit=limit, owner=owner, lease_seconds=LEASE_SECONDS)
+    if ids and lane == REALTIME:
+        keys = set(SourceEvent.objects.filter(pk__in=ids).values_list("workspace_id", "entity_key"))
+        same = Q()
+        for workspace_id, entity_key in keys:
+            same |= Q(workspace_id=workspace_id, entity_key=entity_key)
+        earlier = _due(flow_id, BULK).filter(same)
+        ids += claim_ids(earlier, limit=limit, owner=owner, lease_seconds=LEASE_SECONDS)
+    return ids
+
+
 STAGE_ACTIVE_SECONDS = 15.0  # a staging task that claimed within this long is still at work
 
 
-STAGE_LOCK = 0x53544147  # pg advisory lock class of "one staging task per flow"
+STAGE_LOCK = 0x53544147  # pg advisory lock class of "one staging task per flow and lane"
+LANE_LOCK_OFFSET = {None: 0, REALTIME: 1, BULK: 2}
 
 
-def _staging_elsewhere(flow_id: int) -> bool:
-    """Whether another worker is staging this flow: it claimed events within the last
+def _staging_elsewhere(flow_id: int, lane: str | None) -> bool:
+    """Whether another worker is staging this flow's lane: it claimed events within the last
     `STAGE_ACTIVE_SECONDS` (a live task claims a batch every few seconds; a dead one's leases
     stop counting well before they expire)."""
     now = timezone.now()
-    return (
-        SourceEvent.objects.filter(
-            flow_id=flow_id,
-            state__in=(SourceEvent.State.RECEIVED, SourceEvent.State.HELD),
-            next_attempt_at__lte=now,
-            lease_until__gt=now + timedelta(seconds=LEASE_SECONDS - STAGE_ACTIVE_SECONDS),
-        )
-        .exclude(lease_owner="")
-        .exists()
+    qs = SourceEvent.objects.filter(
+        flow_id=flow_id,
+        state__in=(SourceEvent.State.RECEIVED, SourceEvent.State.HELD),
+        next_attempt_at__lte=now,
+        lease_until__gt=now + timedelta(seconds=LEASE_SECONDS - STAGE_ACTIVE_SECONDS),
     )
+    if lane is not None:
+        qs = qs.filter(lane=lane)
+    return qs.exclude(lease_owner="").exists()
 
 
 @contextmanager
-def flow_staging_lock(flow_id: int | None) -> Iterator[bool]:
-    """Whether this worker may stage the flow: on PostgreSQL a session advisory lock per flow
-    (freed with the session if the worker dies); elsewhere, that no other worker claimed lately."""
+def flow_staging_lock(flow_id: int | None, lane: str | None = None) -> Iterator[bool]:
+    """Whether this worker may stage the flow's lane: on PostgreSQL a session advisory lock per
+    flow and lane (freed with the session if the worker dies); elsewhere, that no other worker
+    claimed lately. The two lanes of a flow are staged side by side, each by one worker."""
     if flow_id is None:
         yield True
         return
     if connection.vendor != "postgresql":
-        yield not _staging_elsewhere(flow_id)
+        yield not _staging_elsewhere(flow_id, lane)
         return
+    key = (STAGE_LOCK + LANE_LOCK_OFFSET[lane], flow_id)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [STAGE_LOCK, flow_id])
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", list(key))
         took = bool(cursor.fetchone()[0])
     try:
         yield took
     finally:
         if took:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [STAGE_LOCK, flow_id])
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", list(key))
 
 
-def staging_due(flow_id: int | None) -> bool:
-    """Whether events of the flow (of any flow, when None) are due for staging."""
-    qs = SourceEvent.objects.due_for_staging()
-    if flow_id is not None:
-        qs = qs.filter(flow_id=flow_id)
-    # In the claim's order, so PostgreSQL reads staging's index (`event_stage_due`): as a bare
+def staging_due(flow_id: int | None, lane: str | None = None) -> bool:
+    """Whether events of the flow (of any flow, when None) and lane are due for staging."""
+    # In the claim's order, so PostgreSQL reads staging's index (`event_stage_due`, by flow and
+    # lane): as a bare
     # EXISTS it chooses the flow's index of every waiting event, READY ones included, and steps
     # over the whole outbox.
-    return bool(qs.order_by("next_attempt_at", "pk").values_list("pk", flat=True)[:1])
+    lanes = (lane,) if lane is not None else (REALTIME, BULK)
+    return any(_due(flow_id, one).values_list("pk", flat=True)[:1] for one in lanes)
 
 
 def _load(ids: list[int], owner: str) -> list[SourceEvent]:
@@ -340,16 +361,20 @@ def _record(failure: Failure, begun: datetime) -> None:
         )
 
 
+def _lanes_of(qs: Any) -> set[tuple[int | None, str]]:
+    return set(qs.order_by().values_list("flow_id", "lane").distinct())
+
+
 def _release(batch: Batch) -> None:
     """Orphans whose order arrived, and dispatches whose scan arrived, are due again now."""
-    flows: set[int] = set()
+    flows: set[tuple[int | None, str]] = set()
     for workspace_id, refs in batch.released_refs.items():
         refs.discard("")
         if refs:
             qs = SourceEvent.objects.filter(
                 workspace_id=workspace_id, state=State.HELD, hold=Hold.ORPHAN, order_ref__in=refs
             )
-            flows |= {f for f in qs.values_list("flow_id", flat=True) if f is not None}
+            flows |= _lanes_of(qs)
             qs.update(next_attempt_at=batch.now)
     for workspace_id, order_keys in batch.released_keys.items():
         flows |= _release_keys(workspace_id, order_keys, batch)
@@ -357,30 +382,31 @@ def _release(batch: Batch) -> None:
         qs = SourceEvent.objects.filter(
             workspace_id=workspace_id, state=State.HELD, hold=Hold.ORPHAN, entity_key__in=keys
         )
-        flows |= {f for f in qs.values_list("flow_id", flat=True) if f is not None}
+        flows |= _lanes_of(qs)
         qs.update(next_attempt_at=batch.now)
     if batch.scanned_orders:
         qs = SourceEvent.objects.filter(
             state=State.HELD, hold=Hold.CARRIER_SCAN, order_id__in=batch.scanned_orders
         )
-        flows |= {f for f in qs.values_list("flow_id", flat=True) if f is not None}
+        flows |= _lanes_of(qs)
         qs.update(next_attempt_at=batch.now)
-    if flows:
-        wake_staging(flows, lane="realtime")
+    wake_staging_pairs(flows)
 
 
-def _release_keys(workspace_id: int, order_keys: set[tuple[str, str]], batch: Batch) -> set[int]:
+def _release_keys(
+    workspace_id: int, order_keys: set[tuple[str, str]], batch: Batch
+) -> set[tuple[int | None, str]]:
     """Orphans of a source naming, by one of its order keys (in `data` or `links`), an order that
     has just been given it: due now. Returns their flows."""
     by_system: dict[str, list[str]] = {}
     for system, key in order_keys:
         by_system.setdefault(system, []).append(key)
-    flows: set[int] = set()
+    flows: set[tuple[int | None, str]] = set()
     for system, keys in by_system.items():
         qs = SourceEvent.objects.filter(
             workspace_id=workspace_id, state=State.HELD, hold=Hold.ORPHAN, source_system=system
         ).filter(Q(envelope__data__order_key__in=keys) | Q(envelope__links__order_key__in=keys))
-        flows |= {f for f in qs.values_list("flow_id", flat=True) if f is not None}
+        flows |= _lanes_of(qs)
         qs.update(next_attempt_at=batch.now)
     return flows
 
@@ -390,11 +416,7 @@ def stage_event(event: SourceEvent, batch: Batch) -> None:
     flow = event.flow
     if flow is None:
         raise Outcome(State.SKIPPED, "No flow takes this event any more.")
-    event.lane = (
-        SourceEvent.Lane.BULK
-        if event.is_backfill or event.event_type not in REALTIME_TYPES
-        else SourceEvent.Lane.REALTIME
-    )
+    event.lane = intake_lane(event.event_type, event.data, backfill=event.is_backfill)
     handler = HANDLERS.get(event.event_type)
     if handler is None:
         raise Outcome(State.SKIPPED, f"No staging for {event.event_type}.")

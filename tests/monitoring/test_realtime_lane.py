@@ -1,0 +1,175 @@
+"""The realtime lane runs from the webhook to confirmation: a dispatch or a new order posted behind a
+bulk backlog (customer updates, stock, status changes) is staged, planned, sent and confirmed
+before any of the backlog, the bulk lane keeps moving beside a steady realtime stream, and an
+entity's events keep their order across the lanes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from monitoring.models import SourceEvent, StockLevel
+from monitoring.pipeline import lanes, wake
+from monitoring.pipeline.lane_rules import intake_lane
+from monitoring.pipeline.staging import run as staging
+from tests.monitoring.delivery_support import *  # noqa: F403
+from tests.monitoring.delivery_support import ERP, WMS, Engine, event, iso
+from tests.monitoring.test_delivery import dispatched, order_created
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+RECEIVED = SourceEvent.State.RECEIVED
+
+
+def customer_update(i: int, *, at: datetime) -> dict[str, Any]:
+    return event(
+        ERP,
+        "customer.upserted",
+        f"customer:C{i}",
+        f"customer:C{i}:{at.timestamp()}",
+        {"customer_key": f"C{i}", "source_updated_at": iso(at), "first_name": f"Name{i}"},
+        at=at,
+        email=f"bulk{i}@example.com",
+        customer_id=f"C{i}",
+    )
+
+
+def stock_snapshot(sku: str, saleable: int, *, at: datetime, n: int) -> dict[str, Any]:
+    return event(
+        WMS,
+        "stock.changed",
+        f"stock:{sku}:WH1",
+        f"stock:{sku}:{n}",
+        {
+            "sku": sku,
+            "location": {"key": "WH1"},
+            "mode": "snapshot",
+            "as_of": iso(at),
+            "quantities": {"on_hand": saleable, "saleable": saleable},
+        },
+        at=at,
+    )
+
+
+def post_backlog(engine: Engine, size: int, at: datetime) -> None:
+    for start in range(0, size, 100):
+        engine.post("erp", [customer_update(i, at=at) for i in range(start, start + 100)])
+
+
+def test_a_realtime_event_posted_behind_a_bulk_backlog_is_staged_planned_sent_and_confirmed_first(
+    engine: Engine,
+):
+    now = datetime.now(UTC)
+    post_backlog(engine, 600, now - timedelta(minutes=5))
+    engine.post("erp", [order_created("SO-RT1", "first@example.com", "12.00", at=now)])
+    order = SourceEvent.objects.get(event_type="order.created")
+    assert order.lane == "realtime", "its lane is known from the webhook on"
+
+    staged = lanes.stage_flow(engine.erp_flow.pk, "realtime")
+    lanes.run_lane(engine.destination.pk, "realtime", time_budget=10.0, idle_sleep=0.02)
+
+    order.refresh_from_db()
+    assert staged == 1
+    assert order.state == SourceEvent.State.DELIVERED
+    assert order.staged_at and order.sent_at and order.delivered_at
+    assert SourceEvent.objects.filter(lane="bulk", state=RECEIVED).count() == 600, (
+        "the backlog is still waiting to be staged"
+    )
+    assert engine.records("first@example.com")["SO-RT1"]["GrandTotal"] == 12.0
+
+    engine.pump()
+    assert not SourceEvent.objects.filter(state=RECEIVED).exists()
+    assert engine.contact("bulk599@example.com") is not None
+
+
+def test_each_lane_is_woken_on_its_own_queue_from_the_webhook(
+    engine: Engine, monkeypatch: Any
+) -> None:
+    sent: list[tuple[str, tuple[Any, ...], str]] = []
+    monkeypatch.setattr(
+        wake, "_apply", lambda name, args, **options: sent.append((name, args, options["queue"]))
+    )
+    now = datetime.now(UTC)
+    engine.post("erp", [customer_update(1, at=now)])
+    engine.post("erp", [order_created("SO-Q1", "q@example.com", "5.00", at=now)])
+    engine.post("wms", [stock_snapshot("HAT-1/RED", 0, at=now, n=1)])
+    flow, wms_flow = engine.erp_flow.pk, engine.wms_flow.pk
+    assert (wake.STAGE_EVENTS, (flow, "bulk"), "bulk") in sent
+    assert (wake.STAGE_EVENTS, (flow, "realtime"), "realtime") in sent
+    assert (wake.STAGE_EVENTS, (wms_flow, "realtime"), "realtime") in sent, (
+        "a snapshot saying nothing is saleable is realtime from the webhook on"
+    )
+
+
+def test_the_intake_lane_follows_the_event_type_and_never_puts_a_backfill_on_the_realtime_lane():
+    assert intake_lane("shipment.dispatched", {}, backfill=False) == "realtime"
+    assert intake_lane("shipment.dispatched", {}, backfill=True) == "bulk"
+    assert intake_lane("order.status_changed", {}, backfill=False) == "bulk"
+    zero = {"mode": "snapshot", "quantities": {"on_hand": 3, "saleable": 0}}
+    assert intake_lane("stock.changed", zero, backfill=False) == "realtime"
+    some = {"mode": "snapshot", "quantities": {"on_hand": 3, "saleable": 2}}
+    assert intake_lane("stock.changed", some, backfill=False) == "bulk"
+    assert intake_lane("stock.changed", {"mode": "delta"}, backfill=False) == "bulk"
+
+
+def test_the_bulk_lane_keeps_moving_beside_a_steady_realtime_stream(engine: Engine):
+    """One worker staging both lanes takes the realtime events first and fills the batch with
+    bulk ones; the bulk lane's own stager never looks at realtime events at all."""
+    now = datetime.now(UTC)
+    post_backlog(engine, 500, now - timedelta(minutes=5))
+    bulk_left = []
+    for round_ in range(4):
+        engine.post(
+            "erp",
+            [
+                order_created(f"SO-S{round_}-{i}", f"s{round_}{i}@example.com", "3.00", at=now)
+                for i in range(60)
+            ],
+        )
+        staging.run_staging(flow_id=engine.erp_flow.pk, batch_size=100, time_budget=0.0)
+        assert not SourceEvent.objects.filter(lane="realtime", state=RECEIVED).exists()
+        bulk_left.append(SourceEvent.objects.filter(lane="bulk", state=RECEIVED).count())
+    assert bulk_left == [460, 420, 380, 340]
+
+    engine.post(
+        "erp", [order_created("SO-S9", "s9@example.com", "3.00", at=now)]
+    )  # a realtime event waiting
+    staging.run_staging(flow_id=engine.erp_flow.pk, lane="bulk", batch_size=100, time_budget=0.0)
+    assert SourceEvent.objects.filter(lane="bulk", state=RECEIVED).count() == 240
+
+
+def test_a_realtime_event_brings_along_the_waiting_bulk_events_of_its_entity(engine: Engine):
+    """A stock level's snapshots are staged in source order whichever lane each came in by: the
+    realtime one (nothing saleable) takes the earlier bulk snapshot of the same level with it."""
+    now = datetime.now(UTC)
+    engine.post("wms", [stock_snapshot("HAT-1/RED", 5, at=now - timedelta(minutes=3), n=1)])
+    engine.post("wms", [stock_snapshot("HAT-1/RED", 0, at=now - timedelta(minutes=2), n=2)])
+    engine.post("wms", [stock_snapshot("CAP-2", 7, at=now - timedelta(minutes=3), n=3)])
+    staged = lanes.stage_flow(engine.wms_flow.pk, "realtime")
+    assert staged == 2, "the realtime snapshot and the earlier bulk one of the same level"
+    level = StockLevel.objects.get(sku="HAT-1/RED")
+    assert level.saleable == 0
+    states = dict(SourceEvent.objects.values_list("source_event_id", "state"))
+    assert states == {
+        "demo-wms:stock:HAT-1/RED:1": SourceEvent.State.READY,
+        "demo-wms:stock:HAT-1/RED:2": SourceEvent.State.READY,
+        "demo-wms:stock:CAP-2:3": RECEIVED,
+    }
+
+
+def test_a_dispatch_staged_before_its_bulk_order_update_waits_for_the_order(engine: Engine):
+    now = datetime.now(UTC)
+    update = order_created("SO-D1", "d@example.com", "9.00", at=now - timedelta(minutes=1))
+    update["event_type"] = "order.updated"  # on the bulk lane
+    update["data"]["revision"] = iso(now - timedelta(minutes=1))
+    engine.post("erp", [update])
+    engine.post("wms", [dispatched("SO-D1", at=now)])
+    lanes.stage_flow(engine.wms_flow.pk, "realtime")
+    dispatch = SourceEvent.objects.get(event_type="shipment.dispatched")
+    assert dispatch.state == SourceEvent.State.HELD
+    assert dispatch.hold == SourceEvent.Hold.ORPHAN
+    engine.pump()
+    dispatch.refresh_from_db()
+    assert dispatch.state == SourceEvent.State.DELIVERED
