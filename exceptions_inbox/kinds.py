@@ -3,6 +3,12 @@ and the hooks the engine registers for it.
 
 The inbox imports no engine code: `monitoring` registers its hooks per kind when its app is ready
 (`register_hooks`), and the inbox calls only those.
+
+A group is one cause a person fixes once. The engine's subject keys, kind by kind: per flow (the
+`per_flow` kinds, each order an occurrence) for no email, totals, negative orders, refunds over
+the order and expired orphans; per SKU for SKU gaps (each needs its own alias); per currency,
+per DotDigital error code, per reconciled field, per source for opt-outs, per connection for a
+paused connection, the flow itself for lag and stalls, per code and message for source warnings.
 """
 
 from __future__ import annotations
