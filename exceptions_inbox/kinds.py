@@ -58,6 +58,9 @@ class Suggestion:
     name: str = ""
     stock: int | None = None
     why: str = ""
+    # What it is a suggestion for, in a group of several (e.g. which unknown SKU); "" for the
+    # group's own subject.
+    for_value: str = ""
 
 
 @dataclass(frozen=True)
@@ -151,13 +154,16 @@ def choices() -> list[tuple[str, str]]:
 define(
     Kind(
         slug="sku_mapping_gap",
-        title="SKU not in the catalogue",
-        description="Order lines name a SKU that, after cleaning rules and aliases, matches no product in "
-        "the workspace's catalogue. The events wait so DotDigital never gets a product it cannot show.",
-        runbook="Check the SKU against the catalogue. If it is another spelling of a product, add an alias "
-        "(the nearest catalogue SKUs are suggested): every event it blocked is retried. If the product is "
-        "new, wait for the next catalogue sync, then retry.",
+        title="SKUs not in the catalogue",
+        description="Order lines name SKUs that, after cleaning rules and aliases, match no product in "
+        "the workspace's catalogue. The events wait so DotDigital never gets a product it cannot show. "
+        "One group per flow lists each unknown SKU with the orders it blocks.",
+        runbook="For each unknown SKU, check the products suggested beside it (name, stock, how close). "
+        "If it is another spelling of one, add the alias: every event it blocked is retried. Many "
+        "at once (a legacy code list): import them on the SKU aliases page. If a product is new, "
+        "wait for the next catalogue sync, then retry.",
         default_team="ops",
+        per_flow=True,
         fix_label="Add SKU alias",
     )
 )

@@ -91,7 +91,7 @@ def record_occurrence(
             # A group per flow and cause stands for many orders and people: theirs are on its
             # occurrences, not on the group.
             order_number="" if per_flow else order_number,
-            sku=sku,
+            sku="" if per_flow else sku,
             email="" if per_flow else email,
             team_slug=team_slug,
         )

@@ -36,7 +36,7 @@ from exceptions_inbox.actions import (
     why_not,
 )
 from exceptions_inbox.figures import off_by
-from exceptions_inbox.fixes import apply_fix, one_click, suggestions, why_no_fix
+from exceptions_inbox.fixes import apply_fix, fix_subjects, one_click, suggestions, why_no_fix
 from exceptions_inbox.forms import (
     SNOOZES,
     BulkActionForm,
@@ -205,7 +205,10 @@ def _render_group(
     first = prerequisite_of(group)
     legal[Action.RETRY] = first is None and why_not(group, Action.RETRY) is None
     fix_class = fix_form_class(group.kind)
-    offered_suggestions = suggestions(group) if can_change and kind.fix else []
+    subjects = fix_subjects(group) if can_change and kind.fix else []
+    subject_values = [value for value, _n in subjects]
+    offered_suggestions = suggestions(group, subject_values) if can_change and kind.fix else []
+    pairs = [(s, one_click(s)) for s in offered_suggestions]
     ctx = {
         "group": group,
         "kind": kind,
@@ -221,9 +224,14 @@ def _render_group(
         or GroupActionForm(members=members, initial={"assignee": group.assignee_id}),
         "flow_url": _flow_url(group),
         "comment_form": comment_form or CommentForm(),
-        "fix_form": fix_form or fix_class(suggestions=offered_suggestions),
+        "fix_form": fix_form or fix_class(suggestions=offered_suggestions, subjects=subject_values),
         "fix_unavailable": why_no_fix(group),
-        "suggestions": [(s, one_click(s)) for s in offered_suggestions],
+        "suggestions": pairs,
+        # Each unknown value (e.g. SKU) with the events it blocks and its own suggestions.
+        "fix_subjects": [
+            (value, n, [(s, click) for s, click in pairs if s.for_value == value])
+            for value, n in subjects
+        ],
         "one_click_closeness": settings.INBOX_ONE_CLICK_CLOSENESS,
         "snoozes": SNOOZES,
         "off_by": off_by(group),
@@ -303,7 +311,8 @@ def group_fix(request: AuthenticatedHttpRequest, ws: str, pk: int) -> HttpRespon
     group, scope = _get_group_for_user(request, ws, pk)
     _require_change(scope, group)
     form_class = fix_form_class(group.kind)
-    form = form_class(request.POST)
+    subjects = [value for value, _n in fix_subjects(group)]
+    form = form_class(request.POST, subjects=subjects)
     if not form.is_valid():
         return _render_group(request, group, scope, fix_form=form, status=400)
     try:

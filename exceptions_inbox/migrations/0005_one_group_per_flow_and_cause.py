@@ -33,6 +33,11 @@ REGROUPED: dict[str, tuple[str, str, str]] = {
         "Waited for orders that never arrived",
         "Waited too long for its order",
     ),
+    "sku_mapping_gap": (
+        "unknown_sku",
+        "SKUs the catalogue does not know",
+        "SKUs not in the catalogue",
+    ),
 }
 
 UNCLOSED_ORDER = ("open", "acknowledged", "snoozed")  # the merged group takes the first present
@@ -89,6 +94,7 @@ def _merge(apps: Any, groups: list[Any], target: str) -> None:
         title=f"{title}: {keep.flow_label or 'no flow'}",
         order_number="",
         email="",
+        sku="",
         first_seen=min(g.first_seen for g in groups),
         last_seen=max(g.last_seen for g in groups),
         occurrence_count=occurrences.count(),

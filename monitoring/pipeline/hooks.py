@@ -145,7 +145,8 @@ def currency_prerequisite(group: ExceptionGroup) -> Prerequisite | None:
 
 
 def add_sku_alias(group: ExceptionGroup, data: dict[str, Any], actor: User) -> str:
-    """Fix a SKU gap: the group's SKU is another spelling of `data["sku"]`."""
+    """Fix a SKU gap: `data["alias"]` (one unknown SKU of the group; the group's own SKU when it
+    names one) is another spelling of `data["sku"]`. Retries the events that SKU blocked."""
     target = clean_sku(str(data.get("sku") or ""))
     if not target:
         raise ValueError("Name the catalogue SKU this one stands for.")
@@ -153,13 +154,19 @@ def add_sku_alias(group: ExceptionGroup, data: dict[str, Any], actor: User) -> s
     if group.flow_key.startswith("flow:"):
         flow = Flow.objects.filter(pk=group.flow_key[5:], workspace=group.workspace).first()
     case_sensitive = bool(flow and flow.sku_case_sensitive)
-    alias = sku_match_key(clean_sku(group.sku or group.subject_label), case_sensitive)
+    unknown = clean_sku(str(data.get("alias") or group.sku or group.subject_label))
+    alias = sku_match_key(unknown, case_sensitive)
+    blocked = [
+        o
+        for o in group.occurrences.filter(state="open")
+        if not o.sku or sku_match_key(clean_sku(o.sku), case_sensitive) == alias
+    ]
     with transaction.atomic():
         SkuAlias.objects.update_or_create(
             workspace=group.workspace, flow=flow, alias_key=alias, defaults={"sku": target}
         )
-        retry_events(list(group.occurrences.filter(state="open")))
-    return f"{group.sku or alias} now means {target}; its events are being retried."
+        retry_events(blocked)
+    return f"{unknown} now means {target}; its {len(blocked)} event(s) are being retried."
 
 
 def register() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from django.db.models import Sum
+from django.db.models import Count, Sum
 from rapidfuzz import fuzz, process, utils
 
 from exceptions_inbox.kinds import Suggestion
@@ -25,10 +25,12 @@ SUGGEST_FROM = 20_000  # catalogue products ranked (rapidfuzz: milliseconds)
 SHOWN = 5
 CUTOFF = 50  # below this a product is not worth showing
 HINT_EVENTS = 20  # blocked events read for what their lines say of the SKU
+UNKNOWN_SHOWN = 10  # unknown SKUs of a group given suggestions (the inbox shows as many)
 
 
 def suggest_products(group: ExceptionGroup) -> list[Suggestion]:
-    """The products the group's SKU most likely stands for, best first."""
+    """For each unknown SKU of the group (those blocking most first), the products it most
+    likely stands for, best first."""
     products = list(
         Product.objects.filter(workspace_id=group.workspace_id)
         .order_by("sku")
@@ -36,7 +38,44 @@ def suggest_products(group: ExceptionGroup) -> list[Suggestion]:
     )
     if not products:
         return []
-    keys, names = line_hints(group)
+    found: list[tuple[str, int, float, str]] = []  # (unknown SKU, product index, score, why)
+    for unknown in unknown_skus(group):
+        found += [(unknown, *ranked) for ranked in _rank(group, unknown, products)]
+    stock = saleable(
+        group.workspace_id, sorted({products[index][0] for _u, index, _s, _w in found})
+    )
+    return [
+        Suggestion(
+            value=products[index][0],
+            closeness=round(score),
+            name=products[index][1],
+            stock=stock.get(products[index][0]),
+            why=why,
+            for_value=unknown,
+        )
+        for unknown, index, score, why in found
+    ]
+
+
+def unknown_skus(group: ExceptionGroup) -> list[str]:
+    """The group's own SKU, or in a group per flow its blocking occurrences' SKUs, most first."""
+    if group.sku:
+        return [group.sku]
+    rows = (
+        group.occurrences.filter(state="open")
+        .exclude(sku="")
+        .values_list("sku")
+        .annotate(n=Count("pk"))
+        .order_by("-n", "sku")[:UNKNOWN_SHOWN]
+    )
+    return [sku for sku, _n in rows]
+
+
+def _rank(
+    group: ExceptionGroup, unknown: str, products: list[tuple[str, str, str]]
+) -> list[tuple[int, float, str]]:
+    """The products nearest one unknown SKU: (index, score, why), best first."""
+    keys, names = line_hints(group, unknown)
     best: dict[int, tuple[float, str]] = {}
 
     def offer(index: int, score: float, why: str) -> None:
@@ -46,26 +85,14 @@ def suggest_products(group: ExceptionGroup) -> list[Suggestion]:
     for index, (_sku, _name, key) in enumerate(products):
         if key and key in keys:
             offer(index, 100, "the blocked lines carry its product key")
-    subject = group.sku or group.subject_label
-    if subject:
-        for _choice, score, index in _nearest(subject, [p[0] for p in products], by_words=False):
-            offer(index, score, "its SKU is spelt alike")
+    for _choice, score, index in _nearest(unknown, [p[0] for p in products], by_words=False):
+        offer(index, score, "its SKU is spelt alike")
     product_names = [p[1] for p in products]
     for name in names:
         for _choice, score, index in _nearest(name, product_names, by_words=True):
             offer(index, score, f"named like the blocked lines' {name!r}")
-    ranked = sorted(best.items(), key=lambda item: (-item[1][0], products[item[0]][0]))[:SHOWN]
-    stock = saleable(group.workspace_id, [products[index][0] for index, _ in ranked])
-    return [
-        Suggestion(
-            value=products[index][0],
-            closeness=round(score),
-            name=products[index][1],
-            stock=stock.get(products[index][0]),
-            why=why,
-        )
-        for index, (score, why) in ranked
-    ]
+    ranked = sorted(best.items(), key=lambda item: (-item[1][0], products[item[0]][0]))
+    return [(index, score, why) for index, (score, why) in ranked[:SHOWN]]
 
 
 def _nearest(text: str, choices: list[str], *, by_words: bool) -> list[tuple[str, float, int]]:
@@ -82,14 +109,15 @@ def _nearest(text: str, choices: list[str], *, by_words: bool) -> list[tuple[str
     return [(str(choice), float(score), int(index)) for choice, score, index in found]
 
 
-def line_hints(group: ExceptionGroup) -> tuple[set[str], list[str]]:
-    """The product keys and names the blocked order lines give beside the group's SKU."""
-    wanted = clean_sku(group.sku or group.subject_label).casefold()
+def line_hints(group: ExceptionGroup, unknown: str) -> tuple[set[str], list[str]]:
+    """The product keys and names the blocked order lines give beside an unknown SKU."""
+    wanted = clean_sku(unknown).casefold()
+    blocking = group.occurrences.filter(state="open")
+    if not group.sku:
+        blocking = blocking.filter(sku=unknown)
     ids = [
         int(key[6:])
-        for key in group.occurrences.filter(state="open")
-        .order_by("-last_seen")
-        .values_list("event_key", flat=True)[:HINT_EVENTS]
+        for key in blocking.order_by("-last_seen").values_list("event_key", flat=True)[:HINT_EVENTS]
         if key.startswith("event:") and key[6:].isdigit()
     ]
     keys: set[str] = set()

@@ -16,9 +16,7 @@ from exceptions_inbox.recording import record_occurrence
 migration = importlib.import_module("exceptions_inbox.migrations.0005_one_group_per_flow_and_cause")
 
 
-def old_group(
-    workspace, kind, flow_key, subject, *, events, state="open", hours_ago=1, **fields
-):
+def old_group(workspace, kind, flow_key, subject, *, events, state="open", hours_ago=1, **fields):
     """A group as the engine opened it before: one per order or event."""
     now = timezone.now() - timedelta(hours=hours_ago)
     group = ExceptionGroup.objects.create(
@@ -57,9 +55,7 @@ def old_group(
 
 def test_groups_of_one_order_each_become_one_group_per_flow_and_keep_working(world):
     ws = world.workspace
-    a = old_group(
-        ws, "contact_without_email", "flow:1", "event:1", events=["event:1"], hours_ago=5
-    )
+    a = old_group(ws, "contact_without_email", "flow:1", "event:1", events=["event:1"], hours_ago=5)
     b = old_group(
         ws, "contact_without_email", "flow:1", "event:22", events=["event:22"], state="resolved"
     )
@@ -67,7 +63,11 @@ def test_groups_of_one_order_each_become_one_group_per_flow_and_keep_working(wor
     apply_action(c, Action.ASSIGN, world.admin, assignee=world.teammate)
     other_flow = old_group(ws, "contact_without_email", "flow:2", "event:4", events=["event:4"])
     totals = old_group(ws, "order_total_mismatch", "flow:1", "order:SO-1", events=["event:5"])
-    sku = old_group(ws, "sku_mapping_gap", "flow:1", "sku:ab-12", events=["event:6"])
+    sku = old_group(ws, "sku_mapping_gap", "flow:1", "sku:ab-12", events=["event:6"], sku="AB-12")
+    other_sku = old_group(
+        ws, "sku_mapping_gap", "flow:1", "sku:cd-34", events=["event:8"], sku="CD-34"
+    )
+    stall = old_group(ws, "stalled_flow", "flow:1", "flow:1", events=["alert:1"])
 
     migration.merge_groups(apps, None)
 
@@ -86,13 +86,17 @@ def test_groups_of_one_order_each_become_one_group_per_flow_and_keep_working(wor
     assert merged.activities.filter(kind=Activity.Kind.ASSIGNED).exists()
     assert "3 groups of this flow merged into one" in merged.activities.last().note
     assert not ExceptionGroup.objects.filter(pk__in=[b.pk, c.pk]).exists()
-    # Another flow is another group; other kinds are re-keyed the same way or left alone.
+    # Another flow is another group; other kinds are re-keyed the same way, or left alone.
     other_flow.refresh_from_db()
     assert other_flow.subject_key == "missing:email" and other_flow.occurrence_count == 1
     totals.refresh_from_db()
     assert totals.fingerprint == fingerprint("order_total_mismatch", "flow:1", "totals")
     sku.refresh_from_db()
-    assert sku.fingerprint == fingerprint("sku_mapping_gap", "flow:1", "sku:ab-12")
+    assert sku.fingerprint == fingerprint("sku_mapping_gap", "flow:1", "unknown_sku")
+    assert (sku.sku, sku.occurrence_count) == ("", 2)
+    assert not ExceptionGroup.objects.filter(pk=other_sku.pk).exists()
+    stall.refresh_from_db()
+    assert stall.fingerprint == fingerprint("stalled_flow", "flow:1", "flow:1")
 
     # The engine's next occurrence lands in the merged group.
     occurrence = record_occurrence(

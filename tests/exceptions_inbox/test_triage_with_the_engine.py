@@ -17,7 +17,7 @@ from monitoring.models import OptOutWriteBack, SourceEvent
 from monitoring.pipeline.claims import claim_ids
 from monitoring.pipeline.staging.run import LEASE_SECONDS, stage_batch
 from monitoring.watch import reconcile
-from tests.exceptions_inbox.engine_support import order
+from tests.exceptions_inbox.engine_support import load_catalogue, order, post_orders
 from tests.factories import make_member
 from tests.monitoring.delivery_support import *  # noqa: F403
 from tests.monitoring.delivery_support import Engine, event
@@ -269,3 +269,40 @@ def test_a_group_whose_fix_must_come_first_offers_no_retry_and_links_to_the_fix(
     # Once an admin has set the webhook, retry is offered again.
     set_opt_out_webhook(engine, "https://source.example/optouts")
     assert 'value="retry"' in marketing.get(page_url).content.decode()
+
+
+def test_unknown_skus_of_one_flow_are_one_group_with_an_alias_fix_for_each(
+    engine: Engine, ops: Client
+):
+    load_catalogue(engine)
+    post_orders(engine, 3)  # AB-12/RED
+    post_orders(engine, 2, first=2000, sku="KETTLE 2L")
+    group = ExceptionGroup.objects.get()
+    assert (group.title, group.open_count) == (
+        f"SKUs not in the catalogue: {engine.erp_flow.name}",
+        5,
+    )
+    url = reverse("exceptions_inbox:group", kwargs={"ws": group.workspace.slug, "pk": group.pk})
+    page = ops.get(url)
+    subjects = [(value, n) for value, n, _offered in page.context["fix_subjects"]]
+    assert subjects == [("AB-12/RED", 3), ("KETTLE 2L", 2)]
+    offered = {value: [s.value for s, _ in o] for value, _n, o in page.context["fix_subjects"]}
+    assert offered["AB-12/RED"][0] == "AB-12-RED" and offered["KETTLE 2L"][0] == "KETTLE-2L"
+
+    fix_url = reverse(
+        "exceptions_inbox:group-fix", kwargs={"ws": group.workspace.slug, "pk": group.pk}
+    )
+    ops.post(fix_url, {"alias": "KETTLE 2L", "catalogue_sku": "KETTLE-2L"})
+    engine.pump()
+    group.refresh_from_db()
+    assert (group.state, group.open_count) == ("open", 3)  # AB-12/RED still blocks
+    refused = ops.post(fix_url, {"alias": "NOT-HERE", "catalogue_sku": "KETTLE-2L"})
+    assert refused.status_code == 400
+
+    ops.post(fix_url, {"alias": "AB-12/RED", "catalogue_sku": "AB-12-RED"})
+    engine.pump()
+    group.refresh_from_db()
+    assert (group.state, group.open_count) == ("resolved", 0)
+    assert set(
+        SourceEvent.objects.filter(event_type="order.created").values_list("state", flat=True)
+    ) == {State.DELIVERED}

@@ -79,7 +79,7 @@ def test_each_tab_shows_its_groups(client, world, tab, expected):
     apply_action(groups["s"], Action.SNOOZE, world.teammate, more=5)
     client.force_login(world.teammate)
     response = client.get(inbox_url(tab=tab))
-    assert {g.sku for g in records(response)} == expected
+    assert {g.subject_label for g in records(response)} == expected
 
 
 def test_filters_by_kind_team_flow_and_age(client, world, time_machine):
@@ -378,7 +378,7 @@ def test_bulk_acknowledge_on_a_mixed_selection_applies_where_legal_and_reports_t
         "Acknowledge: 1 group(s). Left 2 unchanged: 1 because it is acknowledged, "
         "1 because it is resolved."
     ) in html
-    assert dict(ExceptionGroup.objects.values_list("sku", "state")) == {
+    assert dict(ExceptionGroup.objects.values_list("subject_label", "state")) == {
         "A": "acknowledged",
         "B": "acknowledged",
         "C": "resolved",

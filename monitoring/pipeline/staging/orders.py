@@ -197,8 +197,10 @@ def _sku_gaps(event: SourceEvent, flow: Flow, batch: Batch, lines: list[dict[str
                 batch,
                 "sku_mapping_gap",
                 f"SKU {cleaned!r} is not in the catalogue.",
-                subject_key=f"sku:{key}",
-                subject_label=cleaned,
+                # One group per flow: each unknown SKU is an occurrence's, with its own alias fix
+                # on the group's page (a legacy code list is one cause, fixed in one place).
+                subject_key="unknown_sku",
+                subject_label="SKUs the catalogue does not know",
                 sku=cleaned,
                 order_number=str(event.data.get("order_number") or event.order_ref),
             )
