@@ -144,6 +144,17 @@ def currency_prerequisite(group: ExceptionGroup) -> Prerequisite | None:
     )
 
 
+def _only_unknown_sku(group: ExceptionGroup) -> str:
+    """The one SKU the group's blocking occurrences lack, or "" when they lack several."""
+    skus = set(
+        group.occurrences.filter(state="open")
+        .order_by()
+        .values_list("sku", flat=True)
+        .distinct()[:2]
+    )
+    return skus.pop() if len(skus) == 1 else ""
+
+
 def add_sku_alias(group: ExceptionGroup, data: dict[str, Any], actor: User) -> str:
     """Fix a SKU gap: `data["alias"]` (one unknown SKU of the group; the group's own SKU when it
     names one) is another spelling of `data["sku"]`. Retries the events that SKU blocked."""
@@ -154,7 +165,9 @@ def add_sku_alias(group: ExceptionGroup, data: dict[str, Any], actor: User) -> s
     if group.flow_key.startswith("flow:"):
         flow = Flow.objects.filter(pk=group.flow_key[5:], workspace=group.workspace).first()
     case_sensitive = bool(flow and flow.sku_case_sensitive)
-    unknown = clean_sku(str(data.get("alias") or group.sku or group.subject_label))
+    unknown = clean_sku(str(data.get("alias") or group.sku or _only_unknown_sku(group)))
+    if not unknown:
+        raise ValueError("Name the unknown SKU the alias is for.")
     alias = sku_match_key(unknown, case_sensitive)
     blocked = [
         o
