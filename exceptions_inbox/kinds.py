@@ -154,7 +154,7 @@ def choices() -> list[tuple[str, str]]:
 define(
     Kind(
         slug="sku_mapping_gap",
-        title="SKUs not in the catalogue",
+        title="SKU not in the catalogue",
         description="Order lines name SKUs that, after cleaning rules and aliases, match no product in "
         "the workspace's catalogue. The events wait so DotDigital never gets a product it cannot show. "
         "One group per flow lists each unknown SKU with the orders it blocks.",

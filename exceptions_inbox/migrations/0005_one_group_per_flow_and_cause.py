@@ -36,7 +36,7 @@ REGROUPED: dict[str, tuple[str, str, str]] = {
     "sku_mapping_gap": (
         "unknown_sku",
         "SKUs the catalogue does not know",
-        "SKUs not in the catalogue",
+        "SKU not in the catalogue",
     ),
 }
 

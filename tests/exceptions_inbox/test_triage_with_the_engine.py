@@ -279,7 +279,7 @@ def test_unknown_skus_of_one_flow_are_one_group_with_an_alias_fix_for_each(
     post_orders(engine, 2, first=2000, sku="KETTLE 2L")
     group = ExceptionGroup.objects.get()
     assert (group.title, group.open_count) == (
-        f"SKUs not in the catalogue: {engine.erp_flow.name}",
+        f"SKU not in the catalogue: {engine.erp_flow.name}",
         5,
     )
     url = reverse("exceptions_inbox:group", kwargs={"ws": group.workspace.slug, "pk": group.pk})
