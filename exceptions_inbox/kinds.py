@@ -6,7 +6,8 @@ The inbox imports no engine code: `monitoring` registers its hooks per kind when
 
 A group is one cause a person fixes once. The engine's subject keys, kind by kind: per flow (the
 `per_flow` kinds, each order an occurrence) for no email, totals, negative orders, refunds over
-the order and expired orphans; per SKU for SKU gaps (each needs its own alias); per currency,
+the order, expired orphans and SKU gaps (the group lists each unknown SKU, each with its own alias
+fix: a feed of legacy codes is one cause, not one group per code); per currency,
 per DotDigital error code, per reconciled field, per source for opt-outs, per connection for a
 paused connection, the flow itself for lag and stalls, per code and message for source warnings.
 """

@@ -306,3 +306,32 @@ def test_unknown_skus_of_one_flow_are_one_group_with_an_alias_fix_for_each(
     assert set(
         SourceEvent.objects.filter(event_type="order.created").values_list("state", flat=True)
     ) == {State.DELIVERED}
+
+
+def test_guest_orders_excluded_by_the_flows_policy_offer_no_retry_until_the_policy_changes(
+    engine: Engine, ops: Client
+):
+    engine.erp_flow.guest_policy = "exclude"
+    engine.erp_flow.save(update_fields=["guest_policy"])
+    guest = order("GU1", "guest@example.com", at=datetime.now(UTC) - timedelta(minutes=5))
+    guest["identity"]["is_guest"] = True
+    engine.post("erp", [guest])
+    engine.pump()
+    group = ExceptionGroup.objects.get(kind="guest_policy")
+    url = reverse("exceptions_inbox:group", kwargs={"ws": group.workspace.slug, "pk": group.pk})
+
+    html = ops.get(url).content.decode()
+    assert 'value="retry"' not in html
+    settings_url = reverse(
+        "config:flow", kwargs={"ws": engine.workspace.slug, "pk": engine.erp_flow.pk}
+    )
+    assert f'href="{settings_url}"' in html
+    assert "guest policy to merge guests" in html
+
+    engine.erp_flow.guest_policy = "merge"
+    engine.erp_flow.save(update_fields=["guest_policy"])
+    assert 'value="retry"' in ops.get(url).content.decode()
+    act(ops, group, action="retry")
+    engine.pump()
+    group.refresh_from_db()
+    assert group.state == "resolved"
