@@ -3,8 +3,9 @@
 `record_occurrence` files a blocked event under its group (created, reopened as a regression, or
 counted toward a snooze). A regression is a new occurrence after the resolve: the same event
 failing again on an attempt that started before the resolve (a retry already running when the
-person resolved) is what the person already decided on, so it is skipped, not a regression; `clear_occurrences` marks an event's occurrences as got through, and a
-group with nothing left blocking resolves itself, recorded as done by the system.
+person resolved) is what the person already decided on, so it is skipped, not a regression.
+`clear_occurrences` marks an event's occurrences as got through, and a group with nothing left
+blocking resolves itself, recorded as done by the system.
 """
 
 from __future__ import annotations
