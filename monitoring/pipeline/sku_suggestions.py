@@ -3,7 +3,10 @@ lines say of it, each with its name, saleable stock and how close it is (0-100).
 
 Spelling alone misleads: a legacy code such as LEG-1058 looks no more like its product's SKU than
 like any other. The blocked lines often carry more: the product key (exact, so 100) or the
-product's name (compared word by word). The SKU's spelling counts too, for typos and separators.
+product's name (the share of words the two names have in common, so another size or colour of the
+same product is well short of 100). The SKU's spelling counts too: the same characters but for
+case and separators is 100; any other difference is at most `SPELT_ALIKE_AT_MOST`, since one
+character can be another size or colour.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ SUGGEST_FROM = 20_000  # catalogue products ranked (rapidfuzz: milliseconds)
 SHOWN = 5
 CUTOFF = 50  # below this a product is not worth showing
 HINT_EVENTS = 20  # blocked events read for what their lines say of the SKU
+SPELT_ALIKE_AT_MOST = 80  # a SKU differing in more than case and separators
 UNKNOWN_SHOWN = 10  # unknown SKUs of a group given suggestions (the inbox shows as many)
 
 
@@ -86,13 +90,29 @@ def _rank(
         if key and key in keys:
             offer(index, 100, "the blocked lines carry its product key")
     for _choice, score, index in _nearest(unknown, [p[0] for p in products], by_words=False):
-        offer(index, score, "its SKU is spelt alike")
+        same = _characters(unknown) == _characters(products[index][0])
+        offer(index, 100 if same else min(score, SPELT_ALIKE_AT_MOST), "its SKU is spelt alike")
     product_names = [p[1] for p in products]
     for name in names:
-        for _choice, score, index in _nearest(name, product_names, by_words=True):
-            offer(index, score, f"named like the blocked lines' {name!r}")
+        for _choice, _score, index in _nearest(name, product_names, by_words=True):
+            shared = _words_shared(name, product_names[index])
+            if shared >= CUTOFF:
+                offer(index, shared, f"named like the blocked lines' {name!r}")
     ranked = sorted(best.items(), key=lambda item: (-item[1][0], products[item[0]][0]))
     return [(index, score, why) for index, (score, why) in ranked[:SHOWN]]
+
+
+def _characters(sku: str) -> str:
+    """The SKU's letters and digits, case folded: what is left when separators do not count."""
+    return "".join(c for c in sku.casefold() if c.isalnum())
+
+
+def _words_shared(a: str, b: str) -> float:
+    """100 × the words two names share over the words either has (order and case aside)."""
+    first, second = set(utils.default_process(a).split()), set(utils.default_process(b).split())
+    if not first or not second:
+        return 0.0
+    return 100 * len(first & second) / len(first | second)
 
 
 def _nearest(text: str, choices: list[str], *, by_words: bool) -> list[tuple[str, float, int]]:

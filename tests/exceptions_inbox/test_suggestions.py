@@ -151,3 +151,35 @@ def test_a_legacy_sku_gets_the_product_its_lines_name_first_with_name_and_stock(
     others = {s.value: s for s in suggested[1:]}
     assert all(s.closeness < 100 for s in others.values())
     assert "LEG-1085/BLK-S" not in one_click_values(html)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_another_size_of_the_product_is_shown_but_never_one_click(engine: Engine, hooks: Any):
+    """Without a product key, the line's name picks the product; a product one word (a size)
+    apart, or a SKU one character apart, is well short of one click."""
+    hooks.restore()
+    engine.post(
+        "erp",
+        [
+            named_product("TEE-058/RED-M", "Tee Red M", "P0058"),
+            named_product("TEE-059/RED-S", "Tee Red S", "P0059"),
+            named_product("TEE-58/RED-M", "Tee Red M Kids", "P0158"),
+        ],
+    )
+    engine.pump()
+    mark_catalogue_loaded(engine.erp_flow)
+    placed = order("NW2", "jo@example.com", at=datetime.now(UTC) - timedelta(minutes=5))
+    placed["data"]["lines"][0].update({"sku": "TEE-058-RED-M", "name": "Tee Red M"})
+    placed["data"]["lines"][0]["sku_raw"] = "TEE-058-RED-M"
+    engine.post("erp", [placed])
+    engine.pump()
+    group = ExceptionGroup.objects.get(kind="sku_mapping_gap")
+    web = Client()
+    web.force_login(make_member(engine.workspace, "ops-person", teams=["ops"]))
+
+    page = web.get(group_url(group))
+
+    closeness = {s.value: s.closeness for s, _one_click in page.context["suggestions"]}
+    assert closeness["TEE-058/RED-M"] == 100  # the same characters, and the same name
+    assert closeness["TEE-059/RED-S"] < 90 and closeness["TEE-58/RED-M"] < 90
+    assert one_click_values(page.content.decode()) == ["TEE-058/RED-M"]
