@@ -202,8 +202,9 @@ def _render_group(
     can_change = scope.can_change(group)
     members = _members(scope).filter(memberships__workspace=group.workspace)
     legal = {action: group.state in LEGAL_FROM[action] for action in Action.values}
-    first = prerequisite_of(group)
-    legal[Action.RETRY] = first is None and why_not(group, Action.RETRY) is None
+    legal[Action.RETRY] = why_not(group, Action.RETRY) is None
+    # Why not, when a fix must come first: the page names it and links to it.
+    first = None if legal[Action.RETRY] else prerequisite_of(group)
     fix_class = fix_form_class(group.kind)
     subjects = fix_subjects(group) if can_change and kind.fix else []
     subject_values = [value for value, _n in subjects]
