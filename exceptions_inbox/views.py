@@ -106,6 +106,12 @@ def _render_inbox(request: AuthenticatedHttpRequest, scope: InboxScope) -> HttpR
     _paginate(request, table)
     counts = bounded_counts([in_tab(base, slug, scope) for slug, _label in TABS])
     tabs = [(slug, label, count) for (slug, label), count in zip(TABS, counts, strict=True)]
+    for_review = dict(zip((slug for slug, _label in TABS), counts, strict=True))["review"]
+    if filters["tab"] == "team" and for_review:
+        # A member lands here: an empty team tab says where everyone else's groups are.
+        table.empty_text = (
+            f"Nothing for your team. For review has {for_review} group(s) of other teams."
+        )
     match_count = next(count for slug, _label, count in tabs if slug == filters["tab"])
     single = scope.single
     ctx: dict[str, Any] = {

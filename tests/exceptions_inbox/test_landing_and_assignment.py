@@ -131,3 +131,12 @@ def test_a_group_of_no_flow_links_to_none(client, world):
     client.force_login(world.admin)
 
     assert "data-open-flow" not in client.get(group_url(group)).content.decode()
+
+
+def test_an_empty_team_tab_says_where_the_other_teams_groups_are(client, world):
+    make_group(world.workspace)  # ops'
+    client.force_login(make_member(world.workspace, "mkt", teams=["marketing"]))
+
+    html = client.get(inbox_url()).content.decode()
+
+    assert "Nothing for your team. For review has 1 group(s) of other teams." in html
