@@ -236,8 +236,9 @@ define(
         title="Order total does not add up",
         description="The order's total differs from its lines, shipping, discounts and tax by more than "
         "one minor unit per line, so its value in DotDigital would be wrong.",
-        runbook="Compare the order in the source with its parts. Fix the order at source and retry, or "
-        "resolve the group to skip the events.",
+        runbook="Compare each order's total, parts and difference with the order in the source. A "
+        "retry re-reads the same figures, so fix the order at source: its corrected version goes "
+        "through on its own. Then resolve the group to skip the versions that did not add up.",
         default_team="finance",
         per_flow=True,
     )
@@ -251,8 +252,9 @@ define(
         "DotDigital, so it waits and nothing of it is sent.",
         runbook="Compare the figures with the document in the source. If it is money going back, have "
         "the source send it as a refund, or mark the document as a credit note or return "
-        "(data.document_type) naming the order it credits in links, then retry; if the order is "
-        "wrong, fix it at source and retry; else resolve the group to skip the events.",
+        "(data.document_type) naming the order it credits in links; if the order is wrong, fix "
+        "it at source. A retry re-reads the same document; the corrected one goes through on its "
+        "own. Then resolve the group to skip the old versions.",
         default_team="finance",
         per_flow=True,
     )

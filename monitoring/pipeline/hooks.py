@@ -155,6 +155,16 @@ def _only_unknown_sku(group: ExceptionGroup) -> str:
     return skus.pop() if len(skus) == 1 else ""
 
 
+def resend_prerequisite(group: ExceptionGroup) -> Prerequisite | None:
+    """order_total_mismatch, negative_order: the event's own figures fail it, and a retry reads
+    the same event; only a corrected document from the source (a new event) gets through."""
+    return Prerequisite(
+        fix="have the source correct these orders and send them again: a retry re-reads the same "
+        "figures, while a corrected order goes through on its own (then resolve this group)",
+        who="the source system's owner",
+    )
+
+
 def add_sku_alias(group: ExceptionGroup, data: dict[str, Any], actor: User) -> str:
     """Fix a SKU gap: `data["alias"]` (one unknown SKU of the group; the group's own SKU when it
     names one) is another spelling of `data["sku"]`. Retries the events that SKU blocked."""
@@ -195,3 +205,5 @@ def register() -> None:
     register_hooks("sku_mapping_gap", fix=add_sku_alias, suggest=suggest_products)
     register_hooks("guest_policy", prerequisite=guest_prerequisite)
     register_hooks("currency_mismatch", prerequisite=currency_prerequisite)
+    for kind in ("order_total_mismatch", "negative_order"):
+        register_hooks(kind, prerequisite=resend_prerequisite)

@@ -157,6 +157,9 @@ def test_orders_whose_totals_do_not_add_up_make_one_group_showing_each_orders_fi
     # The group adds up what is off, per currency; each row shows its order's three figures.
     assert "5.50 GBP" in html  # |5.00| + |−0.50| blocked
     assert "25.00" in html and "20.00" in html and "-0.50" in html
+    # A retry re-reads the same figures: none is offered; the source must resend the orders.
+    assert 'value="retry"' not in html
+    assert "Have the source correct these orders and send them again" in html
 
 
 def claim_due(owner: str) -> list[int]:
