@@ -43,7 +43,17 @@ class WorkspaceAccess:
 
     def require_team(self, team_slug: str | None) -> None:
         if not self.can_act_for(team_slug):
-            raise PermissionDenied("Only the owning team or an admin can do this.")
+            team = self.workspace.teams.filter(slug=team_slug).first() if team_slug else None
+            owner = f"the {team.name} team" if team else "the owning team"
+            raise TeamOnly(f"Only {owner} or a workspace admin can do this.", team_slug)
+
+
+class TeamOnly(PermissionDenied):
+    """Refused: only the team `team_slug` (or an admin) may do this; the 403 page names them."""
+
+    def __init__(self, message: str, team_slug: str | None) -> None:
+        super().__init__(message)
+        self.team_slug = team_slug
 
 
 def get_workspace_for_user(request: HttpRequest, slug: str) -> WorkspaceAccess:

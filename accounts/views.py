@@ -1,16 +1,19 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
+from django.contrib.auth.models import User
 from django.core.paginator import Paginator
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts import audit
-from accounts.access import get_workspace_for_user, workspaces_for
+from accounts.access import TeamOnly, get_workspace_for_user, workspaces_for
 from accounts.forms import AuditFilterForm, TeamMemberForm
 from accounts.http import AuthenticatedHttpRequest
-from accounts.models import ConfigChange
+from accounts.models import ConfigChange, Membership, Team
 
 
 @require_GET
@@ -91,3 +94,33 @@ def audit_log(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
     }
     template = "accounts/audit.html#results" if request.htmx else "accounts/audit.html"
     return render(request, template, ctx, status=400 if form.errors else 200)
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """The 403 page, in the site's shell: what was refused and who can do it (in the workspace of
+    the URL, to its members only: the owning team's people when the refusal names a team, and
+    the workspace's admins)."""
+    match = getattr(request, "resolver_match", None)
+    slug = match.kwargs.get("ws") if match else None
+    admins: list[str] = []
+    team: Team | None = None
+    team_members: list[str] = []
+    if slug and request.user.is_authenticated:
+        mine = Membership.objects.filter(user=request.user, workspace__slug=slug).first()
+        if mine is not None:
+            admins = _names(
+                User.objects.filter(
+                    memberships__workspace=mine.workspace,
+                    memberships__role=Membership.Role.ADMIN,
+                )
+            )
+            team_slug = exception.team_slug if isinstance(exception, TeamOnly) else None
+            team = mine.workspace.teams.filter(slug=team_slug).first() if team_slug else None
+            team_members = _names(team.members.all()) if team else []
+    reason = str(exception) or "You do not have permission to do this."
+    context = {"reason": reason, "admins": admins, "team": team, "team_members": team_members}
+    return render(request, "403.html", context, status=403)
+
+
+def _names(users: Any) -> list[str]:
+    return [u.get_full_name() or u.get_username() for u in users.order_by("username")]

@@ -712,6 +712,7 @@ class ChaosResult:
     truth_events: int
     truth_deliveries: int
     dropped: str | None = None
+    timeline: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         lost, dup, mis = self.comparison.totals
@@ -730,6 +731,7 @@ class ChaosResult:
             f"audit (syncdesk_audit --settle 10 --expect-delivery): exit {self.audit_rc}",
             *("    " + line for line in self.audit_output.strip().splitlines()),
             f"time to drain (last event posted → backlog empty): {self.drain_seconds:.1f} s",
+            *self.timeline,
         ]
         if self.dropped:
             lines.insert(1, f"self-check: dropped {self.dropped}")
@@ -1012,6 +1014,7 @@ def run(config: ChaosConfig) -> ChaosResult:
             text=True,
             timeout=120,
         )
+        timeline = delivery_timeline(database_url)
         reader = DotDigitalReader(sandbox)
         if config.self_check:
             _sabotage(reader, sandbox, log)
@@ -1033,6 +1036,7 @@ def run(config: ChaosConfig) -> ChaosResult:
             truth_events=gen.truth.events,
             truth_deliveries=gen.truth.deliveries,
             dropped=f"{dropped['event_type']} {dropped['source_event_id']}" if dropped else None,
+            timeline=timeline,
         )
     finally:
         stack.stop_all()
@@ -1117,6 +1121,37 @@ def _act(
         raise ValueError(action)
     log(f"chaos: {what}")
     return what
+
+
+def delivery_timeline(database_url: str) -> list[str]:
+    """Events delivered per 30 s through the run, and each minute's arrivals' time from arrival to
+    delivered (p50/p95): where a fault parked delivery, and how soon it came back."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        per_30s = conn.execute(
+            "SELECT to_timestamp(floor(extract(epoch FROM delivered_at) / 30) * 30), count(*)"
+            " FROM monitoring_sourceevent WHERE delivered_at IS NOT NULL GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        by_minute = conn.execute(
+            "SELECT date_trunc('minute', received_at), count(*),"
+            " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - received_at)),"
+            " percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - received_at))"
+            " FROM monitoring_sourceevent WHERE state = 'delivered' GROUP BY 1 ORDER BY 1"
+        ).fetchall()  # fmt: skip
+        overall = conn.execute(
+            "SELECT percentile_cont(0.95) WITHIN GROUP"
+            " (ORDER BY extract(epoch FROM delivered_at - received_at))"
+            " FROM monitoring_sourceevent WHERE state = 'delivered'"
+        ).fetchone()
+    lines = ["delivered per 30 s: " + ", ".join(f"{t:%H:%M:%S} {n}" for t, n in per_30s)]
+    lines += ["arrivals by minute, arrival → delivered (p50 / p95 s):"]
+    lines += [
+        f"    {m:%H:%M} {n:6d} events  {p50:7.1f}  {p95:7.1f}" for m, n, p50, p95 in by_minute
+    ]
+    p95 = overall[0] if overall and overall[0] is not None else float("nan")
+    lines += [f"the run's events, arrival → delivered p95 {p95:.1f} s (target under 60 s)"]
+    return lines
 
 
 def _drain(

@@ -15,6 +15,7 @@ TRANSPORT_ALIASES["filesystem"] = "config.broker:Transport"
 
 app = Celery("syncdesk")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-# Two lanes with their own workers, so a slow bulk import never delays a dispatch.
-app.conf.task_queues = (Queue("realtime"), Queue("bulk"))
+# Two lanes with their own workers, so a slow bulk import never delays a dispatch; outbound
+# webhooks have a third, so no receiver ever holds an engine worker.
+app.conf.task_queues = (Queue("realtime"), Queue("bulk"), Queue("webhooks"))
 app.autodiscover_tasks()

@@ -71,6 +71,9 @@ INSTALLED_APPS = [
     "connectors",
     "monitoring",
     "exceptions_inbox",
+    "outbound",
+    "ninja",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -229,6 +232,9 @@ RATE_BUDGET_REDIS_URL = env_str("RATE_BUDGET_REDIS_URL", "")
 if RATE_BUDGET_REDIS_URL and not RATE_BUDGET_REDIS_URL.startswith(("redis://", "rediss://")):
     raise ImproperlyConfigured("RATE_BUDGET_REDIS_URL must be a redis:// URL")
 
+# Requests per minute each API key may make (shared by every process, like the rate budget).
+API_RATE_PER_MINUTE = env_int("API_RATE_PER_MINUTE", 600, minimum=1)
+
 # /metrics is read by Prometheus with this bearer token; without one it answers 404.
 METRICS_TOKEN = env_secret("METRICS_TOKEN") or ""
 
@@ -239,7 +245,7 @@ CELERY_BEAT_SCHEDULE = {
         "args": [queue],
         "options": {"queue": queue, "expires": 25},
     }
-    for queue in ("realtime", "bulk")
+    for queue in ("realtime", "bulk", "webhooks")
 }
 # The engine's sweeper: wakes staging and fetching for due rows a lost message forgot.
 CELERY_BEAT_SCHEDULE["engine-sweep"] = {
@@ -268,6 +274,10 @@ CELERY_BEAT_SCHEDULE.update({
     "delivery-list-expiry": {"task": "monitoring.expire_list_memberships", "schedule": 600.0},
     "delivery-enrolments": {"task": "monitoring.enrol_programs", "schedule": 200.0},
 })  # fmt: skip
+# Outbound webhooks on a queue of their own (`-Q webhooks`): a receiver that hangs holds a webhook
+# worker for its timeout, never an engine lane. Beat re-wakes the sender for retries that fall due.
+CELERY_TASK_ROUTES.update({f"outbound.{t}": {"queue": "webhooks"} for t in ("deliver_webhooks", "prune_webhook_log")})  # fmt: skip
+CELERY_BEAT_SCHEDULE.update({"webhooks-send": {"task": "outbound.deliver_webhooks", "schedule": 10.0, "options": {"expires": 9}}, "webhooks-prune": {"task": "outbound.prune_webhook_log", "schedule": 3600.0}})  # fmt: skip
 # Retention (monitoring/retention.py): payloads (webhook bodies, event envelopes, notification
 # payloads) are redacted this many days after they arrived, hourly, once their work is settled.
 # One period for every workspace and flow.

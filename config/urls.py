@@ -6,7 +6,11 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 
 from accounts import views as accounts_views
+from api.main import api_urls
 from monitoring import views as monitoring_views
+
+# Refusals in the site's shell, saying who can do it (accounts.views.permission_denied).
+handler403 = accounts_views.permission_denied
 
 urlpatterns = [
     path("", accounts_views.home, name="home"),
@@ -25,4 +29,7 @@ urlpatterns = [
     path("", include("monitoring.privacy.urls")),
     path("", include("monitoring.watch.urls")),
     path("", include("monitoring.configuration.urls")),
+    path("", include("outbound.urls")),
+    path("", include("api.urls")),
+    path("api/v1/", api_urls()),
 ]

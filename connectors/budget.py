@@ -544,10 +544,11 @@ class ConcurrencyCap:
         self.backend = backend or default_backend()
         self.clock = clock
 
-    def claim(self, holder: str) -> bool:
-        """Take a slot for `holder` (or renew its lease); False when all are taken."""
+    def claim(self, holder: str, ttl: float | None = None) -> bool:
+        """Take a slot for `holder` (or renew its lease) for `ttl` seconds (the cap's by
+        default); False when all are taken."""
         return self.backend.claim(
-            self.account_key, self.kind, self.cap, holder, self.ttl, self.clock()
+            self.account_key, self.kind, self.cap, holder, ttl or self.ttl, self.clock()
         )
 
     def rename(self, old: str, new: str) -> bool:

@@ -27,7 +27,7 @@ from accounts.fields import decrypt, encrypt
 from accounts.http import AuthenticatedHttpRequest
 from accounts.models import ConfigChange
 from connectors.dotdigital.client import DotDigitalClient
-from connectors.dotdigital.errors import ConnectorError, DotDigitalError
+from connectors.dotdigital.errors import ConnectorError, DotDigitalError, explain
 from connectors.forms import (
     AUDITED_FIELDS,
     KIND_SETTINGS,
@@ -237,9 +237,7 @@ def check_connection(conn: Connection) -> TestOutcome:
                 )
             summary = adapter.test_connection(conn)
     except DotDigitalError as exc:
-        error = f"DotDigital refused: {exc.text}" if exc.text and exc.status else exc.message
-        if exc.code:
-            error += f" ({exc.code})"
+        error = explain(exc, retry="Test again in a minute.")
     except (ConnectorError, SourceError) as exc:
         error = exc.message
     except Exception as exc:  # a test button reports, it does not crash the page

@@ -194,7 +194,14 @@ class Generator:
             "consent": self._consent,
         }
         self._actions = [actions[name] for name in actions]
+        self._action_names = list(actions)
         self._weights = [getattr(self.mix, name) for name in actions]
+
+    def use_mix(self, mix: Mix) -> None:
+        """Draw the next events from another mix, with the same customers, orders and stock (a
+        bulk backlog of status changes for the orders already placed, say)."""
+        self.mix = mix
+        self._weights = [getattr(mix, name) for name in self._action_names]
 
     # ---- the stream -------------------------------------------------------------------------
 

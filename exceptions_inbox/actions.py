@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from exceptions_inbox.kinds import KINDS, Prerequisite
 from exceptions_inbox.models import Activity, AssignmentNotice, ExceptionGroup, Occurrence
+from outbound import record as outbound
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -202,6 +203,8 @@ def _transition(
         before=before if changed else {},
         after={**_snapshot(group), **extra_after} if changed else {},
     )
+    if changed:  # assigned, resolved: told to outbound webhooks in this transaction
+        outbound.group_event(activity.kind, group, actor=actor, note=note)
     return activity, retry_occurrences
 
 

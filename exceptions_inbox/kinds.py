@@ -358,6 +358,17 @@ define(
 )
 define(
     Kind(
+        slug="webhook_paused",
+        title="Webhook paused",
+        description="An outbound webhook's receiver kept failing (no answer, or not 2xx), so Syncdesk "
+        "paused it. Its undelivered events wait; the engine is not affected.",
+        runbook="Read the delivery log on the webhook's page, fix the receiver, send a test, then "
+        "resume the webhook: the waiting events are sent and this group resolves itself.",
+        default_team="admins",
+    )
+)
+define(
+    Kind(
         slug="source_warning",
         title="Source data not understood",
         description="A source sent something Syncdesk could not apply although no event failed: "

@@ -28,6 +28,7 @@ from exceptions_inbox.models import (
     RoutingRule,
     fingerprint,
 )
+from outbound import record as outbound
 
 
 def route_team(
@@ -79,7 +80,7 @@ def record_occurrence(
     fp = fingerprint(kind, flow_key, subject_key)
     per_flow = get_kind(kind).per_flow
     with transaction.atomic():
-        group = _get_or_create_group(
+        group, opened = _get_or_create_group(
             workspace,
             kind,
             fp,
@@ -123,6 +124,8 @@ def record_occurrence(
             updates["open_count"] = F("open_count") + 1
         ExceptionGroup.objects.filter(pk=group.pk).update(**updates)
         group.refresh_from_db()
+        if opened:
+            outbound.group_event(Activity.Kind.CREATED, group)
         if newly_blocking:
             _wake(group, now)
     occurrence.group = group
@@ -202,14 +205,15 @@ def _file_occurrence(
 
 def _get_or_create_group(
     workspace: Workspace, kind: str, fp: str, now: Any, *, team_slug: str | None, **fields: Any
-) -> ExceptionGroup:
+) -> tuple[ExceptionGroup, bool]:
+    """The locked group, and whether it was opened now."""
     group = (
         ExceptionGroup.objects.select_for_update()
         .filter(workspace=workspace, fingerprint=fp)
         .first()
     )
     if group is not None:
-        return group
+        return group, False
     try:
         with transaction.atomic():
             group = ExceptionGroup.objects.create(
@@ -222,7 +226,8 @@ def _get_or_create_group(
                 **fields,
             )
     except IntegrityError:  # another worker created it first
-        return ExceptionGroup.objects.select_for_update().get(workspace=workspace, fingerprint=fp)
+        group = ExceptionGroup.objects.select_for_update().get(workspace=workspace, fingerprint=fp)
+        return group, False
     Activity.objects.create(group=group, kind=Activity.Kind.CREATED, after={"state": group.state})
     if group.flow_key:
         KnownFlow.objects.update_or_create(
@@ -230,7 +235,7 @@ def _get_or_create_group(
             flow_key=group.flow_key,
             defaults={"flow_label": group.flow_label},
         )
-    return group
+    return group, True
 
 
 def _wake(group: ExceptionGroup, now: Any) -> None:
@@ -262,6 +267,7 @@ def _set_state(
     Activity.objects.create(
         group=group, kind=activity, note=note, before=before, after={"state": state}
     )
+    outbound.group_event(activity, group, note=note)  # regressed, resolved by the system
 
 
 def clear_occurrences(

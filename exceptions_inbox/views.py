@@ -24,6 +24,7 @@ from django_htmx.http import HttpResponseLocation
 from django_tables2 import RequestConfig
 from django_tables2.paginators import LazyPaginator
 
+from accounts.access import TeamOnly
 from accounts.http import AuthenticatedHttpRequest
 from exceptions_inbox.actions import (
     LEGAL_FROM,
@@ -173,7 +174,11 @@ def _get_group_for_user(
 
 def _require_change(scope: InboxScope, group: ExceptionGroup) -> None:
     if not scope.can_change(group):
-        raise PermissionDenied("Only the owning team or an admin can change this exception.")
+        owner = f"the {group.team.name} team" if group.team else "the owning team"
+        raise TeamOnly(
+            f"Only {owner} or a workspace admin can change this exception.",
+            group.team.slug if group.team else None,
+        )
 
 
 @require_GET

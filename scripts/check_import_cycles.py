@@ -14,7 +14,16 @@ import grimp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-PACKAGES = ("accounts", "config", "connectors", "exceptions_inbox", "eventgen", "monitoring")
+PACKAGES = (
+    "accounts",
+    "api",
+    "config",
+    "connectors",
+    "exceptions_inbox",
+    "eventgen",
+    "monitoring",
+    "outbound",
+)
 
 
 def _excluded(module: str) -> bool:

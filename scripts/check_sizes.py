@@ -13,7 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-APPLICATION = ("accounts", "config", "connectors", "exceptions_inbox", "monitoring", "scripts")
+APPLICATION = (
+    "accounts",
+    "api",
+    "config",
+    "connectors",
+    "exceptions_inbox",
+    "monitoring",
+    "scripts",
+)
 MAX_FILE_LINES = 800
 MAX_FUNCTION_LINES = 80
 

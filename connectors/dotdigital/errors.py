@@ -143,3 +143,99 @@ def error_token(text: str) -> str:
     """The v2 `ERROR_*` token in a message, or ''."""
     match = ERROR_TOKEN.search(text or "")
     return match.group(0) if match else ""
+
+
+# -- in words -----------------------------------------------------------------------------------
+
+RETRIES_ITSELF = "Syncdesk tries again by itself; nothing is lost."
+FIX_CONNECTION = (
+    "An admin corrects it on the DotDigital connection's page (Test connection checks it)."
+)
+FIX_RECORD = "Sending it again unchanged cannot succeed: correct the mapping or the data first."
+
+
+def _wait(seconds: float | None) -> str:
+    if not seconds:
+        return ""
+    if seconds < 90:
+        return f" (for about {max(round(seconds), 1)} s)"
+    if seconds < 5400:
+        return f" (for about {round(seconds / 60)} min)"
+    return f" (for about {round(seconds / 3600)} h)"
+
+
+def _said(exc: DotDigitalError) -> str:
+    """DotDigital's own description, when it says more than the HTTP status's name."""
+    text = (exc.text or "").strip().rstrip(".")
+    if not text or text.lower() in _REASONS:
+        return ""
+    return text
+
+
+_REASONS = {
+    "too many requests",
+    "internal server error",
+    "bad gateway",
+    "service unavailable",
+    "gateway timeout",
+    "unauthorized",
+    "forbidden",
+    "not found",
+    "bad request",
+    "conflict",
+    "unprocessable entity",
+}
+
+
+def explain(exc: ConnectorError, *, retry: str = RETRIES_ITSELF) -> str:
+    """The error as a person reads it: what went wrong, in a sentence, and what happens next
+    (`retry` for the errors that pass by themselves). Never the HTTP exchange
+    ("GET /v2/data-fields -> 429 : Too Many Requests"): that stays in the logs."""
+    if not isinstance(exc, DotDigitalError):
+        return exc.message
+    said = _said(exc)
+    detail = f" DotDigital said: “{said}”." if said else ""
+    if isinstance(exc, TooManyImports):
+        return (
+            f"DotDigital is already running as many imports as it allows for this account. {retry}"
+        )
+    if isinstance(exc, RateLimited):
+        return (
+            "DotDigital is limiting how many calls this account may make right now"
+            f"{_wait(getattr(exc, 'retry_after', None))}. {retry}"
+        )
+    if isinstance(exc, ServerError):
+        return f"DotDigital had a temporary problem on its side.{detail} {retry}"
+    if isinstance(exc, CallTimeout):
+        return f"DotDigital did not answer in time. {retry}"
+    if isinstance(exc, ConnectionDropped):
+        return f"Syncdesk could not reach DotDigital (the connection failed). {retry}"
+    if isinstance(exc, AuthenticationFailed):
+        return f"DotDigital refused the connection's API user or its password. {FIX_CONNECTION}"
+    if isinstance(exc, WrongRegion):
+        return (
+            "DotDigital denied access: the account is served from another region than the API "
+            f"endpoint called. {FIX_CONNECTION}"
+        )
+    if isinstance(exc, FeatureNotActive):
+        return (
+            "The DotDigital account's package lacks a feature Syncdesk needs (insight data, say)."
+            f"{detail} Ask DotDigital to turn it on; then Test connection resumes delivery."
+        )
+    if isinstance(exc, AllowanceExceeded):
+        return (
+            f"The DotDigital account has used up an allowance (storage, say).{detail} Free some "
+            "or raise it with DotDigital; then Test connection resumes delivery."
+        )
+    if isinstance(exc, NotFound):
+        return f"DotDigital does not have what was asked for.{detail} {FIX_RECORD}"
+    if isinstance(exc, SchemaMismatch):
+        return (
+            "The value does not fit the insight collection's schema, which DotDigital locked when "
+            f"it was first written.{detail} {FIX_RECORD}"
+        )
+    if isinstance(exc, DataFieldError):
+        return f"DotDigital refused a data field or its value.{detail} {FIX_RECORD}"
+    if isinstance(exc, RecordError):
+        return f"DotDigital refused the request.{detail} {FIX_RECORD}"
+    return f"DotDigital answered with an error.{detail} {retry}"

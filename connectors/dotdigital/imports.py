@@ -162,7 +162,9 @@ class ImportCalls(Transport):
         cap = self.import_caps[kind]
         token = f"pending-{uuid.uuid4()}"
         waited = 0.0
-        while not cap.claim(token):
+        # A slot waiting for its import id is held only as long as the PUT can take, so a worker
+        # killed meanwhile gives it back within a minute or two; the import id holds it longer.
+        while not cap.claim(token, ttl=self.timeouts.bulk + 30.0):
             if waited >= self.max_wait:
                 raise errors.TooManyImports(
                     f"PUT {path}: all {cap.cap} {kind.value} import slots are in use",

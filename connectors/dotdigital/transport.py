@@ -4,7 +4,8 @@
 shared rate budget (`connectors.budget`; waiting up to `max_wait` for room), sends the request on
 the region's endpoint (found by `discover` from account-info on first use), feeds the answer's
 rate headers back to the budget and turns an error answer into its typed error (`errors`). A 429
-blocks the tier for everyone and is waited out when that fits in `max_wait`; a 403 from the wrong
+blocks the tier for everyone for a few seconds, after which one call probes (`RATE_LIMIT_PROBE`),
+and is waited out when that fits in `max_wait`; a 403 from the wrong
 region rediscovers the endpoint once and tries again. Everything else is raised to the caller.
 """
 
@@ -28,6 +29,7 @@ from .types import AccountInfo
 logger = logging.getLogger(__name__)
 
 DISCOVERY_URL = "https://r1-api.dotdigital.com"
+RATE_LIMIT_PROBE = 5.0  # seconds a tiered 429 blocks its tier before a call probes again
 # Per-minute limits assumed until the first answer's X-RateLimit-* headers give the account's own
 # (dotdigital-api.md 6.1 publishes only "Low/Basic = 35"); enrolments are 20 an hour (6.3).
 DEFAULT_TIERS: dict[str, TierLimit] = {
@@ -158,8 +160,9 @@ class Transport:
             waited = self._take_budget(tier, method, label, waited)
             root = base or self.endpoint or self.discover().api_endpoint
             response = self._send(method, root + path, label, timeout, params, body, data)
-            self.budget.observe_headers(tier, response.headers)
             status = response.status_code
+            if status != 429:  # a 429's "none left" is checked by a probe, not believed (below)
+                self.budget.observe_headers(tier, response.headers)
             if status < 400 or status in ok:
                 return response
             error = self._error(response, label, method)
@@ -241,11 +244,16 @@ class Transport:
         Returns the seconds slept, or None when the caller has to raise the error instead.
         """
         retry_after = error.retry_after or 60.0
-        error.retry_after = retry_after
         if error.code == "ERROR_APIUSAGE_EXCEEDED":
             self.budget.block_all(retry_after)
         else:
+            # The tier waits a few seconds, not the whole window the 429 names: then the next
+            # call probes, and its answer's headers say how much of the window is really left.
+            # A burst of 429s (DotDigital under load, a storm that is over) costs seconds, not
+            # the rest of the minute; a window really spent costs a 429 every few seconds.
+            retry_after = min(retry_after, RATE_LIMIT_PROBE)
             self.budget.block(tier, retry_after)
+        error.retry_after = retry_after
         if waited + retry_after > self.max_wait:
             return None
         logger.info("%s: rate limited; waiting %.1fs as told", label, retry_after)

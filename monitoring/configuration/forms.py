@@ -220,11 +220,29 @@ class MappingForm(MappingModelForm):
             "fields), date_only (Date fields), scale:2, map:1=Bronze;2=Silver;3=Gold"
         }
 
+    for_all_flows = forms.BooleanField(required=False)
+
     def __init__(self, flow: Flow, account: AccountFields, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.flow = flow
         self.account = account
         self.missing_field = ""
+        # The other flows' mappings this save changes too (filled by `clean` when ticked).
+        self.also_changed: list[FieldMapping] = []
+        target = str(self.data.get("target") or self.instance.target or "").strip().upper()
+        writers = other_writers(flow, target) if target else []
+        if writers:
+            names = ", ".join(f"“{m.flow.name}”" for m in writers)
+            field = self.fields["for_all_flows"]
+            field.label = f"Change {target} for all {len(writers) + 1} flows that write it"
+            field.help_text = (
+                f"{names} also write{'s' if len(writers) == 1 else ''} {target} to the same "
+                "DotDigital account: one data field takes one mapping, so they change together "
+                "(one audit row per flow)."
+            )
+            field.initial = True
+        else:
+            del self.fields["for_all_flows"]
 
     def clean_target(self) -> str:
         target = str(self.cleaned_data["target"]).strip().upper()
@@ -275,12 +293,22 @@ class MappingForm(MappingModelForm):
                 f"{SOURCE_PATHS[path][0]} is {T(natural).label.lower()}; it cannot be sent as "
                 f"{T(kind).label.lower()}.",
             )
-        other = self._other_writer(target, path, str(data.get("transform") or ""), kind)
-        if other is not None:
+        writers = other_writers(self.flow, target)
+        differ = [
+            m
+            for m in writers
+            if (m.source_path, m.transform, m.type) != (path, data.get("transform") or "", kind)
+        ]
+        if data.get("for_all_flows"):
+            self.also_changed = differ
+        elif differ:
+            other = differ[0]
             self.add_error(
                 "target",
                 f"{target} is already written by the flow “{other.flow.name}” (from "
-                f"{other.source_path}) to the same DotDigital account: one data field, one mapping.",
+                f"{other.source_path}) to the same DotDigital account: one data field, one "
+                f"mapping. Tick “Change {target} for all {len(writers) + 1} flows” to change "
+                "them together.",
             )
             return data
         fields = self.account.fields()
@@ -298,31 +326,25 @@ class MappingForm(MappingModelForm):
         data["is_aggregate"] = path in AGGREGATE_PATHS
         return data
 
-    def _other_writer(
-        self, target: str, path: str, transform: str, kind: str
-    ) -> FieldMapping | None:
-        """An enabled mapping of another flow to the same DotDigital connection that writes this
-        field differently (the same path, type and transform is the same write: no conflict)."""
-        if self.flow.destination_id is None:
-            return None
-        others = (
-            FieldMapping.objects.filter(
-                flow__destination_id=self.flow.destination_id,
-                target__iexact=target,
-                enabled=True,
-            )
-            .exclude(flow=self.flow)
-            .select_related("flow")
-        )
-        for other in others:
-            if (other.source_path, other.transform, other.type) != (path, transform, kind):
-                return other
-        return None
-
     def save(self, commit: bool = True) -> FieldMapping:
         self.instance.flow = self.flow
         self.instance.is_aggregate = self.cleaned_data.get("is_aggregate", False)
         return super().save(commit)
+
+
+def other_writers(flow: Flow, target: str) -> list[FieldMapping]:
+    """The enabled mappings of the other flows to the same DotDigital connection that write
+    `target` (one data field is written by one mapping: these change with this flow's)."""
+    if flow.destination_id is None:
+        return []
+    return list(
+        FieldMapping.objects.filter(
+            flow__destination_id=flow.destination_id, target__iexact=target, enabled=True
+        )
+        .exclude(flow_id=flow.pk)
+        .select_related("flow")
+        .order_by("flow__name")
+    )
 
 
 class CreateDataFieldForm(forms.Form):
@@ -355,8 +377,14 @@ class DryRunForm(forms.Form):
         self.flow = flow
         field = self.fields["event"]
         assert isinstance(field, forms.ModelChoiceField)
-        field.queryset = SourceEvent.objects.filter(pk__in=[e.pk for e in events])
-        field.label_from_instance = _event_label  # type: ignore[method-assign,assignment]
+        # Any event of the flow is valid, by id: the list shown is the recent ones when the page
+        # was drawn, and on a busy flow they are no longer the recent ones by the time it is sent.
+        field.queryset = SourceEvent.objects.filter(flow=flow)
+        shown = list(events)
+        chosen = self.data.get(self.add_prefix("event")) if self.is_bound else None
+        if chosen and str(chosen).isdigit() and all(str(e.pk) != chosen for e in shown):
+            shown += list(SourceEvent.objects.filter(flow=flow, pk=int(chosen)))
+        field.widget.choices = [("", "---------"), *((e.pk, _event_label(e)) for e in shown)]
 
     def clean_pasted(self) -> dict[str, Any] | None:
         text = str(self.cleaned_data.get("pasted") or "").strip()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Count
 from django.urls import reverse
 from django.utils import timezone
 
@@ -21,7 +22,7 @@ from accounts import audit
 from accounts.models import ConfigChange, Team, Workspace
 from connectors.budget import Lane
 from connectors.dotdigital.client import DotDigitalClient
-from connectors.dotdigital.errors import ConnectorError, DotDigitalError
+from connectors.dotdigital.errors import ConnectorError, DotDigitalError, explain
 from connectors.dotdigital.types import DataField
 from connectors.models import Connection
 from exceptions_inbox.kinds import KINDS, Kind
@@ -63,6 +64,49 @@ SCHEDULE_FIELDS = ["name", "flow", "task", "args", "every_seconds", "crontab", "
 ROUTING_FIELDS = ["kind", "flow_key", "team"]
 
 
+WRITE_FIELDS = ["source_path", "type", "is_aggregate", "transform"]  # what a data field gets
+
+
+def other_flows_writing(flow: Flow) -> dict[str, int]:
+    """Data field (upper case) → how many other flows to the same DotDigital account write it."""
+    if flow.destination_id is None:
+        return {}
+    rows = (
+        FieldMapping.objects.filter(flow__destination_id=flow.destination_id, enabled=True)
+        .exclude(flow_id=flow.pk)
+        .values("target")
+        .annotate(n=Count("flow", distinct=True))
+    )
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["target"].upper()] = counts.get(row["target"].upper(), 0) + row["n"]
+    return counts
+
+
+def change_other_writers(
+    saved: FieldMapping, others: Iterable[FieldMapping], workspace: Workspace, actor: Any
+) -> list[str]:
+    """Give the other flows' mappings of the same data field the write `saved` now makes (their
+    on/off stays theirs), one audit row each; the names of the flows changed."""
+    names = []
+    for other in others:
+        before = audit.snapshot(other, MAPPING_FIELDS)
+        for name in WRITE_FIELDS:
+            setattr(other, name, getattr(saved, name))
+        other.save(update_fields=WRITE_FIELDS)
+        audit.record_change(
+            workspace,
+            actor,
+            other,
+            ConfigChange.Action.CHANGED,
+            before,
+            audit.snapshot(other, MAPPING_FIELDS),
+            note=f"Flow {other.flow.name}: changed with the flow {saved.flow.name}'s mapping",
+        )
+        names.append(other.flow.name)
+    return names
+
+
 def client_for(destination: Connection) -> DotDigitalClient:
     return DotDigitalClient.for_connection(destination, lane=Lane.REALTIME, max_wait=PAGE_MAX_WAIT)
 
@@ -87,7 +131,9 @@ class AccountFields:
         try:
             found = client_for(self.destination).list_data_fields()
         except (DotDigitalError, ConnectorError) as exc:
-            self.error = f"Could not read the account's data fields: {exc}"
+            self.error = "Could not read the account's data fields. " + explain(
+                exc, retry="Reload the page in a minute."
+            )
             logger.info("data fields of connection %s: %s", self.destination.pk, exc)
             return None
         self._fields = {f.name.upper(): f for f in found}
@@ -140,6 +186,7 @@ class DryRunResult:
     reason: str = ""
     problems: list[str] = field(default_factory=list)
     event_label: str = ""
+    also: list[str] = field(default_factory=list)  # the other flows a save would change too
 
 
 def dry_run(

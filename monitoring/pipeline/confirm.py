@@ -62,11 +62,17 @@ KINDS = ("dotdigital_rejected", "schema_mismatch")
 Op = Operation.State
 
 
+# A transient error's backoff grows to a minute at most: a fault that lasts longer (a restart, a
+# storm) must not leave writes parked for a quarter of an hour once DotDigital answers again,
+# and the first write that gets through makes the rest due at once (`deliver.resume_backed_off`).
+MAX_BACKOFF = 60.0
+
+
 def backoff(attempts: int, retry_after: float | None = None) -> float:
-    """Seconds to wait: what DotDigital said, else exponential with full jitter (≤ 15 min)."""
+    """Seconds to wait: what DotDigital said, else exponential with full jitter (≤ a minute)."""
     if retry_after is not None:
         return retry_after + random.uniform(0, min(5.0, retry_after * 0.2 + 0.1))
-    return random.uniform(0.5, min(900.0, 2.0 * 2 ** min(attempts, 12)))
+    return random.uniform(0.5, min(MAX_BACKOFF, 2.0 * 2 ** min(attempts, 12)))
 
 
 def record_results(results: Sequence[Result], *, owner: str | None = None) -> set[int]:
@@ -176,7 +182,8 @@ def _record_retries(
         op.next_attempt_at = now + timedelta(seconds=backoff(op.attempts, result.retry_after))
         op.lease_owner, op.lease_until, op.batch_id = "", None, None
         op.error_code = result.code[:120]
-        op.error_text = (result.text or result.reason)[:2000]
+        # Why it waits, in words (the retry's reason); DotDigital's own text when there is none.
+        op.error_text = (result.reason or result.text)[:2000]
         retried.append(op)
     bulk_set(
         retried,

@@ -354,7 +354,14 @@ def _send_insight(sending: Sending, collection: str, ops: list[Operation], singl
                 DestinationCache.objects.filter(
                     destination_id=sending.destination.pk, name=f"collection:{collection}"
                 ).delete()
-                sending.add(op, "retry", reason=answer.message, code=answer.code, retry_after=0.2)
+                sending.add(
+                    op,
+                    "retry",
+                    reason="DotDigital did not know the insight collection yet: Syncdesk checks "
+                    "it again and resends.",
+                    code=answer.code,
+                    retry_after=0.2,
+                )
             elif isinstance(answer, errors.DotDigitalError):
                 errors_seen.append((op, answer))
             else:
@@ -419,7 +426,9 @@ def send_due(destination: Connection, lane: str, client: DotDigitalClient | None
         seen = {r.op_id for r in sending.results}
         retry_after = exc.retry_after if isinstance(exc, errors.RetryableError) else None
         sending.results.extend(
-            Result(op.pk, "retry", reason=exc.message, code=exc.code, retry_after=retry_after)
+            Result(
+                op.pk, "retry", reason=errors.explain(exc), code=exc.code, retry_after=retry_after
+            )
             for op in ops
             if op.pk not in seen
         )
@@ -440,6 +449,8 @@ def send_due(destination: Connection, lane: str, client: DotDigitalClient | None
         )
     sent = time.monotonic()
     record_results(sending.results, owner=owner)
+    if any(r.outcome in ("delivered", "sent") for r in sending.results):
+        resume_backed_off(destination.pk, lane)
     log.debug(
         "%s lane: claimed %d in %.3fs, sent in %.3fs, recorded in %.3fs",
         lane,
@@ -449,6 +460,30 @@ def send_due(destination: Connection, lane: str, client: DotDigitalClient | None
         time.monotonic() - sent,
     )
     return len(ids)
+
+
+RESUME_EVERY = 5.0  # seconds between a runner's looks for writes backing off after a fault
+_resumed: dict[tuple[int, str], float] = {}
+
+
+def resume_backed_off(destination_id: int, lane: str) -> int:
+    """DotDigital took a write: the lane's writes still backing off after earlier errors (a
+    timeout, a 503, a dropped connection, a 429) are due now, so delivery resumes at full rate
+    within seconds of a fault ending rather than when each backoff runs out. At most every
+    `RESUME_EVERY` seconds per lane; reads only the backed-off rows (`operation_due`). Returns
+    how many it made due."""
+    started = time.monotonic()
+    if started - _resumed.get((destination_id, lane), 0.0) < RESUME_EVERY:
+        return 0
+    _resumed[(destination_id, lane)] = started
+    now = timezone.now()
+    return Operation.objects.filter(
+        destination_id=destination_id,
+        lane=lane,
+        state=Op.PENDING,
+        next_attempt_at__gt=now + timedelta(seconds=RESUME_EVERY),
+        attempts__gt=0,
+    ).update(next_attempt_at=now)
 
 
 # A safety net, not a step of every claim: at full load its UPDATE over the pending outbox costs

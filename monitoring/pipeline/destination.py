@@ -31,7 +31,7 @@ STAGE_CONNECTION = "connection"
 def pause_destination(destination_id: int, exc: errors.DotDigitalError) -> None:
     """Pause the connection (once) with one alert; its operations stay queued."""
     conn = Connection.objects.select_related("workspace").get(pk=destination_id)
-    message = f"{exc.code or type(exc).__name__}: {exc.text or exc.message}"[:2000]
+    message = f"{errors.explain(exc)} Until then delivery to it waits, with nothing lost."[:2000]
     if conn.pause(message):
         Connection.objects.filter(pk=conn.pk).update(last_error=message)
         record_occurrence(
@@ -39,7 +39,7 @@ def pause_destination(destination_id: int, exc: errors.DotDigitalError) -> None:
             kind="connection_paused",
             event_key=f"connection:{conn.pk}",
             stage=STAGE_CONNECTION,
-            message=f"DotDigital refused the connection: {message}",
+            message=message,
             subject_key=f"connection:{conn.pk}",
             subject_label=conn.name,
             detail={"connection_id": conn.pk, "code": exc.code, "status": exc.status},
@@ -54,7 +54,7 @@ def test_and_resume(connection: Connection) -> tuple[bool, str]:
     try:
         client.list_data_fields()
     except errors.DotDigitalError as exc:
-        message = f"{exc.code or type(exc).__name__}: {exc.text or exc.message}"
+        message = errors.explain(exc, retry="Test again in a minute.")
         Connection.objects.filter(pk=connection.pk).update(
             last_tested_at=timezone.now(), last_error=message[:2000]
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.db.models import Q
@@ -44,6 +45,10 @@ INLINE_SEND_MAX = 50  # events planned after a staged batch, at most, for the ta
 INLINE_SEND_ROUNDS = 3
 
 RUN_SECONDS = {"realtime": 25.0, "bulk": 25.0}
+# A runner's lease is short and renewed while it works, so a killed worker's lane is taken up by
+# the sweeper (every 2 s) within seconds of the lease running out, not after the whole run.
+LANE_LEASE_SECONDS = 15.0
+LANE_RENEW_SECONDS = 5.0
 # A runner keeps looking for newly staged events this long before it returns. Staging wakes the
 # lanes after each batch commits (`stage_flow`), so this only saves the wake-up's hop.
 LINGER_SECONDS = {"realtime": 2.0, "bulk": 2.0}
@@ -166,10 +171,16 @@ def serve_lane(destination_id: int, lane: str) -> dict[str, int]:
     took = (
         LaneRunner.objects.filter(pk=runner.pk)
         .filter(Q(owner="") | Q(until__lt=now))
-        .update(owner=owner, until=now + timedelta(seconds=RUN_SECONDS[lane] + 60))
+        .update(owner=owner, until=now + timedelta(seconds=LANE_LEASE_SECONDS))
     )
     if not took:
         return {}
+
+    def renew() -> None:
+        LaneRunner.objects.filter(pk=runner.pk, owner=owner).update(
+            until=timezone.now() + timedelta(seconds=LANE_LEASE_SECONDS)
+        )
+
     try:
         counts = run_lane(
             destination_id,
@@ -177,6 +188,7 @@ def serve_lane(destination_id: int, lane: str) -> dict[str, int]:
             time_budget=RUN_SECONDS[lane],
             linger=LINGER_SECONDS[lane],
             idle_sleep=IDLE_SLEEP[lane],
+            renew=renew,
         )
     finally:
         LaneRunner.objects.filter(pk=runner.pk, owner=owner).update(owner="", until=None)
@@ -192,10 +204,13 @@ def run_lane(
     time_budget: float = 20.0,
     linger: float = 0.0,
     idle_sleep: float = 0.1,
+    renew: Callable[[], None] | None = None,
 ) -> dict[str, int]:
     """Plan, send and confirm one destination's lane until nothing is due (then keep looking for
-    `linger` seconds) or the time budget is spent. Returns counts of what it did."""
+    `linger` seconds) or the time budget is spent; `renew` keeps the runner's lease while it
+    works. Returns counts of what it did."""
     started = time.monotonic()
+    renewed = started
     idle_since = started
     counts = {"planned": 0, "sent": 0, "confirmed": 0}
     destination = Connection.objects.filter(pk=destination_id).first()
@@ -204,6 +219,9 @@ def run_lane(
     client = client_for(destination, lane)
     next_plan = 0.0
     while time.monotonic() - started < time_budget:
+        if renew is not None and time.monotonic() - renewed >= LANE_RENEW_SECONDS:
+            renew()
+            renewed = time.monotonic()
         destination.refresh_from_db(fields=["status", "options"])
         t0 = time.monotonic()
         planned = 0

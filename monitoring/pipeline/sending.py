@@ -164,7 +164,7 @@ def handle_error(sending: Sending, ops: Sequence[Operation], exc: errors.DotDigi
     """Outcomes of `ops` after an error; True when the whole claim must stop (connection)."""
     if isinstance(exc, errors.ConnectionProblem):
         for op in ops:
-            sending.add(op, "retry", reason=str(exc), retry_after=1.0, code=exc.code)
+            sending.add(op, "retry", reason=errors.explain(exc), retry_after=1.0, code=exc.code)
         pause_destination(sending.destination.pk, exc)
         raise Paused(exc)
     if isinstance(exc, errors.RetryableError):
@@ -172,7 +172,7 @@ def handle_error(sending: Sending, ops: Sequence[Operation], exc: errors.DotDigi
             sending.add(
                 op,
                 "retry",
-                reason=exc.message,
+                reason=errors.explain(exc),
                 code=exc.code,
                 text=exc.text,
                 retry_after=exc.retry_after,

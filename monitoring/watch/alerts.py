@@ -33,6 +33,7 @@ from monitoring.watch.flow_health import (
     is_stalled,
     record_sample,
 )
+from outbound import record as outbound
 
 log = logging.getLogger(__name__)
 WEBHOOK_TIMEOUT = 5.0
@@ -204,6 +205,7 @@ def _change(
 ) -> AlertNotice:
     """The history row and its one notice (sent after the transaction by `send_notice`)."""
     change = AlertChange.objects.create(alert=alert, kind=kind, at=now, actor=actor, note=note)
+    outbound.alert_event(kind, alert, now, actor=actor, note=note)
     flow = alert.flow
     who = f" by {actor.get_username()}" if actor else ""
     label = {

@@ -1,91 +1,117 @@
-"""Server-side SVG charts for the flows page: no JavaScript, no CDN, readable without colour
-(each series is also named in the legend and each bar has a <title> tooltip)."""
+"""The flows page's charts: the figures as JSON for uPlot (drawn by `static/js/charts.js`, with
+time axes, units chosen from the data and values on hover), and the same figures as a sentence
+and a table, which is what a screen reader or a browser without JavaScript gets."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
-from django.utils.html import escape
+from django.template.loader import render_to_string
 from django.utils.safestring import SafeString, mark_safe
 
 from monitoring.models import FlowSample
 from monitoring.watch.flow_health import LatencyBar, fmt_seconds
 
-WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 640, 200, 56, 24, 10
-SERIES = (("source", "#8aa4c8", "Source delay"), ("queue", "#1f5fbf", "Queue time"),
-          ("dotdigital", "#1d7a46", "DotDigital time"))  # fmt: skip
+
+@dataclass
+class Chart:
+    """One chart: `data` for the script (times in Unix seconds), `summary` and `rows` for text."""
+
+    kind: str
+    title: str
+    data: dict[str, Any]
+    summary: str
+    headers: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+
+    @property
+    def data_id(self) -> str:
+        return f"chart-{self.kind}-data"
 
 
-def _axis(max_value: float, label: str) -> list[str]:
-    plot_h = HEIGHT - BOTTOM - TOP
-    out = [f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{HEIGHT - BOTTOM}" class="axis"/>',
-           f'<line x1="{LEFT}" y1="{HEIGHT - BOTTOM}" x2="{WIDTH}" y2="{HEIGHT - BOTTOM}" class="axis"/>']  # fmt: skip
-    for i in range(5):
-        value = max_value * i / 4
-        y = HEIGHT - BOTTOM - plot_h * i / 4
-        out.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{WIDTH}" y2="{y:.1f}" class="grid"/>')
-        text = escape(label.format(value))
-        out.append(
-            f'<text x="{LEFT - 4}" y="{y + 4:.1f}" class="tick" text-anchor="end">{text}</text>'
-        )
-    return out
+def _epoch(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def latency(bars: Sequence[LatencyBar]) -> Chart | None:
+    """Average latency per hour of delivery, split into source delay, queue and DotDigital time."""
+    if not bars:
+        return None
+    worst = max(bars, key=lambda b: b.total)
+    delivered = sum(b.count for b in bars)
+    mean = sum(b.total * b.count for b in bars) / delivered if delivered else 0.0
+    parts = {
+        "source delay": worst.source,
+        "queue time": worst.queue,
+        "DotDigital": worst.dotdigital,
+    }
+    biggest = max(parts, key=lambda k: parts[k])
+    summary = (
+        f"{delivered} event{'s' if delivered != 1 else ''} delivered in the last 24 h, "
+        f"{fmt_seconds(mean)} on average; the slowest hour was {worst.hour:%H:00} UTC at "
+        f"{fmt_seconds(worst.total)} (mostly {biggest})."
+    )
+    return Chart(
+        kind="latency",
+        title="Average latency per hour, split into source delay, queue time and DotDigital time",
+        data={
+            "x": [_epoch(b.hour) for b in bars],
+            "source": [round(b.source, 3) for b in bars],
+            "queue": [round(b.queue, 3) for b in bars],
+            "dotdigital": [round(b.dotdigital, 3) for b in bars],
+            "count": [b.count for b in bars],
+        },
+        summary=summary,
+        headers=["Hour (UTC)", "Delivered", "Source delay", "Queue time", "DotDigital", "Total"],
+        rows=[
+            [
+                f"{b.hour:%H:00}",
+                str(b.count),
+                fmt_seconds(b.source),
+                fmt_seconds(b.queue),
+                fmt_seconds(b.dotdigital),
+                fmt_seconds(b.total),
+            ]
+            for b in bars
+        ],
+    )
+
+
+def backlog(points: Sequence[FlowSample]) -> Chart | None:
+    """Events waiting, sampled once a minute; the table gives each hour's highest and last."""
+    if len(points) < 2:
+        return None
+    peak = max(points, key=lambda p: p.backlog)
+    last = points[-1]
+    summary = (
+        f"{last.backlog} event{'s' if last.backlog != 1 else ''} waiting at {last.at:%H:%M} UTC; "
+        f"the most in the last 24 h was {peak.backlog} at {peak.at:%H:%M} UTC."
+    )
+    hours: dict[datetime, list[int]] = {}
+    for p in points:
+        hours.setdefault(p.at.replace(minute=0, second=0, microsecond=0), []).append(p.backlog)
+    return Chart(
+        kind="backlog",
+        title="Events waiting to be delivered, sampled each minute",
+        data={"x": [_epoch(p.at) for p in points], "backlog": [p.backlog for p in points]},
+        summary=summary,
+        headers=["Hour (UTC)", "Most waiting", "Last sample"],
+        rows=[[f"{h:%H:00}", str(max(v)), str(v[-1])] for h, v in hours.items()],
+    )
+
+
+def render(chart: Chart | None, empty: str) -> SafeString:
+    if chart is None:
+        return mark_safe(f'<p class="empty">{empty}</p>')  # noqa: S308 (a constant of ours)
+    return render_to_string("monitoring/_chart.html", {"chart": chart})
 
 
 def latency_chart(bars: Sequence[LatencyBar]) -> SafeString:
-    """Stacked bars per hour: source delay, queue time, DotDigital time (average seconds)."""
-    if not bars:
-        return mark_safe('<p class="empty">No deliveries in the last 24 hours.</p>')
-    top = max(b.total for b in bars) or 1.0
-    plot_w, plot_h = WIDTH - LEFT, HEIGHT - BOTTOM - TOP
-    slot = plot_w / max(len(bars), 1)
-    parts = [f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-             'aria-label="Average latency per hour, split into source delay, queue time and DotDigital time">']  # fmt: skip
-    parts += _axis(top, "{:.0f} s" if top < 600 else "{:.0f} s")
-    for i, bar in enumerate(bars):
-        x = LEFT + i * slot + slot * 0.15
-        y = HEIGHT - BOTTOM
-        tip = escape(
-            f"{bar.hour:%H:00}: {bar.count} delivered, source {fmt_seconds(bar.source)}, "
-            f"queue {fmt_seconds(bar.queue)}, DotDigital {fmt_seconds(bar.dotdigital)}"
-        )
-        parts.append(f"<g><title>{tip}</title>")
-        for attr, colour, _ in SERIES:
-            h = plot_h * getattr(bar, attr) / top
-            y -= h
-            parts.append(
-                f'<rect x="{x:.1f}" y="{y:.1f}" width="{slot * 0.7:.1f}" height="{h:.1f}" fill="{colour}"/>'
-            )
-        parts.append("</g>")
-        if i % max(len(bars) // 6, 1) == 0:
-            parts.append(f'<text x="{x:.1f}" y="{HEIGHT - 6}" class="tick">{bar.hour:%H:00}</text>')
-    parts.append("</svg>")
-    legend = "".join(
-        f'<span><i style="background:{colour}"></i>{name}</span>' for _, colour, name in SERIES
-    )
-    return mark_safe("".join(parts) + f'<p class="legend">{legend}</p>')  # noqa: S308 (numbers and escaped text only)
+    return render(latency(bars), "No deliveries in the last 24 hours.")
 
 
 def backlog_chart(points: Sequence[FlowSample]) -> SafeString:
-    """Backlog (events waiting) per minute sample, as a line."""
-    if len(points) < 2:
-        return mark_safe('<p class="empty">Not enough samples yet (one a minute).</p>')
-    top = max(p.backlog for p in points) or 1
-    first, last = points[0].at, points[-1].at
-    span = (last - first).total_seconds() or 1.0
-    plot_w, plot_h = WIDTH - LEFT, HEIGHT - BOTTOM - TOP
-    coords = " ".join(
-        f"{LEFT + plot_w * (p.at - first).total_seconds() / span:.1f},"
-        f"{HEIGHT - BOTTOM - plot_h * p.backlog / top:.1f}"
-        for p in points
-    )
-    parts = [
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="Backlog over time">'
-    ]
-    parts += _axis(float(top), "{:.0f}")
-    parts.append(f'<polyline points="{coords}" fill="none" stroke="#a66300" stroke-width="2"/>')
-    parts.append(f'<text x="{LEFT}" y="{HEIGHT - 6}" class="tick">{first:%H:%M}</text>')
-    parts.append(
-        f'<text x="{WIDTH}" y="{HEIGHT - 6}" class="tick" text-anchor="end">{last:%H:%M}</text>'
-    )
-    parts.append("</svg>")
-    return mark_safe("".join(parts))  # noqa: S308
+    return render(backlog(points), "Not enough samples yet (one a minute).")

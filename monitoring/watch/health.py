@@ -64,7 +64,7 @@ def worker_lanes() -> dict[str, Any]:
             else None,
             "recent": queue in seen and now - seen[queue] < timedelta(minutes=5),
         }
-        for queue in ("realtime", "bulk")
+        for queue in ("realtime", "bulk", "webhooks")
     }
 
 

@@ -34,10 +34,9 @@ from accounts import audit
 from accounts.models import ConfigChange
 from connectors.dotdigital.client import DotDigitalClient
 from connectors.dotdigital.errors import (
-    AuthenticationFailed,
     ConnectionProblem,
     DotDigitalError,
-    WrongRegion,
+    explain,
 )
 from connectors.sources.base import SourceAdapter, SourceError
 from connectors.sources.registry import get_adapter
@@ -185,16 +184,8 @@ def _release(run: ReconciliationRun, owner: str, resume_in: float, reason: str) 
 
 
 def connection_sentence(exc: ConnectionProblem) -> str:
-    """Why the connection cannot work, in one sentence with what to do."""
-    where = f"{exc.status} on {exc.path}" if exc.status else exc.path or exc.code
-    if isinstance(exc, AuthenticationFailed):
-        return (
-            f"DotDigital refused the connection's API user ({where}): correct its API user and "
-            "password on the DotDigital connection, then run again."
-        )
-    if isinstance(exc, WrongRegion):
-        return f"DotDigital denied access ({where}): the account is served from another region."
-    return f"DotDigital cannot serve this connection ({where}): {exc.text or exc.message}."
+    """Why the connection cannot work, in words, with what to do (then run again)."""
+    return f"{explain(exc)} Then run the reconciliation again."
 
 
 def paused_for(run: ReconciliationRun) -> float | None:

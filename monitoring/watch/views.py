@@ -38,18 +38,22 @@ def flows(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
     )
     rows = flow_health.flow_health(all_flows)
     selected = next((h for h in rows if str(h.flow.pk) == request.GET.get("flow")), None)
-    selected = selected or (rows[0] if rows else None)
+    # Without a choice, the first flow with something to draw (a quiet flow's charts are empty).
+    busy = next((h for h in rows if h.delivered_day), None)
+    selected = selected or busy or (rows[0] if rows else None)
+    part = request.GET.get("part") if request.htmx else None  # "charts", or the table's refresh
+    drawn = selected.flow if selected and (not request.htmx or part == "charts") else None
     context = {
         "access": access,
         "nav": "flows",
         "rows": rows,
         "selected": selected,
-        "latency_chart": latency_chart(flow_health.latency_bars(selected.flow)) if selected else "",
-        "backlog_chart": backlog_chart(flow_health.backlog_points(selected.flow))
-        if selected
-        else "",
+        "latency_chart": latency_chart(flow_health.latency_bars(drawn)) if drawn else "",
+        "backlog_chart": backlog_chart(flow_health.backlog_points(drawn)) if drawn else "",
     }
-    template = "monitoring/flows.html#live" if request.htmx else "monitoring/flows.html"
+    template = "monitoring/flows.html"
+    if request.htmx:
+        template += "#charts" if part == "charts" else "#live"
     return render(request, template, context)
 
 

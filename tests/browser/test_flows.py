@@ -1,4 +1,4 @@
-"""Ops watches the flows in headless Chromium: health per flow with SVG charts refreshed live, then
+"""Ops watches the flows in headless Chromium: health per flow with charts refreshed live, then
 one order's timeline from the source to DotDigital."""
 
 from __future__ import annotations
@@ -74,7 +74,30 @@ def test_ops_sees_flow_health_and_an_orders_timeline(page, live_server, world):
     expect(rows.filter(has_text="Brightpearl")).to_contain_text("healthy")
     expect(rows.filter(has_text="Mintsoft")).to_contain_text("lagging")
     expect(rows.filter(has_text="Stokly")).to_contain_text("paused")
-    expect(page.locator("svg.chart")).to_have_count(2)
+    # uPlot draws both charts; the y ticks are round numbers in one human unit, in order
+    expect(page.locator(".chart canvas")).to_have_count(2)
+    latency = page.locator('[data-chart="latency"]')
+    ticks = latency.get_attribute("data-y-ticks").split("|")
+    assert all(t.endswith(" min") for t in ticks), ticks
+    values = [float(t.split()[0]) for t in ticks]
+    assert values == sorted(set(values)) and values[0] == 0
+    backlog_ticks = page.locator('[data-chart="backlog"]').get_attribute("data-y-ticks")
+    counts = [int(t) for t in backlog_ticks.split("|")]
+    assert counts == sorted(set(counts)), counts
+    # hovering a bar shows its values, in units
+    box = latency.locator(".u-over").bounding_box()
+    page.mouse.move(box["x"] + box["width"] - 3, box["y"] + box["height"] - 3)
+    expect(latency.locator(".u-legend .u-series").nth(2)).to_contain_text(" s")
+    expect(page.locator("#chart-latency figcaption")).to_contain_text("delivered in the last 24 h")
+    # the charts' own refresh swaps them in and draws them again
+    page.evaluate(
+        """() => { const old = document.getElementById("flows-charts");
+                   old.setAttribute("data-old", "1");
+                   return htmx.ajax("GET", old.getAttribute("hx-get"),
+                                    {target: "#flows-charts", swap: "outerHTML"}); }"""
+    )
+    expect(page.locator("#flows-charts[data-old]")).to_have_count(0)
+    expect(page.locator(".chart canvas")).to_have_count(2)
     expect(page.locator("#flows-live")).to_have_attribute("hx-trigger", "every 10s")
     screenshot(page, "flows.png")
 

@@ -11,7 +11,7 @@ from django.test import Client
 from monitoring.models import FieldMapping, Operation, OperationEvent, SourceEvent
 from tests.factories import make_member
 from tests.monitoring.delivery_support import *  # noqa: F403
-from tests.monitoring.delivery_support import ERP, Engine, event, iso
+from tests.monitoring.delivery_support import ERP, WMS, Engine, event, iso
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -158,3 +158,35 @@ def test_a_pasted_event_is_staged_and_planned_then_forgotten(engine: Engine):
     assert r.context["result"].problems
     r = client.post(url, {"pasted": "{not json"})
     assert r.status_code == 400 and "Not JSON" in r.context["dry_form"].errors["pasted"][0]
+
+
+def test_an_event_no_longer_among_the_recent_ones_can_still_be_dry_run(engine: Engine):
+    """On a busy flow the list drawn with the page has moved on by the time it is submitted."""
+    from monitoring.pipeline.staging.run import run_staging
+
+    at = datetime.now(UTC) - timedelta(hours=1)
+    engine.post("erp", [order_created("SO-OLD", "old@example.com", "5.00", at)])
+    engine.post(
+        "erp",
+        [order_created(f"SO-{n}", f"c{n}@example.com", "5.00", at) for n in range(25)],
+    )
+    wms_customer = {"customer_key": "demo-wms:wh-1:customer:W1", "source_updated_at": iso(at)}
+    engine.post(
+        "wms", [event(WMS, "customer.upserted", "customer:W1", "customer:W1:1", wms_customer)]
+    )
+    run_staging()
+    oldest = SourceEvent.objects.get(source_event_id="demo-erp:order:SO-OLD:created")
+    client = admin_of(engine)
+    url = f"/w/{engine.workspace.slug}/config/flows/{engine.erp_flow.pk}/dry-run/"
+    page = client.get(url).content.decode()
+    assert f'value="{oldest.pk}"' not in page  # no longer listed
+
+    r = client.post(url, {"event": oldest.pk})
+    assert r.status_code == 200, r.context["dry_form"].errors
+    assert "insight:Orders:SO-OLD" in {op["key"] for op in r.context["result"].operations}
+    assert f'<option value="{oldest.pk}" selected>' in r.content.decode()
+
+    other_flows = SourceEvent.objects.exclude(flow=engine.erp_flow).first()
+    assert other_flows is not None
+    r = client.post(url, {"event": other_flows.pk})
+    assert r.status_code == 400 and "event" in r.context["dry_form"].errors

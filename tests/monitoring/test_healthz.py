@@ -11,7 +11,7 @@ def test_healthz_answers_without_login_when_all_is_well(client, db):
     body = response.json()
     assert body["status"] == "ok"
     assert body["database"]["ok"] and body["broker"]["ok"]
-    assert set(body["workers"]) == {"realtime", "bulk"}
+    assert set(body["workers"]) == {"realtime", "bulk", "webhooks"}
 
 
 def test_healthz_is_503_when_the_broker_is_unreachable(client, db, settings):

@@ -130,8 +130,9 @@ def test_a_401_fails_the_run_at_once_in_one_sentence_and_reports_no_counts(engin
 
     assert run.state == "failed"
     assert run.error == (
-        "DotDigital refused the connection's API user (401 on GET /contacts/v3): correct its "
-        "API user and password on the DotDigital connection, then run again."
+        "DotDigital refused the connection's API user or its password. An admin corrects it on "
+        "the DotDigital connection's page (Test connection checks it). Then run the "
+        "reconciliation again."
     )
     assert (run.checked, run.retries, run.dotdigital_contacts) == (0, 0, None)
     web = Client()

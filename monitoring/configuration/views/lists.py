@@ -16,7 +16,7 @@ from accounts import audit
 from accounts.access import WorkspaceAccess, get_object_for_user, get_workspace_for_user
 from accounts.http import AuthenticatedHttpRequest
 from accounts.models import ConfigChange
-from connectors.dotdigital.errors import ConnectorError, DotDigitalError
+from connectors.dotdigital.errors import ConnectorError, DotDigitalError, explain
 from connectors.models import Connection
 from monitoring.configuration import services
 from monitoring.configuration.forms import (
@@ -35,6 +35,7 @@ LIST_FIELDS = [
     "back_in_stock_list",
 ]
 ENROLMENT_FIELDS = ["program_id", "event_type", "enabled"]
+AGAIN = "Try again in a minute."
 
 
 def _destination(access: WorkspaceAccess, pk: str | int | None) -> Connection:
@@ -64,7 +65,9 @@ def _lists_page(
             books = {b.name: b for b in client.list_address_books()}
             programs = [(p.id, p.name) for p in client.list_programs()]
         except (DotDigitalError, ConnectorError) as exc:
-            error = f"Could not read the account: {exc}"
+            error = "Could not read the account. " + explain(
+                exc, retry="Reload the page in a minute."
+            )
         names = dict(programs or [])
         enrolments = [
             (e, names.get(e.program_id, f"program {e.program_id}"))
@@ -141,7 +144,7 @@ def flow_lists(request: AuthenticatedHttpRequest, ws: str, pk: int) -> HttpRespo
         try:
             book = client.create_address_book(name)
         except (DotDigitalError, ConnectorError) as exc:
-            form.add_error(None, f"DotDigital did not create “{name}”: {exc}")
+            form.add_error(None, f"DotDigital did not create “{name}”. {explain(exc, retry=AGAIN)}")
             return _lists_page(request, access, bound=form, status=400)
         audit.record_change(
             access.workspace,
@@ -185,7 +188,7 @@ def list_create(request: AuthenticatedHttpRequest, ws: str, pk: int) -> HttpResp
     try:
         book = services.client_for(conn).create_address_book(name)
     except (DotDigitalError, ConnectorError) as exc:
-        messages.error(request, f"DotDigital did not create the list: {exc}")
+        messages.error(request, f"DotDigital did not create the list. {explain(exc, retry=AGAIN)}")
         return redirect("config:lists", ws=ws)
     audit.record_change(
         access.workspace,

@@ -13,7 +13,7 @@ from accounts import audit
 from accounts.access import WorkspaceAccess, get_object_for_user
 from accounts.http import AuthenticatedHttpRequest
 from accounts.models import ConfigChange
-from connectors.dotdigital.errors import ConnectorError, DotDigitalError
+from connectors.dotdigital.errors import ConnectorError, DotDigitalError, explain
 from monitoring.configuration import services
 from monitoring.configuration.forms import (
     CreateDataFieldForm,
@@ -38,11 +38,13 @@ def _mapping_page(
 ) -> HttpResponse:
     mappings = list(flow.field_mappings.order_by("target"))
     fields = account.fields()
+    shared = services.other_flows_writing(flow)
     rows = [
         (
             m,
             (fields or {}).get(m.target.upper()),
             account.type_problem(m.target, m.type) if fields is not None else None,
+            shared.get(m.target.upper(), 0),
         )
         for m in mappings
     ]
@@ -112,6 +114,7 @@ def _mapping_form(
                 pasted=dry.cleaned_data.get("pasted"),
                 draft=draft,
             )
+            result.also = [m.flow.name for m in form.also_changed]
             draft.pk = pk_before
             draft._state.adding = pk_before is None
         return _mapping_page(
@@ -137,7 +140,14 @@ def _mapping_form(
                 audit.snapshot(saved, services.MAPPING_FIELDS),
                 note=f"Flow {flow.name}",
             )
-        messages.success(request, f"{saved} saved.")
+            also = services.change_other_writers(
+                saved, form.also_changed, access.workspace, request.user
+            )
+        if also:
+            names = ", ".join(f"“{name}”" for name in also)
+            messages.success(request, f"{saved} saved, here and for {names}.")
+        else:
+            messages.success(request, f"{saved} saved.")
         return redirect("config:mappings", ws=access.workspace.slug, pk=flow.pk)
     return _mapping_page(
         request, access, flow, account, form=form, dry_form=dry, mapping=existing, status=400
@@ -181,7 +191,11 @@ def mapping_create_field(request: AuthenticatedHttpRequest, ws: str, pk: int) ->
     try:
         created = account.create(form.cleaned_data["name"], form.cleaned_data["type"])
     except (DotDigitalError, ConnectorError) as exc:
-        messages.error(request, f"DotDigital did not create {form.cleaned_data['name']}: {exc}")
+        messages.error(
+            request,
+            f"DotDigital did not create {form.cleaned_data['name']}. "
+            + explain(exc, retry="Try again in a minute."),
+        )
         return redirect("config:mappings", ws=ws, pk=flow.pk)
     audit.record_change(
         access.workspace,

@@ -13,7 +13,7 @@ from accounts import audit
 from accounts.access import get_object_for_user, get_workspace_for_user
 from accounts.http import AuthenticatedHttpRequest
 from accounts.models import ConfigChange
-from monitoring.configuration import services
+from monitoring.configuration import schedule_words, services
 from monitoring.configuration.forms import (
     TASKS,
     ScheduleForm,
@@ -50,7 +50,14 @@ def schedule_list(request: AuthenticatedHttpRequest, ws: str) -> HttpResponse:
     return render(
         request,
         "monitoring/config/schedules.html",
-        context(access, schedules=schedules.order_by("name"), form=form, tasks=TASKS),
+        context(
+            access,
+            schedules=sorted(
+                (schedule_words.describe(s) for s in schedules), key=lambda w: w.title.casefold()
+            ),
+            form=form,
+            tasks=TASKS,
+        ),
         status=status,
     )
 
@@ -82,7 +89,13 @@ def schedule_edit(request: AuthenticatedHttpRequest, ws: str, pk: int) -> HttpRe
     return render(
         request,
         "monitoring/config/schedule.html",
-        context(access, schedule=schedule, form=form, changes=audit.history_of(schedule)[:30]),
+        context(
+            access,
+            schedule=schedule,
+            words=schedule_words.describe(schedule),
+            form=form,
+            changes=audit.history_of(schedule)[:30],
+        ),
         status=status,
     )
 

@@ -28,7 +28,7 @@ def _worker_options(queue: str) -> list[str]:
 
 
 class Command(BaseCommand):
-    help = "Run web (gunicorn), a realtime and a bulk Celery worker, and beat, until Ctrl-C."
+    help = "Run web (gunicorn), a Celery worker per queue (realtime, bulk, webhooks) and beat, until Ctrl-C."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--port", type=int, default=int(os.environ.get("DEMO_PORT", "8000")))
@@ -66,6 +66,7 @@ class Command(BaseCommand):
             ],
             "worker-realtime": [*celery, *_worker_options("realtime")],
             "worker-bulk": [*celery, *_worker_options("bulk")],
+            "worker-webhooks": [*celery, *_worker_options("webhooks")],
             # The demo's WMS and ERP: generated events through the public webhooks.
             "demo-source": [
                 *_manage("run_demo_source"),

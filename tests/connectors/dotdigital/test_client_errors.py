@@ -1,4 +1,4 @@
-"""Each error class, backoff on 429 by the reset header, injected faults, and no secret in logs."""
+"""Each error class, backoff on 429 by probing within the window the reset header names, injected faults, and no secret in logs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import requests
 
 from connectors.budget import TierLimit
 from connectors.dotdigital import errors
-from connectors.dotdigital.transport import DEFAULT_TIERS, Timeouts
+from connectors.dotdigital.transport import DEFAULT_TIERS, RATE_LIMIT_PROBE, Timeouts
 from connectors.dotdigital.types import ContactWrite
 from tests.connectors.conftest import FakeClock
 
@@ -44,7 +44,7 @@ def test_a_feature_the_account_lacks_is_a_connection_problem(client, sandbox):
     assert isinstance(caught.value, errors.ConnectionProblem)
 
 
-def test_a_429_blocks_the_tier_until_its_reset_and_the_client_waits_exactly_that(
+def test_a_429_blocks_the_tier_a_few_seconds_at_a_time_and_probes_until_the_window_resets(
     make_client, sandbox
 ):
     sandbox.set_profile(base="fast", tier_limits={"single": 3})
@@ -66,9 +66,11 @@ def test_a_429_blocks_the_tier_until_its_reset_and_the_client_waits_exactly_that
     statuses = [
         c["status"] for c in sandbox.calls() if c["path"].startswith("/contacts/v3/email/late")
     ]
-    assert statuses == [429, 201]
-    (waited,) = clock.slept
-    assert 0 < waited <= 60
+    # The window really is spent: each probe meets a 429 until it resets, then the call goes.
+    assert statuses[-1] == 201 and set(statuses[:-1]) == {429} and len(statuses) >= 3
+    assert len(statuses) <= 60 / RATE_LIMIT_PROBE + 2
+    assert all(0 < waited <= RATE_LIMIT_PROBE for waited in clock.slept)
+    assert 55 <= sum(clock.slept) <= 60 + RATE_LIMIT_PROBE
 
 
 def test_a_429_without_room_to_wait_says_when_to_retry_and_the_budget_holds_callers_back(
@@ -85,18 +87,30 @@ def test_a_429_without_room_to_wait_says_when_to_retry_and_the_budget_holds_call
     assert client.budget.usage("single") == (1, 1)
 
 
-def test_a_429_storm_raises_rate_limited_with_the_reset(make_client, sandbox):
-    client = make_client()
+def test_a_429_storm_blocks_the_tier_for_seconds_and_the_probe_after_it_goes_through(
+    make_client, sandbox
+):
+    clock = FakeClock(sandbox)
+    client = make_client(clock=clock)
     client.discover()
     sandbox.faults(rate_limit_burst=1)
     with pytest.raises(errors.RateLimited) as caught:
         client.list_data_fields()
-    assert caught.value.status == 429 and 0 < caught.value.retry_after <= 60
-    # Blocked locally: nobody calls the read tier before the reset.
+    # The 429 names the end of the window; the tier waits only until a probe.
+    assert caught.value.status == 429 and 0 < caught.value.retry_after <= RATE_LIMIT_PROBE
+    # Blocked locally meanwhile: nobody calls the read tier before the probe.
     with pytest.raises(errors.RateLimited) as held:
         client.list_data_fields()
-    assert held.value.status is None
-    assert [c["path"] for c in sandbox.calls()] == ["/v2/account-info", "/v2/data-fields"]
+    assert held.value.status is None and 0 < held.value.retry_after <= RATE_LIMIT_PROBE
+    clock.sleep(RATE_LIMIT_PROBE)
+    client.list_data_fields()  # the storm is over: the probe's answer says the window has room
+    assert client.budget.usage("read")[0] < client.budget.usage("read")[1] - 1
+    paths = [(c["path"], c["status"]) for c in sandbox.calls()]
+    assert paths == [
+        ("/v2/account-info", 200),
+        ("/v2/data-fields", 429),
+        ("/v2/data-fields", 200),
+    ]
 
 
 def test_the_flat_schemes_apiusage_exceeded_is_retryable(make_client, sandbox):
