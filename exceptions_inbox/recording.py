@@ -195,6 +195,9 @@ def _file_occurrence(
         stage=stage,
         message=message,
         detail=detail,
+        # Its business keys too: in a group per flow one event may be blocked by a second cause
+        # (another unknown SKU), and the occurrence names the one it stops at now.
+        **{name: value for name, value in keys.items() if value},
         last_seen=now,
         state=Occurrence.State.OPEN if was_open else arriving_state,
         times_seen=F("times_seen") + 1,

@@ -338,3 +338,31 @@ def test_guest_orders_excluded_by_the_flows_policy_offer_no_retry_until_the_poli
     engine.pump()
     group.refresh_from_db()
     assert group.state == "resolved"
+
+
+def test_an_order_of_two_unknown_skus_names_the_one_it_stops_at_now(engine: Engine, ops: Client):
+    load_catalogue(engine)
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    two = order("NW9", "jo@example.com", at=at)
+    second = dict(two["data"]["lines"][0], line_key="NW9-2", sku="ZZ-9", sku_raw="ZZ-9")
+    two["data"]["lines"].append(second)
+    for name in ("subtotal", "grand_total"):
+        two["data"]["totals"][name] = {"amount": "40.00", "currency": "GBP"}
+    engine.post("erp", [two])
+    engine.pump()
+    group = ExceptionGroup.objects.get()
+    first = group.occurrences.get().sku
+    assert first in {"AB-12/RED", "ZZ-9"}
+
+    fix_url = reverse(
+        "exceptions_inbox:group-fix", kwargs={"ws": group.workspace.slug, "pk": group.pk}
+    )
+    target = "AB-12-RED" if first == "AB-12/RED" else "KETTLE-2L"
+    ops.post(fix_url, {"catalogue_sku": target})
+    engine.pump()
+
+    group.refresh_from_db()
+    other = group.occurrences.get()
+    assert (group.state, other.state) == ("open", "open")
+    assert other.sku == ({"AB-12/RED", "ZZ-9"} - {first}).pop()
+    assert other.sku in other.message
