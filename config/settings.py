@@ -294,3 +294,8 @@ SYNCDESK_SITE_URL = env_str("SYNCDESK_SITE_URL", "")
 INBOX_DIGEST_HOUR = env_int("INBOX_DIGEST_HOUR", 7, minimum=0)
 if INBOX_DIGEST_HOUR > 23:
     raise ImproperlyConfigured("INBOX_DIGEST_HOUR must be an hour, 0 to 23")
+# A fix's suggestion at least this close (0-100) is applied in one click; a less close one is
+# shown, with its closeness, for a person to type in if it is right.
+INBOX_ONE_CLICK_CLOSENESS = env_int("INBOX_ONE_CLICK_CLOSENESS", 90, minimum=0)
+if INBOX_ONE_CLICK_CLOSENESS > 100:
+    raise ImproperlyConfigured("INBOX_ONE_CLICK_CLOSENESS must be 0 to 100")

@@ -34,7 +34,7 @@ from django.db import models, transaction
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from exceptions_inbox.kinds import KINDS
+from exceptions_inbox.kinds import KINDS, Prerequisite
 from exceptions_inbox.models import Activity, AssignmentNotice, ExceptionGroup, Occurrence
 from outbound import record as outbound
 
@@ -100,7 +100,15 @@ def why_not(group: ExceptionGroup, action: str, **params: Any) -> str | None:
             return "Syncdesk cannot retry this kind of exception"
         if group.open_count <= 0:
             return "no events are blocked"
+        if first := prerequisite_of(group):
+            return f"a fix must come first ({first.fix}); a retry would fail the same way"
     return None
+
+
+def prerequisite_of(group: ExceptionGroup) -> Prerequisite | None:
+    """The fix a retry of the group waits on (the kind's `prerequisite` hook), if any."""
+    hook = group.kind_info.prerequisite
+    return hook(group) if hook is not None and not group.is_closed else None
 
 
 def apply_action(

@@ -56,11 +56,12 @@ class InboxFilterForm(forms.Form):
             *((f.flow_key, f.flow_label or f.flow_key) for f in flows),
         ]
 
-    def filters(self) -> dict[str, Any]:
-        """The cleaned filters, dropping any field that did not validate (a stale link)."""
+    def filters(self, default_tab: str = "review") -> dict[str, Any]:
+        """The cleaned filters, dropping any field that did not validate (a stale link); with no
+        tab chosen, `default_tab` (the person's landing tab, `listing.landing_tab`)."""
         self.is_valid()
         data = {name: self.cleaned_data.get(name) or "" for name in self.fields}
-        data["tab"] = data["tab"] or "review"
+        data["tab"] = data["tab"] or default_tab
         return data
 
 
@@ -174,30 +175,56 @@ class FixForm(forms.Form):
     field_name = "value"
     value = forms.CharField(max_length=255, label="Value")
 
-    def __init__(self, *args: Any, suggestions: list[str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        suggestions: list[kinds.Suggestion] | None = None,
+        subjects: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.suggestions = suggestions or []
+        self.subjects = subjects or []
 
     def hook_data(self, group: Any) -> dict[str, Any]:
         return dict(self.cleaned_data)
 
 
 class SkuAliasForm(FixForm):
-    """sku_mapping_gap: make the group's SKU an alias of a catalogue SKU."""
+    """sku_mapping_gap: make an unknown SKU of the group (`alias`; the group's own SKU when it has
+    one) an alias of a catalogue SKU."""
 
     field_name = "catalogue_sku"
     value = None  # type: ignore[assignment]
+    alias = forms.CharField(max_length=100, required=False, label="Unknown SKU")
     catalogue_sku = forms.CharField(
         max_length=100,
         label="Catalogue SKU",
         help_text="The product this SKU is another spelling of. Every event it blocked is retried.",
     )
+    field_order = ("alias", "catalogue_sku")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["alias"]
+        if len(self.subjects) > 1:
+            field.widget = forms.Select(choices=[(s, s) for s in self.subjects])
+            field.required = True
+        else:  # the group's one SKU
+            field.widget = forms.HiddenInput()
+            field.initial = self.subjects[0] if self.subjects else ""
+
+    def clean_alias(self) -> str:
+        alias = str(self.cleaned_data.get("alias") or "")
+        if alias and self.subjects and alias not in self.subjects:
+            raise forms.ValidationError("That SKU blocks nothing in this group.")
+        return alias
 
     def hook_data(self, group: Any) -> dict[str, Any]:
-        return {
-            "alias": group.sku or group.subject_label,
-            "sku": self.cleaned_data["catalogue_sku"].strip(),
-        }
+        alias = self.cleaned_data.get("alias") or (
+            self.subjects[0] if self.subjects else group.sku or group.subject_label
+        )
+        return {"alias": alias, "sku": self.cleaned_data["catalogue_sku"].strip()}
 
 
 class RecordEmailForm(FixForm):

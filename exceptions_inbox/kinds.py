@@ -3,6 +3,13 @@ and the hooks the engine registers for it.
 
 The inbox imports no engine code: `monitoring` registers its hooks per kind when its app is ready
 (`register_hooks`), and the inbox calls only those.
+
+A group is one cause a person fixes once. The engine's subject keys, kind by kind: per flow (the
+`per_flow` kinds, each order an occurrence) for no email, totals, negative orders, refunds over
+the order, expired orphans and SKU gaps (the group lists each unknown SKU, each with its own alias
+fix: a feed of legacy codes is one cause, not one group per code); per currency,
+per DotDigital error code, per reconciled field, per source for opt-outs, per connection for a
+paused connection, the flow itself for lag and stalls, per code and message for source warnings.
 """
 
 from __future__ import annotations
@@ -32,9 +39,40 @@ RenderManyHook = Callable[[Sequence["Occurrence"]], dict[int, dict[str, Any]]]
 CloseHook = Callable[["ExceptionGroup", Sequence["Occurrence"], "User | None", str], None]
 # on_acknowledge(group, actor): e.g. an alert stops escalating.
 AcknowledgeHook = Callable[["ExceptionGroup", "User | None"], None]
-# suggest(group): candidate values for the fix (e.g. the flow's catalogue SKUs); the inbox ranks
-# them by similarity to the group's subject, so the hook may return the whole catalogue.
-SuggestHook = Callable[["ExceptionGroup"], Sequence[str]]
+# suggest(group): candidate values for the fix. Plain strings (e.g. the flow's catalogue SKUs) the
+# inbox ranks by similarity to the group's subject, so the hook may return the whole catalogue;
+# `Suggestion`s come ranked by the engine, which knows more than the spelling (the product the
+# blocked lines name), each with how close it is.
+SuggestHook = Callable[["ExceptionGroup"], Sequence["str | Suggestion"]]
+# prerequisite(group): the fix that must come before a retry can work (e.g. a flow with no opt-out
+# webhook), or None. While there is one the inbox offers no retry and links to the fix instead.
+PrerequisiteHook = Callable[["ExceptionGroup"], "Prerequisite | None"]
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One candidate for a kind's fix: the value the fix takes, what it is, and how close it is
+    to what the group lacks (0–100)."""
+
+    value: str
+    closeness: int
+    name: str = ""
+    stock: int | None = None
+    why: str = ""
+    # What it is a suggestion for, in a group of several (e.g. which unknown SKU); "" for the
+    # group's own subject.
+    for_value: str = ""
+
+
+@dataclass(frozen=True)
+class Prerequisite:
+    """What must be fixed before retrying can change anything, and where (`url`, `who` can)."""
+
+    fix: str
+    url: str = ""
+    link_text: str = ""
+    who: str = ""
+
 
 HOOK_NAMES = frozenset(
     {
@@ -46,6 +84,7 @@ HOOK_NAMES = frozenset(
         "on_ignore",
         "on_acknowledge",
         "suggest",
+        "prerequisite",
     }
 )
 
@@ -58,6 +97,10 @@ class Kind:
     runbook: str
     default_team: str
     fix_label: str = ""
+    # One group per flow and cause (not per order): a cause a person fixes once, whatever the
+    # number of orders it blocks; each occurrence names its order. The group then carries no
+    # order number or email of its own (its occurrences do, for search).
+    per_flow: bool = False
     retry: RetryHook | None = None
     fix: FixHook | None = None
     render_occurrence: RenderHook | None = None
@@ -66,6 +109,7 @@ class Kind:
     on_ignore: CloseHook | None = None
     on_acknowledge: AcknowledgeHook | None = None
     suggest: SuggestHook | None = None
+    prerequisite: PrerequisiteHook | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -112,12 +156,15 @@ define(
     Kind(
         slug="sku_mapping_gap",
         title="SKU not in the catalogue",
-        description="Order lines name a SKU that, after cleaning rules and aliases, matches no product in "
-        "the workspace's catalogue. The events wait so DotDigital never gets a product it cannot show.",
-        runbook="Check the SKU against the catalogue. If it is another spelling of a product, add an alias "
-        "(the nearest catalogue SKUs are suggested): every event it blocked is retried. If the product is "
-        "new, wait for the next catalogue sync, then retry.",
+        description="Order lines name SKUs that, after cleaning rules and aliases, match no product in "
+        "the workspace's catalogue. The events wait so DotDigital never gets a product it cannot show. "
+        "One group per flow lists each unknown SKU with the orders it blocks.",
+        runbook="For each unknown SKU, check the products suggested beside it (name, stock, how close). "
+        "If it is another spelling of one, add the alias: every event it blocked is retried. Many "
+        "at once (a legacy code list): import them on the SKU aliases page. If a product is new, "
+        "wait for the next catalogue sync, then retry.",
         default_team="ops",
+        per_flow=True,
         fix_label="Add SKU alias",
     )
 )
@@ -130,6 +177,7 @@ define(
         runbook="Find the customer's email in the source system. Record it here to retry the events, or "
         "resolve the group if the customer should not be in DotDigital.",
         default_team="ops",
+        per_flow=True,
         fix_label="Record the email",
     )
 )
@@ -142,6 +190,7 @@ define(
         runbook="Check that the order exists in the source and that the flow carrying orders is healthy; "
         "backfill the order, then retry.",
         default_team="ops",
+        per_flow=True,
     )
 )
 define(
@@ -187,9 +236,11 @@ define(
         title="Order total does not add up",
         description="The order's total differs from its lines, shipping, discounts and tax by more than "
         "one minor unit per line, so its value in DotDigital would be wrong.",
-        runbook="Compare the order in the source with its parts. Fix the order at source and retry, or "
-        "resolve the group to skip the events.",
+        runbook="Compare each order's total, parts and difference with the order in the source. A "
+        "retry re-reads the same figures, so fix the order at source: its corrected version goes "
+        "through on its own. Then resolve the group to skip the versions that did not add up.",
         default_team="finance",
+        per_flow=True,
     )
 )
 define(
@@ -201,9 +252,11 @@ define(
         "DotDigital, so it waits and nothing of it is sent.",
         runbook="Compare the figures with the document in the source. If it is money going back, have "
         "the source send it as a refund, or mark the document as a credit note or return "
-        "(data.document_type) naming the order it credits in links, then retry; if the order is "
-        "wrong, fix it at source and retry; else resolve the group to skip the events.",
+        "(data.document_type) naming the order it credits in links; if the order is wrong, fix "
+        "it at source. A retry re-reads the same document; the corrected one goes through on its "
+        "own. Then resolve the group to skip the old versions.",
         default_team="finance",
+        per_flow=True,
     )
 )
 define(
@@ -222,6 +275,7 @@ define(
         description="A refund exceeds what is left of its order's total.",
         runbook="Check the credit note against the order in the source.",
         default_team="finance",
+        per_flow=True,
     )
 )
 define(

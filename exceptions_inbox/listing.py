@@ -77,6 +77,14 @@ class InboxScope:
     def groups(self) -> QuerySet[ExceptionGroup]:
         return ExceptionGroup.objects.filter(workspace_id__in=self.workspace_ids)
 
+    @property
+    def landing_tab(self) -> str:
+        """Where the inbox opens: a member lands on their team's groups (what they may act on),
+        an admin on everything for review. A member of no team sees everything too."""
+        if any(access.is_admin for access in self.accesses.values()) or not self.team_ids:
+            return "review"
+        return "team"
+
 
 def scope_for(user: User, workspace_slug: str | None = None) -> InboxScope:
     """The person's inbox scope: one workspace (404 outside their memberships) or all of theirs."""

@@ -1,13 +1,17 @@
 """How the engine opens and clears exceptions: the only write API it uses.
 
 `record_occurrence` files a blocked event under its group (created, reopened as a regression, or
-counted toward a snooze); `clear_occurrences` marks an event's occurrences as got through, and a
-group with nothing left blocking resolves itself, recorded as done by the system.
+counted toward a snooze). A regression is a new occurrence after the resolve: the same event
+failing again on an attempt that started before the resolve (a retry already running when the
+person resolved) is what the person already decided on, so it is skipped, not a regression.
+`clear_occurrences` marks an event's occurrences as got through, and a group with nothing left
+blocking resolves itself, recorded as done by the system.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -64,33 +68,41 @@ def record_occurrence(
     sku: str = "",
     email: str = "",
     team_slug: str | None = None,
+    attempt_started_at: datetime | None = None,
 ) -> Occurrence:
     """File one blocked event. Idempotent per (group, event): recording it again counts a sighting.
 
-    The caller should look at ``occurrence.group.state``: in an ignored group the event is to be
-    skipped straight away (the person who ignored the group decided so).
+    `attempt_started_at` is when the engine began the attempt that failed (None: unknown, taken
+    as before any resolve). The caller should look at ``occurrence.state``: when it is skipped the
+    event is to be skipped straight away (the person who ignored or resolved the group decided).
     """
     now = timezone.now()
     fp = fingerprint(kind, flow_key, subject_key)
+    per_flow = get_kind(kind).per_flow
     with transaction.atomic():
         group, opened = _get_or_create_group(
             workspace,
             kind,
             fp,
             now,
-            title=title or f"{get_kind(kind).title}: {subject_label or subject_key or flow_label}",
+            title=title or _title(kind, flow_label, subject_key, subject_label),
             flow_key=flow_key,
             flow_label=flow_label,
             subject_key=subject_key,
             subject_label=subject_label,
-            order_number=order_number,
-            sku=sku,
-            email=email,
+            # A group per flow and cause stands for many orders and people: theirs are on its
+            # occurrences, not on the group.
+            order_number="" if per_flow else order_number,
+            sku="" if per_flow else sku,
+            email="" if per_flow else email,
             team_slug=team_slug,
         )
         # In an ignored group the event is skipped straight away: the person who ignored the
-        # group decided so, and the group stays ignored (nothing blocks on it).
-        skip = group.state == ExceptionGroup.State.IGNORED
+        # group decided so, and the group stays ignored (nothing blocks on it). So is an event
+        # of a resolved group failing again on an attempt begun before the resolve.
+        skip = group.state == ExceptionGroup.State.IGNORED or _decided_before(
+            group, event_key, attempt_started_at
+        )
         occurrence, created, newly_blocking = _file_occurrence(
             group,
             event_key,
@@ -118,6 +130,34 @@ def record_occurrence(
             _wake(group, now)
     occurrence.group = group
     return occurrence
+
+
+def skipped_reason(group_state: str, kind: str) -> str:
+    """Why the engine skips an event whose occurrence arrived skipped (`record_occurrence`)."""
+    if group_state == ExceptionGroup.State.RESOLVED:
+        return f"Resolved in the inbox while its retry was already running ({kind})."
+    return f"Ignored in the inbox ({kind})."
+
+
+def _title(kind: str, flow_label: str, subject_key: str, subject_label: str) -> str:
+    info = get_kind(kind)
+    if info.per_flow:
+        return f"{info.title}: {flow_label or 'no flow'}"
+    return f"{info.title}: {subject_label or subject_key or flow_label}"
+
+
+def _decided_before(
+    group: ExceptionGroup, event_key: str, attempt_started_at: datetime | None
+) -> bool:
+    """Whether the event's occurrence was skipped by the group's resolve and this attempt began
+    before that resolve (a retry in flight): not a new occurrence, so not a regression."""
+    if group.state != ExceptionGroup.State.RESOLVED or group.closed_at is None:
+        return False
+    if attempt_started_at is not None and attempt_started_at > group.closed_at:
+        return False
+    return Occurrence.objects.filter(
+        group=group, event_key=event_key, state=Occurrence.State.SKIPPED
+    ).exists()
 
 
 def _file_occurrence(
@@ -155,6 +195,9 @@ def _file_occurrence(
         stage=stage,
         message=message,
         detail=detail,
+        # Its business keys too: in a group per flow one event may be blocked by a second cause
+        # (another unknown SKU), and the occurrence names the one it stops at now.
+        **{name: value for name, value in keys.items() if value},
         last_seen=now,
         state=Occurrence.State.OPEN if was_open else arriving_state,
         times_seen=F("times_seen") + 1,

@@ -141,10 +141,15 @@ class OccurrenceTable(tables.Table):  # type: ignore[misc] # django-tables2 is u
         order_by = ("-last_seen",)
 
     def __init__(
-        self, *args: Any, payload_for: Callable[[Occurrence], dict[str, Any]], **kwargs: Any
+        self,
+        *args: Any,
+        payload_for: Callable[[Occurrence], dict[str, Any]],
+        workspace_slug: str,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.payload_for = payload_for
+        self.workspace_slug = workspace_slug
 
     def render_state(self, value: str, record: Occurrence) -> str:
         return format_html(
@@ -152,7 +157,9 @@ class OccurrenceTable(tables.Table):  # type: ignore[misc] # django-tables2 is u
         )
 
     def render_keys(self, record: Occurrence) -> str:
-        return render_to_string("exceptions_inbox/_occurrence_keys.html", {"o": record})
+        return render_to_string(
+            "exceptions_inbox/_occurrence_keys.html", {"o": record, "ws": self.workspace_slug}
+        )
 
     def render_message(self, value: str, record: Occurrence) -> str:
         return render_to_string(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
@@ -32,9 +33,11 @@ from exceptions_inbox.actions import (
     apply_action,
     apply_bulk,
     apply_to_matching,
+    prerequisite_of,
     why_not,
 )
-from exceptions_inbox.fixes import apply_fix, suggestions, why_no_fix
+from exceptions_inbox.figures import off_by
+from exceptions_inbox.fixes import apply_fix, fix_subjects, one_click, suggestions, why_no_fix
 from exceptions_inbox.forms import (
     SNOOZES,
     BulkActionForm,
@@ -93,7 +96,7 @@ def all_inboxes(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 def _render_inbox(request: AuthenticatedHttpRequest, scope: InboxScope) -> HttpResponse:
     form = InboxFilterForm(request.GET, workspace_ids=scope.workspace_ids)
-    filters = form.filters()
+    filters = form.filters(default_tab=scope.landing_tab)
     base = filtered(scope.groups(), filters, scope)
     rows = in_tab(base, filters["tab"], scope).select_related("workspace", "team", "assignee")
     table = GroupTable(
@@ -104,6 +107,12 @@ def _render_inbox(request: AuthenticatedHttpRequest, scope: InboxScope) -> HttpR
     _paginate(request, table)
     counts = bounded_counts([in_tab(base, slug, scope) for slug, _label in TABS])
     tabs = [(slug, label, count) for (slug, label), count in zip(TABS, counts, strict=True)]
+    for_review = dict(zip((slug for slug, _label in TABS), counts, strict=True))["review"]
+    if filters["tab"] == "team" and for_review:
+        # A member lands here: an empty team tab says where everyone else's groups are.
+        table.empty_text = (
+            f"Nothing for your team. For review has {for_review} group(s) of other teams."
+        )
     match_count = next(count for slug, _label, count in tabs if slug == filters["tab"])
     single = scope.single
     ctx: dict[str, Any] = {
@@ -192,6 +201,7 @@ def _render_group(
     occurrences = OccurrenceTable(
         Occurrence.objects.filter(group=group),
         payload_for=lambda occurrence: _payload_for(group, occurrence),
+        workspace_slug=group.workspace.slug,
     )
     _paginate(request, occurrences)
     if kind.render_occurrences is not None and occurrences.page:
@@ -204,8 +214,13 @@ def _render_group(
     members = _members(scope).filter(memberships__workspace=group.workspace)
     legal = {action: group.state in LEGAL_FROM[action] for action in Action.values}
     legal[Action.RETRY] = why_not(group, Action.RETRY) is None
+    # Why not, when a fix must come first: the page names it and links to it.
+    first = None if legal[Action.RETRY] else prerequisite_of(group)
     fix_class = fix_form_class(group.kind)
-    offered_suggestions = suggestions(group) if can_change and kind.fix else []
+    subjects = fix_subjects(group) if can_change and kind.fix else []
+    subject_values = [value for value, _n in subjects]
+    offered_suggestions = suggestions(group, subject_values) if can_change and kind.fix else []
+    pairs = [(s, one_click(s)) for s in offered_suggestions]
     ctx = {
         "group": group,
         "kind": kind,
@@ -216,16 +231,35 @@ def _render_group(
         "legal": legal,
         "occurrences": occurrences,
         "activities": Activity.objects.filter(group=group).select_related("actor"),
-        "action_form": action_form or GroupActionForm(members=members),
+        # The menu starts at whoever has it now, so "Assign" without a choice changes nothing.
+        "action_form": action_form
+        or GroupActionForm(members=members, initial={"assignee": group.assignee_id}),
+        "flow_url": _flow_url(group),
         "comment_form": comment_form or CommentForm(),
-        "fix_form": fix_form or fix_class(suggestions=offered_suggestions),
+        "fix_form": fix_form or fix_class(suggestions=offered_suggestions, subjects=subject_values),
         "fix_unavailable": why_no_fix(group),
-        "suggestions": offered_suggestions,
+        "suggestions": pairs,
+        # Each unknown value (e.g. SKU) with the events it blocks and its own suggestions.
+        "fix_subjects": [
+            (value, n, [(s, click) for s, click in pairs if s.for_value == value])
+            for value, n in subjects
+        ],
+        "one_click_closeness": settings.INBOX_ONE_CLICK_CLOSENESS,
         "snoozes": SNOOZES,
+        "off_by": off_by(group),
+        "prerequisite": first,
     }
     if request.htmx and request.htmx.target == "occurrences":
         return render(request, "exceptions_inbox/group.html#occurrences", ctx)
     return render(request, "exceptions_inbox/group.html", ctx, status=status)
+
+
+def _flow_url(group: ExceptionGroup) -> str:
+    """The flow's page, when the group is about a flow (its key is the engine's 'flow:<id>')."""
+    prefix, _, pk = group.flow_key.partition(":")
+    if prefix != "flow" or not pk.isdigit():
+        return ""
+    return reverse("monitoring:flows", kwargs={"ws": group.workspace.slug}) + f"?flow={pk}"
 
 
 def _payload_for(group: ExceptionGroup, occurrence: Occurrence) -> dict[str, Any]:
@@ -289,7 +323,8 @@ def group_fix(request: AuthenticatedHttpRequest, ws: str, pk: int) -> HttpRespon
     group, scope = _get_group_for_user(request, ws, pk)
     _require_change(scope, group)
     form_class = fix_form_class(group.kind)
-    form = form_class(request.POST, suggestions=suggestions(group))
+    subjects = [value for value, _n in fix_subjects(group)]
+    form = form_class(request.POST, subjects=subjects)
     if not form.is_valid():
         return _render_group(request, group, scope, fix_form=form, status=400)
     try:
@@ -347,7 +382,9 @@ def _bulk(request: AuthenticatedHttpRequest, scope: InboxScope, inbox_url: str) 
         return _back(request, back)
     action = form.cleaned_data["action"]
     if form.every_match:
-        filters = InboxFilterForm(request.POST, workspace_ids=scope.workspace_ids).filters()
+        filters = InboxFilterForm(request.POST, workspace_ids=scope.workspace_ids).filters(
+            default_tab=scope.landing_tab
+        )
         matching = in_tab(filtered(scope.groups(), filters, scope), filters["tab"], scope)
         result = apply_to_matching(
             matching, action, request.user, may_change=scope.may_change(), **form.params()

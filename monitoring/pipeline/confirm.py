@@ -30,7 +30,7 @@ from connectors.dotdigital import errors
 from connectors.dotdigital.client import DotDigitalClient
 from connectors.dotdigital.types import FailureKind, ImportHandle, ImportKind, ImportState
 from exceptions_inbox.kinds import register_hooks as register
-from exceptions_inbox.recording import clear_occurrences, record_occurrence
+from exceptions_inbox.recording import clear_occurrences, record_occurrence, skipped_reason
 from monitoring.models import (
     Customer,
     DeliveryBatch,
@@ -451,9 +451,9 @@ def _fail_event(event: SourceEvent, kind: str, message: str) -> None:
         order_number=event.order_ref,
         email=customer.email if customer else "",
     )
-    if occurrence.group.state == "ignored":
+    if occurrence.state == "skipped":  # the person who ignored or resolved the group decided
         SourceEvent.objects.filter(pk=event.pk).update(
-            state=SourceEvent.State.SKIPPED, reason=f"Ignored in the inbox ({kind})."
+            state=SourceEvent.State.SKIPPED, reason=skipped_reason(occurrence.group.state, kind)
         )
 
 

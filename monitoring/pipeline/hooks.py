@@ -8,11 +8,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
+from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
-from exceptions_inbox.kinds import register_hooks
-from monitoring.models import Flow, Product, SkuAlias, SourceEvent
+from exceptions_inbox.kinds import Prerequisite, register_hooks
+from monitoring.models import Flow, SkuAlias, SourceEvent
 from monitoring.pipeline.normalise import clean_sku, sku_match_key
+from monitoring.pipeline.sku_suggestions import suggest_products
 from monitoring.pipeline.wake import wake_staging_pairs
 
 if TYPE_CHECKING:
@@ -64,10 +67,15 @@ def skip_events(
 ) -> None:
     who = actor.get_username() if actor is not None else "the system"
     reason = f"{group.get_state_display()} in the inbox by {who}" + (f": {note}" if note else ".")
+    # RECEIVED too: a retry sent back and not yet claimed is skipped with the rest. One a worker
+    # has already claimed ends skipped when it fails again (`record_occurrence` knows its
+    # attempt began before the resolve), or delivered if it gets through.
     SourceEvent.objects.filter(
         pk__in=event_ids(occurrences),
-        state__in=(SourceEvent.State.FAILED, SourceEvent.State.HELD),
-    ).update(state=SourceEvent.State.SKIPPED, reason=reason[:2000])
+        state__in=(SourceEvent.State.FAILED, SourceEvent.State.HELD, SourceEvent.State.RECEIVED),
+    ).filter(Q(lease_owner="") | Q(lease_until__lt=timezone.now())).update(
+        state=SourceEvent.State.SKIPPED, reason=reason[:2000]
+    )
 
 
 def render_event(occurrence: Occurrence) -> dict[str, Any]:
@@ -98,8 +106,68 @@ def render_events(occurrences: Sequence[Occurrence]) -> dict[int, dict[str, Any]
     return rendered
 
 
+def flow_of(group: ExceptionGroup) -> Flow | None:
+    """The group's flow (its key is `Flow.key`), in the group's workspace."""
+    prefix, _, pk = group.flow_key.partition(":")
+    if prefix != "flow" or not pk.isdigit():
+        return None
+    return (
+        Flow.objects.filter(pk=int(pk), workspace_id=group.workspace_id)
+        .select_related("source", "workspace")
+        .first()
+    )
+
+
+def guest_prerequisite(group: ExceptionGroup) -> Prerequisite | None:
+    """guest_policy: a retry re-reads the same guest order, excluded again while the flow's
+    policy excludes guests."""
+    flow = flow_of(group)
+    if flow is None or flow.guest_policy != Flow.GuestPolicy.EXCLUDE:
+        return None
+    return Prerequisite(
+        fix=f"change {flow.name}'s guest policy to merge guests (or ignore the group)",
+        url=reverse("config:flow", kwargs={"ws": flow.workspace.slug, "pk": flow.pk}),
+        link_text=f"{flow.name}: settings",
+        who="only an admin",
+    )
+
+
+def currency_prerequisite(group: ExceptionGroup) -> Prerequisite | None:
+    """currency_mismatch: a retry re-reads the same order, in the same foreign currency."""
+    currency = group.subject_key.removeprefix("currency:")
+    if not group.subject_key.startswith("currency:") or currency == group.workspace.currency:
+        return None
+    return Prerequisite(
+        fix=f"have the source send these in {group.workspace.currency}, not {currency} "
+        "(resolve the group to skip them)",
+        who="the source system's owner",
+    )
+
+
+def _only_unknown_sku(group: ExceptionGroup) -> str:
+    """The one SKU the group's blocking occurrences lack, or "" when they lack several."""
+    skus = set(
+        group.occurrences.filter(state="open")
+        .order_by()
+        .values_list("sku", flat=True)
+        .distinct()[:2]
+    )
+    return skus.pop() if len(skus) == 1 else ""
+
+
+def resend_prerequisite(group: ExceptionGroup) -> Prerequisite | None:
+    """order_total_mismatch, negative_order: the event's own figures fail it, and a retry reads
+    the same event; only a corrected document from the source (a new event) gets through."""
+    return Prerequisite(
+        fix="have the source correct these orders and send them again: a retry re-reads the same "
+        "figures, while a corrected order goes through on its own (then resolve this group)",
+        who="the source system's owner",
+    )
+
+
 def add_sku_alias(group: ExceptionGroup, data: dict[str, Any], actor: User) -> str:
-    """Fix a SKU gap: the group's SKU is another spelling of `data["sku"]`."""
+    """Fix a SKU gap: `data["alias"]` (one unknown SKU of the group; the group's own SKU when it
+    names one) is another spelling of `data["sku"]`. Retries the events that SKU blocked."""
     target = clean_sku(str(data.get("sku") or ""))
     if not target:
         raise ValueError("Name the catalogue SKU this one stands for.")
@@ -107,25 +175,21 @@ def add_sku_alias(group: ExceptionGroup, data: dict[str, Any], actor: User) -> s
     if group.flow_key.startswith("flow:"):
         flow = Flow.objects.filter(pk=group.flow_key[5:], workspace=group.workspace).first()
     case_sensitive = bool(flow and flow.sku_case_sensitive)
-    alias = sku_match_key(clean_sku(group.sku or group.subject_label), case_sensitive)
+    unknown = clean_sku(str(data.get("alias") or group.sku or _only_unknown_sku(group)))
+    if not unknown:
+        raise ValueError("Name the unknown SKU the alias is for.")
+    alias = sku_match_key(unknown, case_sensitive)
+    blocked = [
+        o
+        for o in group.occurrences.filter(state="open")
+        if not o.sku or sku_match_key(clean_sku(o.sku), case_sensitive) == alias
+    ]
     with transaction.atomic():
         SkuAlias.objects.update_or_create(
             workspace=group.workspace, flow=flow, alias_key=alias, defaults={"sku": target}
         )
-        retry_events(list(group.occurrences.filter(state="open")))
-    return f"{group.sku or alias} now means {target}; its events are being retried."
-
-
-SUGGEST_FROM = 20_000  # catalogue SKUs the inbox ranks by similarity (rapidfuzz: milliseconds)
-
-
-def catalogue_skus(group: ExceptionGroup) -> list[str]:
-    """The workspace's catalogue SKUs, for the inbox to rank against the group's unknown SKU."""
-    return list(
-        Product.objects.filter(workspace_id=group.workspace_id)
-        .order_by("sku")
-        .values_list("sku", flat=True)[:SUGGEST_FROM]
-    )
+        retry_events(blocked)
+    return f"{unknown} now means {target}; its {len(blocked)} event(s) are being retried."
 
 
 def register() -> None:
@@ -138,4 +202,8 @@ def register() -> None:
             render_occurrence=render_event,
             render_occurrences=render_events,
         )
-    register_hooks("sku_mapping_gap", fix=add_sku_alias, suggest=catalogue_skus)
+    register_hooks("sku_mapping_gap", fix=add_sku_alias, suggest=suggest_products)
+    register_hooks("guest_policy", prerequisite=guest_prerequisite)
+    register_hooks("currency_mismatch", prerequisite=currency_prerequisite)
+    for kind in ("order_total_mismatch", "negative_order"):
+        register_hooks(kind, prerequisite=resend_prerequisite)

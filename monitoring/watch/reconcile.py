@@ -27,6 +27,7 @@ import requests
 from celery import current_app
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
+from django.urls import reverse
 from django.utils import timezone
 
 from accounts import audit
@@ -39,7 +40,7 @@ from connectors.dotdigital.errors import (
 )
 from connectors.sources.base import SourceAdapter, SourceError
 from connectors.sources.registry import get_adapter
-from exceptions_inbox.kinds import hooks_of
+from exceptions_inbox.kinds import Prerequisite, hooks_of
 from exceptions_inbox.kinds import register_hooks as register
 from exceptions_inbox.recording import clear_occurrences, record_occurrence
 from monitoring.models import (
@@ -53,6 +54,7 @@ from monitoring.models import (
     SourceEvent,
     Suppression,
 )
+from monitoring.pipeline.hooks import flow_of
 from monitoring.pipeline.ingest import ingest_events
 from monitoring.pipeline.mapping import Context, OpSpec, contact_spec, order_spec
 from monitoring.pipeline.plan import Planned, write_operations
@@ -70,7 +72,7 @@ from monitoring.watch.reconcile_source import compare_source
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
-    from exceptions_inbox.models import Occurrence
+    from exceptions_inbox.models import ExceptionGroup, Occurrence
 
 log = logging.getLogger(__name__)
 
@@ -648,8 +650,26 @@ def round_trip(flow: Flow) -> tuple[int, int]:
     return queue_write_backs(flow), write_back_due(flow)
 
 
+def opt_out_prerequisite(group: ExceptionGroup) -> Prerequisite | None:
+    """consent_sync_failed: while the flow's source has no way to take an opt-out (its connector
+    cannot record one and the flow has no opt-out webhook), every retry fails the same way."""
+    flow = flow_of(group)
+    if flow is None or writes_opt_outs(get_adapter(flow.source.kind)):
+        return None
+    if FlowWatch.objects.filter(flow=flow).exclude(opt_out_webhook_url="").exists():
+        return None
+    return Prerequisite(
+        fix=f"set an opt-out webhook for {flow.name} ({flow.source.name}'s connector cannot "
+        "record opt-outs)",
+        url=reverse("watch:opt-outs", kwargs={"ws": flow.workspace.slug}) + f"#flow-{flow.pk}",
+        link_text=f"{flow.name}: opt-out settings",
+        who="only an admin",
+    )
+
+
 def register_hooks() -> None:
     register(KIND, retry=repair_occurrences)
+    register("consent_sync_failed", prerequisite=opt_out_prerequisite)
     # consent_sync_failed may also be raised by the delivery side: only take retry if unclaimed.
     if hooks_of("consent_sync_failed").get("retry") is None:
         register("consent_sync_failed", retry=retry_write_backs)

@@ -16,7 +16,6 @@ from monitoring.models import SkuAlias, SourceEvent
 from tests.api.support import KeyClient, make_key
 from tests.exceptions_inbox.engine_support import (
     CUSTOMERS,
-    UNKNOWN,
     load_catalogue,
     money,
     order,
@@ -64,9 +63,9 @@ def test_a_ticketing_integration_assigns_comments_retries_and_resolves_through_t
     api = KeyClient(key)
     base = f"/api/v1/w/{engine.workspace.slug}/exceptions"
 
-    # The team's open groups: the unknown SKU's group is there, with its three blocked orders.
+    # The team's open groups: the flow's unknown-SKU group is there, with its three blocked orders.
     listed = api.get(base, {"tab": "team", "kind": "sku_mapping_gap"}).json()["items"]
-    group = next(g for g in listed if g["sku"] == UNKNOWN)
+    [group] = listed
     assert (group["state"], group["open_count"], group["team"]) == ("open", 3, "ops")
     url = f"{base}/{group['id']}"
 

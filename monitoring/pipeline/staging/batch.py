@@ -76,6 +76,9 @@ class Batch:
     """What one batch learnt along the way, acted on once at its end."""
 
     now: datetime
+    # When its events were claimed: an event failing again on an attempt begun before a person
+    # resolved its group (a retry in flight) is not a regression.
+    begun: datetime | None = None
     customers: set[int] = field(default_factory=set)
     failures: list[Failure] = field(default_factory=list)
     passed: dict[int, list[str]] = field(default_factory=dict)  # workspace → event keys

@@ -175,8 +175,10 @@ def no_email(event: SourceEvent, batch: Batch, order_number: str = "") -> None:
         batch,
         "contact_without_email",
         "No email: DotDigital cannot hold a contact for it.",
-        subject_key=f"event:{event.pk}",
-        subject_label=order_number or identity.get("phone_e164") or event.entity_key,
+        # One group per flow: the cause (records arriving without an email) is fixed once, in
+        # the source; each occurrence names its order or customer.
+        subject_key="missing:email",
+        subject_label="No email",
         order_number=order_number,
         detail={"identity": identity},
     )

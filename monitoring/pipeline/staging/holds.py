@@ -42,9 +42,10 @@ def hold_orphan(event: SourceEvent, flow: Flow, batch: Batch, waits_for: str) ->
             batch,
             "orphan_expired",
             f"{waits_for[:1].upper()}{waits_for[1:]} never arrived before the hold's deadline.",
-            subject_key=f"order:{named}",
-            subject_label=named or event.entity_key,
-            order_number=event.order_ref,
+            # One group per flow: the orders it waited for are on the occurrences.
+            subject_key="orphan",
+            subject_label="Waited for orders that never arrived",
+            order_number=(event.order_ref or named)[:100],
             detail={"waited_for": waits_for, "deadline": event.hold_deadline.isoformat()},
         )
         event.hold = Hold.ORPHAN

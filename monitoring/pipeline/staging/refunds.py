@@ -20,7 +20,7 @@ from monitoring.pipeline.normalise import (
 from monitoring.pipeline.staging.batch import Batch, Outcome, State, fail, save_row
 from monitoring.pipeline.staging.orders import (
     link_order,
-    order_total_problem,
+    order_total_figures,
     parent_order,
     save_order,
 )
@@ -48,17 +48,18 @@ def stage_credit_note(event: SourceEvent, flow: Flow, batch: Batch) -> None:
     order it names in `links`, keyed by its own order key. Its parts must add up as an order's."""
     data = event.data
     number = str(data.get("order_number") or "")
-    problem = order_total_problem(data)
-    if problem:
+    mismatch = order_total_figures(data)
+    if mismatch:
+        problem, figures = mismatch
         fail(
             event,
             batch,
             "order_total_mismatch",
             f"Credit note {number}: {problem}",
-            subject_key=f"order:{number}",
-            subject_label=number,
+            subject_key="totals",
+            subject_label="Totals that differ from their parts",
             order_number=number,
-            detail={"totals": data.get("totals")},
+            detail={"totals": data.get("totals"), "figures": figures},
         )
         raise Outcome(State.FAILED, problem, "order_total_mismatch")
     order = parent_order(event, flow, batch)
@@ -170,8 +171,8 @@ def _refund_within_total(
         batch,
         "refund_mismatch",
         message,
-        subject_key=f"order:{number}",
-        subject_label=number,
+        subject_key="refunds",
+        subject_label="Refunds above the order's total",
         order_number=number,
         detail={
             "refund_key": refund.refund_key,

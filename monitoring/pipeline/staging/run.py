@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, connection, transaction
@@ -26,7 +26,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Workspace
-from exceptions_inbox.recording import clear_occurrences, record_occurrence
+from exceptions_inbox.recording import clear_occurrences, record_occurrence, skipped_reason
 from monitoring.models import Flow, SourceEvent
 from monitoring.pipeline.claims import claim_ids, worker_token
 from monitoring.pipeline.lane_rules import BULK, REALTIME, intake_lane
@@ -205,6 +205,14 @@ def _load(ids: list[int], owner: str) -> list[SourceEvent]:
     return events
 
 
+def _claimed_at(events: list[SourceEvent]) -> datetime:
+    """When the batch's events were claimed (their lease less its length): the attempt began then."""
+    leases = [e.lease_until for e in events if e.lease_until is not None]
+    if not leases:
+        return timezone.now()
+    return min(leases) - timedelta(seconds=LEASE_SECONDS)
+
+
 def stage_batch(ids: Iterable[int], owner: str) -> int:
     """Stage the claimed events in one transaction. The fast path reads the state the batch
     names up front and stages without a savepoint per event; an event that would need one (it
@@ -212,9 +220,10 @@ def stage_batch(ids: Iterable[int], owner: str) -> int:
     the safe path: a savepoint per event, every lookup a query, as before."""
     ids = list(ids)
     events = _load(ids, owner)
+    begun = _claimed_at(events)
     try:
         with transaction.atomic():
-            batch = Batch(now=timezone.now())
+            batch = Batch(now=timezone.now(), begun=begun)
             batch.cache = read_state(events)
             _stage_all(events, batch, fast=True)
         return len(events)
@@ -222,7 +231,7 @@ def stage_batch(ids: Iterable[int], owner: str) -> int:
         log.debug("staging batch of %s events: the safe path", len(events), exc_info=True)
     events = _load(ids, owner)
     with transaction.atomic():
-        _stage_all(events, Batch(now=timezone.now()), fast=False)
+        _stage_all(events, Batch(now=timezone.now(), begun=begun), fast=False)
     return len(events)
 
 
@@ -291,7 +300,7 @@ def _stage_all(events: list[SourceEvent], batch: Batch, *, fast: bool) -> None:
     recompute_aggregates(batch.customers, batch.now)
     bulk_set(events, EVENT_FIELDS)
     for failure in batch.failures:
-        _record(failure)
+        _record(failure, batch.begun or batch.now)
     for workspace_id, keys in batch.passed.items():
         clear_occurrences(Workspace(pk=workspace_id), keys, stage=STAGE)
     _release(batch)
@@ -326,7 +335,7 @@ def _apply_outcome(event: SourceEvent, outcome: Outcome, batch: Batch) -> None:
         event.failed_kind = outcome.kind
 
 
-def _record(failure: Failure) -> None:
+def _record(failure: Failure, begun: datetime) -> None:
     event = failure.event
     flow = event.flow
     occurrence = record_occurrence(
@@ -344,10 +353,11 @@ def _record(failure: Failure) -> None:
         order_number=failure.order_number,
         sku=failure.sku,
         email=failure.email,
+        attempt_started_at=begun,
     )
-    if occurrence.group.state == "ignored":  # the person who ignored the group decided
+    if occurrence.state == "skipped":  # the person who ignored or resolved the group decided
         SourceEvent.objects.filter(pk=event.pk).update(
-            state=State.SKIPPED, reason=f"Ignored in the inbox ({failure.kind})."
+            state=State.SKIPPED, reason=skipped_reason(occurrence.group.state, failure.kind)
         )
 
 
