@@ -163,8 +163,10 @@ class Stack:
                     f"127.0.0.1:{web_port}", "--workers", "3", "--log-level", "warning"],
             "realtime": [*celery, "worker", "-Q", "realtime", "-n", f"rt{run}@%h", "-c", "3",
                          "--loglevel", level],
-            "bulk": [*celery, "worker", "-Q", "bulk", "-n", f"bulk{run}@%h", "-c", "2",
-                     "--loglevel", level],
+            # Nice 10, as docs/architecture.md advises deploying it: throughput work yields the
+            # CPU to the realtime worker and the webhook.
+            "bulk": ["nice", "-n", "10", *celery, "worker", "-Q", "bulk", "-n", f"bulk{run}@%h",
+                     "-c", "2", "--loglevel", level],
             "beat": [*celery, "beat", "--loglevel", level, "--schedule",
                      str(self.tmp / "beat-schedule")],
         }  # fmt: skip

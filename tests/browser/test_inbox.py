@@ -76,11 +76,12 @@ def test_a_teammate_triages_a_sku_gap_until_it_resolves(page, live_server, world
     blocked(ws, "schema_mismatch", "LOYALTY_TIER", 4)
     blocked(ws, "segment_gap", "Recent buyers, 30 days", 6)
 
-    page.goto(f"{live_server.url}/login/?next=/w/acme/inbox/")
+    # A member lands on their team's tab; this test reads every team's groups.
+    page.goto(f"{live_server.url}/login/?next=/w/acme/inbox/%3Ftab%3Dreview")
     page.fill("#id_username", "teammate")
     page.fill("#id_password", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/w/acme/inbox/")
+    page.wait_for_url(f"{live_server.url}/w/acme/inbox/?tab=review")
     expect(page.locator("table#groups tbody tr")).to_have_count(8)
     expect(page.locator(".tabs a[aria-current=page]")).to_contain_text("For review")
     screenshot(page, "inbox.png")
@@ -179,11 +180,12 @@ def test_every_match_acknowledges_the_groups_on_every_page(page, live_server, wo
         blocked(ws, "sku_mapping_gap", f"SKU-{n:02d}", 1, sku=f"SKU-{n:02d}")
     blocked(ws, "order_total_mismatch", "SO-1", 1)  # finance's: the teammate may not change it
 
-    page.goto(f"{live_server.url}/login/?next=/w/acme/inbox/")
+    # A member lands on their team's tab; this test reads every team's groups.
+    page.goto(f"{live_server.url}/login/?next=/w/acme/inbox/%3Ftab%3Dreview")
     page.fill("#id_username", "teammate")
     page.fill("#id_password", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/w/acme/inbox/")
+    page.wait_for_url(f"{live_server.url}/w/acme/inbox/?tab=review")
     expect(page.locator("table#groups tbody tr")).to_have_count(25)  # one page of 31
     expect(page.locator(".select-matching")).to_contain_text("every match (31)")
 

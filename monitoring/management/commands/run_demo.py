@@ -22,9 +22,24 @@ def _manage(command: str) -> list[str]:
     return [sys.executable, os.path.join(settings.BASE_DIR, "manage.py"), command]
 
 
+# The realtime worker stages each flow's realtime events and runs the lane, whose runner holds a
+# slot while it works: with two slots, seven flows' staging shared one.
+CONCURRENCY = {"realtime": "3"}
+
+
 def _worker_options(queue: str) -> list[str]:
     """A Celery worker of one queue, named after it."""
-    return ["worker", "-Q", queue, "-n", f"{queue}@%h", "--concurrency", "2", "--loglevel", "INFO"]
+    return [
+        "worker",
+        "-Q",
+        queue,
+        "-n",
+        f"{queue}@%h",
+        "--concurrency",
+        CONCURRENCY.get(queue, "2"),
+        "--loglevel",
+        "INFO",
+    ]
 
 
 class Command(BaseCommand):
@@ -65,7 +80,9 @@ class Command(BaseCommand):
                 "-",
             ],
             "worker-realtime": [*celery, *_worker_options("realtime")],
-            "worker-bulk": [*celery, *_worker_options("bulk")],
+            # Throughput work at a lower CPU priority, as production should run it: a backlog
+            # never takes the CPU from a dispatch (docs/architecture.md).
+            "worker-bulk": ["nice", "-n", "10", *celery, *_worker_options("bulk")],
             "worker-webhooks": [*celery, *_worker_options("webhooks")],
             # The demo's WMS and ERP: generated events through the public webhooks.
             "demo-source": [
