@@ -44,6 +44,7 @@ from connectors.models import Connection
 from monitoring.models import (
     OPEN_STATES,
     Customer,
+    DeliveryBatch,
     DestinationCache,
     Operation,
     SourceEvent,
@@ -449,6 +450,10 @@ def send_due(destination: Connection, lane: str, client: DotDigitalClient | None
         )
     sent = time.monotonic()
     record_results(sending.results, owner=owner)
+    # Its imports' operations are recorded as sent: confirmation may poll them now.
+    DeliveryBatch.objects.filter(lease_owner=owner, state=DeliveryBatch.State.SUBMITTED).update(
+        lease_owner="", lease_until=None
+    )
     if any(r.outcome in ("delivered", "sent") for r in sending.results):
         resume_backed_off(destination.pk, lane)
     log.debug(

@@ -34,6 +34,7 @@ from monitoring.pipeline.destination import pause_destination
 log = logging.getLogger(__name__)
 
 SINGLE_MAX = 20  # a realtime claim larger than this goes as small imports
+BATCH_HOLD_SECONDS = 180  # a new import's lease: its sender's claim (a dead sender's runs out)
 
 
 @dataclass
@@ -137,11 +138,16 @@ def record_imports(
     kind: str,
     collection: str | None,
 ) -> set[str]:
-    """Store each accepted import as a DeliveryBatch; its operations are `sent` in it."""
+    """Store each accepted import as a DeliveryBatch; its operations are `sent` in it. The batch
+    is leased to the sender until it has recorded those operations as sent (`deliver.send_due`
+    lets go): a runner polling a finished import before that would find none of them sent, finish
+    the batch, and leave them sent forever."""
     done: set[str] = set()
     now = timezone.now()
     for handle in handles:
         batch = DeliveryBatch.objects.create(
+            lease_owner=sending.owner,
+            lease_until=now + timedelta(seconds=BATCH_HOLD_SECONDS),
             workspace_id=sending.destination.workspace_id,
             destination=sending.destination,
             kind=kind,

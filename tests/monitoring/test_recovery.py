@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from monitoring.models import Operation, SourceEvent
+from monitoring.models import DeliveryBatch, Operation, SourceEvent
 from monitoring.pipeline import deliver, lanes
 from monitoring.pipeline.confirm import MAX_BACKOFF, backoff
 from monitoring.pipeline.lanes import stage_flow
@@ -53,3 +53,35 @@ def test_a_transient_backoff_is_at_most_a_minute_and_the_first_retry_within_a_se
         backoff(attempts) <= MAX_BACKOFF == 60.0 for attempts in range(30) for _ in range(20)
     )
     assert max(backoff(12) for _ in range(500)) > 30, "it still grows under a long fault"
+
+
+def test_an_import_is_not_polled_before_its_sender_has_recorded_its_operations(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+):
+    """Another runner (or the staging task's inline send) polls between the import's PUT and the
+    sender recording its operations as sent: it must leave the batch alone, or it would finish
+    it with none of them sent and strand them."""
+    from monitoring.pipeline import confirm
+    from monitoring.pipeline.destination import client_for
+    from tests.monitoring.test_realtime_lane import customer_update
+
+    now = datetime.now(UTC)
+    engine.post("erp", [customer_update(i, at=now) for i in range(30)])
+    lanes.stage_flow(engine.erp_flow.pk, "bulk")
+    record = deliver.record_results
+    polled: list[int] = []
+
+    def another_runner_polls_first(results, **kwargs):  # type: ignore[no-untyped-def]
+        engine.sandbox.api.post(f"{engine.sandbox.url}/_sandbox/settle")
+        DeliveryBatch.objects.update(next_attempt_at=timezone.now())  # its first poll is due
+        client = client_for(engine.destination, "bulk")
+        polled.append(confirm.run_confirmation(client, engine.destination.pk, "bulk"))
+        return record(results, **kwargs)
+
+    monkeypatch.setattr(deliver, "record_results", another_runner_polls_first)
+    assert deliver.send_due(engine.destination, "bulk") > 0
+    assert polled == [0], "the new import was left to its sender"
+    monkeypatch.setattr(deliver, "record_results", record)
+    engine.pump()
+    assert not Operation.objects.exclude(state="delivered").exists()
+    assert set(SourceEvent.objects.values_list("state", flat=True)) == {"delivered"}
