@@ -134,6 +134,10 @@ def test_stateful_runs_follow_the_links_to_the_exceptions_actions(served):
             item["get"]["parameters"] = [
                 p for p in item["get"].get("parameters", []) if p["in"] != "query"
             ]
+    # The exceptions' part of the document only: every run then starts from the exceptions list
+    # and follows links to a group and its actions (with the whole document, a run could spend
+    # all its steps among alerts and events, depending on the ids the database handed out).
+    document["paths"] = {p: item for p, item in document["paths"].items() if "/exceptions" in p}
     schema = load(document)
     # Only the document's own links: inferred ones would make the actions entry points with
     # made-up ids, and the runs would seldom start from a list.
