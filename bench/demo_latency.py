@@ -27,15 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 PY = sys.executable
+from bench.stack import latency_report  # noqa: E402
+
 WINDOW = timedelta(minutes=3)
 TARGET_P95 = 2.0
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def run_demo(var: Path, args: argparse.Namespace) -> None:
@@ -96,26 +91,18 @@ def report(var: Path) -> dict[str, float]:
             delivered_at__gt=last - WINDOW,
         ).values_list("occurred_at", "received_at", "staged_at", "sent_at", "delivered_at")
     )
-    total: list[float] = []
-    parts: dict[str, list[float]] = {"source": [], "staging": [], "to_send": [], "dotdigital": []}
-    for occurred, received, staged, sent, delivered in rows:
-        if staged is None or sent is None or delivered is None:
-            continue
-        total.append((delivered - occurred).total_seconds())
-        parts["source"].append((received - occurred).total_seconds())
-        parts["staging"].append((staged - received).total_seconds())
-        parts["to_send"].append((sent - staged).total_seconds())
-        parts["dotdigital"].append((delivered - sent).total_seconds())
-    print(f"realtime events delivered in the last 3 minutes: {len(total)}")
-    print(f"  event -> delivered   p50 {pct(total, 50):7.2f} s  p95 {pct(total, 95):7.2f} s"
-          f"  max {max(total, default=float('nan')):7.2f} s")  # fmt: skip
-    for name, values in parts.items():
-        print(f"  {name:<19} p50 {pct(values, 50):7.2f} s  p95 {pct(values, 95):7.2f} s")
+    report = latency_report(rows)
+    print(f"realtime events delivered in the last 3 minutes: {report['events']}")
+    print(f"  event -> delivered   p50 {report['p50_s']:7.2f} s  p95 {report['p95_s']:7.2f} s"
+          f"  max {report['max_s']:7.2f} s")  # fmt: skip
+    for name in report["p50_split_s"]:
+        p50, p95 = report["p50_split_s"][name], report["p95_split_s"][name]
+        print(f"  {name:<19} p50 {p50:7.2f} s  p95 {p95:7.2f} s")
     by_state = dict(SourceEvent.objects.values_list("state").annotate(n=Count("pk")))
     print(f"  every event by state: {by_state}")
-    p95 = pct(total, 95)
-    print(f"target realtime p95 <= {TARGET_P95} s: {'met' if p95 <= TARGET_P95 else 'NOT met'}")
-    return {"p50": pct(total, 50), "p95": p95}
+    met = report["p95_s"] <= TARGET_P95
+    print(f"target realtime p95 <= {TARGET_P95} s: {'met' if met else 'NOT met'}")
+    return {"p50": report["p50_s"], "p95": report["p95_s"]}
 
 
 def main() -> int:

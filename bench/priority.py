@@ -32,7 +32,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.stack import Stack, drop_database, last_event_pk, pct, setup_environment  # noqa: E402
+from bench.stack import (  # noqa: E402
+    Stack,
+    drop_database,
+    last_event_pk,
+    latency_report,
+    setup_environment,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 DATABASE = "syncdesk_bench_priority"
@@ -64,28 +70,6 @@ def main() -> int:
     finally:
         if not args.keep:
             drop_database(args.postgres, DATABASE)
-
-
-def latency_report(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
-    """p50/p95/max from the event to delivered, and p50/p95 of each stage."""
-    total: list[float] = []
-    parts: dict[str, list[float]] = {"source": [], "staging": [], "to_send": [], "dotdigital": []}
-    for occurred, received, staged, sent, delivered in rows:
-        if staged is None or sent is None or delivered is None:
-            continue
-        total.append((delivered - occurred).total_seconds())
-        parts["source"].append((received - occurred).total_seconds())
-        parts["staging"].append((staged - received).total_seconds())
-        parts["to_send"].append((sent - staged).total_seconds())
-        parts["dotdigital"].append((delivered - sent).total_seconds())
-    return {
-        "events": len(total),
-        "p50_s": round(pct(total, 50), 3),
-        "p95_s": round(pct(total, 95), 3),
-        "max_s": round(max(total, default=float("nan")), 3),
-        "p50_split_s": {k: round(pct(v, 50), 3) for k, v in parts.items()},
-        "p95_split_s": {k: round(pct(v, 95), 3) for k, v in parts.items()},
-    }
 
 
 def run(args: argparse.Namespace) -> int:

@@ -48,6 +48,28 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
+def latency_report(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """p50/p95/max from the event to delivered, and p50/p95 of each stage."""
+    total: list[float] = []
+    parts: dict[str, list[float]] = {"source": [], "staging": [], "to_send": [], "dotdigital": []}
+    for occurred, received, staged, sent, delivered in rows:
+        if staged is None or sent is None or delivered is None:
+            continue
+        total.append((delivered - occurred).total_seconds())
+        parts["source"].append((received - occurred).total_seconds())
+        parts["staging"].append((staged - received).total_seconds())
+        parts["to_send"].append((sent - staged).total_seconds())
+        parts["dotdigital"].append((delivered - sent).total_seconds())
+    return {
+        "events": len(total),
+        "p50_s": round(pct(total, 50), 3),
+        "p95_s": round(pct(total, 95), 3),
+        "max_s": round(max(total, default=float("nan")), 3),
+        "p50_split_s": {k: round(pct(v, 50), 3) for k, v in parts.items()},
+        "p95_split_s": {k: round(pct(v, 95), 3) for k, v in parts.items()},
+    }
+
+
 def _admin(url: str) -> Any:
     import psycopg
 
