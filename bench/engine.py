@@ -221,14 +221,7 @@ def run(args: argparse.Namespace) -> int:
 
         stand_in = stack.vacuum_stand_in
 
-        # Warm-up (not measured).
-        started = time.monotonic()
-        catalogue = gen.catalogue_events()
-        for i in range(0, len(catalogue), 100):
-            post(catalogue[i : i + 100])
-        while time.monotonic() - started < args.warmup:
-            post(gen.events(100))
-        wait_settled(0)
+        stack.warm_up(gen, args.warmup, args.settle_timeout)
         last_pk = SourceEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
         calls_before = requests.get(f"{sandbox}/_sandbox/calls", timeout=60).json()["last_id"]
         ops_before = Operation.objects.order_by("-pk").values_list("pk", flat=True).first() or 0

@@ -126,13 +126,7 @@ def run(args: argparse.Namespace) -> int:
         return time.monotonic()
 
     try:
-        started = time.monotonic()
-        catalogue = gen.catalogue_events()
-        for i in range(0, len(catalogue), 100):
-            stack.post(catalogue[i : i + 100])
-        while time.monotonic() - started < args.warmup:
-            stack.post(gen.events(100))
-        stack.wait_settled(0, args.settle_timeout)
+        stack.warm_up(gen, args.warmup, args.settle_timeout)
 
         # Realtime alone.
         mark = last_event_pk()

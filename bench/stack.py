@@ -229,6 +229,17 @@ class Stack:
             else:
                 raise SystemExit(f"the webhook keeps answering {r.status_code}: {r.text[:300]}")
 
+    def warm_up(self, gen: Any, seconds: float, timeout: float) -> None:
+        """Not measured: the catalogue and opening stock, then the generator's mix for `seconds`,
+        until everything is settled."""
+        started = time.monotonic()
+        catalogue = gen.catalogue_events()
+        for i in range(0, len(catalogue), 100):
+            self.post(catalogue[i : i + 100])
+        while time.monotonic() - started < seconds:
+            self.post(gen.events(100))
+        self.wait_settled(0, timeout)
+
     def wait_settled(self, since_pk: int, timeout: float) -> float:
         """Until no event after `since_pk` is waiting to be staged or delivered; the time then."""
         from monitoring.models import SourceEvent
