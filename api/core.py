@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import math
+from datetime import datetime
 from typing import Annotated
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
+from django.utils.dateparse import parse_datetime
 from ninja import NinjaAPI, Path, Swagger
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
@@ -198,3 +200,13 @@ def cursor_int(value: str) -> int:
     if not 0 < number <= MAX_ID:
         raise ApiError(400, "bad_cursor", "This cursor was not given by this list.")
     return number
+
+
+def cursor_time(value: str) -> datetime:
+    try:
+        parsed = parse_datetime(value)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ApiError(400, "bad_cursor", "This cursor was not given by this list.")
+    return parsed

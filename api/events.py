@@ -1,5 +1,6 @@
 """Flows (their health, as the Flows page computes it) and events (filtered, paged by a keyset
-cursor on the id, so events arriving meanwhile never shift a page; one with its timeline)."""
+cursor on (received_at, id), so events arriving meanwhile never shift a page; one with its
+timeline)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from api.core import (
     RowId,
     api,
     cursor_int,
+    cursor_time,
     decode_cursor,
     encode_cursor,
     key_access,
@@ -94,15 +96,21 @@ def list_events(request: HttpRequest, ws: str, filters: Query[EventFilters]) -> 
     its product's events (not orders with it in their lines, as on the timeline)."""
     ka = key_access(request, ws)
     qs = filtered_events(ka.workspace.pk, filters)
-    after = decode_cursor(filters.cursor, 1)
+    after = decode_cursor(filters.cursor, 2)
     if after is not None:
-        qs = qs.filter(pk__lt=cursor_int(after[0]))
-    rows = list(qs.order_by("-pk")[: filters.limit + 1])
+        received, pk = cursor_time(after[0]), cursor_int(after[1])
+        qs = qs.filter(received_at__lte=received).exclude(received_at=received, pk__gte=pk)
+    # Newest first by (received_at, id), the order of `event_workspace_recent`: a time window is
+    # then one range of the index, and events arriving meanwhile land before the first page.
+    rows = list(qs.order_by("-received_at", "-pk")[: filters.limit + 1])
     more = len(rows) > filters.limit
     rows = rows[: filters.limit]
+    last = rows[-1] if rows else None
     return {
         "items": [event_out(e) for e in rows],
-        "next_cursor": encode_cursor(rows[-1].pk) if more else None,
+        "next_cursor": encode_cursor(last.received_at.isoformat(), last.pk)
+        if more and last
+        else None,
     }
 
 

@@ -4,14 +4,12 @@ states, history rows and refusals as the pages; the actor is the key's name)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from django.contrib.auth.models import User
 from django.db.models import Q
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
-from django.utils.dateparse import parse_datetime
 from ninja import Field as NinjaField
 from ninja import Query, Schema, Status
 
@@ -23,6 +21,7 @@ from api.core import (
     RowId,
     api,
     cursor_int,
+    cursor_time,
     decode_cursor,
     encode_cursor,
     key_access,
@@ -84,7 +83,7 @@ def list_groups(request: HttpRequest, ws: str, filters: Query[GroupFilters]) -> 
     qs = in_tab(filtered(ka.scope.groups(), chosen, ka.scope), filters.tab, ka.scope)
     after = decode_cursor(filters.cursor, 2)
     if after is not None:
-        seen, pk = _cursor_time(after[0]), cursor_int(after[1])
+        seen, pk = cursor_time(after[0]), cursor_int(after[1])
         qs = qs.filter(last_seen__lte=seen).filter(
             Q(last_seen__lt=seen) | Q(last_seen=seen, pk__lt=pk)
         )
@@ -100,16 +99,6 @@ def list_groups(request: HttpRequest, ws: str, filters: Query[GroupFilters]) -> 
         if more and last
         else None,
     }
-
-
-def _cursor_time(value: str) -> datetime:
-    try:
-        parsed = parse_datetime(value)
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise ApiError(400, "bad_cursor", "This cursor was not given by this list.")
-    return parsed
 
 
 def group_out(g: ExceptionGroup) -> dict[str, Any]:

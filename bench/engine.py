@@ -42,7 +42,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.procstat import stat_seconds  # noqa: E402  (the checkout on the path first)
-from bench.stack import Stack, drop_database, pct, setup_environment  # noqa: E402
+from bench.stack import Stack, drop_database, latency_report, pct, setup_environment  # noqa: E402
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 PY = sys.executable
@@ -108,12 +108,53 @@ def fractions(text: str) -> list[float]:
     return [float(part) for part in text.split(",") if part.strip()]
 
 
+def writes_since(op_mark: int, batch_mark: int) -> dict[str, Any]:
+    """How the operations created since `op_mark` went (per lane: single calls or imports), and
+    the imports submitted since `batch_mark` (per lane and kind: how many, records, seconds from
+    submitted to seen finished)."""
+    from django.db.models import Avg, Count, F, Sum
+
+    from monitoring.models import DeliveryBatch, Operation
+
+    ops = (
+        Operation.objects.filter(pk__gt=op_mark)
+        .values("lane", "via")
+        .annotate(n=Count("pk"))
+        .order_by("lane", "via")
+    )
+    imports = (
+        DeliveryBatch.objects.filter(pk__gt=batch_mark, finished_at__isnull=False)
+        .values("lane", "kind")
+        .annotate(
+            n=Count("pk"),
+            records=Sum("records"),
+            polls=Sum("polls"),
+            seconds=Avg(F("finished_at") - F("submitted_at")),
+        )
+        .order_by("lane", "kind")
+    )
+    return {
+        "operations": {f"{o['lane']} {o['via'] or 'unsent'}": o["n"] for o in ops},
+        "imports": {
+            f"{b['lane']} {b['kind']}": {
+                "imports": b["n"],
+                "records": b["records"],
+                "polls": b["polls"],
+                "mean_s": round(b["seconds"].total_seconds(), 2) if b["seconds"] else None,
+            }
+            for b in imports
+        },
+    }
+
+
 def at_rate(gen: Any, post: Any, wait_settled: Any, rate: float, seconds: float) -> dict[str, Any]:
     """Post the mix at `rate` events a second for `seconds`; realtime latency of what was posted
     (first orders of contacts new to the run apart: their contact is written first)."""
-    from monitoring.models import SourceEvent
+    from monitoring.models import DeliveryBatch, Operation, SourceEvent
 
     mark = SourceEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    op_mark = Operation.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    batch_mark = DeliveryBatch.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
     started = time.monotonic()
     owed = 0.0
     while time.monotonic() - started < seconds:
@@ -147,13 +188,21 @@ def at_rate(gen: Any, post: Any, wait_settled: Any, rate: float, seconds: float)
 
     realtime = latencies(phase.filter(lane="realtime").exclude(pk__in=first))
     firsts = latencies(phase.filter(pk__in=first))
+    split = latency_report(
+        phase.filter(lane="realtime", state="delivered")
+        .exclude(pk__in=first)
+        .values_list("occurred_at", "received_at", "staged_at", "sent_at", "delivered_at")
+    )
     return {
         "events_per_s": round(rate, 1),
         "events": phase.count(),
         "realtime_p50_s": round(pct(realtime, 50), 2),
         "realtime_p95_s": round(pct(realtime, 95), 2),
+        "realtime_p50_split_s": split["p50_split_s"],
+        "realtime_p95_split_s": split["p95_split_s"],
         "first_orders_of_new_contacts_p50_s": round(pct(firsts, 50), 2),
         "first_orders_of_new_contacts_p95_s": round(pct(firsts, 95), 2),
+        "writes": writes_since(op_mark, batch_mark),
         "targets": {
             "realtime_p95_le_2_5_s": pct(realtime, 95) <= 2.5,
             "first_orders_p95_le_3_5_s": pct(firsts, 95) <= 3.5,

@@ -223,9 +223,12 @@ class SourceEvent(Lease):
             # Timelines and the audit.
             models.Index(fields=["workspace", "entity_key", "source_version"], name="event_entity"),
             models.Index(fields=["workspace", "state"], name="event_state"),
-            # The API's event list: a workspace's events newest first, paged by id (a keyset
-            # cursor). Neither column ever changes, so lease-only updates stay HOT (0016).
-            models.Index(fields=["workspace", "-id"], name="event_workspace_recent"),
+            # The API's event list: a workspace's events newest first, paged by (received_at,
+            # id) (a keyset cursor); a time window is one range of it (0017). None of its
+            # columns ever changes, so lease-only updates stay HOT.
+            models.Index(
+                fields=["workspace", "-received_at", "-id"], name="event_workspace_recent"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import timedelta
 
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts import audit
 from accounts.models import ConfigChange
 from api.models import ApiKey
+from monitoring.models import SourceEvent
 from tests.api.support import KeyClient, make_key
 from tests.exceptions_inbox.factories import make_group
 from tests.monitoring.watch_support import make_event, make_flow
@@ -104,6 +107,31 @@ def test_event_pages_stay_put_while_events_arrive(world):
         page = api.get(url, {"limit": 2, "cursor": page["next_cursor"]}).json()
         seen += [e["id"] for e in page["items"]]
     assert seen == [e.pk for e in reversed(first)]
+
+
+def test_event_pages_follow_receipt_time_within_a_window_ties_broken_by_id(world):
+    flow = make_flow(world.workspace, destination=False)
+    day = timezone.now() - timedelta(days=3)
+    # Three received in one batch (one timestamp), one received later though stored first (a
+    # source's retry), one outside the window.
+    later = make_event(flow, occurred=day + timedelta(hours=1))
+    batch = [make_event(flow, occurred=day - timedelta(seconds=1)) for _ in range(3)]
+    SourceEvent.objects.filter(pk__in=[e.pk for e in batch]).update(received_at=day)
+    make_event(flow, occurred=day - timedelta(days=2))
+    api = KeyClient(make_key(world.workspace)[1])
+    url = f"/api/v1/w/{world.workspace.slug}/events"
+    window = {
+        "flow": flow.pk,
+        "received_from": (day - timedelta(hours=1)).isoformat(),
+        "received_to": (day + timedelta(hours=2)).isoformat(),
+        "limit": 1,
+    }
+    page = api.get(url, window).json()
+    seen = [e["id"] for e in page["items"]]
+    while page["next_cursor"]:
+        page = api.get(url, {**window, "cursor": page["next_cursor"]}).json()
+        seen += [e["id"] for e in page["items"]]
+    assert seen == [later.pk, *sorted((e.pk for e in batch), reverse=True)]
 
 
 def test_event_filters_and_a_made_up_cursor(world):
