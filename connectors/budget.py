@@ -15,11 +15,15 @@ Use it before every call and feed it every answer:
         budget.block("import", retry_after)              # nobody calls this tier until then
 
 Lanes: the realtime lane may use the whole window; the bulk lane stops `reserve` (a share of the
-limit) short of it, so a backfill can never starve a dispatch email.
+limit) short of it, so a backfill can never starve a dispatch email. A budget made with `pace`
+spreads each lane's calls over the window: `pace` of the lane's share at its start, growing
+evenly to the whole by its end (`paced_cap`). A fixed window spent in its first seconds leaves
+every dispatch waiting for the window to end; paced, some room comes back every second.
 
 Concurrency caps (DotDigital's 25 contact / 5 insight imports in flight) are `ConcurrencyCap`:
 claim a slot before submitting, rename it to the import id once accepted, release it when the
-import is seen finished. A slot whose lease runs out frees itself.
+import is seen finished. A slot whose lease runs out frees itself. The bulk lane claims with
+`keep_free`, so a backfill's imports never hold the slots a dispatch's import needs.
 """
 
 from __future__ import annotations
@@ -71,6 +75,24 @@ class Grant:
         return self.granted
 
 
+def paced_cap(cap: int, window: float, window_end: float, now: float, pace: float) -> int:
+    """The calls open to a lane by `now` in the window ending at `window_end`: its `cap`, or
+    fewer early in the window when paced (`pace` of the cap at its start, growing evenly to the
+    whole by its end)."""
+    if pace <= 0:
+        return cap
+    elapsed = max(0.0, now - (window_end - window))
+    return min(cap, math.ceil(cap * (elapsed / window + pace)))
+
+
+def paced_wait(
+    used: int, cap: int, window: float, window_end: float, now: float, pace: float
+) -> float:
+    """Seconds until a paced window has opened `used` of a lane's `cap` calls."""
+    start = window_end - window
+    return max(0.01, start + (used / max(cap, 1) - pace) * window - now)
+
+
 def next_window_end(window_end: float, window: float, now: float) -> float:
     """The end of the window containing `now`, keeping the phase of `window_end` if known."""
     if window_end > 0:
@@ -80,8 +102,19 @@ def next_window_end(window_end: float, window: float, now: float) -> float:
 
 class Backend(Protocol):
     def acquire(
-        self, key: str, tier: str, default: TierLimit, share: float, cost: int, now: float
+        self,
+        key: str,
+        tier: str,
+        default: TierLimit,
+        share: float,
+        cost: int,
+        now: float,
+        pace: float = 0.0,
     ) -> Grant: ...
+
+    def window_state(self, key: str, tier: str, now: float) -> tuple[int, int, float, float]:
+        """(used, limit, window end, window length) of the current window; zeros if none."""
+        ...
 
     def observe(
         self,
@@ -127,27 +160,39 @@ class DatabaseBackend:
         return row
 
     def acquire(
-        self, key: str, tier: str, default: TierLimit, share: float, cost: int, now: float
+        self,
+        key: str,
+        tier: str,
+        default: TierLimit,
+        share: float,
+        cost: int,
+        now: float,
+        pace: float = 0.0,
     ) -> Grant:
         row = self._row(key, tier, default)
         for _ in range(self.attempts):
             if row.blocked_until > now:
                 return Grant(False, row.blocked_until - now)
-            cap = row.limit - math.ceil(row.limit * share) if share else row.limit
+            full = row.limit - math.ceil(row.limit * share) if share else row.limit
             mine = RateWindow.objects.filter(pk=row.pk, window_end=row.window_end)
-            if now >= row.window_end:
-                end = next_window_end(row.window_end, row.window_seconds, now)
-                if cost > cap:
+            new_window = now >= row.window_end
+            end = next_window_end(row.window_end, row.window_seconds, now) if new_window else 0.0
+            end = end or row.window_end
+            used = 0 if new_window else row.used
+            cap = paced_cap(full, row.window_seconds, end, now, pace)
+            if used + cost > cap:
+                if used + cost > full:
                     return Grant(False, end - now)
+                return Grant(
+                    False, paced_wait(used + cost, full, row.window_seconds, end, now, pace)
+                )
+            if new_window:
                 if mine.filter(blocked_until__lte=now).update(window_end=end, used=cost):
                     return Grant(True, 0.0, cap - cost)
-            else:
-                if row.used + cost > cap:
-                    return Grant(False, row.window_end - now)
-                if mine.filter(used__lte=cap - cost, blocked_until__lte=now).update(
-                    used=F("used") + cost
-                ):
-                    return Grant(True, 0.0, max(0, cap - row.used - cost))
+            elif mine.filter(used__lte=cap - cost, blocked_until__lte=now).update(
+                used=F("used") + cost
+            ):
+                return Grant(True, 0.0, max(0, cap - used - cost))
             row.refresh_from_db()
         # Lost every race: plenty of others are calling; look again very soon.
         return Grant(False, 0.05 + random.random() * 0.05)
@@ -188,10 +233,15 @@ class DatabaseBackend:
         )
 
     def usage(self, key: str, tier: str, now: float) -> tuple[int, int]:
+        used, limit, _end, _window = self.window_state(key, tier, now)
+        return used, limit
+
+    def window_state(self, key: str, tier: str, now: float) -> tuple[int, int, float, float]:
         row = RateWindow.objects.filter(account_key=key, tier=tier).first()
         if row is None:
-            return 0, 0
-        return (row.used if now < row.window_end else 0), row.limit
+            return 0, 0, 0.0, 0.0
+        current = now < row.window_end
+        return (row.used if current else 0), row.limit, row.window_end, row.window_seconds
 
     def _slots(self, key: str, kind: str, cap: int) -> QuerySet[ConcurrencySlot]:
         slots = ConcurrencySlot.objects.filter(account_key=key, kind=kind)
@@ -254,9 +304,10 @@ local used = tonumber(h[4]) or 0
 local blocked = tonumber(h[5]) or 0
 local share = tonumber(ARGV[4])
 local cost = tonumber(ARGV[5])
+local pace = tonumber(ARGV[6]) or 0
 if blocked > now then return {0, tostring(blocked - now), 0} end
-local cap = limit
-if share > 0 then cap = limit - math.ceil(limit * share) end
+local full = limit
+if share > 0 then full = limit - math.ceil(limit * share) end
 if now >= wend then
   if wend > 0 then
     wend = wend + window * (math.floor((now - wend) / window) + 1)
@@ -267,9 +318,18 @@ if now >= wend then
 end
 redis.call('HSET', KEYS[1], 'limit', limit, 'window', window, 'end', wend)
 redis.call('EXPIRE', KEYS[1], 86400)
+local cap = full
+local start = wend - window
+if pace > 0 then
+  local opened = math.ceil(full * (math.max(0, now - start) / window + pace))
+  if opened < cap then cap = opened end
+end
 if used + cost > cap then
   redis.call('HSET', KEYS[1], 'used', used)
-  return {0, tostring(wend - now), 0}
+  if used + cost > full then return {0, tostring(wend - now), 0} end
+  local wait = start + ((used + cost) / math.max(full, 1) - pace) * window - now
+  if wait < 0.01 then wait = 0.01 end
+  return {0, tostring(wait), 0}
 end
 redis.call('HSET', KEYS[1], 'used', used + cost)
 return {1, '0', cap - used - cost}
@@ -353,11 +413,18 @@ class RedisBackend:
         return f"{self.prefix}:slots:{key}:{kind}"
 
     def acquire(
-        self, key: str, tier: str, default: TierLimit, share: float, cost: int, now: float
+        self,
+        key: str,
+        tier: str,
+        default: TierLimit,
+        share: float,
+        cost: int,
+        now: float,
+        pace: float = 0.0,
     ) -> Grant:
         granted, wait, remaining = self._acquire(
             keys=[self._rate_key(key, tier)],
-            args=[repr(now), default.limit, repr(default.window), repr(share), cost],
+            args=[repr(now), default.limit, repr(default.window), repr(share), cost, repr(pace)],
         )
         return Grant(bool(int(granted)), float(wait), int(remaining))
 
@@ -391,9 +458,13 @@ class RedisBackend:
         )
 
     def usage(self, key: str, tier: str, now: float) -> tuple[int, int]:
-        raw = self.client.hmget(self._rate_key(key, tier), ["limit", "end", "used"])
-        limit, end, used = (float(v) if v is not None else 0.0 for v in raw)
-        return (int(used) if now < end else 0), int(limit)
+        used, limit, _end, _window = self.window_state(key, tier, now)
+        return used, limit
+
+    def window_state(self, key: str, tier: str, now: float) -> tuple[int, int, float, float]:
+        raw = self.client.hmget(self._rate_key(key, tier), ["limit", "end", "used", "window"])
+        limit, end, used, window = (float(v) if v is not None else 0.0 for v in raw)
+        return (int(used) if now < end else 0), int(limit), end, window
 
     def claim(self, key: str, kind: str, cap: int, holder: str, ttl: float, now: float) -> bool:
         return bool(
@@ -450,14 +521,18 @@ class RateBudget:
         tiers: Mapping[str, TierLimit],
         *,
         reserve: float = 0.2,
+        pace: float = 0.0,
         backend: Backend | None = None,
         clock: Clock = time.time,
     ) -> None:
         if not 0 <= reserve < 1:
             raise ValueError("reserve is a share of the window, from 0 to below 1")
+        if not 0 <= pace <= 1:
+            raise ValueError("pace is a share of the window, from 0 (not paced) to 1")
         self.account_key = account_key
         self.tiers = dict(tiers)
         self.reserve = reserve
+        self.pace = pace
         self.backend = backend or default_backend()
         self.clock = clock
 
@@ -469,10 +544,30 @@ class RateBudget:
 
     def acquire(self, tier: str, lane: Lane = Lane.BULK, cost: int = 1) -> Grant:
         """Take `cost` calls from this window of `tier`, or say how long to wait for room."""
-        share = 0.0 if lane is Lane.REALTIME else self.reserve
+        realtime = lane is Lane.REALTIME
         return self.backend.acquire(
-            self.account_key, tier, self._tier(tier), share, cost, self.clock()
+            self.account_key,
+            tier,
+            self._tier(tier),
+            0.0 if realtime else self.reserve,
+            cost,
+            self.clock(),
+            self.pace,
         )
+
+    def room(self, tier: str, lane: Lane = Lane.REALTIME, headroom: float = 0.0) -> int:
+        """How many calls `lane` could make in `tier` now (paced, reserve and `headroom`, a share
+        of the limit kept free, allowed for)."""
+        used, limit, end, window = self.backend.window_state(self.account_key, tier, self.clock())
+        default = self._tier(tier)
+        limit, window = limit or default.limit, window or default.window
+        now = self.clock()
+        if now >= end:
+            end, used = next_window_end(end, window, now), 0
+        realtime = lane is Lane.REALTIME
+        full = limit - math.ceil(limit * (0.0 if realtime else self.reserve))
+        full = math.floor(full * (1 - headroom))
+        return max(0, paced_cap(full, window, end, now, self.pace) - used)
 
     def observe(
         self,
@@ -544,11 +639,13 @@ class ConcurrencyCap:
         self.backend = backend or default_backend()
         self.clock = clock
 
-    def claim(self, holder: str, ttl: float | None = None) -> bool:
+    def claim(self, holder: str, ttl: float | None = None, keep_free: int = 0) -> bool:
         """Take a slot for `holder` (or renew its lease) for `ttl` seconds (the cap's by
-        default); False when all are taken."""
+        default); False when all are taken. With `keep_free`, only while more than that many
+        slots would stay free: the bulk lane keeps some for the realtime lane."""
+        cap = max(1, self.cap - keep_free)
         return self.backend.claim(
-            self.account_key, self.kind, self.cap, holder, ttl or self.ttl, self.clock()
+            self.account_key, self.kind, cap, holder, ttl or self.ttl, self.clock()
         )
 
     def rename(self, old: str, new: str) -> bool:

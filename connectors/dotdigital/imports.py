@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-from connectors.budget import ConcurrencyCap, RateBudget
+from connectors.budget import ConcurrencyCap, Lane, RateBudget
 
 from . import errors
 from .parse import import_status_from
@@ -22,6 +22,9 @@ from .transport import Transport
 from .types import ContactWrite, ImportHandle, ImportKind, ImportStatus, InsightWrite
 
 IMPORT_CAPS = {ImportKind.CONTACTS: 25, ImportKind.INSIGHT: 5}
+# Slots the bulk lane leaves to the realtime lane, which keeps at most one import of each kind
+# and collection in flight (`monitoring.pipeline.deliver`): a backfill never holds them all.
+REALTIME_SLOTS = {ImportKind.CONTACTS: 5, ImportKind.INSIGHT: 2}
 MAX_BODY_BYTES = 50 * 1024 * 1024
 # A little under the 50 MB limit: headers and our own rounding never push a body over it.
 DEFAULT_MAX_BODY_BYTES = 48 * 1024 * 1024
@@ -164,11 +167,17 @@ class ImportCalls(Transport):
         waited = 0.0
         # A slot waiting for its import id is held only as long as the PUT can take, so a worker
         # killed meanwhile gives it back within a minute or two; the import id holds it longer.
-        while not cap.claim(token, ttl=self.timeouts.bulk + 30.0):
+        realtime = self.lane is Lane.REALTIME
+        keep_free = 0 if realtime else REALTIME_SLOTS[kind]
+        while not cap.claim(token, ttl=self.timeouts.bulk + 30.0, keep_free=keep_free):
             if waited >= self.max_wait:
+                usable = cap.cap - keep_free
                 raise errors.TooManyImports(
-                    f"PUT {path}: all {cap.cap} {kind.value} import slots are in use",
-                    retry_after=5.0,
+                    f"PUT {path}: all {usable} {kind.value} import slots"
+                    f"{'' if realtime else ' open to the bulk lane'} are in use",
+                    # A slot comes free when an import finishes: about a second for the small
+                    # imports the realtime lane sends.
+                    retry_after=1.0 if realtime else 5.0,
                     method="PUT",
                     path=path,
                 )

@@ -75,6 +75,7 @@ class Transport:
         timeouts: Timeouts | None = None,
         tiers: Mapping[str, TierLimit] | None = None,
         reserve: float = 0.2,
+        pace: float = 0.0,
         budget: RateBudget | None = None,
         max_wait: float = 5.0,
         session: requests.Session | None = None,
@@ -88,7 +89,7 @@ class Transport:
         self.lane = lane
         self.timeouts = timeouts or Timeouts()
         self.budget = budget or RateBudget(
-            self.account_key, tiers or DEFAULT_TIERS, reserve=reserve
+            self.account_key, tiers or DEFAULT_TIERS, reserve=reserve, pace=pace
         )
         # How long a call may wait on the budget (or for an import slot) before it raises
         # RateLimited / TooManyImports with retry_after, leaving the wait to the caller's row.

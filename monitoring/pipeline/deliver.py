@@ -6,8 +6,10 @@
 - **Contacts before the insight data that refers to them**: an insight record or list write of a
   contact DotDigital does not know yet waits while that contact's upsert is open.
 - **Lanes**: the realtime lane sends single records while the shared rate budget's single-call
-  tier has room, and small imports when it would not; the bulk lane sends imports, split by the
-  client to DotDigital's body limit. Each lane has its own Celery queue and workers.
+  tier has room, and imports for the rest, one of each kind and collection in flight at a time
+  (`realtime_import_blocks`); the bulk lane sends large imports, split by the client to
+  DotDigital's body limit, and leaves some import slots free for the realtime lane. Each lane has
+  its own Celery queue and workers.
 - **Errors by whose problem they are** (`sending.handle_error`): a transient error (429, 5xx,
   timeout, too many imports) puts the operations back with backoff and jitter; a connection error
   (401, wrong region, feature off, allowance) pauses the connection with one alert and leaves
@@ -75,12 +77,13 @@ from monitoring.pipeline.sending import (
     kill_point,
     record_imports,
     schema_failure,
-    single_room,
+    single_capacity,
 )
 
 log = logging.getLogger(__name__)
 
 Op = Operation.State
+OpKind = Operation.Kind
 SEND_LEASE_SECONDS = 180
 REALTIME_CLAIM = 2000  # single calls up to SINGLE_MAX, else imports of up to this many
 # The bulk lane spends few calls (at most 20 per 10,000 bulk events): it sends when this many
@@ -117,11 +120,24 @@ def due_operations(destination_id: int, lane: str, now: Any = None) -> Any:
     )
 
 
-def claim_operations(destination_id: int, lane: str, owner: str, limit: int) -> list[int]:
-    """Lease up to `limit` due operations to `owner`, marked sending (sent_version = version)."""
+def claim_operations(
+    destination_id: int,
+    lane: str,
+    owner: str,
+    limit: int,
+    *,
+    exclude: Q | None = None,
+    only: Q | None = None,
+) -> list[int]:
+    """Lease up to `limit` due operations to `owner`, marked sending (sent_version = version);
+    `exclude` and `only` narrow which."""
     now = timezone.now()
     until = now + timedelta(seconds=SEND_LEASE_SECONDS)
     qs = due_operations(destination_id, lane, now).order_by("next_attempt_at", "pk")
+    if exclude is not None:
+        qs = qs.exclude(exclude)
+    if only is not None:
+        qs = qs.filter(only)
     changes = {
         "state": Op.SENDING,
         "lease_owner": owner,
@@ -153,6 +169,37 @@ def claim_operations(destination_id: int, lane: str, owner: str, limit: int) -> 
         )
 
 
+# The realtime lane keeps one import of each kind and collection in flight: what comes due
+# meanwhile waits for it to finish (about a second) and goes in the next one, so at any rate the
+# lane sends about one import per kind a second, within DotDigital's 120 import calls a minute,
+# instead of one per claim until the tier is spent and everything waits for its window to end.
+# An import still in flight after this long (DotDigital slow today) no longer holds the next back.
+REALTIME_IMPORT_OVERLAP = 3.0
+
+
+def realtime_import_blocks(destination_id: int) -> Q | None:
+    """The realtime writes that would join an import of a kind and collection the lane has in
+    flight (younger than `REALTIME_IMPORT_OVERLAP`); None when there are none."""
+    since = timezone.now() - timedelta(seconds=REALTIME_IMPORT_OVERLAP)
+    pairs = set(
+        DeliveryBatch.objects.filter(
+            destination_id=destination_id,
+            lane=Lane.REALTIME,
+            state=DeliveryBatch.State.SUBMITTED,
+            submitted_at__gte=since,
+        ).values_list("kind", "collection")
+    )
+    if not pairs:
+        return None
+    blocked = Q()
+    for kind, collection in pairs:
+        if kind == DeliveryBatch.Kind.CONTACTS:  # contacts, list additions and consent
+            blocked |= Q(kind__in=(OpKind.CONTACT, OpKind.LIST_ADD, OpKind.CONSENT))
+        else:
+            blocked |= Q(kind=OpKind.INSIGHT, collection=collection)
+    return blocked
+
+
 # -- the connection -------------------------------------------------------------------------------
 
 
@@ -172,18 +219,20 @@ def send_operations(sending: Sending, ops: Sequence[Operation]) -> None:
         consent.send_consent(sending, by_kind["consent"])
     contacts = by_kind["contact"] + by_kind["list_add"]
     if contacts:
-        single = (
-            realtime and len(contacts) <= SINGLE_MAX and single_room(sending.client, len(contacts))
-        )
-        _send_contacts(sending, contacts, single)
+        _send_contacts(sending, contacts, _singles(sending, len(contacts)) if realtime else 0)
     if by_kind["list_remove"]:
         _send_list_removals(sending, by_kind["list_remove"])
     insight: dict[str, list[Operation]] = defaultdict(list)
     for op in by_kind["insight"]:
         insight[op.collection].append(op)
     for collection, group in insight.items():
-        single = realtime and len(group) <= SINGLE_MAX and single_room(sending.client, len(group))
-        _send_insight(sending, collection, group, single)
+        _send_insight(sending, collection, group, _singles(sending, len(group)) if realtime else 0)
+
+
+def _singles(sending: Sending, wanted: int) -> int:
+    """How many of `wanted` realtime writes go as single-record calls: as many as the single
+    tier has room for, `SINGLE_MAX` at most (the rest go in an import)."""
+    return min(wanted, SINGLE_MAX, single_capacity(sending.client))
 
 
 def _contact_writes(
@@ -228,17 +277,32 @@ def _contact_writes(
     return writes, by_email
 
 
-def _send_contacts(sending: Sending, ops: list[Operation], single: bool) -> None:
+def _new_contacts_first(emails: list[str], by_email: dict[str, list[Operation]]) -> list[str]:
+    """Contacts DotDigital does not know yet first: their orders' records wait on them."""
+    customers = {op.customer_id for ops in by_email.values() for op in ops if op.customer_id}
+    new = set(
+        Customer.objects.filter(pk__in=customers, dotdigital_contact_id="").values_list(
+            "pk", flat=True
+        )
+    )
+    return sorted(emails, key=lambda e: not any(op.customer_id in new for op in by_email[e]))
+
+
+def _send_contacts(sending: Sending, ops: list[Operation], singles: int) -> None:
+    """The first `singles` contacts (new ones first) as single-record calls, the rest (and any
+    the single tier turns away) in an import."""
     client = sending.client
     writes, by_email = _contact_writes(sending, ops)
     if not writes:
         return
     emails = list(writes)
-    if single:
-        answers = each_call(client, client.upsert_contact, [writes[e] for e in emails])
+    if singles:
+        emails = _new_contacts_first(emails, by_email) if singles < len(emails) else emails
+        first, later = emails[:singles], emails[singles:]
+        answers = each_call(client, client.upsert_contact, [writes[e] for e in first])
         rest: list[str] = []
         errors_seen: list[tuple[str, errors.DotDigitalError]] = []
-        for email, answer in zip(emails, answers, strict=True):
+        for email, answer in zip(first, answers, strict=True):
             if isinstance(answer, errors.RateLimited) and answer.status is None:
                 rest.append(email)  # our share of the single tier ran out: in a small import
             elif isinstance(answer, errors.DotDigitalError):
@@ -258,15 +322,15 @@ def _send_contacts(sending: Sending, ops: list[Operation], single: bool) -> None
                             "delivered",
                             contact_id=answer.contact.contact_id if answer.contact else None,
                         )
-        if len(rest) + len(errors_seen) < len(emails):
+        if len(rest) + len(errors_seen) < len(first):
             kill_point("after_send")
         # A connection error pauses the claim (it raises): the others' outcomes are kept first.
         errors_seen.sort(key=lambda item: isinstance(item[1], errors.ConnectionProblem))
         for email, exc in errors_seen:
             handle_error(sending, by_email[email], exc)
-        if not rest:
+        emails = rest + later
+        if not emails:
             return
-        emails = rest
     try:
         handles = client.import_contacts([writes[e] for e in emails])
     except errors.DotDigitalError as exc:
@@ -317,7 +381,9 @@ def _insight_write(op: Operation, scope: str = "contact") -> InsightWrite:
     return InsightWrite(key=op.record_key, json=op.payload.get("json") or {}, contact_email=email)
 
 
-def _send_insight(sending: Sending, collection: str, ops: list[Operation], single: bool) -> None:
+def _send_insight(sending: Sending, collection: str, ops: list[Operation], singles: int) -> None:
+    """The first `singles` records as single-record calls, the rest (and any the single tier
+    turns away) in an import."""
     client = sending.client
     schema = collection_schema(client, sending.destination.pk, collection)
     ready = []
@@ -330,15 +396,16 @@ def _send_insight(sending: Sending, collection: str, ops: list[Operation], singl
     if not ready:
         return
     _, scope, kind = COLLECTIONS.get(collection, (collection, "contact", "custom"))
-    if single and schema is not None:
+    if singles and schema is not None:
+        first, later = ready[:singles], ready[singles:]
         answers = each_call(
             client,
             lambda write: client.put_insight_record(collection, write),
-            [_insight_write(op, scope) for op in ready],
+            [_insight_write(op, scope) for op in first],
         )
         rest: list[Operation] = []
         errors_seen: list[tuple[Operation, errors.DotDigitalError]] = []
-        for op, answer in zip(ready, answers, strict=True):
+        for op, answer in zip(first, answers, strict=True):
             if isinstance(answer, errors.RateLimited) and answer.status is None:
                 rest.append(op)  # the single tier is spent: the rest in an import
             elif isinstance(answer, errors.NotFound):
@@ -372,9 +439,9 @@ def _send_insight(sending: Sending, collection: str, ops: list[Operation], singl
         errors_seen.sort(key=lambda item: isinstance(item[1], errors.ConnectionProblem))
         for op, exc in errors_seen:
             handle_error(sending, [op], exc)
-        if not rest:
+        ready = rest + later
+        if not ready:
             return
-        ready = rest
     by_key = {op.record_key: [op] for op in ready}
     try:
         handles = client.import_insight(
@@ -410,13 +477,19 @@ def send_due(destination: Connection, lane: str, client: DotDigitalClient | None
     if lane == Lane.REALTIME and started - _promoted.get(destination.pk, 0.0) >= PROMOTE_EVERY:
         _promoted[destination.pk] = started
         promote_blocking_contacts(destination.pk)
-    ids = claim_operations(destination.pk, lane, owner, limit)
+    client = client or client_for(destination, lane)
+    blocked = realtime_import_blocks(destination.pk) if lane == Lane.REALTIME else None
+    ids = claim_operations(destination.pk, lane, owner, limit, exclude=blocked)
+    if blocked is not None:  # what waits for the next import may still go as single calls
+        room = min(SINGLE_MAX, single_capacity(client))
+        if room:
+            ids += claim_operations(destination.pk, lane, owner, room, only=blocked)
     if not ids:
         return 0
     kill_point("after_claim")
     claimed = time.monotonic()
     ops = list(Operation.objects.filter(pk__in=ids, lease_owner=owner).order_by("pk"))
-    sending = Sending(client or client_for(destination, lane), destination, lane, owner)
+    sending = Sending(client, destination, lane, owner)
     try:
         send_operations(sending, ops)
     except Paused:

@@ -24,7 +24,7 @@ from typing import Any
 from django.db import connections
 from django.utils import timezone
 
-from connectors.budget import RedisBackend
+from connectors.budget import Lane, RedisBackend
 from connectors.dotdigital import errors
 from connectors.dotdigital.client import DotDigitalClient
 from connectors.models import Connection
@@ -33,7 +33,9 @@ from monitoring.pipeline.destination import pause_destination
 
 log = logging.getLogger(__name__)
 
-SINGLE_MAX = 20  # a realtime claim larger than this goes as small imports
+SINGLE_MAX = (
+    20  # single-record calls per kind in one realtime claim, at most; the rest go in imports
+)
 BATCH_HOLD_SECONDS = 180  # a new import's lease: its sender's claim (a dead sender's runs out)
 
 
@@ -80,9 +82,12 @@ class Sending:
 
 def single_room(client: DotDigitalClient, calls: int) -> bool:
     """Whether `calls` single-record calls fit the single tier's window with headroom to spare."""
-    used, limit = client.budget.usage("single")
-    limit = limit or client.budget.tiers["single"].limit
-    return used + calls <= limit * (1 - SINGLE_HEADROOM)
+    return calls <= single_capacity(client)
+
+
+def single_capacity(client: DotDigitalClient) -> int:
+    """How many single-record calls the realtime lane has room for now (paced, headroom kept)."""
+    return client.budget.room("single", Lane.REALTIME, headroom=SINGLE_HEADROOM)
 
 
 SINGLE_THREADS = 8  # single-record calls in flight at once (each waits ~DotDigital's latency)

@@ -58,6 +58,27 @@ def test_the_bulk_lane_leaves_the_reserved_share_to_the_realtime_lane(backend):
     assert budget.usage("t") == (10, 10)
 
 
+def test_a_paced_budget_opens_the_realtime_lanes_window_evenly_and_says_when_room_comes(backend):
+    clock = Clock(1_800_000_000.0)  # a 60 s window starts
+    budget = RateBudget(
+        "acct", {"t": TierLimit(600, 60.0)}, reserve=0.2, pace=0.1, backend=backend, clock=clock
+    )
+    assert budget.room("t", Lane.REALTIME) == 60
+    assert take(budget, Lane.REALTIME, 100) == 60, "a tenth of the window at its start"
+    refused = budget.acquire("t", Lane.REALTIME)
+    assert not refused and refused.wait == pytest.approx(0.1), "not the window's end: 59.9 s"
+    clock.now += 30  # half way: half the window is open, less what was used
+    assert budget.room("t", Lane.REALTIME) == 360 - 60
+    assert take(budget, Lane.REALTIME, 1000) == 300
+    clock.now += 29.9
+    assert take(budget, Lane.REALTIME, 1000) == 600 - 360
+    # The bulk lane is paced within its share (480 of 600), so it never spends a window's start.
+    clock.now += 0.1  # the next window starts
+    assert take(budget, Lane.BULK, 1000) == 48
+    assert budget.room("t", Lane.REALTIME) == 60 - 48
+    assert budget.room("t", Lane.BULK) == 0
+
+
 def test_a_refusal_says_how_long_until_the_window_has_room(backend):
     clock = Clock(1_800_000_030.0)  # half way through a 60 s window
     budget = budget_for(backend, clock, limit=2, reserve=0)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from monitoring.models import SourceEvent, StockLevel
 from monitoring.pipeline import lanes, wake
@@ -173,3 +174,91 @@ def test_a_dispatch_staged_before_its_bulk_order_update_waits_for_the_order(engi
     engine.pump()
     dispatch.refresh_from_db()
     assert dispatch.state == SourceEvent.State.DELIVERED
+
+
+def test_the_realtime_lane_keeps_one_import_of_a_kind_in_flight_and_sends_the_next_with_all_that_came_meanwhile(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+):
+    """With the single-call tier spent, a burst of new orders goes in one contact import; orders
+    that come while it is in flight wait for it and go together in the next, rather than in one
+    import per claim until DotDigital's import calls run out."""
+    from monitoring.models import DeliveryBatch, Operation
+    from monitoring.pipeline import confirm, deliver
+    from monitoring.pipeline.destination import client_for
+
+    monkeypatch.setattr(deliver, "single_capacity", lambda client: 0)  # the single tier is spent
+    monkeypatch.setattr(lanes, "send_realtime_now", lambda destination_id: 0)
+    now = datetime.now(UTC)
+
+    def orders(first: int, count: int) -> None:
+        engine.post(
+            "erp",
+            [
+                order_created(f"SO-B{n}", f"b{n}@example.com", "9.00", at=now, customer=f"B{n}")
+                for n in range(first, first + count)
+            ],
+        )
+        lanes.stage_flow(engine.erp_flow.pk, "realtime")
+
+    contact_imports = DeliveryBatch.objects.filter(lane="realtime", kind="contacts")
+    orders(0, 10)
+    assert deliver.send_due(engine.destination, "realtime") > 0
+    assert contact_imports.count() == 1
+    for start in (10, 20):  # two more claims' worth while the first import is in flight
+        orders(start, 10)
+        deliver.send_due(engine.destination, "realtime")
+    assert contact_imports.count() == 1, "the new contacts wait for the import in flight"
+
+    engine.sandbox.api.post(f"{engine.sandbox.url}/_sandbox/settle")
+    DeliveryBatch.objects.update(next_attempt_at=timezone.now())
+    client = client_for(engine.destination, "realtime")
+    assert confirm.run_confirmation(client, engine.destination.pk, "realtime") == 1
+    assert deliver.send_due(engine.destination, "realtime") > 0
+    first, second = contact_imports.order_by("pk")
+    waited = Operation.objects.filter(
+        kind="contact", record_key__in=[f"b{n}@example.com" for n in range(10, 30)]
+    )
+    assert set(waited.values_list("batch", flat=True)) == {second.pk}
+
+    monkeypatch.undo()
+    engine.pump()
+    assert set(SourceEvent.objects.values_list("state", flat=True)) == {"delivered"}
+
+
+def test_contacts_waiting_for_the_next_import_still_go_as_single_calls_while_the_tier_has_room(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+):
+    from monitoring.models import DeliveryBatch, Operation
+    from monitoring.pipeline import deliver
+
+    monkeypatch.setattr(lanes, "send_realtime_now", lambda destination_id: 0)
+    now = datetime.now(UTC)
+    engine.post(
+        "erp",
+        [
+            order_created(f"SO-S{n}", f"s{n}@example.com", "9.00", at=now, customer=f"S{n}")
+            for n in range(30)
+        ],
+    )
+    lanes.stage_flow(engine.erp_flow.pk, "realtime")
+    assert deliver.send_due(engine.destination, "realtime") > 0
+    # More than a claim's single calls: the first SINGLE_MAX singly, new contacts first; the
+    # rest in one import.
+    contacts = Operation.objects.filter(lane="realtime", kind="contact")
+    assert contacts.filter(via="single").count() == deliver.SINGLE_MAX
+    assert DeliveryBatch.objects.filter(lane="realtime", kind="contacts").count() == 1
+
+    # What is due besides (the singly written contacts' list additions and orders' records)
+    # goes singly or in the first import of its kind, until nothing is due.
+    while deliver.send_due(engine.destination, "realtime"):
+        pass
+
+    engine.post(
+        "erp",
+        [order_created("SO-S99", "s99@example.com", "9.00", at=now, customer="S99")],
+    )
+    lanes.stage_flow(engine.erp_flow.pk, "realtime")
+    assert deliver.send_due(engine.destination, "realtime") > 0
+    late = Operation.objects.get(lane="realtime", kind="contact", record_key="s99@example.com")
+    assert (late.state, late.via) == ("delivered", "single"), "not held for the next import"
+    assert DeliveryBatch.objects.filter(lane="realtime", kind="contacts").count() == 1

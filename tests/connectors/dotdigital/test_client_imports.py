@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from connectors.budget import Lane
 from connectors.dotdigital import errors
 from connectors.dotdigital.types import (
     ContactWrite,
@@ -116,7 +117,7 @@ def slow_imports(sandbox):
 
 def test_no_more_than_25_contact_imports_are_in_flight(make_client, sandbox):
     slow_imports(sandbox)
-    client = make_client()
+    client = make_client(lane=Lane.REALTIME)
     handles = [
         client.import_contacts([ContactWrite(email=f"i{n}@example.com")])[0] for n in range(25)
     ]
@@ -127,7 +128,7 @@ def test_no_more_than_25_contact_imports_are_in_flight(make_client, sandbox):
     assert state["peak_imports_in_flight"]["contacts"] == 25
     assert len([c for c in sandbox.calls() if c["path"] == "/contacts/v3/import"]) == 25
     # A client that does not share the budget (another account key) meets DotDigital's own cap.
-    stranger = make_client()
+    stranger = make_client(lane=Lane.REALTIME)
     with pytest.raises(errors.TooManyImports) as dotdigital_says:
         stranger.import_contacts([ContactWrite(email="two-more@example.com")])
     assert dotdigital_says.value.status == 429
@@ -140,7 +141,7 @@ def test_no_more_than_5_insight_imports_are_in_flight_and_a_finished_one_frees_i
     make_client, sandbox
 ):
     slow_imports(sandbox)
-    client = make_client()
+    client = make_client(lane=Lane.REALTIME)
     records = [InsightWrite("k", {"v": 1})]
     handles = [client.import_insight(f"Coll_{n}", records, scope="account")[0] for n in range(5)]
     with pytest.raises(errors.TooManyImports):
@@ -154,6 +155,26 @@ def test_no_more_than_5_insight_imports_are_in_flight_and_a_finished_one_frees_i
     assert client.poll_import(handles[0]).state is ImportState.FINISHED
     assert cap.in_use() == 4
     assert client.import_insight("Coll_6", records, scope="account")
+
+
+def test_the_bulk_lane_leaves_import_slots_free_for_the_realtime_lane(make_client, sandbox):
+    slow_imports(sandbox)
+    bulk = make_client(account_key="shared", lane=Lane.BULK)
+    realtime = make_client(account_key="shared", lane=Lane.REALTIME)
+    records = [InsightWrite("k", {"v": 1})]
+    for n in range(3):
+        bulk.import_insight(f"Backfill_{n}", records, scope="account")
+    with pytest.raises(errors.TooManyImports) as caught:
+        bulk.import_insight("Backfill_3", records, scope="account")
+    assert "open to the bulk lane" in str(caught.value)
+    assert caught.value.retry_after == 5.0
+    # A dispatch's records still go: the last two slots are the realtime lane's.
+    for n in range(2):
+        assert realtime.import_insight(f"Orders_{n}", records, scope="account")
+    with pytest.raises(errors.TooManyImports) as caught:
+        realtime.import_insight("Orders_2", records, scope="account")
+    assert caught.value.retry_after == 1.0  # a small realtime import finishes in about a second
+    assert sandbox.state()["peak_imports_in_flight"]["insight"] == 5
 
 
 def test_a_single_insight_record_is_put_and_replaced_then_a_schema_break_is_a_record_error(
