@@ -205,6 +205,8 @@ def send_consent(sending: Sending, ops: Sequence[Operation]) -> None:
         for op, error in failed:
             handle_error(sending, [op], error)
         writes = rest
+    going = {op.pk for op in sending.importable([op for op, _ in writes])}
+    writes = [(op, write) for op, write in writes if op.pk in going]
     if not writes:
         return
     by_email = {write.key: [op] for op, write in writes}

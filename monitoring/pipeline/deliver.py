@@ -38,7 +38,7 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from connectors.budget import Lane
+from connectors.budget import ConcurrencyCap, Lane
 from connectors.dotdigital import errors
 from connectors.dotdigital.client import DotDigitalClient
 from connectors.dotdigital.types import ContactWrite, InsightWrite, Outcome
@@ -329,8 +329,11 @@ def _send_contacts(sending: Sending, ops: list[Operation], singles: int) -> None
         for email, exc in errors_seen:
             handle_error(sending, by_email[email], exc)
         emails = rest + later
-        if not emails:
-            return
+    if sending.singles_only:
+        going = {op.pk for op in sending.importable([op for e in emails for op in by_email[e]])}
+        emails = [e for e in emails if all(op.pk in going for op in by_email[e])]
+    if not emails:
+        return
     try:
         handles = client.import_contacts([writes[e] for e in emails])
     except errors.DotDigitalError as exc:
@@ -440,8 +443,9 @@ def _send_insight(sending: Sending, collection: str, ops: list[Operation], singl
         for op, exc in errors_seen:
             handle_error(sending, [op], exc)
         ready = rest + later
-        if not ready:
-            return
+    ready = sending.importable(ready)
+    if not ready:
+        return
     by_key = {op.record_key: [op] for op in ready}
     try:
         handles = client.import_insight(
@@ -478,18 +482,64 @@ def send_due(destination: Connection, lane: str, client: DotDigitalClient | None
         _promoted[destination.pk] = started
         promote_blocking_contacts(destination.pk)
     client = client or client_for(destination, lane)
-    blocked = realtime_import_blocks(destination.pk) if lane == Lane.REALTIME else None
-    ids = claim_operations(destination.pk, lane, owner, limit, exclude=blocked)
-    if blocked is not None:  # what waits for the next import may still go as single calls
-        room = min(SINGLE_MAX, single_capacity(client))
-        if room:
-            ids += claim_operations(destination.pk, lane, owner, room, only=blocked)
+    if lane != Lane.REALTIME:
+        return _send_claim(destination, lane, client, owner, started, limit)
+    importer = realtime_importer(client, destination.pk)
+    importing = importer.claim(owner)
+    try:
+        return _send_claim(destination, lane, client, owner, started, limit, importing)
+    finally:
+        if importing:
+            importer.release(owner)
+
+
+def realtime_importer(client: DotDigitalClient, destination_id: int) -> ConcurrencyCap:
+    """One sender of a destination's realtime lane at a time sends its imports (the lane runner,
+    or a staging task sending what it just planned); the others send single calls only. Two
+    senders checking `realtime_import_blocks` at once would each send an import of a kind. A
+    killed sender's turn runs out after `IMPORTER_SECONDS`."""
+    return ConcurrencyCap(
+        client.account_key,
+        f"realtime-importer:{destination_id}",
+        1,
+        ttl=IMPORTER_SECONDS,
+        backend=client.budget.backend,
+    )
+
+
+IMPORTER_SECONDS = 15.0
+
+
+def _send_claim(
+    destination: Connection,
+    lane: str,
+    client: DotDigitalClient,
+    owner: str,
+    started: float,
+    limit: int,
+    importing: bool = True,
+) -> int:
+    singles_only: list[int] = []
+    if lane == Lane.REALTIME:
+        blocked = realtime_import_blocks(destination.pk) if importing else None
+        ids = (
+            claim_operations(destination.pk, lane, owner, limit, exclude=blocked)
+            if importing
+            else []
+        )
+        if blocked is not None or not importing:  # what waits for an import may go singly
+            room = min(SINGLE_MAX, single_capacity(client))
+            if room:
+                singles_only = claim_operations(destination.pk, lane, owner, room, only=blocked)
+                ids += singles_only
+    else:
+        ids = claim_operations(destination.pk, lane, owner, limit)
     if not ids:
         return 0
     kill_point("after_claim")
     claimed = time.monotonic()
     ops = list(Operation.objects.filter(pk__in=ids, lease_owner=owner).order_by("pk"))
-    sending = Sending(client, destination, lane, owner)
+    sending = Sending(client, destination, lane, owner, singles_only=set(singles_only))
     try:
         send_operations(sending, ops)
     except Paused:

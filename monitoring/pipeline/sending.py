@@ -55,6 +55,7 @@ class Result:
 
 
 SINGLE_HEADROOM = 0.1  # share of the single-call tier kept free when choosing single calls
+HOLD_SECONDS = 0.3  # a realtime write held back from an import is due again this soon
 
 
 KILL_ENV = "SYNCDESK_KILL_AT"
@@ -75,9 +76,25 @@ class Sending:
     owner: str
     results: list[Result] = field(default_factory=list)
     lists: dict[str, int] = field(default_factory=dict)  # list ids read in this claim
+    # Operations this claim may send only as single calls: the realtime lane's next import of
+    # their kind is another claim's (`deliver.realtime_import_blocks`).
+    singles_only: set[int] = field(default_factory=set)
 
     def add(self, op: Operation, outcome: str, **kwargs: Any) -> None:
         self.results.append(Result(op.pk, outcome, **kwargs))
+
+    def importable(self, ops: Sequence[Operation]) -> list[Operation]:
+        """Of `ops` bound for an import, those this claim may import; the others wait a moment
+        for the lane's next import (or the single tier's room)."""
+        for op in ops:
+            if op.pk in self.singles_only:
+                self.add(
+                    op,
+                    "retry",
+                    reason="Waiting for the realtime lane's next import.",
+                    retry_after=HOLD_SECONDS,
+                )
+        return [op for op in ops if op.pk not in self.singles_only]
 
 
 def single_room(client: DotDigitalClient, calls: int) -> bool:
