@@ -84,7 +84,11 @@ log = logging.getLogger(__name__)
 
 Op = Operation.State
 OpKind = Operation.Kind
-SEND_LEASE_SECONDS = 180
+# A claim's lease: a killed sender's operations are claimed again when it runs out. Writes are
+# upserts by key, so a send that outlives its lease costs a second send, never a duplicate: the
+# realtime lane's is short (its claims take seconds; a dispatch must not wait minutes for a dead
+# worker's lease), the bulk lane's outlasts an import's PUT (121 s at most).
+SEND_LEASE_SECONDS = {"realtime": 30, "bulk": 180}
 REALTIME_CLAIM = 2000  # single calls up to SINGLE_MAX, else imports of up to this many
 # The bulk lane spends few calls (at most 20 per 10,000 bulk events): it sends when this many
 # operations are due, or when the oldest due one has waited BULK_MAX_WAIT (stock levels, attribute
@@ -132,7 +136,7 @@ def claim_operations(
     """Lease up to `limit` due operations to `owner`, marked sending (sent_version = version);
     `exclude` and `only` narrow which."""
     now = timezone.now()
-    until = now + timedelta(seconds=SEND_LEASE_SECONDS)
+    until = now + timedelta(seconds=SEND_LEASE_SECONDS[lane])
     qs = due_operations(destination_id, lane, now).order_by("next_attempt_at", "pk")
     if exclude is not None:
         qs = qs.exclude(exclude)

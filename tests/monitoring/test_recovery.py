@@ -85,3 +85,21 @@ def test_an_import_is_not_polled_before_its_sender_has_recorded_its_operations(
     engine.pump()
     assert not Operation.objects.exclude(state="delivered").exists()
     assert set(SourceEvent.objects.values_list("state", flat=True)) == {"delivered"}
+
+
+def test_a_killed_realtime_senders_writes_are_claimed_again_within_half_a_minute(engine: Engine):
+    """A claim's lease is the time a killed sender's writes wait: seconds for the realtime lane
+    (its claims take seconds), longer than an import's PUT for the bulk lane."""
+    from tests.monitoring.test_realtime_lane import customer_update
+
+    now = datetime.now(UTC)
+    engine.post("erp", [order_created("LS1", "lease@example.com", "5.00", at=now)])
+    engine.post("erp", [customer_update(i, at=now) for i in range(3)])
+    stage_flow(engine.erp_flow.pk, "realtime")
+    stage_flow(engine.erp_flow.pk, "bulk")
+    Operation.objects.filter(state="delivered").update(state="pending", next_attempt_at=now)
+    for lane, longest in (("realtime", 30), ("bulk", 180)):
+        claimed = deliver.claim_operations(engine.destination.pk, lane, "killed-sender", 100)
+        assert claimed, lane
+        leases = Operation.objects.filter(pk__in=claimed).values_list("lease_until", flat=True)
+        assert max(leases) <= timezone.now() + timedelta(seconds=longest), lane
