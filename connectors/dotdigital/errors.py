@@ -89,6 +89,11 @@ class ConnectionDropped(RetryableError):
     """The connection was refused, reset or closed before an answer arrived."""
 
 
+class NotSent(ConnectionDropped):
+    """No connection was made (refused, or none within the connect timeout): the request never
+    reached DotDigital, so nothing of it was applied and it is safe to send again."""
+
+
 # -- the connection ---------------------------------------------------------------------------
 
 

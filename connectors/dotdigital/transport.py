@@ -219,11 +219,17 @@ class Transport:
                 headers=headers,
                 timeout=(self.timeouts.connect, timeout),
             )
-        except requests.Timeout:
-            raise errors.CallTimeout(
-                f"{label}: no answer within {timeout:g}s", method=method, path=label
-            ) from None
         except requests.RequestException as exc:
+            if _never_sent(exc):
+                raise errors.NotSent(
+                    f"{label}: no connection to DotDigital ({type(exc).__name__})",
+                    method=method,
+                    path=label,
+                ) from None
+            if isinstance(exc, requests.Timeout):
+                raise errors.CallTimeout(
+                    f"{label}: no answer within {timeout:g}s", method=method, path=label
+                ) from None
             # The exception is not chained: requests' carries the prepared request, headers
             # and all, and a traceback renderer could show it.
             raise errors.ConnectionDropped(
@@ -339,3 +345,14 @@ class Transport:
         if retry and retry.isdigit():
             return float(retry)
         return None
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """Whether the request failed before a connection was made (refused, or the connect timeout),
+    so no byte of it reached DotDigital."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    # requests wraps urllib3's NewConnectionError (refused, unreachable) in its ConnectionError;
+    # matched by name: urllib3 is requests' dependency, not ours.
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return any(cls.__name__ == "NewConnectionError" for cls in type(reason).__mro__)

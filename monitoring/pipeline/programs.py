@@ -137,10 +137,11 @@ def enrol_programs(destination: Connection, client: DotDigitalClient | None = No
             calls_left -= 1
             try:
                 enrolment = client.enrol(program_id, [int(ids[r.email]) for r in chunk])
-            except errors.RateLimited:
-                # Refused, never applied — by our own budget (no call made), a 429 or DotDigital's
-                # hourly enrolment allowance: the rows wait for the next run rather than fail,
-                # which would lose the enrolments without an occurrence.
+            except (errors.RateLimited, errors.NotSent):
+                # Refused, never applied — by our own budget (no call made), a 429, DotDigital's
+                # hourly enrolment allowance, or no connection made at all (DotDigital
+                # unreachable): the rows wait for the next run rather than fail, which would lose
+                # the enrolments without an occurrence.
                 ProgramEnrolment.objects.filter(pk__in=pks).update(state=PE.PENDING)
                 return enrolled
             except (errors.CallTimeout, errors.ConnectionDropped, errors.ServerError) as exc:

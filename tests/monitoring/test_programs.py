@@ -4,6 +4,7 @@ contact off the list — asserted on the sandbox through its API and call log.""
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -68,6 +69,38 @@ def test_direct_enrolment_is_batched_under_the_hourly_cap_and_sends_each_contact
     assert {c["programId"] for c in counts} == {PROGRAM}
     assert all(c["count"] == 1 for c in counts)
     assert ProgramEnrolment.objects.filter(state="sent").count() == 55
+
+
+def test_an_enrolment_call_that_never_reached_dotdigital_waits_for_the_next_run(engine: Engine):
+    """No connection made (DotDigital down or restarting): nothing was applied, so the contacts
+    go back to pending and are enrolled once it answers, not left `unknown` and lost."""
+    from connectors.dotdigital.client import DotDigitalClient
+    from monitoring.pipeline import programs
+
+    engine.sandbox.plant(programs=[{"id": PROGRAM, "name": "Welcome", "status": "Active"}])
+    DirectEnrolment.objects.create(
+        workspace=engine.workspace,
+        destination=engine.destination,
+        program_id=PROGRAM,
+        event_type="order.created",
+    )
+    now = datetime.now(UTC).replace(microsecond=0)
+    engine.post("erp", [order_created("NS1", "down@example.com", "10.00", at=now, customer="N1")])
+    engine.pump()
+    with socket.socket() as closed:  # a port nothing listens on once this closes
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    unreachable = DotDigitalClient.for_connection(
+        engine.destination,
+        discovery_url=f"http://127.0.0.1:{port}",
+        endpoint=f"http://127.0.0.1:{port}",
+        account_key="unreachable",
+    )
+    assert programs.enrol_programs(engine.destination, unreachable) == 0
+    assert ProgramEnrolment.objects.get().state == "pending"
+    assert enrol_programs() == 1
+    assert ProgramEnrolment.objects.get().state == "sent"
+    assert len(enrolment_calls(engine)) == 1
 
 
 def test_a_list_membership_whose_time_is_up_takes_the_contact_off_the_list_in_dotdigital(

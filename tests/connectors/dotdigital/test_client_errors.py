@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import socket
 import traceback
 from datetime import datetime
 
@@ -145,12 +146,25 @@ def test_a_hang_past_the_timeout_is_a_retryable_timeout(make_client, sandbox):
     assert "0.3s" in str(caught.value)
 
 
-def test_a_dropped_connection_is_retryable(client, sandbox):
+def test_a_dropped_connection_is_retryable_and_may_have_been_applied(client, sandbox):
     client.discover()
     sandbox.faults(drop_burst=1)
-    with pytest.raises(errors.ConnectionDropped):
+    with pytest.raises(errors.ConnectionDropped) as caught:
         client.upsert_contact(ContactWrite(email="drop@example.com"))
+    assert not isinstance(caught.value, errors.NotSent), "the request reached DotDigital"
     assert client.upsert_contact(ContactWrite(email="drop@example.com")).created
+
+
+def test_no_connection_at_all_is_not_sent(make_client):
+    with socket.socket() as closed:  # a port nothing listens on once this closes
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    client = make_client(
+        discovery_url=f"http://127.0.0.1:{port}", endpoint=f"http://127.0.0.1:{port}"
+    )
+    with pytest.raises(errors.NotSent) as caught:
+        client.upsert_contact(ContactWrite(email="nobody@example.com"))
+    assert isinstance(caught.value, errors.RetryableError)
 
 
 def test_no_password_or_authorization_value_reaches_a_log_or_an_error(make_client, sandbox, caplog):
