@@ -106,7 +106,36 @@ def record_results(results: Sequence[Result], *, owner: str | None = None) -> se
             )
         )
         settled = settle_events(events, now, failures=by["failed"])
+    # Two claims that finish an event's last operations at once each see the other's outcome
+    # still open (neither has committed), and neither would settle the event: look again once
+    # this commits.
+    unsettled = events - settled
+    if unsettled:
+        transaction.on_commit(partial(settle_after_commit, unsettled, list(by["failed"])))
     return settled
+
+
+def settle_after_commit(event_ids: set[int], failures: Sequence[Result]) -> set[int]:
+    """Settle what a commit may have left open, holding the events' rows (in pk order) so two
+    such looks never settle one event twice. No operation is locked here: confirmation and
+    planning lock operations before events, never the other way round. Most such events still
+    wait on other operations: one read finds them, and only the rest are locked."""
+    still_open = set(
+        OperationEvent.objects.filter(event_id__in=event_ids, outcome="").values_list(
+            "event_id", flat=True
+        )
+    )
+    done = set(event_ids) - still_open
+    if not done:
+        return set()
+    with transaction.atomic():
+        ready = list(
+            SourceEvent.objects.select_for_update()
+            .filter(pk__in=done, state=SourceEvent.State.READY)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        return settle_events(ready, failures=failures) if ready else set()
 
 
 def _record_delivered(

@@ -323,7 +323,12 @@ def _money_number(value: Any) -> float | int | None:
         return None
 
 
-def order_spec(order: Order, email: str, shipments: list[Any]) -> OpSpec:
+def order_spec(
+    order: Order, email: str, shipments: list[Any], customer_id: int | None = None
+) -> OpSpec:
+    """The order's record, named by its contact's email. With the contact's `customer_id` it
+    need not wait for that contact's pending upsert once DotDigital knows the contact (only a new
+    contact's records wait for it: `deliver.due_operations`)."""
     number_key = order.order_number or order.channel_order_ref or f"order-{order.pk}"
     name, scope, kind = ORDERS
     return OpSpec(
@@ -338,6 +343,7 @@ def order_spec(order: Order, email: str, shipments: list[Any]) -> OpSpec:
             "json": order_json(order, shipments),
         },
         contact_key=email,
+        customer_id=customer_id,
         collection=name,
     )
 
@@ -476,7 +482,7 @@ def specs_for(event: SourceEvent, ctx: Context, sends_aggregates: bool) -> list[
             return []
         specs = [
             contact_spec(customer, mappings, sends_aggregates),
-            order_spec(order, customer.email, ctx.shipments.get(order.pk, [])),
+            order_spec(order, customer.email, ctx.shipments.get(order.pk, []), customer.pk),
         ]
         specs.extend(list_specs(customer, ctx, ctx.rules_for(event.flow_id)))
         return specs

@@ -103,3 +103,39 @@ def test_a_killed_realtime_senders_writes_are_claimed_again_within_half_a_minute
         assert claimed, lane
         leases = Operation.objects.filter(pk__in=claimed).values_list("lease_until", flat=True)
         assert max(leases) <= timezone.now() + timedelta(seconds=longest), lane
+
+
+def test_an_event_whose_last_writes_finish_in_two_claims_at_once_is_still_settled(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+):
+    """Two claims record an event's last outcomes at once: each looks, inside its transaction,
+    while the other's outcome is not yet committed, and sees the event still waiting. The look
+    after commit settles it (the full chaos run once left an event `ready` with every write
+    delivered)."""
+    from monitoring.models import Customer, OperationEvent
+    from monitoring.pipeline import confirm
+    from monitoring.pipeline.sending import Result
+
+    monkeypatch.setattr(lanes, "send_realtime_now", lambda destination_id: 0)
+    now = datetime.now(UTC)
+    engine.post("erp", [order_created("RACE1", "race@example.com", "5.00", at=now)])
+    stage_flow(engine.erp_flow.pk, "realtime")
+    event = SourceEvent.objects.get(event_type="order.created")
+    ops = list(OperationEvent.objects.filter(event=event).values_list("operation_id", flat=True))
+    assert len(ops) > 1
+    # The contact written already: the order's record and list write are due with it.
+    Customer.objects.update(dotdigital_contact_id="101")
+    claimed = deliver.claim_operations(engine.destination.pk, "realtime", "tester", 100)
+    assert set(ops) <= set(claimed)
+    real = confirm.settle_events
+    looks: list[set[int]] = []
+
+    def the_other_claim_not_yet_committed(ids, now=None, *, failures=()):  # type: ignore[no-untyped-def]
+        looks.append(set(ids))
+        return set() if len(looks) == 1 else real(ids, now, failures=failures)
+
+    monkeypatch.setattr(confirm, "settle_events", the_other_claim_not_yet_committed)
+    confirm.record_results([Result(pk, "delivered") for pk in claimed], owner="tester")
+    event.refresh_from_db()
+    assert event.state == SourceEvent.State.DELIVERED
+    assert looks == [{event.pk}, {event.pk}]
