@@ -189,9 +189,11 @@ def at_rate(gen: Any, post: Any, wait_settled: Any, rate: float, seconds: float)
     realtime = latencies(phase.filter(lane="realtime").exclude(pk__in=first))
     firsts = latencies(phase.filter(pk__in=first))
     split = latency_report(
-        phase.filter(lane="realtime", state="delivered")
-        .exclude(pk__in=first)
-        .values_list("occurred_at", "received_at", "staged_at", "sent_at", "delivered_at")
+        list(
+            phase.filter(lane="realtime", state="delivered")
+            .exclude(pk__in=first)
+            .values_list("occurred_at", "received_at", "staged_at", "sent_at", "delivered_at")
+        )
     )
     return {
         "events_per_s": round(rate, 1),
