@@ -27,9 +27,8 @@ def enrolment_calls(engine: Engine) -> list[dict]:
     ]
 
 
-def test_direct_enrolment_is_batched_under_the_hourly_cap_and_sends_each_contact_once(
-    engine: Engine,
-):
+def enrol_new_buyers(engine: Engine) -> None:
+    """A Welcome program in DotDigital, and a direct enrolment of every new order's buyer."""
     engine.sandbox.plant(programs=[{"id": PROGRAM, "name": "Welcome", "status": "Active"}])
     DirectEnrolment.objects.create(
         workspace=engine.workspace,
@@ -37,6 +36,12 @@ def test_direct_enrolment_is_batched_under_the_hourly_cap_and_sends_each_contact
         program_id=PROGRAM,
         event_type="order.created",
     )
+
+
+def test_direct_enrolment_is_batched_under_the_hourly_cap_and_sends_each_contact_once(
+    engine: Engine,
+):
+    enrol_new_buyers(engine)
     now = datetime.now(UTC).replace(microsecond=0)
     people = [f"buyer{i}@example.com" for i in range(55)]
     orders = [
@@ -77,13 +82,7 @@ def test_an_enrolment_call_that_never_reached_dotdigital_waits_for_the_next_run(
     from connectors.dotdigital.client import DotDigitalClient
     from monitoring.pipeline import programs
 
-    engine.sandbox.plant(programs=[{"id": PROGRAM, "name": "Welcome", "status": "Active"}])
-    DirectEnrolment.objects.create(
-        workspace=engine.workspace,
-        destination=engine.destination,
-        program_id=PROGRAM,
-        event_type="order.created",
-    )
+    enrol_new_buyers(engine)
     now = datetime.now(UTC).replace(microsecond=0)
     engine.post("erp", [order_created("NS1", "down@example.com", "10.00", at=now, customer="N1")])
     engine.pump()
