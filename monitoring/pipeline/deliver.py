@@ -68,6 +68,7 @@ from monitoring.pipeline.mapping import (
 )
 from monitoring.pipeline.plan import ready_events
 from monitoring.pipeline.sending import (
+    HOLD_SECONDS,
     SINGLE_MAX,
     Paused,
     Result,
@@ -568,13 +569,19 @@ def _send_claim(
             for op in ops
             if op.pk not in seen
         )
-    # Anything left without an outcome (a connection pause) goes back as it was.
+    # Anything left without an outcome goes back unsent, as it was: a connection pause's, or
+    # what a singles-only claim could not send singly (due again in a moment, for the import).
     seen = {r.op_id for r in sending.results}
     leftover = [op.pk for op in ops if op.pk not in seen]
     if leftover:
         Operation.objects.filter(pk__in=leftover, lease_owner=owner).update(
             state=Op.PENDING, lease_owner="", lease_until=None, attempts=F("attempts") - 1
         )
+        held = [pk for pk in leftover if pk in sending.singles_only]
+        if held:
+            Operation.objects.filter(pk__in=held, state=Op.PENDING).update(
+                next_attempt_at=timezone.now() + timedelta(seconds=HOLD_SECONDS)
+            )
     sent = time.monotonic()
     record_results(sending.results, owner=owner)
     # Its imports' operations are recorded as sent: confirmation may poll them now.

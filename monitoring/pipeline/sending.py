@@ -84,16 +84,9 @@ class Sending:
         self.results.append(Result(op.pk, outcome, **kwargs))
 
     def importable(self, ops: Sequence[Operation]) -> list[Operation]:
-        """Of `ops` bound for an import, those this claim may import; the others wait a moment
-        for the lane's next import (or the single tier's room)."""
-        for op in ops:
-            if op.pk in self.singles_only:
-                self.add(
-                    op,
-                    "retry",
-                    reason="Waiting for the realtime lane's next import.",
-                    retry_after=HOLD_SECONDS,
-                )
+        """Of `ops` bound for an import, those this claim may import. The others get no outcome:
+        the sender puts them back unsent (no attempt counted), due again in `HOLD_SECONDS`,
+        for the lane's next import or the single tier's room."""
         return [op for op in ops if op.pk not in self.singles_only]
 
 
