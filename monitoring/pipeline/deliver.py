@@ -569,19 +569,7 @@ def _send_claim(
             for op in ops
             if op.pk not in seen
         )
-    # Anything left without an outcome goes back unsent, as it was: a connection pause's, or
-    # what a singles-only claim could not send singly (due again in a moment, for the import).
-    seen = {r.op_id for r in sending.results}
-    leftover = [op.pk for op in ops if op.pk not in seen]
-    if leftover:
-        Operation.objects.filter(pk__in=leftover, lease_owner=owner).update(
-            state=Op.PENDING, lease_owner="", lease_until=None, attempts=F("attempts") - 1
-        )
-        held = [pk for pk in leftover if pk in sending.singles_only]
-        if held:
-            Operation.objects.filter(pk__in=held, state=Op.PENDING).update(
-                next_attempt_at=timezone.now() + timedelta(seconds=HOLD_SECONDS)
-            )
+    put_back_unsent(sending, ops)
     sent = time.monotonic()
     record_results(sending.results, owner=owner)
     # Its imports' operations are recorded as sent: confirmation may poll them now.
@@ -599,6 +587,24 @@ def _send_claim(
         time.monotonic() - sent,
     )
     return len(ids)
+
+
+def put_back_unsent(sending: Sending, ops: Sequence[Operation]) -> None:
+    """Operations left without an outcome go back unsent, as they were (no attempt counted): a
+    connection pause's, or what a singles-only claim could not send singly (due again in a
+    moment, for the lane's next import)."""
+    seen = {r.op_id for r in sending.results}
+    leftover = [op.pk for op in ops if op.pk not in seen]
+    if not leftover:
+        return
+    Operation.objects.filter(pk__in=leftover, lease_owner=sending.owner).update(
+        state=Op.PENDING, lease_owner="", lease_until=None, attempts=F("attempts") - 1
+    )
+    held = [pk for pk in leftover if pk in sending.singles_only]
+    if held:
+        Operation.objects.filter(pk__in=held, state=Op.PENDING).update(
+            next_attempt_at=timezone.now() + timedelta(seconds=HOLD_SECONDS)
+        )
 
 
 RESUME_EVERY = 5.0  # seconds between a runner's looks for writes backing off after a fault
