@@ -129,8 +129,6 @@ class Backend(Protocol):
 
     def block(self, key: str, tier: str, default: TierLimit, until: float) -> None: ...
 
-    def usage(self, key: str, tier: str, now: float) -> tuple[int, int]: ...
-
     def claim(self, key: str, kind: str, cap: int, holder: str, ttl: float, now: float) -> bool: ...
 
     def rename(self, key: str, kind: str, old: str, new: str, ttl: float, now: float) -> bool: ...
@@ -176,8 +174,11 @@ class DatabaseBackend:
             full = row.limit - math.ceil(row.limit * share) if share else row.limit
             mine = RateWindow.objects.filter(pk=row.pk, window_end=row.window_end)
             new_window = now >= row.window_end
-            end = next_window_end(row.window_end, row.window_seconds, now) if new_window else 0.0
-            end = end or row.window_end
+            end = (
+                next_window_end(row.window_end, row.window_seconds, now)
+                if new_window
+                else row.window_end
+            )
             used = 0 if new_window else row.used
             cap = paced_cap(full, row.window_seconds, end, now, pace)
             if used + cost > cap:
@@ -231,10 +232,6 @@ class DatabaseBackend:
         RateWindow.objects.filter(account_key=key, tier=tier, blocked_until__lt=until).update(
             blocked_until=until
         )
-
-    def usage(self, key: str, tier: str, now: float) -> tuple[int, int]:
-        used, limit, _end, _window = self.window_state(key, tier, now)
-        return used, limit
 
     def window_state(self, key: str, tier: str, now: float) -> tuple[int, int, float, float]:
         row = RateWindow.objects.filter(account_key=key, tier=tier).first()
@@ -457,10 +454,6 @@ class RedisBackend:
             args=[repr(until), default.limit, repr(default.window)],
         )
 
-    def usage(self, key: str, tier: str, now: float) -> tuple[int, int]:
-        used, limit, _end, _window = self.window_state(key, tier, now)
-        return used, limit
-
     def window_state(self, key: str, tier: str, now: float) -> tuple[int, int, float, float]:
         raw = self.client.hmget(self._rate_key(key, tier), ["limit", "end", "used", "window"])
         limit, end, used, window = (float(v) if v is not None else 0.0 for v in raw)
@@ -558,10 +551,10 @@ class RateBudget:
     def room(self, tier: str, lane: Lane = Lane.REALTIME, headroom: float = 0.0) -> int:
         """How many calls `lane` could make in `tier` now (paced, reserve and `headroom`, a share
         of the limit kept free, allowed for)."""
-        used, limit, end, window = self.backend.window_state(self.account_key, tier, self.clock())
+        now = self.clock()
+        used, limit, end, window = self.backend.window_state(self.account_key, tier, now)
         default = self._tier(tier)
         limit, window = limit or default.limit, window or default.window
-        now = self.clock()
         if now >= end:
             end, used = next_window_end(end, window, now), 0
         realtime = lane is Lane.REALTIME
@@ -616,7 +609,8 @@ class RateBudget:
 
     def usage(self, tier: str) -> tuple[int, int]:
         """(calls counted in the current window, limit) of `tier`."""
-        return self.backend.usage(self.account_key, tier, self.clock())
+        used, limit, _end, _window = self.backend.window_state(self.account_key, tier, self.clock())
+        return used, limit
 
 
 class ConcurrencyCap:
