@@ -23,6 +23,7 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -98,11 +99,27 @@ def report(var: Path) -> dict[str, float]:
     for name in report["p50_split_s"]:
         p50, p95 = report["p50_split_s"][name], report["p95_split_s"][name]
         print(f"  {name:<19} p50 {p50:7.2f} s  p95 {p95:7.2f} s")
+    flows_page(last)
     by_state = dict(SourceEvent.objects.values_list("state").annotate(n=Count("pk")))
     print(f"  every event by state: {by_state}")
     met = report["p95_s"] <= TARGET_P95
     print(f"target realtime p95 <= {TARGET_P95} s: {'met' if met else 'NOT met'}")
     return {"p50": report["p50_s"], "p95": report["p95_s"]}
+
+
+def flows_page(now: Any) -> None:
+    """What the Flows page shows at the end: each flow's state and its lanes' p50/p95 over the
+    hour (the whole run), start-up included."""
+    from monitoring.models import Flow
+    from monitoring.watch.flow_health import flow_health, fmt_seconds
+
+    print("the Flows page at the end (the hour: the whole run, start-up included):")
+    for h in flow_health(Flow.objects.filter(workspace__slug="demo").order_by("name"), now=now):
+        lanes = "  ".join(
+            f"{lane.lane} {fmt_seconds(lane.p50)} / {fmt_seconds(lane.p95)} ({lane.delivered})"
+            for lane in h.lanes_hour
+        )
+        print(f"  {h.flow.name:<38} {h.state:<8} {lanes}")
 
 
 def main() -> int:

@@ -156,9 +156,10 @@ def _latency_metrics(out: _Exposition, now: datetime) -> None:
     lines = out.lines
     for row in _rows(rows):
         base = {**out.flow_labels(row["flow_id"]), "lane": row["lane"]}
-        for bound in BUCKETS:
+        for i, bound in enumerate(BUCKETS):
+            le = f"{bound:g}"
             lines.append(
-                f"syncdesk_event_latency_seconds_bucket{_labels(**base, le=bound)} {row[f'le{bound}']}"
+                f"syncdesk_event_latency_seconds_bucket{_labels(**base, le=le)} {row[f'le{i}']}"
             )
         lines.append(
             f"syncdesk_event_latency_seconds_bucket{_labels(**base, le='+Inf')} {row['n']}"

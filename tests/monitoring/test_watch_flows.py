@@ -30,9 +30,10 @@ def client_for(world):
 
 
 def test_percentile_reads_the_histogram_bucket_the_rank_falls_in():
-    # 10 events: 9 within 5 s, 1 within 60 s (cumulative counts per bound).
-    counts = [0, 9, 9, 9, 10, *([10] * (len(BUCKETS) - 5))]
-    assert percentile(counts, 10, 0.5) == pytest.approx(1 + 4 * (5 / 9))
+    # 10 events: 9 within 1 to 2 s, 1 within 30 to 60 s (cumulative counts per bound).
+    assert BUCKETS[:9] == (0.5, 1, 2, 3, 5, 10, 15, 30, 60)
+    counts = [0, 0, 9, 9, 9, 9, 9, 9, *([10] * (len(BUCKETS) - 8))]
+    assert percentile(counts, 10, 0.5) == pytest.approx(1 + 1 * (5 / 9))
     assert 30 < percentile(counts, 10, 0.95) <= 60
     assert percentile([0] * len(BUCKETS), 0, 0.5) is None
 
@@ -206,3 +207,23 @@ def test_the_charts_refresh_on_their_own_and_the_table_refresh_leaves_them_alone
     assert body.lstrip().startswith('<div id="flows-charts"')
     assert 'hx-trigger="every 60s"' in body and 'id="chart-latency-data"' in body
     assert "flows-table" not in body
+
+
+def test_the_flows_page_shows_each_lanes_latency_apart(world, client_for):
+    # Dispatches in well under a second, status changes batched for seconds: one p95 of both
+    # would read as neither.
+    flow = make_flow(world.workspace, name="Mintsoft → DotDigital")
+    for _ in range(20):
+        make_event(flow, source_delay=0.01, queue=0.2, dotdigital=0.3, lane="realtime")
+    for _ in range(10):
+        make_event(flow, source_delay=0.01, queue=5, dotdigital=1.5, lane="bulk")
+    [h] = flow_health.flow_health([flow])
+    lanes = {lane.lane: lane for lane in h.lanes_hour}
+    assert [lane.lane for lane in h.lanes_hour] == ["realtime", "bulk"]
+    assert lanes["realtime"].delivered == 20 and lanes["bulk"].delivered == 10
+    assert lanes["realtime"].p95 is not None and lanes["realtime"].p95 <= 1
+    assert lanes["bulk"].p95 is not None and 5 < lanes["bulk"].p95 <= 10
+    assert h.p95_hour is not None and h.p95_hour > 5  # all events together: the bulk tail
+    text = client_for(world.member).get(reverse("monitoring:flows", args=["acme"])).content.decode()
+    assert 'title="20 realtime events delivered in the last hour"' in text
+    assert 'title="10 bulk events delivered in the last hour"' in text
