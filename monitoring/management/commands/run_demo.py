@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -16,11 +17,17 @@ from django.utils import timezone
 from connectors.sources.replay import ANCHOR_ENV
 from connectors.sources.values import rfc3339
 from monitoring.demo import api_ports
+from monitoring.models import WorkerHeartbeat
+from monitoring.tasks import record_heartbeat
 
 
 def _manage(command: str) -> list[str]:
     return [sys.executable, os.path.join(settings.BASE_DIR, "manage.py"), command]
 
+
+QUEUES = ("realtime", "bulk", "webhooks")
+# How long the sources wait for the workers before starting anyway (a slow first start).
+READY_TIMEOUT = 90.0
 
 # The realtime worker stages each flow's realtime events and runs the lane, whose runner holds a
 # slot while it works: with two slots, seven flows' staging shared one.
@@ -52,6 +59,8 @@ class Command(BaseCommand):
         )
 
     def processes(self, port: int, sandbox_port: int) -> dict[str, list[str]]:
+        """Every process by name; the sources' names start with `demo-` (started once the
+        workers are up)."""
         bindir = os.path.dirname(sys.executable)
         celery = [os.path.join(bindir, "celery"), "-A", "config"]
         return {
@@ -114,6 +123,29 @@ class Command(BaseCommand):
             ],
         }
 
+    def wait_for_workers(
+        self, children: dict[str, subprocess.Popen[bytes]], stopped: Callable[[], bool]
+    ) -> None:
+        """Until a worker of each queue has taken a heartbeat sent now (or READY_TIMEOUT).
+
+        The sources start after: an event posted while the workers still import Django would
+        wait for them, and the demo's first minute would show start-up as latency."""
+        since = timezone.now()
+        for queue in QUEUES:
+            record_heartbeat.apply_async(args=(queue,), queue=queue, expires=READY_TIMEOUT)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if stopped() or any(proc.poll() is not None for proc in children.values()):
+                return  # the loop in handle reports it and stops
+            ready = WorkerHeartbeat.objects.filter(queue__in=QUEUES, seen_at__gte=since).count()
+            if ready == len(QUEUES):
+                self.stdout.write(
+                    f"workers ready in {(timezone.now() - since).total_seconds():.1f} s"
+                )
+                return
+            time.sleep(0.25)
+        self.stderr.write(f"the workers did not answer in {READY_TIMEOUT:.0f} s; starting anyway")
+
     def handle(self, *args: Any, **options: Any) -> None:
         broker = settings.CELERY_BROKER_TRANSPORT_OPTIONS
         for key in ("data_folder_in", "control_folder"):
@@ -121,9 +153,6 @@ class Command(BaseCommand):
                 os.makedirs(str(broker[key]), exist_ok=True)
         children: dict[str, subprocess.Popen[bytes]] = {}
         stopping = False
-        # One present for the recorded systems' APIs and their replay (separate processes), so
-        # a recording's webhooks and records keep their order when moved to it.
-        os.environ[ANCHOR_ENV] = rfc3339(timezone.now().replace(microsecond=0))
 
         def stop(signum: int, frame: object) -> None:
             nonlocal stopping
@@ -131,7 +160,17 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
-        for name, argv in self.processes(options["port"], options["sandbox_port"]).items():
+        processes = self.processes(options["port"], options["sandbox_port"])
+        sources = {name: argv for name, argv in processes.items() if name.startswith("demo-")}
+        for name, argv in processes.items():
+            if name not in sources:
+                children[name] = subprocess.Popen(argv)
+                self.stdout.write(f"started {name} (pid {children[name].pid})")
+        self.wait_for_workers(children, lambda: stopping)
+        # One present for the recorded systems' APIs and their replay (separate processes), so
+        # a recording's webhooks and records keep their order when moved to it.
+        os.environ[ANCHOR_ENV] = rfc3339(timezone.now().replace(microsecond=0))
+        for name, argv in sources.items() if not stopping else ():
             children[name] = subprocess.Popen(argv)
             self.stdout.write(f"started {name} (pid {children[name].pid})")
         self.stdout.write(f"Syncdesk is at http://127.0.0.1:{options['port']}/  (Ctrl-C stops all)")
