@@ -50,6 +50,16 @@ SCHEMA_FAILURES = {
 }
 
 
+# A 502/503/504 to an idempotent call is tried once more at once, through the budget like any
+# call (why not urllib3's Retry: its retries would go around the rate budget): DotDigital's
+# passing 503s would otherwise cost a dispatch a trip back through the outbox, a second or
+# more. A second error goes back to the row with backoff; a POST (an import, an enrolment)
+# never repeats here, since it may have applied.
+AGAIN_AT_ONCE = frozenset({502, 503, 504})
+IDEMPOTENT = frozenset({"GET", "PUT", "PATCH", "DELETE"})
+AGAIN_PAUSE = 0.05
+
+
 @dataclass(frozen=True)
 class Timeouts:
     """Seconds per call class: one record, one page, and imports and polls (DotDigital's 121)."""
@@ -157,6 +167,7 @@ class Transport:
         label = f"{method} {label or path}"
         waited = 0.0
         rediscovered = base is not None
+        retried = False
         while True:
             waited = self._take_budget(tier, method, label, waited)
             root = base or self.endpoint or self.discover().api_endpoint
@@ -174,6 +185,11 @@ class Transport:
                 if pause is not None:
                     waited += pause
                     continue
+            if status in AGAIN_AT_ONCE and method in IDEMPOTENT and not retried:
+                retried = True
+                logger.info("%s: %s; once more at once", label, status)
+                self.sleep(AGAIN_PAUSE)
+                continue
             if isinstance(error, errors.WrongRegion) and not rediscovered:
                 rediscovered = True
                 old = self.endpoint

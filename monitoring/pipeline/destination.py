@@ -129,11 +129,24 @@ def list_id(
     if name not in lists:
         lists = {b.name: b.id for b in client.list_address_books()}
         if name not in lists:
-            lists[name] = client.create_address_book(name).id
+            lists[name] = _create_list(client, name)
         remember(destination_id, "lists", lists)
     if known is not None:
         known.update(lists)
     return int(lists[name])
+
+
+def _create_list(client: DotDigitalClient, name: str) -> int:
+    """Create the list; when another sender created it a moment ago (both saw none), its id."""
+    try:
+        return client.create_address_book(name).id
+    except errors.ValidationFailed as exc:
+        if exc.code != "ERROR_ADDRESSBOOK_DUPLICATE":
+            raise
+        for book in client.list_address_books():
+            if book.name == name:
+                return book.id
+        raise
 
 
 # The realtime lane's calls are spread over each rate window: a tenth of it at the window's start,

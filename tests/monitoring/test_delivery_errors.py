@@ -11,6 +11,7 @@ import pytest
 from exceptions_inbox.actions import apply_action
 from exceptions_inbox.models import ExceptionGroup, Occurrence
 from monitoring.models import Flow, Operation, SourceEvent
+from monitoring.pipeline.destination import client_for, list_id
 from monitoring.pipeline.destination import test_and_resume as resume_connection
 from tests.monitoring.delivery_support import *  # noqa: F403
 from tests.monitoring.delivery_support import Engine
@@ -74,7 +75,8 @@ def test_a_transient_failure_keeps_retrying_past_ten_attempts_while_within_the_l
     engine: Engine,
 ):
     now = datetime.now(UTC).replace(microsecond=0)
-    engine.sandbox.faults(match="/contacts/v3", error_burst=12, error_status=503)
+    # Two errors an attempt: the call is tried once more at once (transport.AGAIN_AT_ONCE).
+    engine.sandbox.faults(match="/contacts/v3", error_burst=24, error_status=503)
     engine.post("erp", [order_created("NT2", "kit@example.com", "10.00", at=now)])
     engine.pump(rounds=60)
 
@@ -168,3 +170,21 @@ def test_an_insight_record_that_breaks_the_collections_locked_schema_is_caught_b
     assert event.state == "failed" and event.failed_kind == "schema_mismatch"
     assert "GrandTotal is STRING" in event.reason
     assert set(engine.records("zed@example.com")) == {"OLD-1"}
+
+
+def test_a_list_another_sender_created_a_moment_ago_is_used_not_failed(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+):
+    # Two senders saw no "Dispatched today" list at once; the other created it first.
+    client = client_for(engine.destination, "realtime")
+    made = client.create_address_book("Dispatched today")
+    seen = client.list_address_books
+    calls = []
+
+    def not_yet_then_seen():
+        calls.append(1)
+        return [] if len(calls) == 1 else seen()
+
+    monkeypatch.setattr(client, "list_address_books", not_yet_then_seen)
+    assert list_id(client, engine.destination.pk, "Dispatched today") == made.id
+    assert len(calls) == 2

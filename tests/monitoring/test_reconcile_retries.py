@@ -93,7 +93,9 @@ def test_a_run_against_10_percent_503s_and_5_percent_429s_completes_with_the_tru
     assert (run.engine_contacts, run.dotdigital_contacts) == (30, truth["contacts"])
     assert (run.checked, run.matched, run.mismatched, run.missing) == (60, 59, 1, 0)
     assert diffs(run) == {("field", emails[7], "LTV")}
-    assert run.retries >= injected["error"]  # every 503 retried (429s the transport waits out)
+    # A 503 is tried again at once by the transport; the run retries what fails twice in a row
+    # (429s the transport waits out).
+    assert run.retries <= injected["error"]
     assert run.error == ""
 
 

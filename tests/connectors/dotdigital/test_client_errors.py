@@ -126,14 +126,30 @@ def test_the_flat_schemes_apiusage_exceeded_is_retryable(make_client, sandbox):
     assert caught.value.code == "ERROR_APIUSAGE_EXCEEDED" and caught.value.retry_after
 
 
-@pytest.mark.parametrize("status", [500, 503])
-def test_server_errors_are_retryable(client, sandbox, status):
+@pytest.mark.parametrize(("status", "burst"), [(500, 1), (503, 2)])
+def test_server_errors_are_retryable(client, sandbox, status, burst):
     client.discover()
-    sandbox.faults(error_burst=1, error_status=status)
+    sandbox.faults(error_burst=burst, error_status=status)
     with pytest.raises(errors.ServerError) as caught:
         client.upsert_contact(ContactWrite(email="x@example.com"))
     assert caught.value.status == status and not caught.value.permanent
     assert client.upsert_contact(ContactWrite(email="x@example.com")).created
+
+
+def test_a_passing_503_to_an_idempotent_call_is_tried_once_more_at_once(client, sandbox):
+    client.discover()
+    sandbox.faults(error_burst=1, error_status=503)
+    assert client.upsert_contact(ContactWrite(email="once@example.com")).created  # a PATCH
+    assert sandbox.control("GET", "faults")["injected"]["error"] == 1
+
+
+def test_a_503_to_a_post_is_never_repeated_by_the_client(client, sandbox):
+    # An import or an enrolment may have applied: the row decides, with what it knows.
+    client.discover()
+    sandbox.faults(error_burst=1, error_status=503)
+    with pytest.raises(errors.ServerError):
+        client.create_address_book("Dispatched today")
+    assert client.create_address_book("Dispatched today").name == "Dispatched today"
 
 
 def test_a_hang_past_the_timeout_is_a_retryable_timeout(make_client, sandbox):
