@@ -31,6 +31,7 @@ from __future__ import annotations
 import enum
 import math
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from django.conf import settings
 from django.db import IntegrityError
 from django.db.models import F, Q, QuerySet
 from django.db.models.functions import Greatest
+from requests.structures import CaseInsensitiveDict
 
 from connectors.models import ConcurrencySlot, RateWindow
 
@@ -611,6 +613,69 @@ class RateBudget:
         """(calls counted in the current window, limit) of `tier`."""
         used, limit, _end, _window = self.backend.window_state(self.account_key, tier, self.clock())
         return used, limit
+
+
+class Prepaid(RateBudget):
+    """`calls` calls of one tier of `budget`, taken in one acquire on the thread that makes it,
+    for calls then made on other threads (`monitoring.pipeline.sending.each_call`).
+
+    A database budget's rows must be read and written by the paying thread (its connection,
+    its transaction), so the threads take from the prepaid calls instead, and what their
+    answers say about the window (headers, a 429's block) waits here until `settle`, on the
+    paying thread, tells the budget. Once the calls are spent, another is refused with a long
+    wait, so the caller sends that write another way (an import) rather than over the limit."""
+
+    SPENT_WAIT = 60.0
+
+    def __init__(self, budget: RateBudget, tier: str, lane: Lane, calls: int) -> None:
+        super().__init__(
+            budget.account_key,
+            budget.tiers,
+            reserve=budget.reserve,
+            pace=budget.pace,
+            backend=budget.backend,
+            clock=budget.clock,
+        )
+        self.paid_by = budget
+        self.tier = tier
+        self.calls = calls if budget.acquire(tier, lane, calls) else 0
+        self._lock = threading.Lock()
+        self._blocked_until = 0.0
+        self._headers: list[tuple[str, Mapping[str, str]]] = []
+        self._blocks: list[tuple[str, float]] = []
+
+    def acquire(self, tier: str, lane: Lane = Lane.BULK, cost: int = 1) -> Grant:
+        with self._lock:
+            blocked = self._blocked_until - self.clock()
+            if blocked > 0:
+                return Grant(False, blocked)
+            if tier != self.tier or self.calls < cost:
+                return Grant(False, self.SPENT_WAIT)
+            self.calls -= cost
+            return Grant(True, 0.0, self.calls)
+
+    def observe_headers(self, tier: str, headers: Mapping[str, str]) -> None:
+        with self._lock:
+            self._headers.append((tier, dict(headers)))
+
+    def block(self, tier: str, retry_after: float) -> None:
+        with self._lock:
+            self._blocked_until = max(self._blocked_until, self.clock() + retry_after)
+            self._blocks.append((tier, retry_after))
+
+    def block_all(self, retry_after: float) -> None:
+        for tier in self.tiers:
+            self.block(tier, retry_after)
+
+    def settle(self) -> None:
+        """Tell the budget what the answers said: the blocks, and the last headers of each tier
+        (the newest count DotDigital gave)."""
+        for tier, retry_after in self._blocks:
+            self.paid_by.block(tier, retry_after)
+        last = dict(self._headers)
+        for tier, headers in last.items():
+            self.paid_by.observe_headers(tier, CaseInsensitiveDict(headers))
+        self._blocks, self._headers = [], []
 
 
 class ConcurrencyCap:

@@ -24,7 +24,7 @@ from typing import Any
 from django.db import connections
 from django.utils import timezone
 
-from connectors.budget import Lane, RedisBackend
+from connectors.budget import Lane, Prepaid, RedisBackend
 from connectors.dotdigital import errors
 from connectors.dotdigital.client import DotDigitalClient
 from connectors.models import Connection
@@ -106,11 +106,19 @@ SINGLE_THREADS = 8  # single-record calls in flight at once (each waits ~DotDigi
 _pool: ThreadPoolExecutor | None = None
 
 
-def each_call(client: DotDigitalClient, call: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-    """`call(item)` for each item: its answer, or the DotDigitalError it raised. Concurrently
-    when the rate budget lives in Redis (the calls and the budget touch no database, so threads
-    are safe); one after another with the database budget, which needs this thread's
-    connection."""
+def each_call(
+    client: DotDigitalClient,
+    call: Callable[[Any], Any],
+    items: list[Any],
+    tier: str = "single",
+) -> list[Any]:
+    """`call(item)` for each item of `tier`: its answer, or the DotDigitalError it raised;
+    `SINGLE_THREADS` at once, so a claim's calls take about one call's time, not their sum.
+
+    With the budget in Redis the threads take from it call by call (Redis is thread-safe and no
+    database is touched). A database budget's rows need this thread's connection: the calls are
+    paid for here in one acquire (`budget.Prepaid`) and what the answers said about the window
+    is told to it afterwards; when the tier has no room for them all, one after another."""
 
     def one(item: Any) -> Any:
         try:
@@ -118,9 +126,23 @@ def each_call(client: DotDigitalClient, call: Callable[[Any], Any], items: list[
         except errors.DotDigitalError as exc:
             return exc
 
-    if len(items) < 2 or not isinstance(client.budget.backend, RedisBackend):
+    if len(items) < 2:
         return [one(item) for item in items]
+    if isinstance(client.budget.backend, RedisBackend):
+        return _in_pool(one, items)
+    budget = client.budget
+    prepaid = Prepaid(budget, tier, client.lane, len(items))
+    if not prepaid.calls:
+        return [one(item) for item in items]
+    client.budget = prepaid
+    try:
+        return _in_pool(one, items)
+    finally:
+        client.budget = budget
+        prepaid.settle()
 
+
+def _in_pool(one: Callable[[Any], Any], items: list[Any]) -> list[Any]:
     def in_pool(item: Any) -> Any:
         try:
             return one(item)

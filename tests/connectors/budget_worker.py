@@ -49,6 +49,9 @@ def main() -> None:
             max_wait=0.0,
         )
     go = Path(args["go"])
+    # Ready, then wait for the go: every worker starts calling at once, however long its
+    # Django took to start (otherwise the first could take the whole window alone).
+    Path(f"{go}.ready-{os.getpid()}").touch()
     deadline = time.monotonic() + 30
     while not go.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -112,6 +115,9 @@ def run_workers(
         )
         for _ in range(count)
     ]
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob(f"{go.name}.ready-*"))) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
     go.touch()
     results = []
     for proc in procs:

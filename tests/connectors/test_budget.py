@@ -10,6 +10,7 @@ from connectors.budget import (
     ConcurrencyCap,
     DatabaseBackend,
     Lane,
+    Prepaid,
     RateBudget,
     RedisBackend,
     TierLimit,
@@ -147,6 +148,40 @@ def test_a_block_after_a_429_holds_every_lane_until_it_ends(backend):
     assert budget.acquire("t", Lane.BULK).wait == pytest.approx(12.5)
     clock.now += 12.5
     assert budget.acquire("t", Lane.BULK)
+
+
+def test_prepaid_calls_are_counted_once_up_front_and_never_exceeded(backend):
+    clock = Clock()
+    budget = budget_for(backend, clock, limit=10, reserve=0)
+    prepaid = Prepaid(budget, "t", Lane.REALTIME, 4)
+    assert prepaid.calls == 4 and budget.usage("t") == (4, 10)
+    assert take(prepaid, Lane.REALTIME) == 4
+    refused = prepaid.acquire("t", Lane.REALTIME)
+    assert not refused and refused.wait >= 60  # spent: the caller sends the write another way
+    assert budget.usage("t") == (4, 10)  # the calls were counted when paid, never again
+
+
+def test_a_budget_without_room_for_every_call_prepays_none(backend):
+    budget = budget_for(backend, Clock(), limit=3, reserve=0)
+    prepaid = Prepaid(budget, "t", Lane.REALTIME, 4)
+    assert prepaid.calls == 0 and budget.usage("t") == (0, 3)
+
+
+def test_what_the_prepaid_calls_heard_is_told_to_the_budget_on_settling(backend):
+    clock = Clock(1_800_000_010.0)
+    budget = budget_for(backend, clock, limit=100, reserve=0)
+    prepaid = Prepaid(budget, "t", Lane.REALTIME, 5)
+    headers = {"X-RateLimit-Limit": "50", "X-RateLimit-Remaining": "2"}
+    prepaid.observe_headers("t", {**headers, "X-RateLimit-Reset": "1800000060"})
+    prepaid.block("t", 3.0)
+    # A 429 holds the other threads' calls at once...
+    assert not prepaid.acquire("t", Lane.REALTIME) and budget.usage("t") == (5, 100)
+    # ...and the budget hears of it, and of the count, once the calls are done.
+    prepaid.settle()
+    assert budget.usage("t") == (48, 50)
+    assert not budget.acquire("t", Lane.REALTIME)
+    clock.now += 3.5
+    assert budget.acquire("t", Lane.REALTIME)
 
 
 def test_an_unknown_tier_is_a_programming_error(backend):
