@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,9 @@ from django.db import transaction
 
 from accounts.models import Membership, Workspace
 from connectors.models import Connection
-from connectors.sources.base import Recording
+from connectors.sources.base import RecordedRequest, Recording
 from connectors.sources.registry import recordings
+from connectors.sources.replay import replay_anchor, revealed
 from eventgen import Generator
 from monitoring.models import Flow
 from monitoring.pipeline.flows import (
@@ -220,6 +223,7 @@ def serve_api(system: DemoSystem, port: int) -> ThreadingHTTPServer:
     if system.api is None:
         raise ValueError(f"{system.key} has no recorded API")
     answer = system.api()
+    present = replay_anchor()
 
     class Handler(BaseHTTPRequestHandler):
         def _serve(self) -> None:
@@ -230,6 +234,9 @@ def serve_api(system: DemoSystem, port: int) -> ThreadingHTTPServer:
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, body, extra = answer(self.command, url.path, query, headers)
+            now = datetime.now(UTC)
+            if now < present:  # the recording still plays: what has happened so far
+                body = revealed(body, now)
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -258,11 +265,16 @@ def poll_demo_flows(system: DemoSystem) -> int:
 
 
 def replay_requests(
-    system: DemoSystem, base_url: str, token: str, session: requests.Session
+    system: DemoSystem,
+    base_url: str,
+    token: str,
+    session: requests.Session,
+    requests_: Sequence[RecordedRequest] | None = None,
 ) -> list[tuple[str, int]]:
-    """POST the system's recorded requests to its flow's webhook; (label, status) for each."""
+    """POST the system's recorded requests (or those of them given) to its flow's webhook;
+    (label, status) for each."""
     answers = []
-    for recorded in system.requests():
+    for recorded in system.requests() if requests_ is None else requests_:
         url = f"{base_url}/hooks/{token}/"
         if recorded.query_string:
             url += f"?{recorded.query_string}"

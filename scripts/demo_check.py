@@ -15,7 +15,9 @@ import urllib.request
 PORT = int(os.environ.get("DEMO_PORT", "8000"))
 SANDBOX_PORT = int(os.environ.get("DEMO_SANDBOX_PORT", "8099"))
 BASE = f"http://127.0.0.1:{PORT}"
-BUDGET_SECONDS = 120
+# The recorded systems play for a minute (connectors/sources/replay.py, REPLAY_LEAD) once the
+# workers are up, after migrations and seeding.
+BUDGET_SECONDS = 180
 
 
 def get(path: str, base: str = BASE) -> tuple[int, str]:

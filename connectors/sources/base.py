@@ -175,13 +175,16 @@ class SettingsForm(Protocol):
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    """A request a source sent to its webhook once, replayed by `make demo` (monitoring/demo.py)."""
+    """A request a source sent to its webhook once, replayed by `make demo` (monitoring/demo.py)
+    at `at` (the newest moment it holds, once moved to the replay's present; None: at the
+    present itself)."""
 
     body: bytes
     query_string: str = ""
     content_type: str = "application/json"
     headers: Mapping[str, str] = field(default_factory=dict)
     label: str = ""
+    at: datetime | None = None
 
 
 #: A recorded source API for `make demo`: (method, path, query, headers) → (status, JSON body,

@@ -12,7 +12,10 @@ in its own form (its precision, its offset or none, .NET's `/Date(ms)/`), so the
 as it reads the vendor's.
 
 The anchor is `DEMO_REPLAY_AT` (ISO 8601: `manage.py run_demo` sets it for every demo process, so
-the recorded APIs and the replay share one present), else now.
+the recorded APIs and the replay share one present), else now. `run_demo` sets it `REPLAY_LEAD`
+ahead, and the recording plays in time up to it: each webhook request is posted when the newest
+moment it holds comes (`RecordedRequest.at`) and a recorded API serves a record once its own has
+(`revealed`), so each event reaches Syncdesk as it happens, as a live source's would.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, TypeVar
 
 ANCHOR_ENV = "DEMO_REPLAY_AT"
-MAX_GAP = timedelta(seconds=2)
+MAX_GAP = timedelta(seconds=1)
+# How far ahead of the replay's start its present is: every recording's moments fit within it
+# (tests/connectors/sources/test_demo_replay.py), so the oldest still happens after the start.
+REPLAY_LEAD = timedelta(seconds=60)
 SECOND = timedelta(seconds=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -151,6 +157,34 @@ class ReplayClock:
             return [self._shift(value) for value in document]
         return document
 
+    def newest(self, document: Any) -> datetime | None:
+        """The latest moment a (shifted) document names: when its source would have sent it."""
+        return newest(document, self.naive_zone)
+
     def shift_json(self, body: bytes) -> bytes:
         """A JSON body with its timestamps moved."""
         return json.dumps(self.shift(json.loads(body))).encode()
+
+
+def newest(document: Any, naive_zone: tzinfo = UTC) -> datetime | None:
+    """The latest moment any timestamp in `document` names (decoded JSON), or None."""
+    instants = [
+        stamp.instant
+        for text in _strings(document)
+        if (stamp := _read(text, naive_zone)) is not None
+    ]
+    return max(instants, default=None)
+
+
+def revealed(document: Any, now: datetime, naive_zone: tzinfo = UTC) -> Any:
+    """`document` as a source would answer at `now`: every record (an object in a list) whose
+    newest timestamp is still to come left out, at any depth."""
+    if isinstance(document, dict):
+        return {key: revealed(value, now, naive_zone) for key, value in document.items()}
+    if isinstance(document, list):
+        return [
+            revealed(item, now, naive_zone)
+            for item in document
+            if not isinstance(item, dict) or (newest(item, naive_zone) or now) <= now
+        ]
+    return document

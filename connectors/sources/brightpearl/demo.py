@@ -95,9 +95,10 @@ def _clock(anchor: datetime | None) -> ReplayClock:
 def demo_requests(anchor: datetime | None = None) -> list[RecordedRequest]:
     """The webhooks, their times moved to `anchor` (default: the demo's present)."""
     clock = _clock(anchor)
+    shifted = [(label, clock.shift(body)) for label, body in _recorded_webhooks()]
     return [
-        RecordedRequest(body=json.dumps(clock.shift(body)).encode(), label=label)
-        for label, body in _recorded_webhooks()
+        RecordedRequest(body=json.dumps(body).encode(), label=label, at=clock.newest(body))
+        for label, body in shifted
     ]
 
 

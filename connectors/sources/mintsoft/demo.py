@@ -65,13 +65,15 @@ def demo_requests(anchor: datetime | None = None) -> list[RecordedRequest]:
     """The callbacks, each to `/hooks/<token>/?callback=<name>` as its ExtraCode URL says, their
     times moved to `anchor` (default: the demo's present)."""
     clock = _clock(anchor)
+    shifted = [(clock.shift(_load(name)), name, callback) for name, callback in CALLBACKS]
     return [
         RecordedRequest(
-            body=clock.shift_json((payloads() / name).read_bytes()),
+            body=json.dumps(body).encode(),
             query_string=f"callback={callback}",
             label=f"{callback} callback ({name})",
+            at=clock.newest(body),
         )
-        for name, callback in CALLBACKS
+        for body, name, callback in shifted
     ]
 
 

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from connectors.sources.replay import ANCHOR_ENV
+from connectors.sources.replay import ANCHOR_ENV, REPLAY_LEAD
 from connectors.sources.values import rfc3339
 from monitoring.demo import api_ports
 from monitoring.models import WorkerHeartbeat
@@ -168,8 +168,10 @@ class Command(BaseCommand):
                 self.stdout.write(f"started {name} (pid {children[name].pid})")
         self.wait_for_workers(children, lambda: stopping)
         # One present for the recorded systems' APIs and their replay (separate processes), so
-        # a recording's webhooks and records keep their order when moved to it.
-        os.environ[ANCHOR_ENV] = rfc3339(timezone.now().replace(microsecond=0))
+        # a recording's webhooks and records keep their order when moved to it; REPLAY_LEAD
+        # ahead, so the recordings play from now to then, each event as it happens.
+        present = timezone.now().replace(microsecond=0) + REPLAY_LEAD
+        os.environ[ANCHOR_ENV] = rfc3339(present)
         for name, argv in sources.items() if not stopping else ():
             children[name] = subprocess.Popen(argv)
             self.stdout.write(f"started {name} (pid {children[name].pid})")

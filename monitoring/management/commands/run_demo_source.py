@@ -22,6 +22,7 @@ from typing import Any
 import requests
 from django.core.management.base import BaseCommand
 
+from connectors.sources.replay import replay_anchor
 from eventgen import Faults, Generator
 from eventgen.post import post_batches
 from monitoring.demo import (
@@ -37,6 +38,10 @@ from monitoring.demo import (
 )
 
 log = logging.getLogger(__name__)
+
+# While the recordings play, the polled systems are polled this often: a record is served once
+# its moment has come (`replay.revealed`), and reaches Syncdesk within a second of it.
+PLAY_POLL_SECONDS = 1.0
 
 SANDBOX_FAULTS = {"seed": 7, "error_rate": 0.02, "error_status": 503, "rate_limit_rate": 0.005}
 
@@ -106,16 +111,10 @@ class Command(BaseCommand):
         systems = demo_systems()
         with requests.Session() as session:
             self._wait_for(session, f"{url}/healthz")
-            refused = []
-            for system in systems:
-                if system.polls and system.poll_first:
-                    self._poll(system)
-                for label, status in replay_requests(system, url, tokens[system.key], session):
-                    log.info("%s: %s → %s", system.key, label, status)
-                    if status != 202:
-                        refused.append(f"{system.key}: {label} ({status})")
-                if system.polls and not system.poll_first:
-                    self._poll(system)
+            refused = self._play(systems, tokens, url, session, replay_anchor())
+        for system in systems:  # everything the recorded APIs hold has come by now
+            if system.polls:
+                self._poll(system)
         # scripts/demo_check.py waits for this line.
         log.info(
             "recorded systems replayed: %s",
@@ -128,6 +127,47 @@ class Command(BaseCommand):
             for system in systems:
                 if system.polls:
                     self._poll(system)
+
+    def _play(
+        self,
+        systems: list[DemoSystem],
+        tokens: dict[str, str],
+        url: str,
+        session: requests.Session,
+        anchor: datetime,
+    ) -> list[str]:
+        """Until the replay's present: each recorded request posted when its moment comes, and
+        each polled system polled every PLAY_POLL_SECONDS meanwhile (a system that polls after
+        its requests, once they are all sent), so its records arrive as they come due. Returns
+        the requests refused."""
+        timeline = sorted(
+            (min(recorded.at or anchor, anchor), order, index, system, recorded)
+            for order, system in enumerate(systems)
+            for index, recorded in enumerate(system.requests())
+        )
+        waiting = {system.key: 0 for system in systems}
+        for _, _, _, system, _ in timeline:
+            waiting[system.key] += 1
+        refused: list[str] = []
+        polled_at: dict[str, float] = {}
+        while timeline or datetime.now(UTC) < anchor:
+            while timeline and timeline[0][0] <= datetime.now(UTC):
+                _, _, _, system, recorded = timeline.pop(0)
+                [(label, status)] = replay_requests(
+                    system, url, tokens[system.key], session, [recorded]
+                )
+                log.info("%s: %s → %s", system.key, label, status)
+                waiting[system.key] -= 1
+                if status != 202:
+                    refused.append(f"{system.key}: {label} ({status})")
+            for system in systems:
+                due = time.monotonic() - polled_at.get(system.key, 0.0) >= PLAY_POLL_SECONDS
+                if system.polls and due and (system.poll_first or not waiting[system.key]):
+                    polled_at[system.key] = time.monotonic()
+                    with contextlib.suppress(Exception):  # the recorded API may be starting
+                        poll_demo_flows(system)
+            time.sleep(0.2)
+        return refused
 
     def _poll(self, system: DemoSystem) -> None:
         for _ in range(30):

@@ -9,8 +9,19 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from connectors.sources.replay import ANCHOR_ENV, MAX_GAP, ReplayClock, replay_anchor
+from connectors.sources.brightpearl.demo import _clock as brightpearl_clock
+from connectors.sources.mintsoft.demo import _clock as mintsoft_clock
+from connectors.sources.replay import (
+    ANCHOR_ENV,
+    MAX_GAP,
+    REPLAY_LEAD,
+    ReplayClock,
+    newest,
+    replay_anchor,
+    revealed,
+)
 from connectors.sources.values import parse_dotnet, parse_iso
+from monitoring.demo import demo_systems
 
 ANCHOR = datetime(2026, 7, 1, 12, 0, 0, tzinfo=UTC)  # London is on BST: 13:00 local
 LONDON = ZoneInfo("Europe/London")
@@ -102,3 +113,34 @@ def test_the_anchor_is_the_one_run_demo_sets_else_now(monkeypatch):
         replay_anchor()
     monkeypatch.delenv(ANCHOR_ENV)
     assert abs(replay_anchor() - datetime.now(UTC)) < timedelta(seconds=2)
+
+
+def test_a_recorded_api_serves_a_record_once_its_moment_has_come():
+    served = {
+        "data": [
+            {"id": 1, "updatedAt": "2026-07-01T11:59:50Z"},
+            {"id": 2, "createdAt": "2026-07-01T11:59:50Z", "updatedAt": "2026-07-01T12:00:05Z"},
+            {"id": 3, "lines": [{"sku": "A"}], "dispatched": "/Date(1782907210000)/"},
+        ],
+        "statuses": ["open", "closed"],
+        "asOf": "2026-07-01T12:00:30Z",
+    }
+    now = ANCHOR  # 12:00:00; record 2 was changed at 12:00:05, record 3 at 12:00:10
+    assert revealed(served, now)["data"] == [served["data"][0]]
+    later = revealed(served, ANCHOR + timedelta(seconds=10))
+    assert [r["id"] for r in later["data"]] == [1, 2, 3] and later["statuses"] == ["open", "closed"]
+    assert newest(served["data"][1]) == ANCHOR + timedelta(seconds=5)
+
+
+def test_every_recording_plays_within_the_replays_lead_each_request_when_its_moment_comes(
+    monkeypatch,
+):
+    monkeypatch.setenv(ANCHOR_ENV, "2026-07-01T12:00:00Z")
+    for system in demo_systems():
+        for recorded in system.requests():
+            at = recorded.at or replay_anchor()
+            assert replay_anchor() - REPLAY_LEAD <= at <= replay_anchor(), (system.key, at)
+    # The recordings moved by a clock: their records' moments too, the oldest included.
+    for clock in (brightpearl_clock(None), mintsoft_clock(None)):
+        oldest = min(moment + offset for moment, offset in clock.offsets.items())
+        assert replay_anchor() - oldest <= REPLAY_LEAD
