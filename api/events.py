@@ -30,6 +30,7 @@ from api.schemas import (
     EventPage,
     FlowList,
     FlowOut,
+    LaneLatency,
     Latency,
     Text,
     UtcTime,
@@ -58,7 +59,14 @@ def flow_out(h: FlowHealth) -> FlowOut:
         state=h.state,
         reasons=h.reasons,
         latency_seconds=Latency(
-            p50_1h=h.p50_hour, p95_1h=h.p95_hour, p50_24h=h.p50_day, p95_24h=h.p95_day
+            p50_1h=h.p50_hour,
+            p95_1h=h.p95_hour,
+            p50_24h=h.p50_day,
+            p95_24h=h.p95_day,
+            by_lane_1h=[
+                LaneLatency(lane=lane.lane, delivered=lane.delivered, p50=lane.p50, p95=lane.p95)
+                for lane in h.lanes_hour
+            ],
         ),
         delivered_1h=h.delivered_hour,
         delivered_24h=h.delivered_day,

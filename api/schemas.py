@@ -56,11 +56,21 @@ class Page(Schema):
 # -- flows and events ---------------------------------------------------------------------------
 
 
+class LaneLatency(Schema):
+    lane: str = Field(description="realtime or bulk")
+    delivered: int
+    p50: float | None
+    p95: float | None
+
+
 class Latency(Schema):
     p50_1h: float | None
     p95_1h: float | None
     p50_24h: float | None
     p95_24h: float | None
+    by_lane_1h: list[LaneLatency] = Field(
+        default_factory=list, description="The last hour's deliveries of each lane with any."
+    )
 
 
 class FlowOut(Schema):

@@ -183,3 +183,15 @@ def test_a_changed_rate_setting_applies_to_keys_already_in_use(world, settings):
     assert [api.get(url).status_code for _ in range(2)] == [200, 429]
     settings.API_RATE_PER_MINUTE = 5
     assert api.get(url).status_code == 200
+
+
+def test_the_flow_list_gives_each_lanes_latency_over_the_hour(world):
+    flow = make_flow(world.workspace, name="Mintsoft → DotDigital")
+    for _ in range(3):
+        make_event(flow, source_delay=0.01, queue=0.2, dotdigital=0.3, lane="realtime")
+    make_event(flow, source_delay=0.01, queue=6, dotdigital=1.5, lane="bulk")
+    _, key = make_key(world.workspace, scope="read")
+    [out] = KeyClient(key).get(f"/api/v1/w/{world.workspace.slug}/flows").json()["items"]
+    lanes = {lane["lane"]: lane for lane in out["latency_seconds"]["by_lane_1h"]}
+    assert (lanes["realtime"]["delivered"], lanes["bulk"]["delivered"]) == (3, 1)
+    assert lanes["realtime"]["p95"] <= 1 < 5 < lanes["bulk"]["p95"]

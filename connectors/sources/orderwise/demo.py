@@ -133,6 +133,9 @@ def demo_options(base_url: str) -> dict[str, Any]:
         "status_map": STATUS_MAP,
         "shared_customer_ids": ["WEB"],
         "legacy_order_number_is": "order_number",
+        # The recording is served locally, and the demo polls it every second while it plays
+        # (a poll reads each export definition): the default 60 a minute guards a tenant's server.
+        "requests_per_minute": 600,
     }
 
 
