@@ -206,6 +206,11 @@ class FlowHealth:
     reasons: list[str] = field(default_factory=list)
 
     @property
+    def realtime_hour(self) -> LaneLatency | None:
+        """The realtime lane's last hour: the latency a dispatch or a first order sees."""
+        return next((lane for lane in self.lanes_hour if lane.lane == "realtime"), None)
+
+    @property
     def oldest_age(self) -> float | None:
         return (self.now - self.oldest_at).total_seconds() if self.oldest_at else None
 

@@ -227,3 +227,8 @@ def test_the_flows_page_shows_each_lanes_latency_apart(world, client_for):
     text = client_for(world.member).get(reverse("monitoring:flows", args=["acme"])).content.decode()
     assert 'title="20 realtime events delivered in the last hour"' in text
     assert 'title="10 bulk events delivered in the last hour"' in text
+    overview = client_for(world.member).get(reverse("monitoring:overview", args=["acme"]))
+    assert (
+        f"realtime p95 {flow_health.fmt_seconds(lanes['realtime'].p95)}"
+        in overview.content.decode()
+    )
