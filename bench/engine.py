@@ -42,7 +42,15 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.procstat import stat_seconds  # noqa: E402  (the checkout on the path first)
-from bench.stack import Stack, drop_database, latency_report, pct, setup_environment  # noqa: E402
+from bench.stack import (  # noqa: E402
+    MEASURED,
+    MemorySampler,
+    Stack,
+    drop_database,
+    latency_report,
+    pct,
+    setup_environment,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 PY = sys.executable
@@ -277,7 +285,9 @@ def run(args: argparse.Namespace) -> int:
         calls_before = requests.get(f"{sandbox}/_sandbox/calls", timeout=60).json()["last_id"]
         ops_before = Operation.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
 
-        # Full load.
+        # Full load, each process's memory sampled through it.
+        memory = MemorySampler({n: procs[n].pid for n in MEASURED})
+        memory.start()
         cpu0 = cpu_seconds(measured)
         cpu0_by = {n: cpu_seconds([procs[n].pid]) for n in ("web", "realtime", "bulk", "beat")}
         rig0 = rig_cpu(procs["sandbox"].pid)
@@ -300,6 +310,7 @@ def run(args: argparse.Namespace) -> int:
                 future.result()
         posted = time.monotonic() - t0
         t1 = wait_settled(last_pk)
+        memory_by = memory.report()
         cpu1 = cpu_seconds(measured)
         cpu_by = {
             n: round(cpu_seconds([procs[n].pid]) - cpu0_by[n], 1)
@@ -425,6 +436,9 @@ def run(args: argparse.Namespace) -> int:
                 else "off on this server: the bench vacuumed and analyzed the engine's tables "
                 "every minute in its place",
             },
+            # Each process's resident memory through the full load (a worker: its largest pool
+            # process); the growth compares the first and last quarter of the samples.
+            "memory_during_full_load": memory_by,
             "full_load": {
                 "accepted_in_s": round(posted, 1),
                 "settled_in_s": round(elapsed, 1),

@@ -123,6 +123,68 @@ def vacuum_every_minute(stop: threading.Event) -> None:
             return
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (a Celery worker's pool processes, gunicorn's workers)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        try:
+            queue.extend(
+                int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()
+            )
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
+def status_mb(pid: int, field: str) -> float:
+    """A /proc/<pid>/status memory figure (VmRSS, VmHWM: the peak) in MB; 0 once gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0.0
+
+
+class MemorySampler(threading.Thread):
+    """Each role's resident memory every `every` seconds while it runs: the largest process of
+    its tree (a pool process is what grows), and at the end the largest peak (VmHWM) in it."""
+
+    def __init__(self, pids: dict[str, int], every: float = 5.0) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.every = pids, every
+        self.samples: dict[str, list[float]] = {name: [] for name in pids}
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            for name, pid in self.pids.items():
+                tree = process_tree(pid)
+                self.samples[name].append(max(status_mb(p, "VmRSS") for p in tree))
+            self.halt.wait(self.every)
+
+    def report(self) -> dict[str, dict[str, float]]:
+        """Per role: peak RSS, and the mean of the first and last quarter of the samples with
+        the growth between them (a leak shows as growth on a long run)."""
+        self.halt.set()
+        out = {}
+        for name, pid in self.pids.items():
+            samples = self.samples[name]
+            quarter = max(1, len(samples) // 4)
+            first = sum(samples[:quarter]) / quarter if samples else 0.0
+            last = sum(samples[-quarter:]) / quarter if samples else 0.0
+            out[name] = {
+                "peak_rss_mb": round(max(status_mb(p, "VmHWM") for p in process_tree(pid)), 1),
+                "rss_first_quarter_mb": round(first, 1),
+                "rss_last_quarter_mb": round(last, 1),
+                "growth_pct": round((last - first) * 100 / first, 1) if first else 0.0,
+            }
+        return out
+
+
 @dataclass
 class Stack:
     """The processes of one run, the bench flows' webhook URLs and the sandbox's URL."""
