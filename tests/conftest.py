@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,3 +125,20 @@ NETWORK_BROKERS = [
         id="rabbitmq",
     ),
 ]
+
+
+@pytest.fixture(params=["db", "redis"])
+def budget_backend(request):
+    """Each store a rate budget can live in: the database, and Redis where it answers."""
+    from connectors.budget import DatabaseBackend, RedisBackend
+
+    if request.param == "redis":
+        if not redis_answers:
+            pytest.skip("Redis does not answer on 127.0.0.1:6379")
+        backend = RedisBackend(REDIS_URL, prefix=f"test:{uuid.uuid4()}")
+        yield backend
+        for key in backend.client.scan_iter(f"{backend.prefix}:*"):
+            backend.client.delete(key)
+        return
+    request.getfixturevalue("db")
+    yield DatabaseBackend()

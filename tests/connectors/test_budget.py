@@ -8,11 +8,9 @@ import pytest
 
 from connectors.budget import (
     ConcurrencyCap,
-    DatabaseBackend,
     Lane,
     Prepaid,
     RateBudget,
-    RedisBackend,
     TierLimit,
 )
 from tests.conftest import REDIS_URL, redis_answers
@@ -27,18 +25,9 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["db", "redis"])
-def backend(request):
-    if request.param == "redis":
-        if not redis_answers:
-            pytest.skip("Redis does not answer on 127.0.0.1:6379")
-        backend = RedisBackend(REDIS_URL, prefix=f"test:{uuid.uuid4()}")
-        yield backend
-        for key in backend.client.scan_iter(f"{backend.prefix}:*"):
-            backend.client.delete(key)
-        return
-    request.getfixturevalue("db")
-    yield DatabaseBackend()
+@pytest.fixture
+def backend(budget_backend):
+    return budget_backend
 
 
 def budget_for(backend, clock, limit=10, window=60.0, reserve=0.2):

@@ -8,10 +8,9 @@ import uuid
 
 import pytest
 
-from connectors.budget import DatabaseBackend, Lane, RateBudget, RedisBackend, TierLimit
+from connectors.budget import Lane, RateBudget, TierLimit
 from connectors.dotdigital import errors
 from monitoring.pipeline import sending
-from tests.conftest import REDIS_URL, redis_answers
 
 pytestmark = pytest.mark.django_db
 
@@ -35,16 +34,10 @@ class Client:
         return item * 10
 
 
-@pytest.fixture(params=["db", "redis"])
-def budget(request):
-    if request.param == "redis":
-        if not redis_answers:
-            pytest.skip("Redis does not answer on 127.0.0.1:6379")
-        backend = RedisBackend(REDIS_URL, prefix=f"test:{uuid.uuid4()}")
-    else:
-        backend = DatabaseBackend()
+@pytest.fixture
+def budget(budget_backend):
     return RateBudget(
-        f"acct:{uuid.uuid4()}", {"single": TierLimit(10, 60.0)}, reserve=0, backend=backend
+        f"acct:{uuid.uuid4()}", {"single": TierLimit(10, 60.0)}, reserve=0, backend=budget_backend
     )
 
 
