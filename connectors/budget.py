@@ -641,7 +641,7 @@ class Prepaid(RateBudget):
         self.calls = calls if budget.acquire(tier, lane, calls) else 0
         self._lock = threading.Lock()
         self._blocked_until = 0.0
-        self._headers: list[tuple[str, Mapping[str, str]]] = []
+        self._headers: dict[str, dict[str, str]] = {}  # each tier's newest answer's
         self._blocks: list[tuple[str, float]] = []
 
     def acquire(self, tier: str, lane: Lane = Lane.BULK, cost: int = 1) -> Grant:
@@ -656,26 +656,21 @@ class Prepaid(RateBudget):
 
     def observe_headers(self, tier: str, headers: Mapping[str, str]) -> None:
         with self._lock:
-            self._headers.append((tier, dict(headers)))
+            self._headers[tier] = dict(headers)
 
     def block(self, tier: str, retry_after: float) -> None:
         with self._lock:
             self._blocked_until = max(self._blocked_until, self.clock() + retry_after)
             self._blocks.append((tier, retry_after))
 
-    def block_all(self, retry_after: float) -> None:
-        for tier in self.tiers:
-            self.block(tier, retry_after)
-
     def settle(self) -> None:
         """Tell the budget what the answers said: the blocks, and the last headers of each tier
         (the newest count DotDigital gave)."""
         for tier, retry_after in self._blocks:
             self.paid_by.block(tier, retry_after)
-        last = dict(self._headers)
-        for tier, headers in last.items():
+        for tier, headers in self._headers.items():
             self.paid_by.observe_headers(tier, CaseInsensitiveDict(headers))
-        self._blocks, self._headers = [], []
+        self._blocks, self._headers = [], {}
 
 
 class ConcurrencyCap:
