@@ -31,7 +31,6 @@ from monitoring.pipeline.sending import (
     each_call,
     handle_error,
     kill_point,
-    record_imports,
     single_room,
 )
 
@@ -157,11 +156,14 @@ def _consent_writes(
     return writes
 
 
-def send_consent(sending: Sending, ops: Sequence[Operation]) -> None:
+def send_consent(
+    sending: Sending, ops: Sequence[Operation]
+) -> list[tuple[Operation, ContactWrite]]:
     """Subscription changes. A subscribe DotDigital's opt-out forbids is decided here, before
     anything is sent, so it makes no call at all; the rest go as single calls (concurrently)
-    while the single-call tier has room, else in a contact import, which takes the same body
-    (`resubscribeWithNoChallenge: false` included)."""
+    while the single-call tier has room. Returns the writes left for a contact import, which
+    takes the same body (`resubscribeWithNoChallenge: false` included): the sender puts them in
+    the claim's contact import (`deliver._send_contacts`), not an import of their own."""
     subscribes = [op for op in ops if op.payload.get("status") == "subscribed"]
     if subscribes:
         try:
@@ -172,7 +174,7 @@ def send_consent(sending: Sending, ops: Sequence[Operation]) -> None:
             subscribes = []
     writes = _consent_writes(sending, ops)
     if not writes:
-        return
+        return []
     realtime = sending.lane == "realtime"
     if realtime and len(writes) <= SINGLE_MAX and single_room(sending.client, len(writes)):
         answers = each_call(sending.client, sending.client.upsert_contact, [w for _, w in writes])
@@ -206,15 +208,4 @@ def send_consent(sending: Sending, ops: Sequence[Operation]) -> None:
             handle_error(sending, [op], error)
         writes = rest
     going = {op.pk for op in sending.importable([op for op, _ in writes])}
-    writes = [(op, write) for op, write in writes if op.pk in going]
-    if not writes:
-        return
-    by_email = {write.key: [op] for op, write in writes}
-    try:
-        handles = sending.client.import_contacts([w for _, w in writes])
-    except errors.DotDigitalError as exc:
-        done = record_imports(sending, getattr(exc, "submitted", []), by_email, "contacts", None)
-        handle_error(sending, [op for op, w in writes if w.key not in done], exc)
-        return
-    kill_point("after_send")
-    record_imports(sending, handles, by_email, "contacts", None)
+    return [(op, write) for op, write in writes if op.pk in going]

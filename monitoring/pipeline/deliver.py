@@ -220,16 +220,24 @@ def send_operations(sending: Sending, ops: Sequence[Operation]) -> None:
     for op in ops:
         by_kind[op.kind].append(op)
     realtime = sending.lane == Lane.REALTIME
-    if by_kind["consent"]:
-        consent.send_consent(sending, by_kind["consent"])
-    contacts = by_kind["contact"] + by_kind["list_add"]
-    if contacts:
-        _send_contacts(sending, contacts, _singles(sending, len(contacts)) if realtime else 0)
-    if by_kind["list_remove"]:
-        _send_list_removals(sending, by_kind["list_remove"])
     insight: dict[str, list[Operation]] = defaultdict(list)
     for op in by_kind["insight"]:
         insight[op.collection].append(op)
+    if realtime:
+        # DotDigital's import tier (120 calls a minute) is what paces the realtime lane's
+        # rounds, so single calls go first where they save an import: a collection whose few
+        # records all fit the single tier's room is sent singly, not in an import of its own.
+        for collection, group in sorted(insight.items(), key=lambda item: len(item[1])):
+            if len(group) <= _singles(sending, len(group)):
+                _send_insight(sending, collection, group, len(group))
+                del insight[collection]
+    consent_writes = consent.send_consent(sending, by_kind["consent"]) if by_kind["consent"] else []
+    contacts = by_kind["contact"] + by_kind["list_add"]
+    if contacts or consent_writes:
+        singles = _singles(sending, len(contacts)) if realtime and contacts else 0
+        _send_contacts(sending, contacts, singles, consent_writes)
+    if by_kind["list_remove"]:
+        _send_list_removals(sending, by_kind["list_remove"])
     for collection, group in insight.items():
         _send_insight(sending, collection, group, _singles(sending, len(group)) if realtime else 0)
 
@@ -293,12 +301,18 @@ def _new_contacts_first(emails: list[str], by_email: dict[str, list[Operation]])
     return sorted(emails, key=lambda e: not any(op.customer_id in new for op in by_email[e]))
 
 
-def _send_contacts(sending: Sending, ops: list[Operation], singles: int) -> None:
+def _send_contacts(
+    sending: Sending,
+    ops: list[Operation],
+    singles: int,
+    consent_writes: Sequence[tuple[Operation, ContactWrite]] = (),
+) -> None:
     """The first `singles` contacts (new ones first) as single-record calls, the rest (and any
-    the single tier turns away) in an import."""
+    the single tier turns away) in an import, with the consent writes left for an import (one
+    record per contact: a consent change joins the contact's data fields and lists)."""
     client = sending.client
     writes, by_email = _contact_writes(sending, ops)
-    if not writes:
+    if not writes and not consent_writes:
         return
     emails = list(writes)
     if singles:
@@ -337,6 +351,7 @@ def _send_contacts(sending: Sending, ops: list[Operation], singles: int) -> None
     if sending.singles_only:
         going = {op.pk for op in sending.importable([op for e in emails for op in by_email[e]])}
         emails = [e for e in emails if all(op.pk in going for op in by_email[e])]
+    emails = _with_consent(writes, by_email, emails, consent_writes)
     if not emails:
         return
     try:
@@ -349,6 +364,36 @@ def _send_contacts(sending: Sending, ops: list[Operation], singles: int) -> None
         return
     kill_point("after_send")
     record_imports(sending, handles, by_email, "contacts", None)
+
+
+def _with_consent(
+    writes: dict[str, ContactWrite],
+    by_email: dict[str, list[Operation]],
+    emails: list[str],
+    consent_writes: Sequence[tuple[Operation, ContactWrite]],
+) -> list[str]:
+    """`emails` to import, with each consent write joined to its contact's record (its channel
+    status and consent records beside the data fields and lists) or as a record of its own."""
+    going = set(emails)
+    for op, change in consent_writes:
+        email = change.key
+        current = writes.get(email) if email in going else None
+        writes[email] = (
+            change
+            if current is None
+            else replace(
+                current,
+                email_status=change.email_status,
+                opt_in_type=change.opt_in_type,
+                email_type=change.email_type,
+                consent_records=change.consent_records,
+            )
+        )
+        by_email[email] = [*(by_email[email] if current is not None else []), op]
+        if email not in going:
+            going.add(email)
+            emails.append(email)
+    return emails
 
 
 def _contact_id(sending: Sending, op: Operation) -> int | None:

@@ -17,13 +17,18 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def consent(
-    email: str, status: str, consent_at: datetime, n: int, quality: str = "exact"
+    email: str,
+    status: str,
+    consent_at: datetime,
+    n: int,
+    quality: str = "exact",
+    customer_id: str = "C1",
 ) -> dict[str, Any]:
     return event(
         ERP,
         "consent.changed",
-        "consent:C1:email",
-        f"consent:C1:{n}",
+        f"consent:{customer_id}:email",
+        f"consent:{customer_id}:{n}",
         {
             "channel": "email",
             "status": status,
@@ -33,7 +38,7 @@ def consent(
         },
         at=consent_at,
         email=email,
-        customer_id="C1",
+        customer_id=customer_id,
         quality=quality,
     )
 
@@ -154,3 +159,41 @@ def test_suppressions_are_pulled_into_the_state_with_their_date_removed(engine: 
     assert iso(row.date_removed) == "2026-01-02T03:04:05Z"
     assert pull_suppressions(engine.destination) <= 1  # the overlap re-reads idempotently
     assert Suppression.objects.count() == 1
+
+
+def test_a_consent_change_goes_in_the_claims_contact_import_joined_to_its_contacts_record(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+):
+    """With the single tier spent, consent changes cost no import of their own: each joins the
+    contact import of its claim, in one record with its contact's data fields where it has one."""
+    from monitoring.models import DeliveryBatch
+    from monitoring.pipeline import consent as consent_sending
+    from monitoring.pipeline import deliver, lanes
+    from tests.monitoring.test_delivery import order_created
+
+    monkeypatch.setattr(deliver, "single_capacity", lambda client: 0)
+    monkeypatch.setattr(consent_sending, "single_room", lambda client, calls: False)
+    monkeypatch.setattr(lanes, "send_realtime_now", lambda destination_id: 0)
+    now = datetime.now(UTC)
+    other = consent("lee@example.com", "subscribed", now, 2, customer_id="C2")
+    engine.post(
+        "erp",
+        [
+            order_created("SO-C1", "kim@example.com", "9.00", at=now, customer="C1"),
+            consent("kim@example.com", "unsubscribed", now, 1),
+            other,
+        ],
+    )
+    lanes.stage_flow(engine.erp_flow.pk, "realtime")
+    assert deliver.send_due(engine.destination, "realtime") > 0
+
+    imports = DeliveryBatch.objects.filter(lane="realtime", kind="contacts")
+    assert imports.count() == 1
+    assert imports.get().records == 2, "kim's order and consent in one record, lee's in another"
+    engine.pump()
+    assert set(SourceEvent.objects.values_list("state", flat=True)) == {"delivered"}
+    kim = engine.contact("kim@example.com")
+    assert kim["channelProperties"]["email"]["status"] == "unsubscribed"
+    assert kim["dataFields"], "the order's data fields came in the same record"
+    lee = engine.contact("lee@example.com")
+    assert lee["channelProperties"]["email"]["status"] == "subscribed"

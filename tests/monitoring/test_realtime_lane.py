@@ -262,3 +262,52 @@ def test_contacts_waiting_for_the_next_import_still_go_as_single_calls_while_the
     late = Operation.objects.get(lane="realtime", kind="contact", record_key="s99@example.com")
     assert (late.state, late.via) == ("delivered", "single"), "not held for the next import"
     assert DeliveryBatch.objects.filter(lane="realtime", kind="contacts").count() == 1
+
+
+def test_a_few_records_of_a_collection_take_the_single_calls_an_import_of_their_own_would_cost(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+):
+    """DotDigital's import tier paces the realtime lane's rounds: two stock records sent singly
+    save an import call, where two of thirty new contacts sent singly save none."""
+    from monitoring.models import DeliveryBatch, Operation
+    from monitoring.pipeline import deliver
+
+    made: list[Any] = []
+    each_call = deliver.each_call
+
+    def counted(client: Any, call: Any, items: list[Any], *args: Any, **kwargs: Any) -> Any:
+        made.extend(items)
+        return each_call(client, call, items, *args, **kwargs)
+
+    now = datetime.now(UTC)
+    # The Stock collection exists in DotDigital (an import creates it: no single call can).
+    engine.post("wms", [stock_snapshot("BAG-3", 4, at=now - timedelta(minutes=2), n=9)])
+    engine.pump()
+    monkeypatch.setattr(deliver, "each_call", counted)
+    # The single tier has room for three calls at this moment.
+    monkeypatch.setattr(deliver, "single_capacity", lambda client: max(0, 3 - len(made)))
+    monkeypatch.setattr(lanes, "send_realtime_now", lambda destination_id: 0)
+    engine.post(
+        "erp",
+        [
+            order_created(f"SO-F{n}", f"f{n}@example.com", "9.00", at=now, customer=f"F{n}")
+            for n in range(30)
+        ],
+    )
+    for n, sku in enumerate(("HAT-1", "CAP-2")):  # in stock a minute ago, sold out now
+        engine.post("wms", [stock_snapshot(sku, 4, at=now - timedelta(minutes=1), n=2 * n)])
+        engine.post("wms", [stock_snapshot(sku, 0, at=now, n=2 * n + 1)])
+    lanes.stage_flow(engine.erp_flow.pk, "realtime")
+    lanes.stage_flow(engine.wms_flow.pk, "realtime")
+
+    assert deliver.send_due(engine.destination, "realtime") > 0
+    stock = Operation.objects.filter(collection="Stock", record_key__in=("HAT-1", "CAP-2"))
+    assert stock.count() == 2
+    assert set(stock.values_list("via", "state")) == {("single", "delivered")}
+    assert DeliveryBatch.objects.filter(collection="Stock").count() == 1, "BAG-3's, before"
+    contacts = Operation.objects.filter(lane="realtime", kind="contact")
+    assert contacts.filter(via="single").count() == 1, "the room left after the stock records"
+    assert DeliveryBatch.objects.filter(lane="realtime", kind="contacts").count() == 1
+
+    engine.pump()
+    assert set(SourceEvent.objects.values_list("state", flat=True)) == {"delivered"}
