@@ -6,7 +6,7 @@
 - **Contacts before the insight data that refers to them**: an insight record or list write of a
   contact DotDigital does not know yet waits while that contact's upsert is open.
 - **Lanes**: the realtime lane sends single records while the shared rate budget's single-call
-  tier has room, and imports for the rest, one of each kind and collection in flight at a time
+  tier has room, and imports for the rest, one of each kind and collection a second at most
   (`realtime_import_blocks`); the bulk lane sends large imports, split by the client to
   DotDigital's body limit, and leaves some import slots free for the realtime lane. Each lane has
   its own Celery queue and workers.
@@ -174,18 +174,19 @@ def claim_operations(
         )
 
 
-# The realtime lane keeps one import of each kind and collection in flight: what comes due
-# meanwhile waits for it to finish (about a second) and goes in the next one, so at any rate the
-# lane sends about one import per kind a second, within DotDigital's 120 import calls a minute,
+# The realtime lane sends at most one import of each kind and collection every
+# `REALTIME_IMPORT_SPACING` seconds: what comes due meanwhile goes in the next one, so at any rate
+# the lane sends about one import per kind a second, within DotDigital's 120 import calls a minute,
 # instead of one per claim until the tier is spent and everything waits for its window to end.
-# An import still in flight after this long (DotDigital slow today) no longer holds the next back.
-REALTIME_IMPORT_OVERLAP = 3.0
+# The next import does not wait for the last to finish (about 1.4 s from sent to seen finished):
+# an operation in flight is `sent`, never due, so one record never rides in two imports at once.
+REALTIME_IMPORT_SPACING = 1.0
 
 
 def realtime_import_blocks(destination_id: int) -> Q | None:
-    """The realtime writes that would join an import of a kind and collection the lane has in
-    flight (younger than `REALTIME_IMPORT_OVERLAP`); None when there are none."""
-    since = timezone.now() - timedelta(seconds=REALTIME_IMPORT_OVERLAP)
+    """The realtime writes that would join an import of a kind and collection the lane sent less
+    than `REALTIME_IMPORT_SPACING` ago; None when there are none."""
+    since = timezone.now() - timedelta(seconds=REALTIME_IMPORT_SPACING)
     pairs = set(
         DeliveryBatch.objects.filter(
             destination_id=destination_id,
@@ -578,10 +579,8 @@ def _send_claim(
             else []
         )
         if blocked is not None or not importing:  # what waits for an import may go singly
-            room = min(SINGLE_MAX, single_capacity(client))
-            if room:
-                singles_only = claim_operations(destination.pk, lane, owner, room, only=blocked)
-                ids += singles_only
+            singles_only = _claim_singles(destination.pk, client, owner, blocked)
+            ids += singles_only
     else:
         ids = claim_operations(destination.pk, lane, owner, limit)
     if not ids:
@@ -632,6 +631,24 @@ def _send_claim(
         time.monotonic() - sent,
     )
     return len(ids)
+
+
+def _claim_singles(
+    destination_id: int, client: DotDigitalClient, owner: str, only: Q | None
+) -> list[int]:
+    """Claim the realtime writes waiting for the lane's next import (`only`; all due when None)
+    to send singly, when they all fit the single tier's room. A few of many sent singly would
+    spend the room and save no import, where a small collection sent whole saves one
+    (`send_operations`): the import tier is what paces the lane's rounds."""
+    room = min(SINGLE_MAX, single_capacity(client))
+    if not room:
+        return []
+    due = due_operations(destination_id, Lane.REALTIME)
+    if only is not None:
+        due = due.filter(only)
+    if due[: room + 1].count() > room:
+        return []
+    return claim_operations(destination_id, Lane.REALTIME, owner, room, only=only)
 
 
 def put_back_unsent(sending: Sending, ops: Sequence[Operation]) -> None:

@@ -176,18 +176,19 @@ def test_a_dispatch_staged_before_its_bulk_order_update_waits_for_the_order(engi
     assert dispatch.state == SourceEvent.State.DELIVERED
 
 
-def test_the_realtime_lane_keeps_one_import_of_a_kind_in_flight_and_sends_the_next_with_all_that_came_meanwhile(
+def test_the_realtime_lane_sends_an_import_of_a_kind_a_second_at_most_with_all_that_came_meanwhile(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ):
     """With the single-call tier spent, a burst of new orders goes in one contact import; orders
-    that come while it is in flight wait for it and go together in the next, rather than in one
-    import per claim until DotDigital's import calls run out."""
+    that come within the spacing wait and go together in the next, rather than in one import per
+    claim until DotDigital's import calls run out. The next import does not wait for the last to
+    finish."""
     from monitoring.models import DeliveryBatch, Operation
-    from monitoring.pipeline import confirm, deliver
-    from monitoring.pipeline.destination import client_for
+    from monitoring.pipeline import deliver
 
     monkeypatch.setattr(deliver, "single_capacity", lambda client: 0)  # the single tier is spent
     monkeypatch.setattr(lanes, "send_realtime_now", lambda destination_id: 0)
+    monkeypatch.setattr(deliver, "REALTIME_IMPORT_SPACING", 60.0)  # no race with the clock
     now = datetime.now(UTC)
 
     def orders(first: int, count: int) -> None:
@@ -204,17 +205,15 @@ def test_the_realtime_lane_keeps_one_import_of_a_kind_in_flight_and_sends_the_ne
     orders(0, 10)
     assert deliver.send_due(engine.destination, "realtime") > 0
     assert contact_imports.count() == 1
-    for start in (10, 20):  # two more claims' worth while the first import is in flight
+    for start in (10, 20):  # two more claims' worth within the spacing
         orders(start, 10)
         deliver.send_due(engine.destination, "realtime")
-    assert contact_imports.count() == 1, "the new contacts wait for the import in flight"
+    assert contact_imports.count() == 1, "the new contacts wait for the next import"
 
-    engine.sandbox.api.post(f"{engine.sandbox.url}/_sandbox/settle")
-    DeliveryBatch.objects.update(next_attempt_at=timezone.now())
-    client = client_for(engine.destination, "realtime")
-    assert confirm.run_confirmation(client, engine.destination.pk, "realtime") == 1
+    contact_imports.update(submitted_at=timezone.now() - timedelta(seconds=61))
     assert deliver.send_due(engine.destination, "realtime") > 0
     first, second = contact_imports.order_by("pk")
+    assert first.state == DeliveryBatch.State.SUBMITTED, "the first is still in flight"
     waited = Operation.objects.filter(
         kind="contact", record_key__in=[f"b{n}@example.com" for n in range(10, 30)]
     )
@@ -232,6 +231,7 @@ def test_contacts_waiting_for_the_next_import_still_go_as_single_calls_while_the
     from monitoring.pipeline import deliver
 
     monkeypatch.setattr(lanes, "send_realtime_now", lambda destination_id: 0)
+    monkeypatch.setattr(deliver, "REALTIME_IMPORT_SPACING", 60.0)  # no race with the clock
     now = datetime.now(UTC)
     engine.post(
         "erp",
@@ -262,6 +262,20 @@ def test_contacts_waiting_for_the_next_import_still_go_as_single_calls_while_the
     late = Operation.objects.get(lane="realtime", kind="contact", record_key="s99@example.com")
     assert (late.state, late.via) == ("delivered", "single"), "not held for the next import"
     assert DeliveryBatch.objects.filter(lane="realtime", kind="contacts").count() == 1
+
+    # More than the single tier's room waiting: none go singly (a few of many would spend the
+    # room and save no import); they wait for the next import, together.
+    engine.post(
+        "erp",
+        [
+            order_created(f"SO-M{n}", f"m{n}@example.com", "9.00", at=now, customer=f"M{n}")
+            for n in range(deliver.SINGLE_MAX + 1)
+        ],
+    )
+    lanes.stage_flow(engine.erp_flow.pk, "realtime")
+    assert deliver.send_due(engine.destination, "realtime") == 0
+    waiting = Operation.objects.filter(kind="contact", record_key__startswith="m")
+    assert set(waiting.values_list("state", "via")) == {("pending", "")}
 
 
 def test_a_few_records_of_a_collection_take_the_single_calls_an_import_of_their_own_would_cost(
