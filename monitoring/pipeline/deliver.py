@@ -226,8 +226,10 @@ def send_operations(sending: Sending, ops: Sequence[Operation]) -> None:
         insight[op.collection].append(op)
     if realtime:
         # DotDigital's import tier (120 calls a minute) is what paces the realtime lane's
-        # rounds, so single calls go first where they save an import: a collection whose few
-        # records all fit the single tier's room is sent singly, not in an import of its own.
+        # rounds, so single calls go where they save an import: a collection whose few records
+        # all fit the single tier's room is sent singly, not in an import of its own. A few of
+        # many sent singly would save none (and deliver no event sooner: its other writes ride
+        # the import), so a collection that does not fit goes whole in an import.
         for collection, group in sorted(insight.items(), key=lambda item: len(item[1])):
             if len(group) <= _singles(sending, len(group)):
                 _send_insight(sending, collection, group, len(group))
@@ -240,7 +242,7 @@ def send_operations(sending: Sending, ops: Sequence[Operation]) -> None:
     if by_kind["list_remove"]:
         _send_list_removals(sending, by_kind["list_remove"])
     for collection, group in insight.items():
-        _send_insight(sending, collection, group, _singles(sending, len(group)) if realtime else 0)
+        _send_insight(sending, collection, group, 0)
 
 
 def _singles(sending: Sending, wanted: int) -> int:
@@ -291,15 +293,19 @@ def _contact_writes(
     return writes, by_email
 
 
-def _new_contacts_first(emails: list[str], by_email: dict[str, list[Operation]]) -> list[str]:
-    """Contacts DotDigital does not know yet first: their orders' records wait on them."""
+def _new_contacts_first(
+    emails: list[str], by_email: dict[str, list[Operation]]
+) -> tuple[list[str], int]:
+    """Contacts DotDigital does not know yet first (their orders' records wait on them), and how
+    many there are."""
     customers = {op.customer_id for ops in by_email.values() for op in ops if op.customer_id}
     new = set(
         Customer.objects.filter(pk__in=customers, dotdigital_contact_id="").values_list(
             "pk", flat=True
         )
     )
-    return sorted(emails, key=lambda e: not any(op.customer_id in new for op in by_email[e]))
+    is_new = {e: any(op.customer_id in new for op in by_email[e]) for e in emails}
+    return sorted(emails, key=lambda e: not is_new[e]), sum(is_new.values())
 
 
 def _send_contacts(
@@ -308,16 +314,20 @@ def _send_contacts(
     singles: int,
     consent_writes: Sequence[tuple[Operation, ContactWrite]] = (),
 ) -> None:
-    """The first `singles` contacts (new ones first) as single-record calls, the rest (and any
-    the single tier turns away) in an import, with the consent writes left for an import (one
+    """Up to `singles` contacts as single-record calls (of more, new ones only), the rest (and
+    any the single tier turns away) in an import, with the consent writes left for an import (one
     record per contact: a consent change joins the contact's data fields and lists)."""
     client = sending.client
     writes, by_email = _contact_writes(sending, ops)
     if not writes and not consent_writes:
         return
     emails = list(writes)
+    if 0 < singles < len(emails):
+        # Of more than the room, only contacts DotDigital does not know yet go singly: the
+        # records naming them wait on them, where a known contact's write may ride the import.
+        emails, new = _new_contacts_first(emails, by_email)
+        singles = min(singles, new)
     if singles:
-        emails = _new_contacts_first(emails, by_email) if singles < len(emails) else emails
         first, later = emails[:singles], emails[singles:]
         answers = each_call(client, client.upsert_contact, [writes[e] for e in first])
         rest: list[str] = []

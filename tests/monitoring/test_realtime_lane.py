@@ -325,3 +325,44 @@ def test_a_few_records_of_a_collection_take_the_single_calls_an_import_of_their_
 
     engine.pump()
     assert set(SourceEvent.objects.values_list("state", flat=True)) == {"delivered"}
+
+
+def test_of_more_writes_than_the_single_tiers_room_only_new_contacts_go_singly(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+):
+    """Known contacts' writes and order records beyond the room ride their imports whole: a few
+    of them sent singly would save no import and deliver no event sooner."""
+    from monitoring.models import Customer, DeliveryBatch, Operation
+    from monitoring.pipeline import deliver
+
+    monkeypatch.setattr(lanes, "send_realtime_now", lambda destination_id: 0)
+    now = datetime.now(UTC)
+    count = deliver.SINGLE_MAX + 5
+
+    def orders(suffix: str, at: datetime) -> None:
+        engine.post(
+            "erp",
+            [
+                order_created(
+                    f"SO-K{n}{suffix}", f"k{n}@example.com", "9.00", at=at, customer=f"K{n}"
+                )
+                for n in range(count)
+            ],
+        )
+        lanes.stage_flow(engine.erp_flow.pk, "realtime")
+
+    orders("a", now - timedelta(minutes=5))
+    engine.pump()
+    assert not Customer.objects.filter(dotdigital_contact_id="").exists(), "DotDigital knows them"
+    batches = DeliveryBatch.objects.count()
+
+    orders("b", now)
+    claimed = timezone.now()
+    assert deliver.send_due(engine.destination, "realtime") > 0
+    this_claim = Operation.objects.filter(lane="realtime", sent_at__gte=claimed)
+    assert this_claim.filter(kind="contact").count() == count
+    assert this_claim.filter(kind="insight").count() == count
+    assert not this_claim.filter(via="single").exists()
+    assert DeliveryBatch.objects.count() - batches == 2, "one contact import, one Orders import"
+    engine.pump()
+    assert set(SourceEvent.objects.values_list("state", flat=True)) == {"delivered"}
