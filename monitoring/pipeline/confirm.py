@@ -495,8 +495,8 @@ EARLY_POLL = 0.2  # seconds between an import's first polls, after its first (`f
 
 
 def poll_interval(polls: int, in_flight: int = 1) -> float:
-    """Sub-second at first (an import's first poll comes about when its kind's last imports were
-    seen finished), backing off to 5 s, and spread so all imports in flight together stay within
+    """Sub-second at first (an import's first poll comes a little before its kind's last imports
+    were seen finished: `sending.first_poll_after`), backing off to 5 s, and spread so all imports in flight together stay within
     `POLLS_PER_SECOND` (a departure from DotDigital's "every 5–30 s": docs/architecture.md,
     "Engine: delivery")."""
     spread = in_flight / POLLS_PER_SECOND
