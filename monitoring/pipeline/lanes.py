@@ -12,13 +12,16 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
 
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
+from connectors.dotdigital.client import DotDigitalClient
 from connectors.models import Connection
 from monitoring.models import (
     DeliveryBatch,
@@ -197,6 +200,46 @@ def serve_lane(destination_id: int, lane: str) -> dict[str, int]:
     return counts
 
 
+CONFIRM_IDLE = 0.05  # seconds between a confirmer's looks when no import is due a poll
+
+
+class Confirmer(threading.Thread):
+    """Polls and finishes a lane's imports beside its runner's sending loop, so an import is seen
+    finished when DotDigital says so, not when the loop next gets round to it between sends
+    (each a claim, its calls and its recording: 0.3–0.5 s on two busy cores). On PostgreSQL
+    only: a thread has its own connection there, where SQLite's one writer would make the two
+    wait on each other. Claims are leases, so the thread and any other poller never finish one
+    import twice."""
+
+    def __init__(self, destination_id: int, lane: str) -> None:
+        super().__init__(name=f"confirm-{destination_id}-{lane}", daemon=True)
+        self.destination_id = destination_id
+        self.lane = lane
+        self.halt = threading.Event()
+        self.confirmed = 0
+
+    def run(self) -> None:
+        try:
+            destination = Connection.objects.filter(pk=self.destination_id).first()
+            if destination is None:
+                return
+            client = client_for(destination, self.lane)
+            while not self.halt.is_set():
+                confirmed = run_confirmation(client, self.destination_id, self.lane)
+                self.confirmed += confirmed
+                if not confirmed:
+                    self.halt.wait(CONFIRM_IDLE)
+        except Exception:  # the runner's loop polls while this thread is not alive
+            log.exception("confirming the %s lane's imports failed", self.lane)
+        finally:
+            connection.close()
+
+    def stop(self) -> int:
+        self.halt.set()
+        self.join()
+        return self.confirmed
+
+
 def run_lane(
     destination_id: int,
     lane: str,
@@ -209,14 +252,40 @@ def run_lane(
     """Plan, send and confirm one destination's lane until nothing is due (then keep looking for
     `linger` seconds) or the time budget is spent; `renew` keeps the runner's lease while it
     works. Returns counts of what it did."""
-    started = time.monotonic()
-    renewed = started
-    idle_since = started
     counts = {"planned": 0, "sent": 0, "confirmed": 0}
     destination = Connection.objects.filter(pk=destination_id).first()
     if destination is None:
         return counts
     client = client_for(destination, lane)
+    confirmer = None
+    if lane == REALTIME and connection.vendor == "postgresql":
+        confirmer = Confirmer(destination_id, lane)
+        confirmer.start()
+    try:
+        _run_loop(
+            destination, lane, client, counts, confirmer, time_budget, linger, idle_sleep, renew
+        )
+    finally:
+        if confirmer is not None:
+            counts["confirmed"] += confirmer.stop()
+    return counts
+
+
+def _run_loop(
+    destination: Connection,
+    lane: str,
+    client: DotDigitalClient,
+    counts: dict[str, int],
+    confirmer: Confirmer | None,
+    time_budget: float,
+    linger: float,
+    idle_sleep: float,
+    renew: Callable[[], None] | None,
+) -> None:
+    destination_id = destination.pk
+    started = time.monotonic()
+    renewed = started
+    idle_since = started
     next_plan = 0.0
     while time.monotonic() - started < time_budget:
         if renew is not None and time.monotonic() - renewed >= LANE_RENEW_SECONDS:
@@ -231,7 +300,9 @@ def run_lane(
         t1 = time.monotonic()
         sent = send_due(destination, lane, client)
         t2 = time.monotonic()
-        confirmed = 0 if destination.is_paused else run_confirmation(client, destination_id, lane)
+        confirmed = 0
+        if not destination.is_paused and (confirmer is None or not confirmer.is_alive()):
+            confirmed = run_confirmation(client, destination_id, lane)
         if planned or sent or confirmed:
             log.debug(
                 "%s lane: planned %d in %.3fs, sent %d in %.3fs, confirmed %d in %.3fs",
@@ -254,7 +325,6 @@ def run_lane(
         if time.monotonic() - idle_since >= linger and not has_work_soon(destination_id, lane):
             break
         time.sleep(idle_sleep)
-    return counts
 
 
 def has_work_soon(destination_id: int, lane: str) -> bool:

@@ -366,3 +366,47 @@ def test_of_more_writes_than_the_single_tiers_room_only_new_contacts_go_singly(
     assert DeliveryBatch.objects.count() - batches == 2, "one contact import, one Orders import"
     engine.pump()
     assert set(SourceEvent.objects.values_list("state", flat=True)) == {"delivered"}
+
+
+def test_the_realtime_lanes_imports_are_seen_finished_while_its_runner_is_busy_sending(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+):
+    """A confirmer thread polls beside the runner's loop (PostgreSQL): an import is seen finished
+    when DotDigital has it, not once the loop is done with its claim."""
+    import time
+
+    from django.db import connection
+
+    from monitoring.models import DeliveryBatch
+    from monitoring.pipeline import deliver
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the confirmer thread needs a connection of its own: PostgreSQL")
+    monkeypatch.setattr(deliver, "single_capacity", lambda client: 0)  # writes go in imports
+    monkeypatch.setattr(lanes, "send_realtime_now", lambda destination_id: 0)
+    finished_while_busy: list[int] = []
+    send_due = lanes.send_due
+
+    def busy_sending(destination: Any, lane: str, client: Any = None) -> int:
+        sent = send_due(destination, lane, client)
+        if sent and not finished_while_busy:
+            time.sleep(1.0)  # the rest of a big claim
+            finished = DeliveryBatch.objects.filter(state=DeliveryBatch.State.FINISHED)
+            finished_while_busy.append(finished.count())
+        return sent
+
+    monkeypatch.setattr(lanes, "send_due", busy_sending)
+    now = datetime.now(UTC)
+    engine.post(
+        "erp",
+        [
+            order_created(f"SO-Q{n}", f"q{n}@example.com", "9.00", at=now, customer=f"Q{n}")
+            for n in range(5)
+        ],
+    )
+    lanes.stage_flow(engine.erp_flow.pk, "realtime")
+    counts = lanes.run_lane(engine.destination.pk, "realtime", time_budget=10.0, idle_sleep=0.02)
+
+    assert finished_while_busy == [1], "the first import finished while the loop was busy"
+    assert counts["confirmed"] >= 2
+    assert set(SourceEvent.objects.values_list("state", flat=True)) == {"delivered"}
