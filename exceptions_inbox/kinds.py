@@ -300,6 +300,19 @@ define(
 )
 define(
     Kind(
+        slug="enrolment_unknown",
+        title="Enrolment may not have happened",
+        description="DotDigital gave no answer to a call enrolling contacts into a program (a "
+        "timeout, a dropped connection or a server error), so it may or may not have enrolled them. "
+        "Syncdesk never sends an enrolment twice on its own: DotDigital has no un-enrol, and a "
+        "second one would send the program's mails again.",
+        runbook="Open the program's enrolments in DotDigital and look for these contacts. Retry the "
+        "ones it does not have (each is sent once more); resolve the group when all are there.",
+        default_team="marketing",
+    )
+)
+define(
+    Kind(
         slug="segment_gap",
         title="Contacts missing from a segment",
         description="Contacts the source says belong in a list are not in it in DotDigital.",

@@ -11,11 +11,12 @@ class MonitoringConfig(AppConfig):
         # Imported here, not at the top: these modules import models, which Django loads after
         # the app configs.
         from monitoring.configuration import services as config_services
-        from monitoring.pipeline import confirm, hooks
+        from monitoring.pipeline import confirm, hooks, programs
         from monitoring.watch import alerts, reconcile
 
         hooks.register()
         confirm.register_hooks()
+        programs.register_hooks()
         alerts.register_hooks()
         reconcile.register_hooks()
         config_services.register_audit_pages()  # links of the audit page

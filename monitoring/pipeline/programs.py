@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 
 from django.db import transaction
 from django.utils import timezone
@@ -24,10 +25,16 @@ from connectors.budget import Lane
 from connectors.dotdigital import errors
 from connectors.dotdigital.client import DotDigitalClient
 from connectors.models import Connection
+from exceptions_inbox.kinds import register_hooks as register
+from exceptions_inbox.models import Occurrence
+from exceptions_inbox.recording import clear_occurrences, record_occurrence
 from monitoring.models import Customer, ListMembership, Operation, ProgramEnrolment
 from monitoring.pipeline import wake
 
 log = logging.getLogger(__name__)
+
+STAGE = "enrol"
+UNKNOWN_KIND = "enrolment_unknown"
 
 ENROLMENT_CALLS_PER_HOUR = 18
 CONTACTS_PER_ENROLMENT = 25  # the mirrored programs spec caps `contacts` at 25 per call
@@ -145,7 +152,7 @@ def enrol_programs(destination: Connection, client: DotDigitalClient | None = No
                 ProgramEnrolment.objects.filter(pk__in=pks).update(state=PE.PENDING)
                 return enrolled
             except (errors.CallTimeout, errors.ConnectionDropped, errors.ServerError) as exc:
-                _settle(pks, PE.UNKNOWN, f"May have been applied; not retried: {exc}")
+                _may_have_applied(destination, chunk, f"May have been applied; not retried: {exc}")
                 continue
             except errors.DotDigitalError as exc:
                 _settle(pks, PE.FAILED, str(exc))
@@ -153,8 +160,44 @@ def enrol_programs(destination: Connection, client: DotDigitalClient | None = No
             ProgramEnrolment.objects.filter(pk__in=pks).update(
                 state=PE.SENT, enrolment_id=enrolment.id[:80]
             )
+            clear_occurrences(destination.workspace, [f"enrolment:{pk}" for pk in pks], stage=STAGE)
             enrolled += len(pks)
     return enrolled
+
+
+def _may_have_applied(destination: Connection, rows: list[ProgramEnrolment], error: str) -> None:
+    """Rows whose call got no answer: `unknown`, never sent again on its own, and each an
+    occurrence in marketing's inbox (one group a program) for a person to check DotDigital and
+    retry what it does not have (`retry_unknown`)."""
+    _settle([r.pk for r in rows], PE.UNKNOWN, error)
+    for row in rows:
+        record_occurrence(
+            workspace=destination.workspace,
+            kind=UNKNOWN_KIND,
+            event_key=f"enrolment:{row.pk}",
+            stage=STAGE,
+            message=error,
+            subject_key=f"program:{row.program_id}",
+            subject_label=f"program {row.program_id}",
+            email=row.email,
+            detail={"enrolment": row.pk, "program": row.program_id},
+        )
+
+
+def retry_unknown(occurrences: Sequence[Occurrence]) -> None:
+    """A person found these contacts missing from the program in DotDigital: send each once
+    more (their occurrences clear when it is sent)."""
+    pks = [
+        int(pk)
+        for prefix, _, pk in (o.event_key.partition(":") for o in occurrences)
+        if prefix == "enrolment" and pk.isdigit()
+    ]
+    ProgramEnrolment.objects.filter(pk__in=pks, state=PE.UNKNOWN).update(state=PE.PENDING, error="")
+
+
+def register_hooks() -> None:
+    """Called from MonitoringConfig.ready()."""
+    register(UNKNOWN_KIND, retry=retry_unknown)
 
 
 def _settle(pks: list[int], state: str, error: str) -> None:

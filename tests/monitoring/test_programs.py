@@ -102,6 +102,43 @@ def test_an_enrolment_call_that_never_reached_dotdigital_waits_for_the_next_run(
     assert len(enrolment_calls(engine)) == 1
 
 
+def test_an_enrolment_dotdigital_may_have_applied_goes_to_marketings_inbox_and_a_retry_sends_it_once_more(
+    engine: Engine,
+):
+    """A 503 to the enrolment call: DotDigital may or may not have enrolled them, and a second
+    call could send the program's mails twice, so nothing is resent on its own; each contact is
+    an occurrence in marketing's inbox, one group for the program, until a person retries."""
+    from exceptions_inbox.actions import apply_action
+    from exceptions_inbox.models import ExceptionGroup, Occurrence
+
+    enrol_new_buyers(engine)
+    now = datetime.now(UTC).replace(microsecond=0)
+    engine.post(
+        "erp",
+        [
+            order_created(f"UK{i}", f"maybe{i}@example.com", "10.00", at=now, customer=f"U{i}")
+            for i in range(2)
+        ],
+    )
+    engine.pump()
+    engine.sandbox.faults(match="/v2/programs/enrolments", error_burst=1, error_status=503)
+
+    assert enrol_programs() == 0
+    assert set(ProgramEnrolment.objects.values_list("state", flat=True)) == {"unknown"}
+    group = ExceptionGroup.objects.get(kind="enrolment_unknown")
+    assert group.team.slug == "marketing"
+    assert group.open_count == 2
+    assert enrol_programs() == 0, "never resent on its own"
+    assert len(enrolment_calls(engine)) == 1
+
+    apply_action(group, "retry", actor=None)
+    assert enrol_programs() == 2
+    assert set(ProgramEnrolment.objects.values_list("state", flat=True)) == {"sent"}
+    assert not Occurrence.objects.filter(group=group, state=Occurrence.State.OPEN).exists()
+    group.refresh_from_db()
+    assert group.state == ExceptionGroup.State.RESOLVED
+
+
 def test_a_list_membership_whose_time_is_up_takes_the_contact_off_the_list_in_dotdigital(
     engine: Engine,
 ):
