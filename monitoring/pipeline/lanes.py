@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Min, Q
 from django.utils import timezone
 
 from connectors.dotdigital.client import DotDigitalClient
@@ -200,7 +200,10 @@ def serve_lane(destination_id: int, lane: str) -> dict[str, int]:
     return counts
 
 
-CONFIRM_IDLE = 0.05  # seconds between a confirmer's looks when no import is due a poll
+# A confirmer with nothing due waits for the next import's poll time (or a nudge from the loop
+# after it sends), between these bounds: looking every 0.05 s cost a query each time.
+CONFIRM_IDLE = 0.05
+CONFIRM_IDLE_MAX = 1.0
 
 
 class Confirmer(threading.Thread):
@@ -216,6 +219,7 @@ class Confirmer(threading.Thread):
         self.destination_id = destination_id
         self.lane = lane
         self.halt = threading.Event()
+        self.nudged = threading.Event()
         self.confirmed = 0
 
     def run(self) -> None:
@@ -228,14 +232,32 @@ class Confirmer(threading.Thread):
                 confirmed = run_confirmation(client, self.destination_id, self.lane)
                 self.confirmed += confirmed
                 if not confirmed:
-                    self.halt.wait(CONFIRM_IDLE)
+                    self.nudged.wait(self.idle_wait())
+                    self.nudged.clear()
         except Exception:  # the runner's loop polls while this thread is not alive
             log.exception("confirming the %s lane's imports failed", self.lane)
         finally:
             connection.close()
 
+    def idle_wait(self) -> float:
+        """Seconds until the lane's next import is due a poll, within the idle bounds."""
+        due = DeliveryBatch.objects.filter(
+            destination_id=self.destination_id,
+            lane=self.lane,
+            state=DeliveryBatch.State.SUBMITTED,
+        ).aggregate(due=Min("next_attempt_at"))["due"]
+        if due is None:
+            return CONFIRM_IDLE_MAX
+        wait = float((due - timezone.now()).total_seconds())
+        return min(CONFIRM_IDLE_MAX, max(CONFIRM_IDLE, wait))
+
+    def nudge(self) -> None:
+        """The loop sent something: an import may be in flight now."""
+        self.nudged.set()
+
     def stop(self) -> int:
         self.halt.set()
+        self.nudged.set()
         self.join()
         return self.confirmed
 
@@ -300,6 +322,8 @@ def _run_loop(
         t1 = time.monotonic()
         sent = send_due(destination, lane, client)
         t2 = time.monotonic()
+        if sent and confirmer is not None:
+            confirmer.nudge()
         confirmed = 0
         if not destination.is_paused and (confirmer is None or not confirmer.is_alive()):
             confirmed = run_confirmation(client, destination_id, lane)

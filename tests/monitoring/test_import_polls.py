@@ -56,3 +56,27 @@ def test_early_polls_are_spread_so_all_imports_in_flight_stay_within_our_share_o
     assert poll_interval(1) == pytest.approx(0.2)
     assert poll_interval(1, in_flight=8) == pytest.approx(0.5)
     assert poll_interval(12) == 5.0
+
+
+def test_an_idle_confirmer_waits_for_the_next_imports_poll_time_within_its_bounds():
+    from monitoring.pipeline.lanes import CONFIRM_IDLE, CONFIRM_IDLE_MAX, Confirmer
+
+    destination = make_connection(make_workspace())
+    confirmer = Confirmer(destination.pk, "realtime")
+    assert confirmer.idle_wait() == CONFIRM_IDLE_MAX, "nothing in flight: until nudged"
+
+    def in_flight(due_in: float, n: int, lane: str = "realtime") -> None:
+        DeliveryBatch.objects.create(
+            workspace=destination.workspace,
+            destination=destination,
+            kind="contacts",
+            lane=lane,
+            import_id=f"due-{n}",
+            next_attempt_at=timezone.now() + timedelta(seconds=due_in),
+        )
+
+    in_flight(0.4, 1)
+    in_flight(0.1, 2, lane="bulk")  # another lane's
+    assert confirmer.idle_wait() == pytest.approx(0.4, abs=0.1)
+    in_flight(-1.0, 3)  # overdue (leased by another poller, say)
+    assert confirmer.idle_wait() == CONFIRM_IDLE
