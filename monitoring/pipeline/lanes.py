@@ -201,9 +201,11 @@ def serve_lane(destination_id: int, lane: str) -> dict[str, int]:
 
 
 # A confirmer with nothing due waits for the next import's poll time (or a nudge from the loop
-# after it sends), between these bounds: looking every 0.05 s cost a query each time.
+# after it sends), between these bounds: looking every 0.05 s cost a query each time. At most
+# less than an import's first poll (`sending.FIRST_POLL_MIN`), so an import another sender (a
+# staging task) sent is never polled late.
 CONFIRM_IDLE = 0.05
-CONFIRM_IDLE_MAX = 1.0
+CONFIRM_IDLE_MAX = 0.25
 
 
 class Confirmer(threading.Thread):

@@ -75,8 +75,14 @@ def test_an_idle_confirmer_waits_for_the_next_imports_poll_time_within_its_bound
             next_attempt_at=timezone.now() + timedelta(seconds=due_in),
         )
 
-    in_flight(0.4, 1)
+    in_flight(0.2, 1)
     in_flight(0.1, 2, lane="bulk")  # another lane's
-    assert confirmer.idle_wait() == pytest.approx(0.4, abs=0.1)
+    assert confirmer.idle_wait() == pytest.approx(0.2, abs=0.05)
     in_flight(-1.0, 3)  # overdue (leased by another poller, say)
     assert confirmer.idle_wait() == CONFIRM_IDLE
+
+
+def test_an_idle_confirmer_looks_again_before_any_new_import_is_due_its_first_poll():
+    from monitoring.pipeline.lanes import CONFIRM_IDLE_MAX
+
+    assert CONFIRM_IDLE_MAX < FIRST_POLL_MIN
