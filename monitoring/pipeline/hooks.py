@@ -35,11 +35,12 @@ STAGING_KINDS = (
 )
 
 
-def event_ids(occurrences: Sequence[Occurrence]) -> list[int]:
+def event_ids(occurrences: Sequence[Occurrence], kind: str = "event") -> list[int]:
+    """The row ids the occurrences name (`event:<pk>`, or another `kind` such as `enrolment`)."""
     ids = []
     for occurrence in occurrences:
         prefix, _, pk = occurrence.event_key.partition(":")
-        if prefix == "event" and pk.isdigit():
+        if prefix == kind and pk.isdigit():
             ids.append(int(pk))
     return ids
 

@@ -30,6 +30,7 @@ from exceptions_inbox.models import Occurrence
 from exceptions_inbox.recording import clear_occurrences, record_occurrence
 from monitoring.models import Customer, ListMembership, Operation, ProgramEnrolment
 from monitoring.pipeline import wake
+from monitoring.pipeline.hooks import event_ids
 
 log = logging.getLogger(__name__)
 
@@ -187,11 +188,7 @@ def _may_have_applied(destination: Connection, rows: list[ProgramEnrolment], err
 def retry_unknown(occurrences: Sequence[Occurrence]) -> None:
     """A person found these contacts missing from the program in DotDigital: send each once
     more (their occurrences clear when it is sent)."""
-    pks = [
-        int(pk)
-        for prefix, _, pk in (o.event_key.partition(":") for o in occurrences)
-        if prefix == "enrolment" and pk.isdigit()
-    ]
+    pks = event_ids(occurrences, kind="enrolment")
     ProgramEnrolment.objects.filter(pk__in=pks, state=PE.UNKNOWN).update(state=PE.PENDING, error="")
 
 

@@ -59,6 +59,20 @@ def post_backlog(engine: Engine, size: int, at: datetime) -> None:
         engine.post("erp", [customer_update(i, at=at) for i in range(start, start + 100)])
 
 
+def post_new_orders(engine: Engine, tag: str, count: int, at: datetime) -> None:
+    """`count` first orders of new customers (`<tag><n>@example.com`), staged on the realtime lane."""
+    engine.post(
+        "erp",
+        [
+            order_created(
+                f"SO-{tag}{n}", f"{tag.lower()}{n}@example.com", "9.00", at=at, customer=f"{tag}{n}"
+            )
+            for n in range(count)
+        ],
+    )
+    lanes.stage_flow(engine.erp_flow.pk, "realtime")
+
+
 def test_a_realtime_event_posted_behind_a_bulk_backlog_is_staged_planned_sent_and_confirmed_first(
     engine: Engine,
 ):
@@ -233,14 +247,7 @@ def test_contacts_waiting_for_the_next_import_still_go_as_single_calls_while_the
     monkeypatch.setattr(lanes, "send_realtime_now", lambda destination_id: 0)
     monkeypatch.setattr(deliver, "REALTIME_IMPORT_SPACING", 60.0)  # no race with the clock
     now = datetime.now(UTC)
-    engine.post(
-        "erp",
-        [
-            order_created(f"SO-S{n}", f"s{n}@example.com", "9.00", at=now, customer=f"S{n}")
-            for n in range(30)
-        ],
-    )
-    lanes.stage_flow(engine.erp_flow.pk, "realtime")
+    post_new_orders(engine, "S", 30, now)
     assert deliver.send_due(engine.destination, "realtime") > 0
     # More than a claim's single calls: the first SINGLE_MAX singly, new contacts first; the
     # rest in one import.
@@ -265,14 +272,7 @@ def test_contacts_waiting_for_the_next_import_still_go_as_single_calls_while_the
 
     # More than the single tier's room waiting: none go singly (a few of many would spend the
     # room and save no import); they wait for the next import, together.
-    engine.post(
-        "erp",
-        [
-            order_created(f"SO-M{n}", f"m{n}@example.com", "9.00", at=now, customer=f"M{n}")
-            for n in range(deliver.SINGLE_MAX + 1)
-        ],
-    )
-    lanes.stage_flow(engine.erp_flow.pk, "realtime")
+    post_new_orders(engine, "M", deliver.SINGLE_MAX + 1, now)
     assert deliver.send_due(engine.destination, "realtime") == 0
     waiting = Operation.objects.filter(kind="contact", record_key__startswith="m")
     assert set(waiting.values_list("state", "via")) == {("pending", "")}
@@ -397,14 +397,7 @@ def test_the_realtime_lanes_imports_are_seen_finished_while_its_runner_is_busy_s
 
     monkeypatch.setattr(lanes, "send_due", busy_sending)
     now = datetime.now(UTC)
-    engine.post(
-        "erp",
-        [
-            order_created(f"SO-Q{n}", f"q{n}@example.com", "9.00", at=now, customer=f"Q{n}")
-            for n in range(5)
-        ],
-    )
-    lanes.stage_flow(engine.erp_flow.pk, "realtime")
+    post_new_orders(engine, "Q", 5, now)
     counts = lanes.run_lane(engine.destination.pk, "realtime", time_budget=10.0, idle_sleep=0.02)
 
     assert finished_while_busy == [1], "the first import finished while the loop was busy"
