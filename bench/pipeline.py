@@ -1,7 +1,8 @@
 """Staging and planning in process: CPU per event of Syncdesk and of its PostgreSQL backend, for
-the batched write path (`monitoring/pipeline/rows.py`: one statement of arrays per batch) against
-the per-row path it replaced (Django's `bulk_create`, an UPDATE per row; `rows.USE_ARRAYS =
-False`) in the same run, on the same mix.
+the batched write path (`monitoring/pipeline/rows.py`: one statement of arrays per batch, bound on
+the server in binary) against the paths it replaced, in the same run, on the same mix: per row
+(Django's `bulk_create`, an UPDATE per row; `rows.USE_ARRAYS = False`) and arrays bound on the
+client as text (`rows.SERVER_BINDING = False`).
 
     .venv/bin/python bench/pipeline.py [--events 6000] [--postgres postgres://postgres@127.0.0.1:5432/postgres]
 
@@ -9,13 +10,14 @@ It drops and creates its own database, `syncdesk_bench_pipeline`. No HTTP server
 DotDigital: events are posted to the webhook view in process (Django's test client), staged with
 `run_staging` and planned with `run_planning`, each timed by `time.process_time` (this process)
 and `/proc/<pid>/stat` (the PostgreSQL backend serving it). The generator's mix is the engine
-bench's (bench/engine.py); the baseline phase and the measured phase each take `--events` fresh
-events from the same stream. Not a test: it prints figures and asserts nothing about them.
+bench's (bench/engine.py); each phase takes `--events` fresh events from the same stream, in the
+order printed. Not a test: it prints figures and asserts nothing about them.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import sys
@@ -28,6 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 DATABASE = "syncdesk_bench_pipeline"
+# A phase's write path: (rows.USE_ARRAYS, rows.SERVER_BINDING).
+PHASES = {
+    "per_row_baseline": (False, False),
+    "arrays_bound_on_client": (True, False),
+    "arrays": (True, True),
+}
 
 
 def _admin(url: str) -> Any:
@@ -52,6 +60,13 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=6000)
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--phases", default=",".join(PHASES), help="the phases to run, in this order"
+    )
+    parser.add_argument(
+        "--profile", metavar="PREFIX", help="write cProfile stats of the measured phase's "
+        "staging and planning to PREFIX-run_staging.prof and PREFIX-run_planning.prof",
+    )  # fmt: skip
     args = parser.parse_args()
     recreate(args.postgres, create=True)
     os.environ["DATABASE_URL"] = f"{args.postgres.rsplit('/', 1)[0]}/{DATABASE}"
@@ -112,10 +127,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def backend_cpu() -> float:
         return stat_seconds(Path(f"/proc/{backend}"))
 
-    def measure(step: Callable[[], int]) -> dict[str, float]:
+    def measure(step: Callable[[], int], profile: str = "") -> dict[str, float]:
+        profiler = cProfile.Profile() if profile else None
         cpu, pg, wall = time.process_time(), backend_cpu(), time.perf_counter()
-        done = step()
+        done = profiler.runcall(step) if profiler else step()
         cpu, pg = time.process_time() - cpu, backend_cpu() - pg
+        if profiler:
+            profiler.dump_stats(profile)
         return {
             "events": done,
             "wall_s": round(time.perf_counter() - wall, 2),
@@ -132,17 +150,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     run_planning()
 
     phases: dict[str, Any] = {}
-    for name, use_arrays in (("per_row_baseline", False), ("arrays", True)):
-        rows.USE_ARRAYS = use_arrays
+    for name in args.phases.split(","):
+        rows.USE_ARRAYS, rows.SERVER_BINDING = PHASES[name]
         for _ in range(args.events // 100):
             post(gen.events(100))
-        phases[name] = {"staging": measure(run_staging), "planning": measure(run_planning)}
-    rows.USE_ARRAYS = True
+        prefix = args.profile if name == "arrays" and args.profile else ""
+        phases[name] = {
+            step.__name__.removeprefix("run_"): measure(
+                step, prefix and f"{prefix}-{step.__name__}.prof"
+            )
+            for step in (run_staging, run_planning)
+        }
+    rows.USE_ARRAYS, rows.SERVER_BINDING = True, True
 
     def total(phase: dict[str, Any], key: str) -> float:
         return float(phase["staging"][key] + phase["planning"][key])
 
-    base, new = phases["per_row_baseline"], phases["arrays"]
+    new = phases.get("arrays") or next(iter(phases.values()))
     return {
         "assumptions": {
             "events_per_phase": args.events,
@@ -152,15 +176,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         **phases,
         "staging_and_planning_cpu_ms_per_event": {
-            "per_row_baseline": round(total(base, "cpu_ms_per_event"), 3),
-            "arrays": round(total(new, "cpu_ms_per_event"), 3),
-            "ratio": round(
-                total(base, "cpu_ms_per_event") / max(total(new, "cpu_ms_per_event"), 1e-9), 2
-            ),
+            name: round(total(phase, "cpu_ms_per_event"), 3) for name, phase in phases.items()
+        },
+        "ratio_to_arrays": {
+            name: round(
+                total(phase, "cpu_ms_per_event") / max(total(new, "cpu_ms_per_event"), 1e-9), 2
+            )
+            for name, phase in phases.items()
+            if phase is not new
         },
         "postgres_cpu_ms_per_event": {
-            "per_row_baseline": round(total(base, "postgres_cpu_ms_per_event"), 3),
-            "arrays": round(total(new, "postgres_cpu_ms_per_event"), 3),
+            name: round(total(phase, "postgres_cpu_ms_per_event"), 3)
+            for name, phase in phases.items()
         },
     }
 

@@ -30,7 +30,7 @@ from monitoring.pipeline.normalise import (
     is_credit_document,
     normalise_email,
 )
-from monitoring.pipeline.rows import bulk_set
+from monitoring.pipeline.rows import bulk_set, create_rows
 
 BATCH_SIZE = 200
 
@@ -168,9 +168,7 @@ class StateCache:
             (StockDelta, self.new_rows),
         )
         for model, rows_of in inserted:
-            rows = list(rows_of.pop(model._meta.label, {}).values())
-            if rows:
-                model._default_manager.bulk_create(rows, batch_size=500)
+            create_rows(list(rows_of.pop(model._meta.label, {}).values()))
             if model is Customer:
                 self._insert_keys()
             if model is Order:
@@ -184,7 +182,7 @@ class StateCache:
         if not self.new_keys:
             return
         keys, self.new_keys = self.new_keys, {}
-        CustomerKey.objects.bulk_create(
+        create_rows(
             [
                 CustomerKey(
                     workspace_id=ws,
@@ -195,7 +193,6 @@ class StateCache:
                 for (ws, system, source_id), customer in sorted(keys.items())
             ],
             ignore_conflicts=True,
-            batch_size=500,
         )
         by_group: dict[tuple[int, str], list[str]] = {}
         for ws, system, source_id in keys:
@@ -214,7 +211,7 @@ class StateCache:
         if not self.new_order_keys:
             return
         keys, self.new_order_keys = self.new_order_keys, []
-        OrderKey.objects.bulk_create(keys, ignore_conflicts=True, batch_size=500)
+        create_rows(keys, ignore_conflicts=True)
         by_group: dict[tuple[int, str], list[str]] = {}
         for key in keys:
             by_group.setdefault((key.workspace_id, key.source_system), []).append(key.order_key)
