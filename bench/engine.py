@@ -155,6 +155,43 @@ def writes_since(op_mark: int, batch_mark: int) -> dict[str, Any]:
     }
 
 
+def table_writes() -> dict[str, tuple[int, int, int, int]]:
+    """PostgreSQL's count of rows inserted, updated (HOT among them) and deleted, per table of
+    this database, as its statistics hold them."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del "
+            "FROM pg_stat_user_tables"
+        )
+        return {name: (ins, upd, hot, dele) for name, ins, upd, hot, dele in cursor.fetchall()}
+
+
+def writes_per_event(
+    before: dict[str, tuple[int, int, int, int]],
+    after: dict[str, tuple[int, int, int, int]],
+    events: int,
+) -> dict[str, Any]:
+    """Each table's row writes between two `table_writes` readings, per event (tables with fewer
+    than one write in 200 events left out, though counted in the whole)."""
+    out: dict[str, Any] = {}
+    total = 0
+    for name, counts in sorted(after.items()):
+        ins, upd, hot, dele = (
+            a - b for a, b in zip(counts, before.get(name, (0, 0, 0, 0)), strict=True)
+        )
+        total += ins + upd + dele
+        if (ins + upd + dele) * 200 >= events:
+            out[name.removeprefix("monitoring_")] = {
+                "inserted": round(ins / events, 2),
+                "updated": round(upd / events, 2),
+                "hot": round(hot / events, 2),
+                "deleted": round(dele / events, 2),
+            }
+    return {"all_tables": round(total / events, 2), **out}
+
+
 def at_rate(gen: Any, post: Any, wait_settled: Any, rate: float, seconds: float) -> dict[str, Any]:
     """Post the mix at `rate` events a second for `seconds`; realtime latency of what was posted
     (first orders of contacts new to the run apart: their contact is written first)."""
@@ -291,6 +328,7 @@ def run(args: argparse.Namespace) -> int:
         cpu0 = cpu_seconds(measured)
         cpu0_by = {n: cpu_seconds([procs[n].pid]) for n in ("web", "realtime", "bulk", "beat")}
         rig0 = rig_cpu(procs["sandbox"].pid)
+        writes0 = table_writes()
         t0 = time.monotonic()
         load_start = os.getloadavg()[0]
         in_flight = threading.Semaphore(8)
@@ -319,6 +357,9 @@ def run(args: argparse.Namespace) -> int:
         rig1 = rig_cpu(procs["sandbox"].pid)
         load_full = os.getloadavg()[0]
         full = SourceEvent.objects.filter(pk__gt=last_pk)
+        # An idle backend sends its statistics within 10 s (PGSTAT_IDLE_INTERVAL).
+        time.sleep(11)
+        writes = writes_per_event(writes0, table_writes(), full.count())
         delivered = full.filter(state="delivered").count()
         elapsed = t1 - t0
         bulk_events = full.filter(lane="bulk").count()
@@ -468,6 +509,9 @@ def run(args: argparse.Namespace) -> int:
                 "status_polls_per_10k_events": round(polls * 10_000 / max(1, full.count()), 1),
                 "sandbox_calls_by_tier": by_tier,
                 "operations": Operation.objects.filter(destination=dd).count(),
+                # Rows PostgreSQL inserted, updated and deleted per event, by table (its
+                # statistics; the warm-up's last writes may be among them).
+                "row_writes_per_event": writes,
             },
             "low_rate": {
                 "realtime_events": len(rt_low),
