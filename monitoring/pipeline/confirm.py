@@ -40,7 +40,7 @@ from monitoring.models import (
     OperationEvent,
     SourceEvent,
 )
-from monitoring.pipeline.claims import claim_ids, worker_token
+from monitoring.pipeline.claims import claim_ids, worker_token, working
 from monitoring.pipeline.destination import pause_destination
 from monitoring.pipeline.hooks import event_ids, render_event, skip_events
 from monitoring.pipeline.normalise import parse_time
@@ -526,6 +526,11 @@ def claim_batches(destination_id: int, lane: str, owner: str, limit: int = 25) -
 def run_confirmation(client: DotDigitalClient, destination_id: int, lane: str) -> int:
     """Poll this lane's due imports once; returns how many finished."""
     owner = worker_token()
+    with working(owner):
+        return _confirm(client, destination_id, lane, owner)
+
+
+def _confirm(client: DotDigitalClient, destination_id: int, lane: str, owner: str) -> int:
     ids = claim_batches(destination_id, lane, owner)
     finished = 0
     for batch in DeliveryBatch.objects.filter(pk__in=ids, lease_owner=owner):

@@ -52,7 +52,7 @@ from monitoring.models import (
     SourceEvent,
 )
 from monitoring.pipeline import consent
-from monitoring.pipeline.claims import worker_token
+from monitoring.pipeline.claims import hold, worker_token, working
 from monitoring.pipeline.confirm import record_results
 from monitoring.pipeline.destination import (
     client_for,
@@ -160,6 +160,7 @@ def claim_operations(
             )
             if ids:
                 Operation.objects.filter(pk__in=ids).update(**changes)
+                hold(owner)
             return ids
         candidates = list(qs.values_list("pk", flat=True)[:limit])
         if not candidates:
@@ -543,15 +544,16 @@ def send_due(destination: Connection, lane: str, client: DotDigitalClient | None
         _promoted[destination.pk] = started
         promote_blocking_contacts(destination.pk)
     client = client or client_for(destination, lane)
-    if lane != Lane.REALTIME:
-        return _send_claim(destination, lane, client, owner, started, limit)
-    importer = realtime_importer(client, destination.pk)
-    importing = importer.claim(owner)
-    try:
-        return _send_claim(destination, lane, client, owner, started, limit, importing)
-    finally:
-        if importing:
-            importer.release(owner)
+    with working(owner):
+        if lane != Lane.REALTIME:
+            return _send_claim(destination, lane, client, owner, started, limit)
+        importer = realtime_importer(client, destination.pk)
+        importing = importer.claim(owner)
+        try:
+            return _send_claim(destination, lane, client, owner, started, limit, importing)
+        finally:
+            if importing:
+                importer.release(owner)
 
 
 def realtime_importer(client: DotDigitalClient, destination_id: int) -> ConcurrencyCap:

@@ -6,7 +6,8 @@
 - **A delivery lane** (`serve_lane`, `run_lane`): one runner per destination and lane (a
   `LaneRunner` lease) plans what staging left, sends due operations and polls imports until
   nothing is due.
-- **Sweepers** (`wake_due_staging`, `wake_due_lanes`): beat runs them every few seconds.
+- **Sweepers** (`wake_due_staging`, `wake_due_lanes`): beat runs them every few seconds; the
+  first also ends the claims of workers that died (`free_dead_claims_everywhere`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from monitoring.models import (
     SourceNotification,
 )
 from monitoring.pipeline import wake
-from monitoring.pipeline.claims import worker_token
+from monitoring.pipeline.claims import free_dead_claims, worker_token
 from monitoring.pipeline.confirm import run_confirmation
 from monitoring.pipeline.deliver import due_operations, send_due
 from monitoring.pipeline.destination import client_for
@@ -141,9 +142,29 @@ def send_realtime_now(destination_id: int) -> int:
     return claimed
 
 
+def free_dead_claims_everywhere() -> int:
+    """End the leases of the claims whose worker is no longer at work (PostgreSQL: its lock went
+    with its connection), so the sweepers find the work due at once; elsewhere, none."""
+    now = timezone.now()
+    events = SourceEvent.objects.filter(lease_until__gt=now)
+    State = SourceEvent.State
+    return sum(
+        free_dead_claims(leased)
+        for leased in (
+            events.filter(state__in=(State.RECEIVED, State.HELD)),  # staging's claims
+            events.filter(state=State.READY, in_outbox=False),  # planning's
+            Operation.objects.filter(state=Operation.State.SENDING, lease_until__gt=now),
+            DeliveryBatch.objects.filter(
+                state=DeliveryBatch.State.SUBMITTED, lease_until__gt=now
+            ),  # a new import's sender's, and pollers'
+        )
+    )
+
+
 def wake_due_staging() -> dict[str, int]:
     """Wake staging for every flow with due rows (new, released, past a hold's deadline, or
-    whose lease expired) and fetching for due notifications."""
+    whose lease expired or whose claimant died) and fetching for due notifications."""
+    free_dead_claims_everywhere()
     now = timezone.now()
     flows = set(
         SourceEvent.objects.due_for_staging(now)

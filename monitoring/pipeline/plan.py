@@ -44,7 +44,7 @@ from monitoring.models import (
     StockLevel,
 )
 from monitoring.pipeline import rows
-from monitoring.pipeline.claims import claim_ids, worker_token
+from monitoring.pipeline.claims import claim_ids, worker_token, working
 from monitoring.pipeline.mapping import Context, OpSpec, refresh_fields, specs_for, stock_total
 from monitoring.pipeline.normalise import clean_sku, is_credit_document, parse_time
 from monitoring.pipeline.rows import bulk_set, insert_rows
@@ -96,23 +96,24 @@ def run_planning(
         candidates = ready_events(lane=lane, destination_id=destination_id)
         if event_ids is not None:
             candidates = candidates.filter(pk__in=event_ids)
-        ids = claim_ids(
-            candidates,
-            limit=batch_size,
-            owner=owner,
-            lease_seconds=PLAN_LEASE_SECONDS,
-        )
-        if not ids:
-            return total
-        try:
-            total += plan_batch(ids, owner)
-        except DatabaseError:
-            # A deadlock or a lost connection: the events go back at once, not when the lease
-            # runs out (two minutes of latency for a dispatch).
-            SourceEvent.objects.filter(pk__in=ids, lease_owner=owner).update(
-                lease_owner="", lease_until=None
+        with working(owner):
+            ids = claim_ids(
+                candidates,
+                limit=batch_size,
+                owner=owner,
+                lease_seconds=PLAN_LEASE_SECONDS,
             )
-            raise
+            if not ids:
+                return total
+            try:
+                total += plan_batch(ids, owner)
+            except DatabaseError:
+                # A deadlock or a lost connection: the events go back at once, not when the
+                # lease runs out (two minutes of latency for a dispatch).
+                SourceEvent.objects.filter(pk__in=ids, lease_owner=owner).update(
+                    lease_owner="", lease_until=None
+                )
+                raise
         if len(ids) < batch_size:
             return total
         if time_budget is not None and time.monotonic() - started > time_budget:

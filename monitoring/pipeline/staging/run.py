@@ -28,7 +28,7 @@ from django.utils import timezone
 from accounts.models import Workspace
 from exceptions_inbox.recording import clear_occurrences, record_occurrence, skipped_reason
 from monitoring.models import Flow, SourceEvent
-from monitoring.pipeline.claims import claim_ids, worker_token
+from monitoring.pipeline.claims import claim_ids, worker_token, working
 from monitoring.pipeline.lane_rules import BULK, REALTIME, intake_lane
 from monitoring.pipeline.normalise import is_credit_document
 from monitoring.pipeline.rows import bulk_set
@@ -99,12 +99,13 @@ def run_staging(
     total = 0
     while True:
         owner = worker_token()
-        ids = claim_due(flow_id, lane, owner, batch_size)
-        if not ids:
-            return total
-        if claimed is not None:
-            claimed.extend(ids)
-        total += stage_batch(ids, owner)
+        with working(owner):
+            ids = claim_due(flow_id, lane, owner, batch_size)
+            if not ids:
+                return total
+            if claimed is not None:
+                claimed.extend(ids)
+            total += stage_batch(ids, owner)
         if time_budget is not None and time.monotonic() - started > time_budget:
             return total
 
