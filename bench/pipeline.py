@@ -150,12 +150,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     run_planning()
 
     phases: dict[str, Any] = {}
-    for name in args.phases.split(","):
+    order = args.phases.split(",")
+    repeated = len(set(order)) < len(order)  # then each phase is printed under its place too
+    for i, name in enumerate(order, start=1):
         rows.USE_ARRAYS, rows.SERVER_BINDING = PHASES[name]
         for _ in range(args.events // 100):
             post(gen.events(100))
         prefix = args.profile if name == "arrays" and args.profile else ""
-        phases[name] = {
+        phases[f"{i}. {name}" if repeated else name] = {
             step.__name__.removeprefix("run_"): measure(
                 step, prefix and f"{prefix}-{step.__name__}.prof"
             )
@@ -166,7 +168,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def total(phase: dict[str, Any], key: str) -> float:
         return float(phase["staging"][key] + phase["planning"][key])
 
-    new = phases.get("arrays") or next(iter(phases.values()))
+    measured = [k for k in phases if k.endswith("arrays")] or list(phases)
+    new = phases[measured[-1]]  # the ratios are to the last phase of the current path
     return {
         "assumptions": {
             "events_per_phase": args.events,
