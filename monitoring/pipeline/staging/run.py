@@ -197,10 +197,19 @@ def staging_due(flow_id: int | None, lane: str | None = None) -> bool:
 
 def _load(ids: list[int], owner: str) -> list[SourceEvent]:
     events = list(
-        SourceEvent.objects.filter(pk__in=ids, lease_owner=owner)
-        .select_related("flow", "workspace")
-        .order_by("entity_key", "source_version", "pk")
+        SourceEvent.objects.filter(pk__in=ids, lease_owner=owner).order_by(
+            "entity_key", "source_version", "pk"
+        )
     )
+    # A batch's events name a few flows: each flow and workspace is read once and shared, not
+    # joined to every event's row and built (its JSON parsed) again for each.
+    flows = Flow.objects.select_related("workspace").in_bulk({e.flow_id for e in events})
+    workspaces = {flow.workspace_id: flow.workspace for flow in flows.values()}
+    if missing := {e.workspace_id for e in events} - workspaces.keys():
+        workspaces.update(Workspace.objects.in_bulk(missing))
+    for event in events:
+        event.flow = flows.get(event.flow_id)
+        event.workspace = workspaces[event.workspace_id]
     # The catalogue first, so a batch's orders are checked against its products.
     events.sort(key=lambda e: e.event_type != "product.updated")
     return events
