@@ -59,13 +59,18 @@ def post_backlog(engine: Engine, size: int, at: datetime) -> None:
         engine.post("erp", [customer_update(i, at=at) for i in range(start, start + 100)])
 
 
-def post_new_orders(engine: Engine, tag: str, count: int, at: datetime) -> None:
-    """`count` first orders of new customers (`<tag><n>@example.com`), staged on the realtime lane."""
+def post_new_orders(engine: Engine, tag: str, count: int, at: datetime, suffix: str = "") -> None:
+    """`count` orders of customers `<tag><n>@example.com` (new ones, unless posted before with
+    another order `suffix`), staged on the realtime lane."""
     engine.post(
         "erp",
         [
             order_created(
-                f"SO-{tag}{n}", f"{tag.lower()}{n}@example.com", "9.00", at=at, customer=f"{tag}{n}"
+                f"SO-{tag}{n}{suffix}",
+                f"{tag.lower()}{n}@example.com",
+                "9.00",
+                at=at,
+                customer=f"{tag}{n}",
             )
             for n in range(count)
         ],
@@ -339,24 +344,12 @@ def test_of_more_writes_than_the_single_tiers_room_only_new_contacts_go_singly(
     now = datetime.now(UTC)
     count = deliver.SINGLE_MAX + 5
 
-    def orders(suffix: str, at: datetime) -> None:
-        engine.post(
-            "erp",
-            [
-                order_created(
-                    f"SO-K{n}{suffix}", f"k{n}@example.com", "9.00", at=at, customer=f"K{n}"
-                )
-                for n in range(count)
-            ],
-        )
-        lanes.stage_flow(engine.erp_flow.pk, "realtime")
-
-    orders("a", now - timedelta(minutes=5))
+    post_new_orders(engine, "K", count, now - timedelta(minutes=5), suffix="a")
     engine.pump()
     assert not Customer.objects.filter(dotdigital_contact_id="").exists(), "DotDigital knows them"
     batches = DeliveryBatch.objects.count()
 
-    orders("b", now)
+    post_new_orders(engine, "K", count, now, suffix="b")
     claimed = timezone.now()
     assert deliver.send_due(engine.destination, "realtime") > 0
     this_claim = Operation.objects.filter(lane="realtime", sent_at__gte=claimed)
