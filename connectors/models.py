@@ -64,7 +64,8 @@ class Connection(models.Model):
     @classmethod
     def for_webhook_token(cls, token: str) -> Connection | None:
         digest = hash_token(token)
-        conn = cls.objects.select_related("workspace").filter(webhook_token_hash=digest).first()
+        # One row by a unique column: no join, no ORDER BY (the webhook's first query).
+        conn = next(iter(cls.objects.filter(webhook_token_hash=digest)[:1]), None)
         if conn is None or not hmac.compare_digest(conn.webhook_token_hash or "", digest):
             return None
         return conn

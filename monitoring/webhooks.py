@@ -129,7 +129,8 @@ def receive(request: HttpRequest, token: str) -> HttpResponse:
                 ),
             )
             _keep_query(answer.body.get("request_id"), query_string)
-            _file_signals(answer.body.get("request_id"))
+            if answer.signalled:
+                _file_signals(answer.body.get("request_id"))
         return JsonResponse(answer.body, status=answer.status)
     except DatabaseError:
         log.exception("webhook could not be stored")

@@ -209,6 +209,9 @@ def ingest_events(
 class Answer:
     status: int
     body: dict[str, Any]
+    #: whether an event of the body carries a data signal (`signal_warnings`): only then are the
+    #: stored events read back for the inbox's warnings
+    signalled: bool = False
 
 
 def _stored_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -271,8 +274,9 @@ def receive_too_large(
 def receive_webhook(
     connection: Connection, adapter: SourceAdapter, data: WebhookRequestData
 ) -> Answer:
-    """Store the body whole, then its events (or notifications); the answer commits with them."""
-    with transaction.atomic():
+    """Store the body whole, then its events (or notifications); the answer commits with them.
+    Inside the caller's transaction when there is one (no savepoint: a failure fails it all)."""
+    with transaction.atomic(savepoint=False):
         stored = WebhookRequest.objects.create(
             workspace_id=connection.workspace_id,
             connection=connection,
@@ -349,4 +353,8 @@ def _store_items(connection: Connection, stored: WebhookRequest, items: WebhookI
         )
         body["errors"] = [e for e in unreadable if e["index"] is None]
     valid = body["accepted"] + body["duplicates"] + body["notifications"]
-    return Answer(202 if valid else 400, body)
+    signalled = any(
+        isinstance(e, dict) and isinstance(e.get("data"), dict) and e["data"].get("signal")
+        for e in items.events
+    )
+    return Answer(202 if valid else 400, body, signalled)

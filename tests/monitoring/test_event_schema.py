@@ -127,3 +127,25 @@ def test_compiling_leaves_the_published_schema_as_it_was():
     before = json.dumps(schema, sort_keys=True)
     event_schema.fast_check(schema)
     assert json.dumps(schema, sort_keys=True) == before
+
+
+UNSTORABLE_TEXT = st.text(alphabet=st.sampled_from(["a", "é", "\x00", "\ud800", "\\", "u", "0"]))
+ANY_VALUES = st.recursive(
+    st.none() | st.floats() | st.integers() | UNSTORABLE_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(UNSTORABLE_TEXT, inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=ANY_VALUES, depth=st.integers(min_value=0, max_value=70))
+def test_the_quick_storability_check_passes_only_what_the_walk_passes(value, depth):
+    for level in range(depth):
+        value = {"k": value} if level % 2 else [value]
+    if event_schema._surely_storable(value):
+        assert event_schema._unstorable_values(value) == []
+    assert event_schema._unstorable(value) == event_schema._unstorable_values(value)
+
+
+def test_the_quick_storability_check_passes_the_generators_events():
+    assert all(event_schema._surely_storable(e) for e in VALID)

@@ -6,7 +6,8 @@ import json
 from unittest import mock
 
 import pytest
-from django.db import OperationalError
+from django.db import OperationalError, connection
+from django.test.utils import CaptureQueriesContext
 
 from exceptions_inbox.models import Occurrence
 from monitoring.models import SourceEvent, WebhookRequest
@@ -52,6 +53,15 @@ def test_it_accepts_valid_events_with_a_result_each_and_stores_the_body_whole(er
     assert [r["event_id"] for r in answer["results"]] == [r.pk for r in rows]
     assert all(r.state == SourceEvent.State.RECEIVED and r.request == stored for r in rows)
     assert rows[0].envelope == events[0]
+
+
+def test_an_event_without_a_data_signal_is_stored_in_one_transaction_and_never_read_back(erp):
+    with CaptureQueriesContext(connection) as queries:
+        assert erp.post(erp.order("1")).status_code == 202
+    statements = [q["sql"].upper() for q in queries.captured_queries]
+    assert [s for s in statements if "SIGNAL" in s] == []  # no read of the events for warnings
+    # The view's transaction (a savepoint inside the test's own) and no other.
+    assert sum(s.startswith("SAVEPOINT") for s in statements) <= 1
 
 
 def test_it_accepts_a_single_event_and_a_bare_list(erp):
