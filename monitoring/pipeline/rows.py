@@ -81,6 +81,18 @@ def _cursor() -> Iterator[Any]:
         yield cursor
 
 
+_DB_TYPES: dict[Any, str] = {}
+
+
+def _db_type(f: Any) -> str:
+    """The column's type, worked out once per field (Django formats it anew on every call, and
+    a one-row insert names some thirty columns)."""
+    found = _DB_TYPES.get(f)
+    if found is None:
+        found = _DB_TYPES[f] = f.db_type(connection)
+    return found
+
+
 def _rows_from(
     fields: list[Any], kinds: list[str], columns: list[list[Any]]
 ) -> tuple[str, list[Any]]:
@@ -93,7 +105,7 @@ def _rows_from(
             parts.append(f"jsonb_array_elements({bind}::jsonb)")
             params.append(json.dumps(values, cls=f.encoder))
         else:
-            parts.append(f"unnest({bind}::{f.db_type(connection)}[])")
+            parts.append(f"unnest({bind}::{_db_type(f)}[])")
             params.append(values)
     return f"ROWS FROM ({', '.join(parts)})", params
 
