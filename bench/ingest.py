@@ -7,8 +7,12 @@ the end):
     createdb -h 127.0.0.1 -U postgres syncdesk_bench
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/syncdesk_bench \\
         .venv/bin/python bench/ingest.py [--events 10000] [--single 1000] [--clients 8] [--workers 4] [--mix]
+        [--in-process 1000]
 
-Target: >= 1,000 events/s accepted in batches of 100. Figures depend on the machine:
+It also posts `--in-process` events in this process (Django's test client), one a request and in
+batches of 100, and prints the CPU they took: the view's own cost, without HTTP.
+
+Target: >= 2,000 events/s accepted in batches of 100. Figures depend on the machine:
 the script prints its core count with them.
 """
 
@@ -213,6 +217,20 @@ def post_all(url: str, bodies: list[bytes], clients: int) -> tuple[float, int]:
     return time.perf_counter() - started, accepted
 
 
+def in_process_cpu(url: str, bodies: list[bytes]) -> float:
+    """CPU seconds of this process posting `bodies` to the webhook view through Django's test
+    client: the view, the ORM and the driver, without gunicorn's HTTP parsing."""
+    from django.test import Client
+
+    client = Client(HTTP_HOST="localhost")
+    started = time.process_time()
+    for body in bodies:
+        response = client.post(url, data=body, content_type="application/json")
+        if response.status_code != 202:
+            raise SystemExit(f"webhook answered {response.status_code}: {response.content[:300]!r}")
+    return time.process_time() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=10_000, help="events posted 100 per request")
@@ -230,6 +248,13 @@ def main() -> None:
         action="store_true",
         help="post a mixed load (orders, updates, status changes, dispatches, refunds, products, "
         "stock) instead of new orders only",
+    )
+    parser.add_argument(
+        "--in-process",
+        type=int,
+        default=1_000,
+        help="events also posted in this process (Django's test client), one a request and in "
+        "batches of 100, timed by CPU (0: none)",
     )
     args = parser.parse_args()
     make = make_mixed_events if args.mix else make_events
@@ -310,6 +335,20 @@ def main() -> None:
     staging_seconds = time.perf_counter() - started
     ready = SourceEvent.objects.filter(workspace=workspace, state="ready").count()
 
+    # After staging, so the staged figure is of the HTTP posts alone.
+    in_process = ""
+    if args.in_process:
+        events = make(args.in_process, run + "p")
+        single_cpu = in_process_cpu(f"/hooks/{token}/", [json.dumps(e).encode() for e in events])
+        more = make(args.in_process, run + "q")
+        in_batches = [
+            json.dumps({"events": more[i : i + 100]}).encode() for i in range(0, len(more), 100)
+        ]
+        batch_cpu = in_process_cpu(f"/hooks/{token}/", in_batches)
+        in_process = (
+            f"in process, CPU: {single_cpu / len(events) * 1e3:.2f} ms a one-event request; "
+            f"{batch_cpu / len(events) * 1e3:.3f} ms an event in batches of 100"
+        )
     load_after = os.getloadavg()
     print(
         f"database: {connection.vendor}; cores: {os.cpu_count()}; gunicorn workers: {args.workers}; clients: {args.clients}; load: {'mixed' if args.mix else 'new orders'}"
@@ -325,6 +364,8 @@ def main() -> None:
     print(
         f"accepted, one per request: {accepted_1} events in {seconds_1:.2f} s = {accepted_1 / seconds_1:,.0f} events/s"
     )
+    if in_process:
+        print(in_process)
     print(
         f"staged (one process): {staged} of {total} events in {staging_seconds:.2f} s = {staged / staging_seconds:,.0f} events/s ({ready} ready to deliver)"
     )
