@@ -35,7 +35,7 @@ from typing import Any
 
 from django.db import connection as db_connection
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
 
 from connectors.budget import ConcurrencyCap, Lane
@@ -671,14 +671,18 @@ def put_back_unsent(sending: Sending, ops: Sequence[Operation]) -> None:
     leftover = [op.pk for op in ops if op.pk not in seen]
     if not leftover:
         return
-    Operation.objects.filter(pk__in=leftover, lease_owner=sending.owner).update(
-        state=Op.PENDING, lease_owner="", lease_until=None, attempts=F("attempts") - 1
-    )
     held = [pk for pk in leftover if pk in sending.singles_only]
-    if held:
-        Operation.objects.filter(pk__in=held, state=Op.PENDING).update(
-            next_attempt_at=timezone.now() + timedelta(seconds=HOLD_SECONDS)
-        )
+    due: F | Case = F("next_attempt_at")
+    if held:  # one UPDATE, not a second for the held: each is a new row version
+        later = timezone.now() + timedelta(seconds=HOLD_SECONDS)
+        due = Case(When(pk__in=held, then=Value(later)), default=due)
+    Operation.objects.filter(pk__in=leftover, lease_owner=sending.owner).update(
+        state=Op.PENDING,
+        lease_owner="",
+        lease_until=None,
+        attempts=F("attempts") - 1,
+        next_attempt_at=due,
+    )
 
 
 RESUME_EVERY = 5.0  # seconds between a runner's looks for writes backing off after a fault

@@ -139,3 +139,46 @@ def test_an_event_whose_last_writes_finish_in_two_claims_at_once_is_still_settle
     event.refresh_from_db()
     assert event.state == SourceEvent.State.DELIVERED
     assert looks == [{event.pk}, {event.pk}]
+
+
+def test_writes_a_claim_leaves_unsent_go_back_pending_uncounted_and_the_held_due_again_shortly(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+):
+    """What a claim could not send goes back as it was, in one write per row: no attempt
+    counted, due when it was due, except writes held for the lane's next import (due again in
+    `HOLD_SECONDS`)."""
+    from typing import Any, cast
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from monitoring.models import Customer
+    from monitoring.pipeline.sending import HOLD_SECONDS, Sending
+
+    monkeypatch.setattr(lanes, "send_realtime_now", lambda destination_id: 0)
+    now = datetime.now(UTC)
+    engine.post("erp", [order_created("PB1", "back@example.com", "5.00", at=now)])
+    stage_flow(engine.erp_flow.pk, "realtime")
+    Customer.objects.update(dotdigital_contact_id="101")
+    claimed = deliver.claim_operations(engine.destination.pk, "realtime", "tester", 100)
+    assert len(claimed) >= 2
+    ops = list(Operation.objects.filter(pk__in=claimed).order_by("pk"))
+    held, other = ops[0], ops[1]
+    sending = Sending(
+        client=cast(Any, None),
+        destination=engine.destination,
+        lane="realtime",
+        owner="tester",
+        singles_only={held.pk},
+    )
+    with CaptureQueriesContext(connection) as queries:
+        deliver.put_back_unsent(sending, ops)
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["UPDATE"]
+    after = {op.pk: op for op in Operation.objects.filter(pk__in=claimed)}
+    for op in ops:
+        back = after[op.pk]
+        assert (back.state, back.lease_owner, back.lease_until) == ("pending", "", None)
+        assert back.attempts == op.attempts - 1
+    assert after[other.pk].next_attempt_at == other.next_attempt_at
+    assert held.next_attempt_at < after[held.pk].next_attempt_at
+    assert after[held.pk].next_attempt_at <= timezone.now() + timedelta(seconds=HOLD_SECONDS)
