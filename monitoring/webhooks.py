@@ -24,7 +24,7 @@ from connectors.models import Connection
 from connectors.sources.base import WebhookRequestData, signal_warnings
 from connectors.sources.patchworks import adapter as patchworks
 from connectors.sources.registry import get_adapter
-from monitoring.models import Flow, SourceEvent, WebhookRequest
+from monitoring.models import Flow, SourceEvent
 from monitoring.pipeline import ingest
 from monitoring.pipeline.flows import mark_backfill_complete, mark_catalogue_loaded, start_backfill
 from monitoring.pipeline.sources import file_warnings
@@ -60,20 +60,6 @@ def _unavailable() -> JsonResponse:
 
 def _headers(request: HttpRequest) -> dict[str, str]:
     return dict(request.headers.items())
-
-
-QUERY_KEY = ":query"  # no HTTP header can be named so (HTTP/2 writes its pseudo-headers alike)
-
-
-def _keep_query(request_id: object, query_string: str) -> None:
-    """Keep the URL's query string with the stored request, beside its headers: for some sources
-    (Mintsoft's callback URLs) it is what says what happened."""
-    if not query_string or not isinstance(request_id, int):
-        return
-    stored = WebhookRequest.objects.filter(pk=request_id).values_list("headers", flat=True).first()
-    headers = dict(stored or {})
-    headers[QUERY_KEY] = query_string[:2000]
-    WebhookRequest.objects.filter(pk=request_id).update(headers=headers)
 
 
 def _file_signals(request_id: object) -> None:
@@ -116,7 +102,6 @@ def receive(request: HttpRequest, token: str) -> HttpResponse:
                 connection, body, content_type, _headers(request), len(body)
             )
             return JsonResponse(answer.body, status=answer.status)
-        query_string = str(request.META.get("QUERY_STRING", ""))
         with transaction.atomic():
             answer = ingest.receive_webhook(
                 connection,
@@ -125,10 +110,9 @@ def receive(request: HttpRequest, token: str) -> HttpResponse:
                     body=body,
                     content_type=request.META.get("CONTENT_TYPE", ""),
                     headers=_headers(request),
-                    query_string=query_string,
+                    query_string=str(request.META.get("QUERY_STRING", "")),
                 ),
             )
-            _keep_query(answer.body.get("request_id"), query_string)
             if answer.signalled:
                 _file_signals(answer.body.get("request_id"))
         return JsonResponse(answer.body, status=answer.status)

@@ -223,7 +223,12 @@ class Answer:
     signalled: bool = False
 
 
-def _stored_headers(headers: Mapping[str, str]) -> dict[str, str]:
+QUERY_KEY = ":query"  # no HTTP header can be named so (HTTP/2 writes its pseudo-headers alike)
+
+
+def _stored_headers(headers: Mapping[str, str], query_string: str = "") -> dict[str, str]:
+    """The headers kept with a stored request (never a credential), and the URL's query string
+    under `QUERY_KEY`: for some sources (Mintsoft's callback URLs) it is what says what happened."""
     keep = {}
     for name, value in headers.items():
         lower = name.lower()
@@ -231,6 +236,8 @@ def _stored_headers(headers: Mapping[str, str]) -> dict[str, str]:
             continue
         if lower.startswith("x-") or lower in ("content-type", "content-length", "user-agent"):
             keep[name] = value[:500]
+    if query_string:
+        keep[QUERY_KEY] = query_string[:2000]
     return keep
 
 
@@ -290,7 +297,7 @@ def receive_webhook(
             workspace_id=connection.workspace_id,
             connection=connection,
             content_type=data.content_type[:200],
-            headers=_stored_headers(data.headers),
+            headers=_stored_headers(data.headers, data.query_string),
             body=data.body,
             size=len(data.body),
         )

@@ -7,6 +7,7 @@ from unittest import mock
 
 import pytest
 from django.db import OperationalError, connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from exceptions_inbox.models import Occurrence
@@ -62,6 +63,20 @@ def test_an_event_without_a_data_signal_is_stored_in_one_transaction_and_never_r
     assert [s for s in statements if "SIGNAL" in s] == []  # no read of the events for warnings
     # The view's transaction (a savepoint inside the test's own) and no other.
     assert sum(s.startswith("SAVEPOINT") for s in statements) <= 1
+
+
+def test_the_query_string_is_stored_with_the_request_in_the_same_insert(erp):
+    with CaptureQueriesContext(connection) as queries:
+        response = Client().post(
+            erp.url + "?callback=despatched",
+            data=json.dumps(erp.order("1")),
+            content_type="application/json",
+        )
+    assert response.status_code == 202
+    stored = WebhookRequest.objects.get(pk=response.json()["request_id"])
+    assert stored.headers[":query"] == "callback=despatched"
+    touching = [q["sql"] for q in queries.captured_queries if "webhookrequest" in q["sql"]]
+    assert [sql.split()[0] for sql in touching] == ["INSERT", "UPDATE"]  # then the counts
 
 
 def test_it_accepts_a_single_event_and_a_bare_list(erp):
