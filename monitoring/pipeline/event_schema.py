@@ -62,6 +62,8 @@ def _draft_07_reading(node: Any) -> str:
         return ""
     if not isinstance(node, dict):
         return f"not a schema: {node!r:.60}"
+    if "$ref" in node and set(node) - _ANNOTATIONS - {"$ref"}:
+        return "$ref beside other keywords"  # draft 7 reads the $ref alone
     for keyword, value in node.items():
         if keyword in _ANNOTATIONS:
             continue
