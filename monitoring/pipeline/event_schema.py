@@ -56,6 +56,26 @@ _SAME_IN_DRAFT_07 = {
 _ANNOTATIONS = {"$schema", "$id", "title", "description", "examples", "$comment"}
 
 
+def _keyword_reading(keyword: str, value: Any) -> tuple[str, list[Any]]:
+    """Why draft 7 would read this keyword otherwise ("" when it would not), and the subschemas
+    under it."""
+    if keyword in ("$defs", "properties"):
+        return "", list(value.values()) if isinstance(value, dict) else [None]
+    if keyword in ("allOf", "anyOf"):
+        return "", list(value) if isinstance(value, list) else [None]
+    if keyword in ("items", "if", "then"):
+        return "", [value]
+    if keyword in ("const", "enum"):
+        members = [value] if keyword == "const" else value
+        # fastjsonschema compares with ==, so True would equal 1: strings only
+        strings = isinstance(members, list) and all(isinstance(m, str) for m in members)
+        return "" if strings else f"{keyword} of other than strings", []
+    if keyword == "$ref":  # never fetched over the network
+        local = isinstance(value, str) and value.startswith("#/")
+        return "" if local else f"$ref {value!r:.60} is not local", []
+    return "" if keyword in _SAME_IN_DRAFT_07 else f"keyword {keyword!r}", []
+
+
 def _draft_07_reading(node: Any) -> str:
     """Why fastjsonschema would not read this schema as 2020-12 does ("" when it would)."""
     if isinstance(node, bool):
@@ -67,30 +87,10 @@ def _draft_07_reading(node: Any) -> str:
     for keyword, value in node.items():
         if keyword in _ANNOTATIONS:
             continue
-        if keyword in ("$defs", "properties"):
-            subschemas = list(value.values()) if isinstance(value, dict) else [None]
-        elif keyword in ("allOf", "anyOf"):
-            subschemas = list(value) if isinstance(value, list) else [None]
-        elif keyword in ("items", "if", "then"):
-            subschemas = [value]
-        elif keyword in ("const", "enum"):
-            members = [value] if keyword == "const" else value
-            # fastjsonschema compares with ==, so True would equal 1: strings only
-            if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
-                return f"{keyword} of other than strings"
-            continue
-        elif keyword == "$ref":
-            if not (isinstance(value, str) and value.startswith("#/")):
-                return f"$ref {value!r:.60} is not local"  # never fetched over the network
-            continue
-        elif keyword in _SAME_IN_DRAFT_07:
-            continue
-        else:
-            return f"keyword {keyword!r}"
-        for subschema in subschemas:
-            reason = _draft_07_reading(subschema)
-            if reason:
-                return reason
+        reason, subschemas = _keyword_reading(keyword, value)
+        reason = reason or next((r for r in map(_draft_07_reading, subschemas) if r), "")
+        if reason:
+            return reason
     return ""
 
 
