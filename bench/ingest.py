@@ -347,7 +347,7 @@ def main() -> None:
         batch_cpu = in_process_cpu(f"/hooks/{token}/", in_batches)
         in_process = (
             f"in process, CPU: {single_cpu / len(events) * 1e3:.2f} ms a one-event request; "
-            f"{batch_cpu / len(events) * 1e3:.3f} ms an event in batches of 100"
+            f"{batch_cpu / len(more) * 1e3:.3f} ms an event in batches of 100"
         )
     load_after = os.getloadavg()
     print(
