@@ -110,6 +110,8 @@ def env_database(name: str, default: str) -> dict[str, Any]:
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     else:
+        # Django's backend with psycopg's compiled timestamptz loader (config/postgresql/base.py).
+        config["ENGINE"] = "config.postgresql"
         config["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
         config["CONN_HEALTH_CHECKS"] = True
     return config

@@ -86,7 +86,7 @@ def test_database_url_rejects_what_syncdesk_does_not_run_on(monkeypatch, raw):
 def test_database_url_reads_postgres(monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "postgres://syncdesk:pw@db.internal:5433/syncdesk")
     config = env_database("DATABASE_URL", "sqlite:///x.sqlite3")
-    assert config["ENGINE"] == "django.db.backends.postgresql"
+    assert config["ENGINE"] == "config.postgresql"
     assert (config["HOST"], config["PORT"], config["NAME"]) == ("db.internal", 5433, "syncdesk")
 
 

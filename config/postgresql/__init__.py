@@ -1,0 +1,1 @@
+"""Django's PostgreSQL backend with psycopg's compiled timestamptz loader (`base.py` says why)."""
