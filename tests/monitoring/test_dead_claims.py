@@ -104,3 +104,62 @@ def test_a_claim_that_takes_nothing_takes_no_lock(world):
     with working(owner):
         assert claim(source, owner) == []
         assert not locked(owner)
+
+
+def test_a_claim_takes_the_first_due_rows_in_the_queue_order_and_leases_them(world):
+    source = post_orders(world, 5)
+    first = list(
+        SourceEvent.objects.due_for_staging()
+        .filter(flow=source.flow)
+        .order_by("-pk")
+        .values_list("pk", flat=True)[:3]
+    )
+    owner = worker_token()
+    ids = claim_ids(
+        SourceEvent.objects.due_for_staging().filter(flow=source.flow).order_by("-pk"),
+        limit=3,
+        owner=owner,
+        lease_seconds=120,
+    )
+    assert ids == sorted(first)
+    leased = SourceEvent.objects.filter(lease_owner=owner)
+    assert sorted(leased.values_list("pk", flat=True)) == ids
+    assert set(leased.values_list("attempts", flat=True)) == {1}
+    assert due(source) == 2
+
+
+def test_a_claim_picks_and_leases_in_one_statement(world):
+    from django.test.utils import CaptureQueriesContext
+
+    source = post_orders(world, 4)
+    owner = worker_token()
+    with working(owner), CaptureQueriesContext(connection) as queries:
+        assert len(claim(source, owner)) == 4
+    statements = [
+        q["sql"] for q in queries.captured_queries if "monitoring_sourceevent" in q["sql"]
+    ]
+    assert len(statements) == 1
+    assert statements[0].startswith("UPDATE") and "SKIP LOCKED" in statements[0]
+
+
+@pytest.mark.django_db(transaction=True)  # the other worker sees the committed events
+def test_two_claims_at_once_never_take_the_same_row(world):
+    source = post_orders(world, 6)
+    other = psycopg.connect(
+        dbname=connection.settings_dict["NAME"],
+        host=connection.settings_dict["HOST"] or None,
+        port=connection.settings_dict["PORT"] or None,
+        user=connection.settings_dict["USER"] or None,
+    )
+    with other.cursor() as cursor:  # another worker's claim, still open: its rows are locked
+        cursor.execute(
+            "SELECT id FROM monitoring_sourceevent WHERE flow_id = %s ORDER BY id LIMIT 2 "
+            "FOR UPDATE",
+            [source.flow.pk],
+        )
+        held = {row[0] for row in cursor.fetchall()}
+        ids = claim(source, worker_token())
+    other.rollback()
+    other.close()
+    assert len(ids) == 4
+    assert not held & set(ids)
