@@ -201,7 +201,6 @@ def insert_rows(
         return []
     assert arrays()
     meta = objs[0]._meta
-    quote = connection.ops.quote_name
     columns = [f for f in meta.concrete_fields if with_pk or not f.primary_key]
     kinds = [_kind(f) for f in columns]
     values: list[list[Any]] = [[] for _ in columns]
@@ -209,12 +208,53 @@ def insert_rows(
         obj._prepare_related_fields_for_save(operation_name="bulk_create")
         for i, f in enumerate(columns):
             values[i].append(_value(f, f.pre_save(obj, True), kinds[i]))
+    return _insert(meta, columns, kinds, values, ignore_conflicts, returning)
+
+
+def insert_values(
+    model: Any,
+    names: tuple[str, ...],
+    rows: list[tuple[Any, ...]],
+    *,
+    ignore_conflicts: bool = False,
+) -> None:
+    """PostgreSQL: `insert_rows` for rows given as tuples of the fields `names` (attnames, such
+    as `event_id`), without building a model instance for each only to read it back (a
+    twentieth of planning's CPU in a profile, for the links). Fields not named take their
+    defaults."""
+    if not rows:
+        return
+    assert arrays()
+    meta = model._meta
+    columns = [f for f in meta.concrete_fields if not f.primary_key]
+    at_of = {f.attname: f for f in columns}
+    named = {at_of[name]: i for i, name in enumerate(names)}
+    kinds = [_kind(f) for f in columns]
+    values: list[list[Any]] = []
+    for f, kind in zip(columns, kinds, strict=True):
+        at = named.get(f)
+        if at is None:
+            values.append([_value(f, f.get_default(), kind)] * len(rows))
+        else:
+            values.append([_value(f, row[at], kind) for row in rows])
+    _insert(meta, columns, kinds, values, ignore_conflicts, ())
+
+
+def _insert(
+    meta: Any,
+    columns: list[Any],
+    kinds: list[str],
+    values: list[list[Any]],
+    ignore_conflicts: bool,
+    returning: tuple[str, ...],
+) -> list[tuple[Any, ...]]:
+    quote = connection.ops.quote_name
     conflict = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
     ret = f" RETURNING {', '.join(quote(c) for c in returning)}" if returning else ""
     cols = ", ".join(quote(f.column) for f in columns)
     out: list[tuple[Any, ...]] = []
     with _cursor() as cursor:
-        for start in range(0, len(objs), CHUNK):
+        for start in range(0, len(values[0]), CHUNK):
             source, params = _rows_from(columns, kinds, [v[start : start + CHUNK] for v in values])
             cursor.execute(
                 f"INSERT INTO {quote(meta.db_table)} ({cols}) SELECT * FROM {source}{conflict}{ret}",

@@ -118,3 +118,27 @@ def test_batched_statements_pass_through_djangos_execute_wrappers() -> None:
         rows.create_rows(batch)
         rows.bulk_set(batch, ["first_name"])
     assert [sql.split()[0] for sql in seen] == ["INSERT", "UPDATE"]
+
+
+def test_rows_given_as_tuples_go_in_with_the_other_fields_at_their_defaults() -> None:
+    [customer] = customers(1)
+    customer.save()
+    names = ("workspace_id", "customer_id", "source_customer_id")
+    rows.insert_values(
+        CustomerKey, names, [(customer.workspace_id, customer.pk, s) for s in ("A-1", AWKWARD[0])]
+    )
+    stored = CustomerKey.objects.filter(customer=customer).order_by("source_customer_id")
+    assert [(k.source_system, k.source_customer_id) for k in stored] == [
+        ("", "A-1"),
+        ("", AWKWARD[0]),
+    ]
+
+
+def test_rows_given_as_tuples_skip_conflicts_when_asked() -> None:
+    [customer] = customers(1)
+    customer.save()
+    names = ("workspace_id", "customer_id", "source_system", "source_customer_id")
+    row = (customer.workspace_id, customer.pk, "shop", "A-1")
+    rows.insert_values(CustomerKey, names, [row])
+    rows.insert_values(CustomerKey, names, [row, (*row[:3], "A-2")], ignore_conflicts=True)
+    assert CustomerKey.objects.filter(customer=customer).count() == 2
