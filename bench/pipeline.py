@@ -59,6 +59,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=6000)
     parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="events a staging and a planning batch take (default: the engine's own)",
+    )
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/postgres")
     parser.add_argument(
         "--phases", default=",".join(PHASES), help="the phases to run, in this order"
@@ -149,6 +155,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     run_staging()
     run_planning()
 
+    sized = {"batch_size": args.batch_size} if args.batch_size else {}
+
+    def staging() -> int:
+        return run_staging(**sized)
+
+    def planning() -> int:
+        return run_planning(**sized)
+
+    staging.__name__, planning.__name__ = run_staging.__name__, run_planning.__name__
+    steps = (staging, planning)
     phases: dict[str, Any] = {}
     order = args.phases.split(",")
     repeated = len(set(order)) < len(order)  # then each phase is printed under its place too
@@ -161,7 +177,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             step.__name__.removeprefix("run_"): measure(
                 step, prefix and f"{prefix}-{step.__name__}.prof"
             )
-            for step in (run_staging, run_planning)
+            for step in steps
         }
     rows.USE_ARRAYS, rows.SERVER_BINDING = True, True
 
@@ -174,6 +190,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "assumptions": {
             "events_per_phase": args.events,
             "customers": args.customers,
+            "batch_size": args.batch_size,
             "cores": os.cpu_count(),
             "load_average_1m": round(os.getloadavg()[0], 2),
         },
