@@ -248,6 +248,7 @@ def _insert(
     ignore_conflicts: bool,
     returning: tuple[str, ...],
 ) -> list[tuple[Any, ...]]:
+    """One INSERT … SELECT FROM ROWS FROM (…) per `CHUNK` rows of `values` (a list per column)."""
     quote = connection.ops.quote_name
     conflict = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
     ret = f" RETURNING {', '.join(quote(c) for c in returning)}" if returning else ""
