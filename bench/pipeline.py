@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -156,15 +157,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     run_planning()
 
     sized = {"batch_size": args.batch_size} if args.batch_size else {}
-
-    def staging() -> int:
-        return run_staging(**sized)
-
-    def planning() -> int:
-        return run_planning(**sized)
-
-    staging.__name__, planning.__name__ = run_staging.__name__, run_planning.__name__
-    steps = (staging, planning)
+    steps = {"staging": partial(run_staging, **sized), "planning": partial(run_planning, **sized)}
     phases: dict[str, Any] = {}
     order = args.phases.split(",")
     repeated = len(set(order)) < len(order)  # then each phase is printed under its place too
@@ -174,10 +167,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             post(gen.events(100))
         prefix = args.profile if name == "arrays" and args.profile else ""
         phases[f"{i}. {name}" if repeated else name] = {
-            step.__name__.removeprefix("run_"): measure(
-                step, prefix and f"{prefix}-{step.__name__}.prof"
-            )
-            for step in steps
+            name: measure(step, prefix and f"{prefix}-run_{name}.prof")
+            for name, step in steps.items()
         }
     rows.USE_ARRAYS, rows.SERVER_BINDING = True, True
 
