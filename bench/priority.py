@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,11 @@ REALTIME_TYPES = (
     "consent.changed",
 )
 BULK_TYPES = ("order.status_changed", "stock.changed", "customer.upserted")
+
+
+def brief(rows: Any) -> dict[str, Any]:
+    report = latency_report(list(rows))
+    return {k: report[k] for k in ("events", "p50_s", "p95_s", "max_s", "p95_split_s")}
 
 
 def main() -> int:
@@ -162,7 +167,13 @@ def run(args: argparse.Namespace) -> int:
             occurred_at__gte=window_start,
             occurred_at__lte=window_end,
         )
-        during_report = latency_report(list(during.values_list(*fields)))
+        during_rows = list(during.values_list(*fields))
+        during_report = latency_report(during_rows)
+        # The same events, by whether they came while the backlog was still being posted (the
+        # webhook taking 20,000 events as fast as it can) or after, while it drained.
+        posted_by = window_start + timedelta(seconds=accepted_with)
+        during_report["while_posted"] = brief(r for r in during_rows if r[0] < posted_by)
+        during_report["while_draining"] = brief(r for r in during_rows if r[0] >= posted_by)
         with_stream = SourceEvent.objects.filter(pk__gt=mark, event_type__in=BULK_TYPES).count()
         drain_with = t1 - t0
 
@@ -190,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
             "realtime_alone": alone_report,
             "realtime_during_backlog": during_report,
             "backlog_with_stream": {
+                "window_utc": [window_start.isoformat(), window_end.isoformat()],
                 "events": with_stream,
                 "accepted_in_s": round(accepted_with, 1),
                 "drained_in_s": round(drain_with, 1),

@@ -256,7 +256,10 @@ class Stack:
         }  # fmt: skip
         log = (self.tmp / "processes.log").open("ab")
         for name, argv in commands.items():
-            self.procs[name] = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=log)
+            # Each process names itself to PostgreSQL (pg_stat_activity, lock waits in its log).
+            self.procs[name] = subprocess.Popen(
+                argv, cwd=ROOT, env={**env, "PGAPPNAME": f"syncdesk-{name}"}, stdout=log, stderr=log
+            )
         time.sleep(8)
         # PostgreSQL's autovacuum is off on some machines (this one's service, for one): then a
         # stand-in vacuums and analyzes the engine's tables every minute, as autovacuum would in

@@ -39,6 +39,7 @@ from monitoring.pipeline.deliver import due_operations, send_due
 from monitoring.pipeline.destination import client_for
 from monitoring.pipeline.lane_rules import LANES, REALTIME
 from monitoring.pipeline.plan import ready_events, run_planning
+from monitoring.pipeline.staging.run import YIELD_RETRY_SECONDS as YIELD_RETRY
 from monitoring.pipeline.staging.run import flow_staging_lock, run_staging, staging_due
 
 log = logging.getLogger(__name__)
@@ -83,12 +84,17 @@ def stage_flow(flow_id: int | None = None, lane: str | None = None) -> int:
             claimed: list[int] = []
             done = run_staging(flow_id=flow_id, lane=lane, time_budget=0.0, claimed=claimed)
             if not done:
+                # A realtime batch sets aside what waits for a bulk batch's rows (`stage_batch`):
+                # it is due again in a moment, and this worker stays to stage it.
+                if staged and lane == REALTIME and staging_due(flow_id, lane, within=YIELD_RETRY):
+                    time.sleep(YIELD_RETRY / 2)
+                    continue
                 break
             staged += done
             plan_after_staging(flow_id, claimed)
     # After letting go: whatever arrived meanwhile (its wake-up may have found the lane taken).
     for due_lane in (lane,) if lane is not None else LANES:
-        if staging_due(flow_id, due_lane):
+        if staging_due(flow_id, due_lane, within=YIELD_RETRY):
             wake.stage_now(flow_id, lane=due_lane or REALTIME, countdown=0 if staged else 1)
     return staged
 

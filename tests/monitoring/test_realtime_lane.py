@@ -5,13 +5,17 @@ entity's events keep their order across the lanes."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
+from django.db import connection
 from django.utils import timezone
 
-from monitoring.models import SourceEvent, StockLevel
+from monitoring.models import Order, SourceEvent, StockLevel
 from monitoring.pipeline import lanes, wake
 from monitoring.pipeline.lane_rules import intake_lane
 from monitoring.pipeline.staging import run as staging
@@ -193,6 +197,62 @@ def test_a_dispatch_staged_before_its_bulk_order_update_waits_for_the_order(engi
     engine.pump()
     dispatch.refresh_from_db()
     assert dispatch.state == SourceEvent.State.DELIVERED
+
+
+@pytest.fixture
+def another_session() -> Iterator[psycopg.Connection[Any]]:
+    """A second connection to the test database: another worker's transaction."""
+    settings = connection.settings_dict
+    other = psycopg.connect(
+        dbname=settings["NAME"],
+        host=settings["HOST"] or None,
+        port=settings["PORT"] or None,
+        user=settings["USER"] or None,
+    )
+    try:
+        yield other
+    finally:
+        other.close()  # its locks go with it, whatever the test found
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite has one writer at a time")
+def test_a_realtime_batch_sets_aside_what_waits_for_rows_a_bulk_batch_holds_and_stages_the_rest(
+    engine: Engine, another_session: psycopg.Connection[Any]
+):
+    now = datetime.now(UTC)
+    engine.post(
+        "erp",
+        [
+            order_created("SO-BUSY", "busy@example.com", "10.00", at=now, customer="C1"),
+            order_created("SO-FREE", "free@example.com", "10.00", at=now, customer="C2"),
+        ],
+    )
+    lanes.stage_flow(engine.erp_flow.pk, "realtime")
+    busy = Order.objects.get(order_number="SO-BUSY")
+    bulk_batch = another_session  # a bulk batch staging the order's status changes
+    bulk_batch.execute("SELECT 1 FROM monitoring_order WHERE id = %s FOR UPDATE", [busy.pk])
+
+    engine.post("wms", [dispatched("SO-BUSY", at=now), dispatched("SO-FREE", at=now)])
+    with connection.cursor() as cursor:  # a batch that waits gives up in the end, not never
+        cursor.execute("SET lock_timeout = '3s'")
+    staging.run_staging(flow_id=engine.wms_flow.pk, lane="realtime")
+    with connection.cursor() as cursor:
+        cursor.execute("RESET lock_timeout")
+
+    waiting = SourceEvent.objects.get(event_type="shipment.dispatched", order_ref="SO-BUSY")
+    staged = SourceEvent.objects.get(event_type="shipment.dispatched", order_ref="SO-FREE")
+    assert staged.state == SourceEvent.State.READY, "the batch went past the held row"
+    assert waiting.state == RECEIVED and waiting.reason == ""
+    assert waiting.attempts == 0, "set aside untried, not a failed attempt"
+    assert not waiting.lease_owner
+    assert waiting.next_attempt_at <= timezone.now() + timedelta(seconds=1), "due again at once"
+
+    bulk_batch.rollback()  # the bulk batch ends: the row is free
+    time.sleep(staging.YIELD_RETRY_SECONDS)
+    lanes.stage_flow(engine.wms_flow.pk, "realtime")
+    waiting.refresh_from_db()
+    assert waiting.state == SourceEvent.State.READY
+    assert waiting.order_id == busy.pk
 
 
 def test_the_realtime_lane_sends_an_import_of_a_kind_a_second_at_most_with_all_that_came_meanwhile(

@@ -348,8 +348,10 @@ def test_the_fast_and_the_safe_path_stage_a_mixed_load_to_the_same_state(world, 
     paths: list[bool] = []
     stage_all = staging._stage_all
 
-    def spy(events: list[SourceEvent], batch: staging_batch.Batch, *, fast: bool) -> None:
-        stage_all(events, batch, fast=fast)
+    def spy(
+        events: list[SourceEvent], batch: staging_batch.Batch, *, fast: bool, yielding: bool
+    ) -> None:
+        stage_all(events, batch, fast=fast, yielding=yielding)
         paths.append(fast)  # a batch that ended on this path
 
     def no_fast_path(events: list[SourceEvent]) -> staging_batch.StateCache:

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Workspace
@@ -105,13 +105,18 @@ def run_staging(
                 return total
             if claimed is not None:
                 claimed.extend(ids)
-            total += stage_batch(ids, owner)
+            total += stage_batch(ids, owner, yielding=lane == REALTIME)
         if time_budget is not None and time.monotonic() - started > time_budget:
             return total
 
 
-def _due(flow_id: int | None, lane: str | None) -> Any:
-    qs = SourceEvent.objects.due_for_staging().order_by("next_attempt_at", "pk")
+def _due(flow_id: int | None, lane: str | None, within: float = 0.0) -> Any:
+    now = timezone.now()
+    qs = SourceEvent.objects.due_for_staging(now + timedelta(seconds=within)).order_by(
+        "next_attempt_at", "pk"
+    )
+    if within:  # still leased now (due_for_staging reads the lease at the moment it is given)
+        qs = qs.filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
     if flow_id is not None:
         qs = qs.filter(flow_id=flow_id)
     if lane is not None:
@@ -191,14 +196,15 @@ def flow_staging_lock(flow_id: int | None, lane: str | None = None) -> Iterator[
                 cursor.execute("SELECT pg_advisory_unlock(%s, %s)", list(key))
 
 
-def staging_due(flow_id: int | None, lane: str | None = None) -> bool:
-    """Whether events of the flow (of any flow, when None) and lane are due for staging."""
+def staging_due(flow_id: int | None, lane: str | None = None, *, within: float = 0.0) -> bool:
+    """Whether events of the flow (of any flow, when None) and lane are due for staging (or will
+    be `within` seconds from now)."""
     # In the claim's order, so PostgreSQL reads staging's index (`event_stage_due`, by flow and
     # lane): as a bare
     # EXISTS it chooses the flow's index of every waiting event, READY ones included, and steps
     # over the whole outbox.
     lanes = (lane,) if lane is not None else (REALTIME, BULK)
-    return any(_due(flow_id, one).values_list("pk", flat=True)[:1] for one in lanes)
+    return any(_due(flow_id, one, within).values_list("pk", flat=True)[:1] for one in lanes)
 
 
 def _load(ids: list[int], owner: str) -> list[SourceEvent]:
@@ -229,26 +235,86 @@ def _claimed_at(events: list[SourceEvent]) -> datetime:
     return min(leases) - timedelta(seconds=LEASE_SECONDS)
 
 
-def stage_batch(ids: Iterable[int], owner: str) -> int:
+# A realtime batch waits this long, at most, for a row another transaction holds (a bulk batch
+# staging the same SKU's stock, say, on a worker at nice 10 that may hold it for a second on two
+# busy cores); then it stages its entities in two halves, so the rest does not wait.
+YIELD_LOCK_MS = 30
+YIELD_RETRY_SECONDS = 0.1  # an event set aside is due again this soon
+
+
+def stage_batch(ids: Iterable[int], owner: str, *, yielding: bool = False) -> int:
     """Stage the claimed events in one transaction. The fast path reads the state the batch
     names up front and stages without a savepoint per event; an event that would need one (it
     wrote and then ended otherwise than as written, or raised) sends the whole batch, undone, to
-    the safe path: a savepoint per event, every lookup a query, as before."""
+    the safe path: a savepoint per event, every lookup a query, as before.
+
+    `yielding` (the realtime lane, on PostgreSQL): no wait for a locked row lasts longer than
+    `YIELD_LOCK_MS`. A batch that would wait longer is staged as two, by entity (`_split`), until
+    the entity whose rows are held is alone and set aside; on the safe path an event is set aside
+    (`_stage_safely`) with the later events of its entity. The batch's end (aggregates, inserts,
+    the commit's key checks) waits as long as it must: its events' work is done by then."""
     ids = list(ids)
     events = _load(ids, owner)
     begun = _claimed_at(events)
+    yielding = yielding and connection.vendor == "postgresql"
     try:
         with transaction.atomic():
+            if yielding:
+                _lock_timeout(YIELD_LOCK_MS)
             batch = Batch(now=timezone.now(), begun=begun)
             batch.cache = read_state(events)
-            _stage_all(events, batch, fast=True)
+            _stage_all(events, batch, fast=True, yielding=yielding)
         return len(events)
-    except (Abort, DatabaseError):  # DatabaseError: e.g. a deadlock reading the state
+    except (Abort, DatabaseError) as exc:  # DatabaseError: e.g. a deadlock reading the state
+        if yielding and _lock_timed_out(exc):
+            return _split(events, owner)
         log.debug("staging batch of %s events: the safe path", len(events), exc_info=True)
     events = _load(ids, owner)
     with transaction.atomic():
-        _stage_all(events, Batch(now=timezone.now(), begun=begun), fast=False)
+        if yielding:
+            _lock_timeout(YIELD_LOCK_MS)
+        _stage_all(events, Batch(now=timezone.now(), begun=begun), fast=False, yielding=yielding)
     return len(events)
+
+
+def _split(events: list[SourceEvent], owner: str) -> int:
+    """A yielding batch met a row another transaction holds: its entities in two halves, in the
+    batch's order (the catalogue first), each staged as a batch of its own; an entity alone is
+    set aside, all its events, untried."""
+    entities = list(dict.fromkeys((e.workspace_id, e.entity_key) for e in events))
+    if len(entities) == 1:
+        SourceEvent.objects.filter(pk__in=[e.pk for e in events], lease_owner=owner).update(
+            lease_owner="",
+            lease_until=None,
+            next_attempt_at=timezone.now() + timedelta(seconds=YIELD_RETRY_SECONDS),
+            attempts=F("attempts") - 1,
+        )
+        return len(events)
+    first = set(entities[: len(entities) // 2])
+    ids = [e.pk for e in events if (e.workspace_id, e.entity_key) in first]
+    rest = [e.pk for e in events if (e.workspace_id, e.entity_key) not in first]
+    return stage_batch(ids, owner, yielding=True) + stage_batch(rest, owner, yielding=True)
+
+
+def _lock_timeout(ms: int | None) -> None:
+    """How long the rest of this transaction waits for a lock (PostgreSQL); None: as the server
+    is configured."""
+    with connection.cursor() as cursor:
+        if ms is None:
+            cursor.execute("SET LOCAL lock_timeout TO DEFAULT")
+        else:
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{ms}ms"])
+
+
+def _lock_timed_out(exc: BaseException | None) -> bool:
+    """Whether the error, or one it came from, is PostgreSQL's lock_not_available."""
+    for _ in range(5):
+        if exc is None:
+            return False
+        if getattr(exc, "sqlstate", None) == "55P03":
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 EVENT_FIELDS = (
@@ -278,12 +344,15 @@ def _note_writes(batch: Batch) -> Any:
     return wrapper
 
 
-def _stage_all(events: list[SourceEvent], batch: Batch, *, fast: bool) -> None:
+def _stage_all(
+    events: list[SourceEvent], batch: Batch, *, fast: bool, yielding: bool = False
+) -> None:
     batch.products = {e.pk for e in events if e.event_type == "product.updated"}
+    aside: dict[tuple[int, str], list[SourceEvent]] = {}  # an entity's events set aside
     for event in events:
         had_failed = bool(event.failed_kind)
-        event.failed_kind = ""
         if fast:
+            event.failed_kind = ""
             batch.wrote = False
             try:
                 with connection.execute_wrapper(_note_writes(batch)):
@@ -294,22 +363,15 @@ def _stage_all(events: list[SourceEvent], batch: Batch, *, fast: bool) -> None:
                 _apply_outcome(event, outcome, batch)
             except Exception as exc:
                 raise Abort from exc
-        else:
-            try:
-                with transaction.atomic():
-                    stage_event(event, batch)
-            except Outcome as outcome:
-                _apply_outcome(event, outcome, batch)
-            except DatabaseError as exc:  # a race on a unique key: try again shortly
-                log.info("staging %s raced: %s", event.pk, exc)
-                _retry_later(event, batch, str(exc))
-            except Exception as exc:
-                log.exception("staging event %s failed", event.pk)
-                _retry_later(event, batch, f"{type(exc).__name__}: {exc}")
+        elif not _stage_safely(event, batch, aside if yielding else None):
+            continue  # set aside
         event.lease_owner = ""
         event.lease_until = None
         if had_failed and event.state != State.FAILED:
             batch.passed.setdefault(event.workspace_id, []).append(event.key)
+    if yielding:
+        _lock_timeout(None)
+        _put_aside([e for entity in aside.values() for e in entity])
     if batch.cache is not None:
         batch.cache.flush()
     batch.cache = None
@@ -320,6 +382,55 @@ def _stage_all(events: list[SourceEvent], batch: Batch, *, fast: bool) -> None:
     for workspace_id, keys in batch.passed.items():
         clear_occurrences(Workspace(pk=workspace_id), keys, stage=STAGE)
     _release(batch)
+
+
+# What staging may have changed on an event before a lock wait undid its savepoint.
+ASIDE_FIELDS = ("state", "reason", "hold", "customer_id", "order_id", "order_ref", "failed_kind")
+
+
+def _stage_safely(
+    event: SourceEvent, batch: Batch, aside: dict[tuple[int, str], list[SourceEvent]] | None
+) -> bool:
+    """The safe path: stage the event in a savepoint. With `aside` (a yielding batch), an event
+    that waited too long for a row another transaction holds, or whose entity's earlier event
+    did, is set aside as it came, due again in `YIELD_RETRY_SECONDS`; returns False then."""
+    entity = (event.workspace_id, event.entity_key)
+    came = {name: getattr(event, name) for name in ASIDE_FIELDS} if aside is not None else {}
+    if aside is None or entity not in aside:
+        event.failed_kind = ""
+        try:
+            with transaction.atomic():
+                stage_event(event, batch)
+            return True
+        except Outcome as outcome:
+            _apply_outcome(event, outcome, batch)
+            return True
+        except DatabaseError as exc:
+            if aside is None or not _lock_timed_out(exc):  # a race on a unique key
+                log.info("staging %s raced: %s", event.pk, exc)
+                _retry_later(event, batch, str(exc))
+                return True
+        except Exception as exc:
+            log.exception("staging event %s failed", event.pk)
+            _retry_later(event, batch, f"{type(exc).__name__}: {exc}")
+            return True
+        for name, value in came.items():
+            setattr(event, name, value)
+        _forget_failures(event, batch)
+    assert aside is not None
+    aside.setdefault(entity, []).append(event)
+    # From now, not the batch's start: the batch's wait must not make it due before it commits.
+    event.next_attempt_at = timezone.now() + timedelta(seconds=YIELD_RETRY_SECONDS)
+    event.lease_owner = ""
+    event.lease_until = None
+    return False
+
+
+def _put_aside(events: list[SourceEvent]) -> None:
+    """Events set aside were claimed but not staged: the claim's attempt is not counted."""
+    if events:
+        SourceEvent.objects.filter(pk__in=[e.pk for e in events]).update(attempts=F("attempts") - 1)
+        log.debug("staging set %d events aside for rows other batches hold", len(events))
 
 
 def _forget_failures(event: SourceEvent, batch: Batch) -> None:
