@@ -73,8 +73,8 @@ def stage_flow(flow_id: int | None = None, lane: str | None = None) -> int:
     One worker stages a flow's lane at a time, on the lane's queue: a wake-up that finds it taken
     returns at once (the worker at it loops until nothing is due, and looks again after letting
     go). The realtime lane is staged beside a bulk backlog, never behind it: a bulk batch is a
-    bounded slice (`BATCH_SIZE` events) on the bulk queue's worker, and the realtime stager only
-    waits for the state rows a bulk batch holds, never for the backlog."""
+    bounded slice (`BATCH_SIZE` events) on the bulk queue's worker, and a realtime batch sets
+    aside the entities whose rows a bulk batch holds and stages the rest (`stage_batch`)."""
     staged = 0
     with flow_staging_lock(flow_id, lane) as mine:
         if not mine:
