@@ -456,3 +456,40 @@ def test_the_realtime_lanes_imports_are_seen_finished_while_its_runner_is_busy_s
     assert finished_while_busy == [1], "the first import finished while the loop was busy"
     assert counts["confirmed"] >= 2
     assert set(SourceEvent.objects.values_list("state", flat=True)) == {"delivered"}
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite has one writer at a time")
+def test_an_entity_set_aside_past_its_patience_waits_its_turn_for_the_rows(
+    engine: Engine, another_session: psycopg.Connection[Any]
+):
+    """A bulk lane that keeps taking the rows (a hot SKU's stock refresh) must not starve it."""
+    import threading
+
+    from django.db import connections
+
+    now = datetime.now(UTC)
+    engine.post("erp", [order_created("SO-HOT", "hot@example.com", "10.00", at=now)])
+    lanes.stage_flow(engine.erp_flow.pk, "realtime")
+    order = Order.objects.get(order_number="SO-HOT")
+    another_session.execute("SELECT 1 FROM monitoring_order WHERE id = %s FOR UPDATE", [order.pk])
+    engine.post("wms", [dispatched("SO-HOT", at=now)])
+    dispatch = SourceEvent.objects.get(event_type="shipment.dispatched")
+    patience = timedelta(seconds=staging.YIELD_PATIENCE_SECONDS + 1)
+    SourceEvent.objects.filter(pk=dispatch.pk).update(received_at=timezone.now() - patience)
+
+    def stage() -> None:
+        try:
+            staging.run_staging(flow_id=engine.wms_flow.pk, lane="realtime")
+        finally:
+            connections.close_all()
+
+    stager = threading.Thread(target=stage)
+    stager.start()
+    stager.join(timeout=1.0)
+    assert stager.is_alive(), "it waits in the lock's queue rather than being set aside again"
+    another_session.rollback()
+    stager.join(timeout=30)
+    assert not stager.is_alive()
+    dispatch.refresh_from_db()
+    assert dispatch.state == SourceEvent.State.READY
+    assert dispatch.attempts == 1

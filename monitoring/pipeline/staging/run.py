@@ -240,6 +240,10 @@ def _claimed_at(events: list[SourceEvent]) -> datetime:
 # busy cores); then it stages its entities in two halves, so the rest does not wait.
 YIELD_LOCK_MS = 30
 YIELD_RETRY_SECONDS = 0.1  # an event set aside is due again this soon
+# An entity set aside this long after its first event arrived waits for the rows in the lock's
+# queue, as any batch does: a bulk lane that keeps taking them (a hot SKU's stock refresh, say)
+# would otherwise be let in before it every time.
+YIELD_PATIENCE_SECONDS = 1.0
 
 
 def stage_batch(ids: Iterable[int], owner: str, *, yielding: bool = False) -> int:
@@ -280,8 +284,10 @@ def stage_batch(ids: Iterable[int], owner: str, *, yielding: bool = False) -> in
 def _split(events: list[SourceEvent], owner: str) -> int:
     """A yielding batch met a row another transaction holds: its entities in two halves, in the
     batch's order (the catalogue first), each staged as a batch of its own; an entity alone is
-    set aside, all its events, untried."""
+    set aside, all its events, untried, until it has waited `YIELD_PATIENCE_SECONDS`."""
     entities = list(dict.fromkeys((e.workspace_id, e.entity_key) for e in events))
+    if len(entities) == 1 and _patience_spent(events):
+        return stage_batch([e.pk for e in events], owner)
     if len(entities) == 1:
         SourceEvent.objects.filter(pk__in=[e.pk for e in events], lease_owner=owner).update(
             lease_owner="",
@@ -294,6 +300,13 @@ def _split(events: list[SourceEvent], owner: str) -> int:
     ids = [e.pk for e in events if (e.workspace_id, e.entity_key) in first]
     rest = [e.pk for e in events if (e.workspace_id, e.entity_key) not in first]
     return stage_batch(ids, owner, yielding=True) + stage_batch(rest, owner, yielding=True)
+
+
+def _patience_spent(events: list[SourceEvent]) -> bool:
+    first = min((e.received_at for e in events if e.received_at), default=None)
+    if first is None:
+        return True
+    return timezone.now() - first > timedelta(seconds=YIELD_PATIENCE_SECONDS)
 
 
 def _lock_timeout(ms: int | None) -> None:
