@@ -397,8 +397,10 @@ def _stage_all(
     _release(batch)
 
 
-# What staging may have changed on an event before a lock wait undid its savepoint.
-ASIDE_FIELDS = ("state", "reason", "hold", "customer_id", "order_id", "order_ref", "failed_kind")
+# What staging may have changed on an event before a lock wait undid its savepoint: all it writes.
+ASIDE_FIELDS = tuple(
+    f"{name}_id" if name in ("customer", "order") else name for name in EVENT_FIELDS
+)
 
 
 def _stage_safely(
