@@ -289,12 +289,7 @@ def _split(events: list[SourceEvent], owner: str) -> int:
     if len(entities) == 1 and _patience_spent(events):
         return stage_batch([e.pk for e in events], owner)
     if len(entities) == 1:
-        SourceEvent.objects.filter(pk__in=[e.pk for e in events], lease_owner=owner).update(
-            lease_owner="",
-            lease_until=None,
-            next_attempt_at=timezone.now() + timedelta(seconds=YIELD_RETRY_SECONDS),
-            attempts=F("attempts") - 1,
-        )
+        _set_aside([e.pk for e in events])
         return len(events)
     first = set(entities[: len(entities) // 2])
     ids = [e.pk for e in events if (e.workspace_id, e.entity_key) in first]
@@ -361,7 +356,7 @@ def _stage_all(
     events: list[SourceEvent], batch: Batch, *, fast: bool, yielding: bool = False
 ) -> None:
     batch.products = {e.pk for e in events if e.event_type == "product.updated"}
-    aside: dict[tuple[int, str], list[SourceEvent]] = {}  # an entity's events set aside
+    aside: dict[tuple[int, str], list[int]] = {}  # an entity's events set aside
     for event in events:
         had_failed = bool(event.failed_kind)
         if fast:
@@ -384,7 +379,10 @@ def _stage_all(
             batch.passed.setdefault(event.workspace_id, []).append(event.key)
     if yielding:
         _lock_timeout(None)
-        _put_aside([e for entity in aside.values() for e in entity])
+        if aside:  # earlier events of an entity may have staged: only these are left out
+            left = {pk for pks in aside.values() for pk in pks}
+            _set_aside(sorted(left))
+            events = [e for e in events if e.pk not in left]
     if batch.cache is not None:
         batch.cache.flush()
     batch.cache = None
@@ -397,20 +395,14 @@ def _stage_all(
     _release(batch)
 
 
-# What staging may have changed on an event before a lock wait undid its savepoint: all it writes.
-ASIDE_FIELDS = tuple(
-    f"{name}_id" if name in ("customer", "order") else name for name in EVENT_FIELDS
-)
-
-
 def _stage_safely(
-    event: SourceEvent, batch: Batch, aside: dict[tuple[int, str], list[SourceEvent]] | None
+    event: SourceEvent, batch: Batch, aside: dict[tuple[int, str], list[int]] | None
 ) -> bool:
     """The safe path: stage the event in a savepoint. With `aside` (a yielding batch), an event
     that waited too long for a row another transaction holds, or whose entity's earlier event
-    did, is set aside as it came, due again in `YIELD_RETRY_SECONDS`; returns False then."""
+    did, is set aside (its savepoint undone, its row not written but by `_set_aside`); returns
+    False then."""
     entity = (event.workspace_id, event.entity_key)
-    came = {name: getattr(event, name) for name in ASIDE_FIELDS} if aside is not None else {}
     if aside is None or entity not in aside:
         event.failed_kind = ""
         try:
@@ -429,23 +421,23 @@ def _stage_safely(
             log.exception("staging event %s failed", event.pk)
             _retry_later(event, batch, f"{type(exc).__name__}: {exc}")
             return True
-        for name, value in came.items():
-            setattr(event, name, value)
         _forget_failures(event, batch)
     assert aside is not None
-    aside.setdefault(entity, []).append(event)
-    # From now, not the batch's start: the batch's wait must not make it due before it commits.
-    event.next_attempt_at = timezone.now() + timedelta(seconds=YIELD_RETRY_SECONDS)
-    event.lease_owner = ""
-    event.lease_until = None
+    aside.setdefault(entity, []).append(event.pk)
     return False
 
 
-def _put_aside(events: list[SourceEvent]) -> None:
-    """Events set aside were claimed but not staged: the claim's attempt is not counted."""
-    if events:
-        SourceEvent.objects.filter(pk__in=[e.pk for e in events]).update(attempts=F("attempts") - 1)
-        log.debug("staging set %d events aside for rows other batches hold", len(events))
+def _set_aside(pks: list[int]) -> None:
+    """Claimed events left untried for rows another transaction holds: free, due again in
+    `YIELD_RETRY_SECONDS` (from now, not the batch's start: the batch's wait must not make them
+    due before it commits), the claim's attempt not counted."""
+    SourceEvent.objects.filter(pk__in=pks).update(
+        lease_owner="",
+        lease_until=None,
+        next_attempt_at=timezone.now() + timedelta(seconds=YIELD_RETRY_SECONDS),
+        attempts=F("attempts") - 1,
+    )
+    log.debug("staging set %d events aside for rows other batches hold", len(pks))
 
 
 def _forget_failures(event: SourceEvent, batch: Batch) -> None:
