@@ -164,23 +164,52 @@ def test_the_bulk_lane_keeps_moving_beside_a_steady_realtime_stream(engine: Engi
     assert SourceEvent.objects.filter(lane="bulk", state=RECEIVED).count() == 240
 
 
+def stock_delta(sku: str, change: int, *, at: datetime, n: int) -> dict[str, Any]:
+    delta = stock_snapshot(sku, change, at=at, n=n)
+    delta["data"]["mode"] = "delta"
+    return delta
+
+
 def test_a_realtime_event_brings_along_the_waiting_bulk_events_of_its_entity(engine: Engine):
-    """A stock level's snapshots are staged in source order whichever lane each came in by: the
-    realtime one (nothing saleable) takes the earlier bulk snapshot of the same level with it."""
+    """An order's update waiting in the bulk lane is staged with its realtime event, in source
+    order, not after it."""
+    now = datetime.now(UTC)
+    update = order_created("SO-B1", "b@example.com", "9.00", at=now - timedelta(minutes=2))
+    update["event_type"] = "order.updated"  # on the bulk lane
+    update["event_id"] += "-update"
+    update["source_event_id"] += "-update"
+    update["data"]["revision"] = iso(now - timedelta(minutes=2))
+    engine.post("erp", [update])
+    created = order_created("SO-B1", "b@example.com", "9.00", at=now - timedelta(minutes=1))
+    created["data"]["revision"] = iso(now - timedelta(minutes=1))
+    engine.post("erp", [created])
+    engine.post("erp", [order_created("SO-B2", "c@example.com", "4.00", at=now)])  # not its entity
+    staging.run_staging(flow_id=engine.erp_flow.pk, lane="realtime", batch_size=1, time_budget=0.0)
+    states = dict(SourceEvent.objects.values_list("source_event_id", "state"))
+    assert states["demo-erp:order:SO-B1:created-update"] == SourceEvent.State.READY, "brought along"
+    assert states["demo-erp:order:SO-B1:created"] == SourceEvent.State.READY
+    assert states["demo-erp:order:SO-B2:created"] == RECEIVED
+
+
+def test_a_stock_snapshot_with_nothing_saleable_leaves_the_levels_bulk_events_in_their_lane(
+    engine: Engine,
+):
+    """A stock refresh's deltas stay on the bulk lane: a level comes out the same whichever order
+    its events are staged in, so the realtime lane stages the snapshot alone, and the bulk lane
+    later drops what it superseded and applies what came after it."""
     now = datetime.now(UTC)
     engine.post("wms", [stock_snapshot("HAT-1/RED", 5, at=now - timedelta(minutes=3), n=1)])
     engine.post("wms", [stock_snapshot("HAT-1/RED", 0, at=now - timedelta(minutes=2), n=2)])
-    engine.post("wms", [stock_snapshot("CAP-2", 7, at=now - timedelta(minutes=3), n=3)])
-    staged = lanes.stage_flow(engine.wms_flow.pk, "realtime")
-    assert staged == 2, "the realtime snapshot and the earlier bulk one of the same level"
-    level = StockLevel.objects.get(sku="HAT-1/RED")
-    assert level.saleable == 0
+    engine.post("wms", [stock_delta("HAT-1/RED", 3, at=now - timedelta(minutes=1), n=3)])
+    assert lanes.stage_flow(engine.wms_flow.pk, "realtime") == 1, "the snapshot alone"
+    assert StockLevel.objects.get(sku="HAT-1/RED").saleable == 0
+    assert SourceEvent.objects.filter(lane="bulk", state=RECEIVED).count() == 2
+
+    assert lanes.stage_flow(engine.wms_flow.pk, "bulk") == 2
+    assert StockLevel.objects.get(sku="HAT-1/RED").saleable == 3, "0, then 3 more"
     states = dict(SourceEvent.objects.values_list("source_event_id", "state"))
-    assert states == {
-        "demo-wms:stock:HAT-1/RED:1": SourceEvent.State.READY,
-        "demo-wms:stock:HAT-1/RED:2": SourceEvent.State.READY,
-        "demo-wms:stock:CAP-2:3": RECEIVED,
-    }
+    assert states["demo-wms:stock:HAT-1/RED:1"] == SourceEvent.State.SKIPPED  # superseded
+    assert states["demo-wms:stock:HAT-1/RED:3"] == SourceEvent.State.READY
 
 
 def test_a_dispatch_staged_before_its_bulk_order_update_waits_for_the_order(engine: Engine):
@@ -373,8 +402,10 @@ def test_a_few_records_of_a_collection_take_the_single_calls_an_import_of_their_
             for n in range(30)
         ],
     )
-    for n, sku in enumerate(("HAT-1", "CAP-2")):  # in stock a minute ago, sold out now
+    for n, sku in enumerate(("HAT-1", "CAP-2")):  # in stock a minute ago (staged)
         engine.post("wms", [stock_snapshot(sku, 4, at=now - timedelta(minutes=1), n=2 * n)])
+    lanes.stage_flow(engine.wms_flow.pk, "bulk")
+    for n, sku in enumerate(("HAT-1", "CAP-2")):  # sold out now
         engine.post("wms", [stock_snapshot(sku, 0, at=now, n=2 * n + 1)])
     lanes.stage_flow(engine.erp_flow.pk, "realtime")
     lanes.stage_flow(engine.wms_flow.pk, "realtime")
@@ -493,3 +524,4 @@ def test_an_entity_set_aside_past_its_patience_waits_its_turn_for_the_rows(
     dispatch.refresh_from_db()
     assert dispatch.state == SourceEvent.State.READY
     assert dispatch.attempts == 1
+

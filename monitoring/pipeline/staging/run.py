@@ -124,10 +124,18 @@ def _due(flow_id: int | None, lane: str | None, within: float = 0.0) -> Any:
     return qs
 
 
+# The entity type whose staging comes out the same in any order (`claim_due`).
+ORDER_FREE_ENTITY = "stock"
+
+
 def claim_due(flow_id: int | None, lane: str | None, owner: str, limit: int) -> list[int]:
     """Lease a batch of due events. With no lane, the realtime lane's first. A realtime batch
-    brings along the due bulk events of the same entities (a customer's update waiting behind a
-    backfill, say), so an entity's events are staged in source-version order within the batch."""
+    brings along the due bulk events of the same entities (an order's update waiting behind a
+    backfill, say), so an entity's events are staged in source-version order within the batch.
+    Stock levels are the exception: their staging does not depend on the order events come in
+    (snapshots replace by `as_of`, deltas apply after the latest snapshot, `stage_stock`), so a
+    snapshot with nothing saleable does not take a stock refresh's thousands of deltas into the
+    realtime lane with it."""
     if lane is None:
         ids = claim_due(flow_id, REALTIME, owner, limit)
         if len(ids) < limit:
@@ -138,15 +146,18 @@ def claim_due(flow_id: int | None, lane: str | None, owner: str, limit: int) -> 
         # One `entity_key IN (…)` per workspace (a flow's batch names one), which reads the
         # `event_entity` index as an OR of a hundred pairs did, at a fraction of the ORM's cost.
         keys: dict[int, set[str]] = {}
-        for workspace_id, entity_key in SourceEvent.objects.filter(pk__in=ids).values_list(
-            "workspace_id", "entity_key"
+        for workspace_id, entity_key in (
+            SourceEvent.objects.filter(pk__in=ids)
+            .exclude(entity_type=ORDER_FREE_ENTITY)
+            .values_list("workspace_id", "entity_key")
         ):
             keys.setdefault(workspace_id, set()).add(entity_key)
-        same = Q()
-        for workspace_id, entity_keys in keys.items():
-            same |= Q(workspace_id=workspace_id, entity_key__in=sorted(entity_keys))
-        earlier = _due(flow_id, BULK).filter(same)
-        ids += claim_ids(earlier, limit=limit, owner=owner, lease_seconds=LEASE_SECONDS)
+        if keys:
+            same = Q()
+            for workspace_id, entity_keys in keys.items():
+                same |= Q(workspace_id=workspace_id, entity_key__in=sorted(entity_keys))
+            earlier = _due(flow_id, BULK).filter(same)
+            ids += claim_ids(earlier, limit=limit, owner=owner, lease_seconds=LEASE_SECONDS)
     return ids
 
 
