@@ -25,6 +25,8 @@ class DeliveryBatch(Lease):
     """One DotDigital import (contacts or one insight collection): polled until it is done.
 
     `next_attempt_at` is when to poll next; the lease keeps two workers from polling one import.
+    A bulk import is `awaited` once it carries a record a realtime write waits for (a refund's
+    contact in a nightly import): the realtime lane polls it then, on its own cadence.
     """
 
     class Kind(models.TextChoices):
@@ -51,6 +53,7 @@ class DeliveryBatch(Lease):
     polls = models.PositiveIntegerField(default=0)
     submitted_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
+    awaited = models.BooleanField(default=False)
 
     class Meta:
         constraints = [

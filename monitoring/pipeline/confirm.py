@@ -43,6 +43,7 @@ from monitoring.models import (
 from monitoring.pipeline.claims import claim_ids, worker_token, working
 from monitoring.pipeline.destination import pause_destination
 from monitoring.pipeline.hooks import event_ids, render_event, skip_events
+from monitoring.pipeline.lane_rules import REALTIME
 from monitoring.pipeline.normalise import parse_time
 from monitoring.pipeline.rows import bulk_set
 from monitoring.pipeline.sending import Result
@@ -161,6 +162,17 @@ def _record_delivered(
         lease_until=None,
         batch=None,
     )
+    # A realtime write that waited for a bulk import of its record (a refund's contact in a
+    # nightly import) is due now; its lane's runner may have let go while nothing was due, and
+    # the sweeper would find it only seconds later.
+    for destination_id in sorted(
+        {
+            mine[i].destination_id
+            for i in ids
+            if mine[i].lane == REALTIME and mine[i].version != mine[i].sent_version
+        }
+    ):
+        wake_delivery(destination_id, REALTIME)
     _after_delivery([mine[i] for i in ids], delivered)
     return ids
 
@@ -505,13 +517,19 @@ def poll_interval(polls: int, in_flight: int = 1) -> float:
     return max(spread, min(5.0, EARLY_POLL * 2.0 ** (polls - 5)))
 
 
-def due_batches(destination_id: int, lane: str, now: datetime) -> Any:
+def lane_imports(destination_id: int, lane: str) -> Any:
+    """The imports in flight that this lane polls: its own, and for the realtime lane also the
+    bulk imports a realtime write waits for (`DeliveryBatch.awaited`)."""
+    mine = Q(lane=lane) | Q(awaited=True) if lane == REALTIME else Q(lane=lane)
     return DeliveryBatch.objects.filter(
-        destination_id=destination_id,
-        lane=lane,
-        state=DeliveryBatch.State.SUBMITTED,
-        next_attempt_at__lte=now,
-    ).filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        mine, destination_id=destination_id, state=DeliveryBatch.State.SUBMITTED
+    )
+
+
+def due_batches(destination_id: int, lane: str, now: datetime) -> Any:
+    return lane_imports(destination_id, lane).filter(
+        Q(lease_until__isnull=True) | Q(lease_until__lt=now), next_attempt_at__lte=now
+    )
 
 
 def claim_batches(destination_id: int, lane: str, owner: str, limit: int = 25) -> list[int]:
@@ -551,7 +569,9 @@ def _confirm(client: DotDigitalClient, destination_id: int, lane: str, owner: st
             in_flight = DeliveryBatch.objects.filter(
                 destination_id=destination_id, state=DeliveryBatch.State.SUBMITTED
             ).count()
-            _release_batch(batch, poll_interval(batch.polls + 1, in_flight), raw=status.raw_status)
+            # An awaited import is polled at the first polls' pace, however long it has taken.
+            polls = 1 if batch.awaited else batch.polls + 1
+            _release_batch(batch, poll_interval(polls, in_flight), raw=status.raw_status)
             continue
         finished += 1
         finish_batch(batch, status)

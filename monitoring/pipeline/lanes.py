@@ -34,7 +34,7 @@ from monitoring.models import (
 )
 from monitoring.pipeline import wake
 from monitoring.pipeline.claims import free_dead_claims, worker_token
-from monitoring.pipeline.confirm import run_confirmation
+from monitoring.pipeline.confirm import lane_imports, run_confirmation
 from monitoring.pipeline.deliver import due_operations, send_due
 from monitoring.pipeline.destination import client_for
 from monitoring.pipeline.lane_rules import LANES, REALTIME
@@ -270,11 +270,9 @@ class Confirmer(threading.Thread):
 
     def idle_wait(self) -> float:
         """Seconds until the lane's next import is due a poll, within the idle bounds."""
-        due = DeliveryBatch.objects.filter(
-            destination_id=self.destination_id,
-            lane=self.lane,
-            state=DeliveryBatch.State.SUBMITTED,
-        ).aggregate(due=Min("next_attempt_at"))["due"]
+        due = lane_imports(self.destination_id, self.lane).aggregate(due=Min("next_attempt_at"))[
+            "due"
+        ]
         if due is None:
             return CONFIRM_IDLE_MAX
         wait = float((due - timezone.now()).total_seconds())
@@ -386,9 +384,7 @@ def has_work_soon(destination_id: int, lane: str) -> bool:
     the lane taken and returned."""
     return (
         ready_events(lane=lane, destination_id=destination_id).exists()
-        or DeliveryBatch.objects.filter(
-            destination_id=destination_id, lane=lane, state=DeliveryBatch.State.SUBMITTED
-        ).exists()
+        or lane_imports(destination_id, lane).exists()
         or Operation.objects.filter(
             destination_id=destination_id,
             lane=lane,
@@ -413,9 +409,7 @@ def wake_due_lanes() -> int:
             work = (
                 ready_events(lane=lane, destination_id=conn.pk, now=now).exists()
                 or due_operations(conn.pk, lane, now).exists()
-                or DeliveryBatch.objects.filter(
-                    destination=conn, lane=lane, state=DeliveryBatch.State.SUBMITTED
-                ).exists()
+                or lane_imports(conn.pk, lane).exists()
             )
             if work:
                 wake.deliver_now(conn.pk, lane)

@@ -30,6 +30,7 @@ from django.utils import timezone
 from monitoring.models import (
     OPEN_STATES,
     Customer,
+    DeliveryBatch,
     DirectEnrolment,
     FieldMapping,
     Flow,
@@ -417,6 +418,7 @@ def write_operations(
     changed: list[Operation] = []
     links: list[tuple[int, int, int]] = []  # (operation_id, event_id, version)
     out: dict[int, list[int]] = {}
+    awaited: set[int] = set()  # bulk imports carrying a record a realtime write now waits for
     for slot, p in planned.items():
         found = inserted.get(slot) or existing.get(slot)
         if found is None:  # settled between our insert and our read: try again next batch
@@ -430,6 +432,8 @@ def write_operations(
                 op.kind = spec.kind
                 if p.lane == REALTIME:
                     op.lane = REALTIME
+                    if op.state == Operation.State.SENT and op.batch_id is not None:
+                        awaited.add(op.batch_id)
                 if op.state == Operation.State.PENDING and op.attempts == 0:
                     op.next_attempt_at = min(op.next_attempt_at, now)
             op.version += 1
@@ -437,6 +441,7 @@ def write_operations(
         out[op.pk] = p.events
         links.extend((op.pk, event_id, op.version) for event_id in p.events)
     bulk_set(changed, ["payload", "kind", "lane", "version", "next_attempt_at"])
+    _await_imports(awaited, now)
     if rows.arrays():
         rows.insert_values(
             OperationEvent, ("operation_id", "event_id", "version"), links, ignore_conflicts=True
@@ -448,6 +453,16 @@ def write_operations(
             batch_size=1000,
         )
     return out
+
+
+def _await_imports(batch_ids: set[int], now: datetime) -> None:
+    """Bulk imports carrying a record a realtime write now waits for are polled by the realtime
+    lane from now on (`confirm.lane_imports`), so the newer state goes as soon as DotDigital has
+    finished the import, not at the bulk lane's next look."""
+    if batch_ids:
+        DeliveryBatch.objects.filter(
+            pk__in=batch_ids, state=DeliveryBatch.State.SUBMITTED, awaited=False
+        ).exclude(lane=REALTIME).update(awaited=True, next_attempt_at=now)
 
 
 def _insert_fresh(fresh: list[Operation]) -> dict[tuple[int, str], Operation]:

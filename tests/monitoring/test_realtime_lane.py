@@ -525,3 +525,42 @@ def test_an_entity_set_aside_past_its_patience_waits_its_turn_for_the_rows(
     assert dispatch.state == SourceEvent.State.READY
     assert dispatch.attempts == 1
 
+
+def test_a_realtime_write_waiting_for_a_bulk_import_of_its_record_has_the_import_polled_by_its_lane(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+):
+    """A new order of a contact whose record is in a bulk import in flight (one write per key at
+    a time) waits for that import: the realtime lane polls it, on its own cadence, and wakes
+    itself to send the newer state as soon as the import is seen finished."""
+    from monitoring.models import DeliveryBatch, Operation
+    from monitoring.pipeline import confirm, deliver
+    from monitoring.pipeline.destination import client_for
+
+    monkeypatch.setattr(lanes, "send_realtime_now", lambda destination_id: 0)
+    now = datetime.now(UTC)
+    engine.post("erp", [customer_update(i, at=now - timedelta(minutes=1)) for i in range(30)])
+    lanes.stage_flow(engine.erp_flow.pk, "bulk")
+    assert deliver.send_due(engine.destination, "bulk") > 0
+    in_flight = DeliveryBatch.objects.get(lane="bulk", kind="contacts")
+    assert not in_flight.awaited
+    DeliveryBatch.objects.update(next_attempt_at=timezone.now() + timedelta(seconds=30))
+
+    engine.post("erp", [order_created("AW1", "bulk0@example.com", "5.00", at=now, customer="C0")])
+    lanes.stage_flow(engine.erp_flow.pk, "realtime")
+    contact = Operation.objects.get(kind="contact", record_key="bulk0@example.com")
+    assert (contact.state, contact.lane, contact.batch_id) == ("sent", "realtime", in_flight.pk)
+    in_flight.refresh_from_db()
+    assert in_flight.awaited, "the realtime write waits for it"
+    assert in_flight.next_attempt_at <= timezone.now(), "polled now, not in 30 s"
+
+    woken: list[tuple[int, str]] = []
+    monkeypatch.setattr(confirm, "wake_delivery", lambda *args: woken.append(args))
+    engine.sandbox.api.post(f"{engine.sandbox.url}/_sandbox/settle")
+    client = client_for(engine.destination, "realtime")
+    assert confirm.run_confirmation(client, engine.destination.pk, "realtime") == 1
+    contact.refresh_from_db()
+    assert (contact.state, contact.batch_id) == ("pending", None), "due again, at once"
+    assert woken == [(engine.destination.pk, "realtime")]
+    engine.pump()
+    assert engine.contact("bulk0@example.com") is not None
+    assert set(SourceEvent.objects.values_list("state", flat=True)) == {"delivered"}
