@@ -38,14 +38,13 @@ from monitoring.pipeline.confirm import lane_imports, run_confirmation
 from monitoring.pipeline.deliver import due_operations, send_due
 from monitoring.pipeline.destination import client_for
 from monitoring.pipeline.lane_rules import LANES, REALTIME
-from monitoring.pipeline.plan import ready_events, run_planning
+from monitoring.pipeline.plan import plan_batch, ready_events, run_planning
 from monitoring.pipeline.staging.run import YIELD_RETRY_SECONDS as YIELD_RETRY
 from monitoring.pipeline.staging.run import flow_staging_lock, run_staging, staging_due
 
 log = logging.getLogger(__name__)
 
 STAGE_TIME_BUDGET = 20.0  # seconds a staging task works before handing over to a fresh message
-PLAN_TIME_BUDGET = 5.0  # seconds of planning after each staged batch, at most
 INLINE_SEND_MAX = 50  # events planned after a staged batch, at most, for the task to send them too
 INLINE_SEND_ROUNDS = 3
 
@@ -79,10 +78,20 @@ def stage_flow(flow_id: int | None = None, lane: str | None = None) -> int:
     with flow_staging_lock(flow_id, lane) as mine:
         if not mine:
             return 0
+        destination_id = None
+        if flow_id is not None:
+            destination_id = (
+                Flow.objects.filter(pk=flow_id).values_list("destination_id", flat=True).first()
+            )
+
+        def plan_staged(ids: list[int], owner: str) -> None:
+            plan_after_staging(destination_id, ids, owner)
+
+        # A flow not yet connected to DotDigital keeps its events READY until it is.
+        then = plan_staged if flow_id is None or destination_id is not None else None
         started = time.monotonic()
         while time.monotonic() - started < STAGE_TIME_BUDGET:
-            claimed: list[int] = []
-            done = run_staging(flow_id=flow_id, lane=lane, time_budget=0.0, claimed=claimed)
+            done = run_staging(flow_id=flow_id, lane=lane, time_budget=0.0, then=then)
             if not done:
                 # A realtime batch sets aside what waits for a bulk batch's rows (`stage_batch`):
                 # it is due again in a moment, and this worker stays to stage it.
@@ -91,7 +100,6 @@ def stage_flow(flow_id: int | None = None, lane: str | None = None) -> int:
                     continue
                 break
             staged += done
-            plan_after_staging(flow_id, claimed)
     # After letting go: whatever arrived meanwhile (its wake-up may have found the lane taken).
     for due_lane in (lane,) if lane is not None else LANES:
         if staging_due(flow_id, due_lane, within=YIELD_RETRY):
@@ -99,29 +107,23 @@ def stage_flow(flow_id: int | None = None, lane: str | None = None) -> int:
     return staged
 
 
-def plan_after_staging(flow_id: int | None, event_ids: list[int] | None = None) -> int:
-    """Staged events are READY: plan them into the outbox now, in this worker, and wake the
-    lanes of their operations after that commits (`plan.plan_batch`). The lane runners then
-    only send and confirm, and a dispatch does not wait for the sweeper or a runner's planning
-    of a backlog. `event_ids`: the batch just staged (planned by key; the runners plan anything
-    else left READY). Returns how many it planned (0 when another worker got there first)."""
-    destinations: set[int | None] = {None}
-    if flow_id is not None:
-        destinations = set(Flow.objects.filter(pk=flow_id).values_list("destination_id", flat=True))
-    planned = 0
-    for destination_id in destinations:
-        if flow_id is not None and destination_id is None:
-            continue
-        try:
-            now_planned = run_planning(
-                destination_id=destination_id, time_budget=PLAN_TIME_BUDGET, event_ids=event_ids
-            )
-        except Exception:  # the lane runners plan what is left
-            log.exception("planning after staging failed")
-            continue
-        planned += now_planned
-        if destination_id is not None and 0 < now_planned <= INLINE_SEND_MAX:
-            send_realtime_now(destination_id)
+def plan_after_staging(destination_id: int | None, event_ids: list[int], owner: str) -> int:
+    """A batch just staged: its READY events, still leased to the claim that staged them (no
+    second claim), are planned into the outbox now, in this worker, and the lanes of their
+    operations woken after that commits (`plan.plan_batch`). The lane runners then only send
+    and confirm, and a dispatch does not wait for the sweeper or a runner's planning of a
+    backlog. A trickle's writes are sent here too (`send_realtime_now`). Returns how many it
+    planned."""
+    try:
+        planned = plan_batch(event_ids, owner)
+    except Exception:  # the lane runners plan what is left
+        log.exception("planning after staging failed")
+        SourceEvent.objects.filter(pk__in=event_ids, lease_owner=owner).update(
+            lease_owner="", lease_until=None
+        )
+        return 0
+    if destination_id is not None and 0 < planned <= INLINE_SEND_MAX:
+        send_realtime_now(destination_id)
     return planned
 
 

@@ -1,10 +1,10 @@
 """What an event costs its table (migration 0011): an event row is updated about five times within
 seconds, and the updates that only move a lease must not write a new entry into every index.
 
-- Lease updates (staging's claim, planning's claim, the hand-over to the outbox) are HOT on
-  PostgreSQL: the pages keep room for them, and no index names a lease column.
-- Staging plans the batch it just staged by key, not by reading every READY event (those in the
-  outbox included) for the few not yet planned.
+- Lease updates (staging's claim, the hand-over to the outbox) are HOT on PostgreSQL: the pages
+  keep room for them, and no index names a lease column.
+- Staging plans the batch it just staged under the same claim, by key, not by claiming it again
+  or reading every READY event (those in the outbox included) for the few not yet planned.
 - The webhook's insert reports duplicates of stored events as before (it now returns the ids it
   inserted and reads back only when some were already there).
 """
@@ -117,16 +117,21 @@ def test_the_staging_task_plans_the_batch_it_staged_by_key(world, monkeypatch):
     from monitoring import tasks
     from monitoring.pipeline import lanes
 
-    source = Source(world.workspace, "brightpearl")
+    destination = make_connection(world.workspace, "dotdigital", name="DotDigital")
+    source = Source(world.workspace, "brightpearl", destination=destination)
     source.post({"events": [order(source, n) for n in range(3)]})
     seen: list[Any] = []
     monkeypatch.setattr(
-        lanes, "plan_after_staging", lambda flow_id, event_ids=None: seen.append(event_ids) or 0
+        lanes,
+        "plan_after_staging",
+        lambda destination_id, event_ids, owner: seen.append((set(event_ids), owner)) or 0,
     )
     tasks.stage_events(source.flow.pk)
     stored = set(SourceEvent.objects.filter(flow=source.flow).values_list("pk", flat=True))
-    assert seen and seen[0] is not None
-    assert set(seen[0]) == stored
+    assert seen and seen[0][0] == stored
+    owner = seen[0][1]
+    leased = set(SourceEvent.objects.filter(state="ready").values_list("lease_owner", flat=True))
+    assert leased == {owner}, "still leased to the claim that staged them, for its planning"
 
 
 @pytest.mark.django_db

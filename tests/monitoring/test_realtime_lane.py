@@ -564,3 +564,26 @@ def test_a_realtime_write_waiting_for_a_bulk_import_of_its_record_has_the_import
     engine.pump()
     assert engine.contact("bulk0@example.com") is not None
     assert set(SourceEvent.objects.values_list("state", flat=True)) == {"delivered"}
+
+
+def test_the_staging_task_plans_its_batch_under_the_claim_that_staged_it(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+):
+    """Staging hands its READY events to planning still leased to its claim: no second claim
+    (one lease update an event fewer), and the claim's attempt counted once."""
+    from monitoring.pipeline import plan
+
+    monkeypatch.setattr(lanes, "send_realtime_now", lambda destination_id: 0)
+    claims: list[int] = []
+    claim = plan.claim_ids
+    monkeypatch.setattr(plan, "claim_ids", lambda *a, **k: claims.append(1) or claim(*a, **k))
+    now = datetime.now(UTC)
+    engine.post(
+        "erp", [order_created(f"SO-H{n}", f"h{n}@example.com", "5.00", at=now) for n in range(3)]
+    )
+    assert lanes.stage_flow(engine.erp_flow.pk, "realtime") == 3
+    events = SourceEvent.objects.filter(event_type="order.created")
+    assert {(e.state, e.in_outbox, e.lease_owner, e.attempts) for e in events} == {
+        ("ready", True, "outbox", 1)
+    }
+    assert claims == [], "planning claimed nothing of its own"

@@ -349,9 +349,9 @@ def test_the_fast_and_the_safe_path_stage_a_mixed_load_to_the_same_state(world, 
     stage_all = staging._stage_all
 
     def spy(
-        events: list[SourceEvent], batch: staging_batch.Batch, *, fast: bool, yielding: bool
+        events: list[SourceEvent], batch: staging_batch.Batch, *, fast: bool, **kw: Any
     ) -> None:
-        stage_all(events, batch, fast=fast, yielding=yielding)
+        stage_all(events, batch, fast=fast, **kw)
         paths.append(fast)  # a batch that ended on this path
 
     def no_fast_path(events: list[SourceEvent]) -> staging_batch.StateCache:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -88,13 +88,14 @@ def run_staging(
     lane: str | None = None,
     batch_size: int = BATCH_SIZE,
     time_budget: float | None = None,
-    claimed: list[int] | None = None,
+    then: Callable[[list[int], str], object] | None = None,
 ) -> int:
     """Stage due events (of one flow, or all; of one lane, or both) until none is due or the time
-    budget is spent. Returns how many were staged; `claimed`, if given, collects the ids of the
-    events claimed (for planning to take those that became READY by key). Safe to run on any
-    number of workers at once: each batch locks the state it reads, and the state keeps the
-    latest source version whatever order two batches commit in."""
+    budget is spent. Returns how many were staged. Safe to run on any number of workers at once:
+    each batch locks the state it reads, and the state keeps the latest source version whatever
+    order two batches commit in. `then(ids, owner)`, if given, is called after each batch
+    commits, while its claim's owner is still at work: the batch's READY events are still leased
+    to it, so planning them takes no second claim (`lanes.stage_flow`)."""
     started = time.monotonic()
     total = 0
     while True:
@@ -103,9 +104,9 @@ def run_staging(
             ids = claim_due(flow_id, lane, owner, batch_size)
             if not ids:
                 return total
-            if claimed is not None:
-                claimed.extend(ids)
-            total += stage_batch(ids, owner, yielding=lane == REALTIME)
+            total += stage_batch(ids, owner, yielding=lane == REALTIME, hand_over=then is not None)
+            if then is not None:
+                then(ids, owner)
         if time_budget is not None and time.monotonic() - started > time_budget:
             return total
 
@@ -257,7 +258,9 @@ YIELD_RETRY_SECONDS = 0.1  # an event set aside is due again this soon
 YIELD_PATIENCE_SECONDS = 1.0
 
 
-def stage_batch(ids: Iterable[int], owner: str, *, yielding: bool = False) -> int:
+def stage_batch(
+    ids: Iterable[int], owner: str, *, yielding: bool = False, hand_over: bool = False
+) -> int:
     """Stage the claimed events in one transaction. The fast path reads the state the batch
     names up front and stages without a savepoint per event; an event that would need one (it
     wrote and then ended otherwise than as written, or raised) sends the whole batch, undone, to
@@ -267,7 +270,9 @@ def stage_batch(ids: Iterable[int], owner: str, *, yielding: bool = False) -> in
     `YIELD_LOCK_MS`. A batch that would wait longer is staged as two, by entity (`_split`), until
     the entity whose rows are held is alone and set aside; on the safe path an event is set aside
     (`_stage_safely`) with the later events of its entity. The batch's end (aggregates, inserts,
-    the commit's key checks) waits as long as it must: its events' work is done by then."""
+    the commit's key checks) waits as long as it must: its events' work is done by then.
+
+    `hand_over`: events staged READY stay leased to `owner`, who plans them next."""
     ids = list(ids)
     events = _load(ids, owner)
     begun = _claimed_at(events)
@@ -278,34 +283,37 @@ def stage_batch(ids: Iterable[int], owner: str, *, yielding: bool = False) -> in
                 _lock_timeout(YIELD_LOCK_MS)
             batch = Batch(now=timezone.now(), begun=begun)
             batch.cache = read_state(events)
-            _stage_all(events, batch, fast=True, yielding=yielding)
+            _stage_all(events, batch, fast=True, yielding=yielding, hand_over=hand_over)
         return len(events)
     except (Abort, DatabaseError) as exc:  # DatabaseError: e.g. a deadlock reading the state
         if yielding and _lock_timed_out(exc):
-            return _split(events, owner)
+            return _split(events, owner, hand_over)
         log.debug("staging batch of %s events: the safe path", len(events), exc_info=True)
     events = _load(ids, owner)
     with transaction.atomic():
         if yielding:
             _lock_timeout(YIELD_LOCK_MS)
-        _stage_all(events, Batch(now=timezone.now(), begun=begun), fast=False, yielding=yielding)
+        batch = Batch(now=timezone.now(), begun=begun)
+        _stage_all(events, batch, fast=False, yielding=yielding, hand_over=hand_over)
     return len(events)
 
 
-def _split(events: list[SourceEvent], owner: str) -> int:
+def _split(events: list[SourceEvent], owner: str, hand_over: bool) -> int:
     """A yielding batch met a row another transaction holds: its entities in two halves, in the
     batch's order (the catalogue first), each staged as a batch of its own; an entity alone is
     set aside, all its events, untried, until it has waited `YIELD_PATIENCE_SECONDS`."""
     entities = list(dict.fromkeys((e.workspace_id, e.entity_key) for e in events))
     if len(entities) == 1 and _patience_spent(events):
-        return stage_batch([e.pk for e in events], owner)
+        return stage_batch([e.pk for e in events], owner, hand_over=hand_over)
     if len(entities) == 1:
         _set_aside([e.pk for e in events])
         return len(events)
     first = set(entities[: len(entities) // 2])
     ids = [e.pk for e in events if (e.workspace_id, e.entity_key) in first]
     rest = [e.pk for e in events if (e.workspace_id, e.entity_key) not in first]
-    return stage_batch(ids, owner, yielding=True) + stage_batch(rest, owner, yielding=True)
+    return stage_batch(ids, owner, yielding=True, hand_over=hand_over) + stage_batch(
+        rest, owner, yielding=True, hand_over=hand_over
+    )
 
 
 def _patience_spent(events: list[SourceEvent]) -> bool:
@@ -364,7 +372,12 @@ def _note_writes(batch: Batch) -> Any:
 
 
 def _stage_all(
-    events: list[SourceEvent], batch: Batch, *, fast: bool, yielding: bool = False
+    events: list[SourceEvent],
+    batch: Batch,
+    *,
+    fast: bool,
+    yielding: bool = False,
+    hand_over: bool = False,
 ) -> None:
     batch.products = {e.pk for e in events if e.event_type == "product.updated"}
     aside: dict[tuple[int, str], list[int]] = {}  # an entity's events set aside
@@ -384,8 +397,9 @@ def _stage_all(
                 raise Abort from exc
         elif not _stage_safely(event, batch, aside if yielding else None):
             continue  # set aside
-        event.lease_owner = ""
-        event.lease_until = None
+        if not (hand_over and event.state == State.READY):  # else its claim's owner plans it
+            event.lease_owner = ""
+            event.lease_until = None
         if had_failed and event.state != State.FAILED:
             batch.passed.setdefault(event.workspace_id, []).append(event.key)
     if yielding:
