@@ -160,8 +160,14 @@ class OperationEvent(models.Model):
         SKIPPED = "skipped", "Skipped"
         FAILED = "failed", "Failed"
 
-    operation = models.ForeignKey(Operation, on_delete=models.CASCADE, related_name="links")
-    event = models.ForeignKey(SourceEvent, on_delete=models.CASCADE, related_name="+")
+    # No index of their own: the two below lead with each (a link is inserted and updated about
+    # twice an event, and every index is written each time: its `outcome` is indexed).
+    operation = models.ForeignKey(
+        Operation, on_delete=models.CASCADE, related_name="links", db_index=False
+    )
+    event = models.ForeignKey(
+        SourceEvent, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     version = models.PositiveBigIntegerField()
     outcome = models.CharField(max_length=10, choices=Outcome.choices, blank=True, default="")
     reason = models.TextField(blank=True)
