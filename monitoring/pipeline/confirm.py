@@ -518,9 +518,10 @@ def poll_interval(polls: int, in_flight: int = 1) -> float:
 
 
 def lane_imports(destination_id: int, lane: str) -> Any:
-    """The imports in flight that this lane polls: its own, and for the realtime lane also the
-    bulk imports a realtime write waits for (`DeliveryBatch.awaited`)."""
-    mine = Q(lane=lane) | Q(awaited=True) if lane == REALTIME else Q(lane=lane)
+    """The imports in flight that this lane polls: its own, and the bulk imports a realtime write
+    waits for (`DeliveryBatch.awaited`) are the realtime lane's alone (a bulk poller would hold
+    one's lease while its client waits for the bulk lane's share of the status calls)."""
+    mine = Q(lane=lane) | Q(awaited=True) if lane == REALTIME else Q(lane=lane, awaited=False)
     return DeliveryBatch.objects.filter(
         mine, destination_id=destination_id, state=DeliveryBatch.State.SUBMITTED
     )

@@ -530,8 +530,8 @@ def test_a_realtime_write_waiting_for_a_bulk_import_of_its_record_has_the_import
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ):
     """A new order of a contact whose record is in a bulk import in flight (one write per key at
-    a time) waits for that import: the realtime lane polls it, on its own cadence, and wakes
-    itself to send the newer state as soon as the import is seen finished."""
+    a time) waits for that import: the realtime lane polls it, on its own cadence and alone, and
+    wakes itself to send the newer state as soon as the import is seen finished."""
     from monitoring.models import DeliveryBatch, Operation
     from monitoring.pipeline import confirm, deliver
     from monitoring.pipeline.destination import client_for
@@ -556,6 +556,8 @@ def test_a_realtime_write_waiting_for_a_bulk_import_of_its_record_has_the_import
     woken: list[tuple[int, str]] = []
     monkeypatch.setattr(confirm, "wake_delivery", lambda *args: woken.append(args))
     engine.sandbox.api.post(f"{engine.sandbox.url}/_sandbox/settle")
+    bulk = client_for(engine.destination, "bulk")
+    assert confirm.run_confirmation(bulk, engine.destination.pk, "bulk") == 0, "realtime's now"
     client = client_for(engine.destination, "realtime")
     assert confirm.run_confirmation(client, engine.destination.pk, "realtime") == 1
     contact.refresh_from_db()
