@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 
 from django.db import connection
 from django.db.models import Min, Q
@@ -83,12 +84,10 @@ def stage_flow(flow_id: int | None = None, lane: str | None = None) -> int:
             destination_id = (
                 Flow.objects.filter(pk=flow_id).values_list("destination_id", flat=True).first()
             )
-
-        def plan_staged(ids: list[int], owner: str) -> None:
-            plan_after_staging(destination_id, ids, owner)
-
         # A flow not yet connected to DotDigital keeps its events READY until it is.
-        then = plan_staged if flow_id is None or destination_id is not None else None
+        then = None
+        if flow_id is None or destination_id is not None:
+            then = partial(plan_after_staging, destination_id)
         started = time.monotonic()
         while time.monotonic() - started < STAGE_TIME_BUDGET:
             done = run_staging(flow_id=flow_id, lane=lane, time_budget=0.0, then=then)
