@@ -752,7 +752,17 @@ def bulk_batch_ready(destination_id: int) -> bool:
     due = due_operations(destination_id, Lane.BULK, now)
     if due.filter(next_attempt_at__lte=now - BULK_MAX_WAIT).exists():
         return True
-    if due[:BULK_MIN].count() >= BULK_MIN:
+    # Which due writes can go now (their contact known or on its way) takes a look at each row's
+    # contact; the lane's due rows in the index are a bound on them that takes none. The runner
+    # asks this every loop while a backlog builds: counting the sendable among up to `BULK_MIN`
+    # was 15 ms of PostgreSQL a time at full load, most often to learn there were too few.
+    in_index = Operation.objects.filter(
+        destination_id=destination_id,
+        lane=Lane.BULK,
+        state__in=(Op.PENDING, Op.SENDING),
+        next_attempt_at__lte=now,
+    )
+    if in_index[:BULK_MIN].count() >= BULK_MIN and due[:BULK_MIN].count() >= BULK_MIN:
         return True
     if not due.filter(next_attempt_at__lte=now - BULK_IDLE_WAIT).exists():
         return False

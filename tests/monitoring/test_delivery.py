@@ -228,6 +228,42 @@ def test_the_bulk_lane_batches_into_imports_and_confirms_them_by_polling(engine:
     assert engine.sandbox.state()["counts"]["contacts"] == 30
 
 
+def test_the_bulk_lane_sends_once_its_writes_that_can_go_fill_a_batch(engine: Engine, monkeypatch):
+    from monitoring.pipeline import deliver
+    from monitoring.pipeline.ingest import ingest_events
+    from monitoring.pipeline.plan import run_planning
+    from monitoring.pipeline.staging.run import run_staging
+
+    # Neither wait runs out: only the batch's size decides.
+    monkeypatch.setattr(deliver, "BULK_MAX_WAIT", timedelta(hours=1))
+    monkeypatch.setattr(deliver, "BULK_IDLE_WAIT", timedelta(hours=1))
+    monkeypatch.setattr(deliver, "BULK_MIN", 3)
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def backfill(*numbers: int) -> None:
+        orders = [
+            order_created(f"NB{i}", f"p{i}@example.com", "5.00", at=now, customer=f"B{i}")
+            for i in numbers
+        ]
+        ingest_events(engine.erp, orders, via="backfill", backfill=True)
+        run_staging()
+        run_planning()
+
+    def can_go() -> int:
+        return deliver.due_operations(engine.destination.pk, "bulk").count()
+
+    backfill(1)
+    assert not deliver.bulk_batch_ready(engine.destination.pk)
+    # Four writes due, but each order record waits for its new contact's: two can go.
+    backfill(2)
+    assert Operation.objects.filter(lane="bulk", state="pending").count() >= 4
+    assert can_go() == 2
+    assert not deliver.bulk_batch_ready(engine.destination.pk)
+    backfill(3)
+    assert can_go() == 3
+    assert deliver.bulk_batch_ready(engine.destination.pk)
+
+
 def test_a_realtime_record_does_not_wait_for_the_bulk_lanes_batch_of_its_contact(engine: Engine):
     from monitoring.pipeline.lanes import run_lane
     from monitoring.pipeline.plan import run_planning
