@@ -1,4 +1,4 @@
-"""Staging and planning in process: CPU per event of Syncdesk and of its PostgreSQL backend, for
+"""Staging, planning and delivery in process: CPU per event of Syncdesk and of PostgreSQL, for
 the batched write path (`monitoring/pipeline/rows.py`: one statement of arrays per batch, bound on
 the server in binary) against the paths it replaced, in the same run, on the same mix: per row
 (Django's `bulk_create`, an UPDATE per row; `rows.USE_ARRAYS = False`) and arrays bound on the
@@ -6,12 +6,17 @@ client as text (`rows.SERVER_BINDING = False`).
 
     .venv/bin/python bench/pipeline.py [--events 6000] [--postgres postgres://postgres@127.0.0.1:5432/postgres]
 
-It drops and creates its own database, `syncdesk_bench_pipeline`. No HTTP server and no
-DotDigital: events are posted to the webhook view in process (Django's test client), staged with
-`run_staging` and planned with `run_planning`, each timed by `time.process_time` (this process)
-and `/proc/<pid>/stat` (the PostgreSQL backend serving it). The generator's mix is the engine
-bench's (bench/engine.py); each phase takes `--events` fresh events from the same stream, in the
-order printed. Not a test: it prints figures and asserts nothing about them.
+It drops and creates its own database, `syncdesk_bench_pipeline`. No HTTP server: events are
+posted to the webhook view in process (Django's test client), staged with `run_staging` and
+planned with `run_planning`, each timed by `time.process_time` (this process) and
+`/proc/<pid>/stat` (the PostgreSQL backend serving it); then delivered by `run_lane` (realtime,
+then bulk, in turn until every event has settled) to the DotDigital sandbox (its fast profile,
+in a process of its own, not counted), timed by `time.process_time` and the CPU of every
+PostgreSQL process on the server (the realtime lane's confirmer polls on a connection of its own:
+run it on a quiet server). The bulk lane sends at once here, where the engine waits to fill a
+batch. The generator's mix is the engine bench's (bench/engine.py); each phase takes `--events`
+fresh events from the same stream, in the order printed. Not a test: it prints figures and
+asserts nothing about them.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ import argparse
 import cProfile
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -99,20 +106,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from django.test import Client
 
     from accounts.models import Workspace
+    from bench.engine import cpu_seconds_named
     from bench.flows import bench_flows
     from bench.procstat import stat_seconds
     from connectors.models import Connection
     from eventgen import Generator
+    from monitoring.models import SourceEvent
+    from monitoring.pipeline import deliver as deliver_module
     from monitoring.pipeline import rows
+    from monitoring.pipeline.lanes import run_lane
     from monitoring.pipeline.plan import run_planning
     from monitoring.pipeline.staging.run import run_staging
 
     call_command("migrate", verbosity=0)
+    sandbox = start_sandbox(Path(os.environ["SYNCDESK_VAR_DIR"]))
     workspace = Workspace.objects.create(name="Bench", slug="bench", currency="GBP")
     dd = Connection.objects.create(
-        workspace=workspace, kind="dotdigital", name="DotDigital (not called)",
-        credentials={"api_user": "bench", "password": "bench"},
-        options={"api_endpoint": "http://127.0.0.1:9", "discovery_url": "http://127.0.0.1:9"},
+        workspace=workspace, kind="dotdigital", name="DotDigital (sandbox)",
+        credentials={"api_user": "apiuser-sandbox@apiconnector.com", "password": "sandbox-password"},
+        options={"api_endpoint": sandbox, "discovery_url": sandbox},
     )  # fmt: skip
     urls = bench_flows(workspace, dd)
     client = Client(HTTP_HOST="127.0.0.1")
@@ -135,10 +147,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return stat_seconds(Path(f"/proc/{backend}"))
 
     def measure(step: Callable[[], int], profile: str = "") -> dict[str, float]:
+        server = step is deliver  # the confirmer's connection too
+        postgres = partial(cpu_seconds_named, ("postgres",)) if server else backend_cpu
         profiler = cProfile.Profile() if profile else None
-        cpu, pg, wall = time.process_time(), backend_cpu(), time.perf_counter()
+        cpu, pg, wall = time.process_time(), postgres(), time.perf_counter()
         done = profiler.runcall(step) if profiler else step()
-        cpu, pg = time.process_time() - cpu, backend_cpu() - pg
+        cpu, pg = time.process_time() - cpu, postgres() - pg
         if profiler:
             profiler.dump_stats(profile)
         return {
@@ -153,11 +167,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         post(catalogue[i : i + 100])
     for _ in range(20):  # warm-up: customers and orders to join to
         post(gen.events(100))
+
+    def deliver() -> int:
+        """Run both lanes in turn until no event is left ready; the events settled."""
+        settled = SourceEvent.objects.exclude(state__in=("received", "ready", "held"))
+        before = settled.count()
+        deadline = time.monotonic() + 600
+        while SourceEvent.objects.filter(state="ready").exists():
+            if time.monotonic() > deadline:
+                raise SystemExit("delivery did not settle within 600 s")
+            for lane in ("realtime", "bulk"):
+                run_lane(dd.pk, lane, time_budget=5.0, linger=0.0, idle_sleep=0.02)
+        return settled.count() - before
+
+    # The bulk lane sends what is due at once (the engine waits up to a minute to fill a batch).
+    deliver_module.BULK_MAX_WAIT = timedelta(0)
     run_staging()
     run_planning()
+    deliver()
 
     sized = {"batch_size": args.batch_size} if args.batch_size else {}
-    steps = {"staging": partial(run_staging, **sized), "planning": partial(run_planning, **sized)}
+    steps: dict[str, Callable[[], int]] = {
+        "staging": partial(run_staging, **sized),
+        "planning": partial(run_planning, **sized),
+        "delivery": deliver,
+    }
     phases: dict[str, Any] = {}
     order = args.phases.split(",")
     repeated = len(set(order)) < len(order)  # then each phase is printed under its place too
@@ -174,6 +208,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     def total(phase: dict[str, Any], key: str) -> float:
         return float(phase["staging"][key] + phase["planning"][key])
+
+    def end_to_end(phase: dict[str, Any], key: str) -> float:
+        return total(phase, key) + float(phase["delivery"][key])
 
     measured = [k for k in phases if k.endswith("arrays")] or list(phases)
     new = phases[measured[-1]]  # the ratios are to the last phase of the current path
@@ -200,7 +237,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             name: round(total(phase, "postgres_cpu_ms_per_event"), 3)
             for name, phase in phases.items()
         },
+        "staging_planning_and_delivery_cpu_ms_per_event": {
+            name: {
+                "ours": round(end_to_end(phase, "cpu_ms_per_event"), 3),
+                "postgres": round(end_to_end(phase, "postgres_cpu_ms_per_event"), 3),
+            }
+            for name, phase in phases.items()
+        },
     }
+
+
+def start_sandbox(var: Path) -> str:
+    """The DotDigital sandbox (fast profile) in a process of its own, stopped at exit."""
+    import atexit
+
+    import requests
+
+    from bench.stack import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "connectors.dotdigital.sandbox", "--port", str(port), "--db",
+         str(var / "dd.sqlite3"), "--profile", "fast", "--reset"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    atexit.register(process.terminate)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            requests.get(f"{url}/_sandbox/health", timeout=1)
+            return url
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise SystemExit("the sandbox did not start")
 
 
 if __name__ == "__main__":
