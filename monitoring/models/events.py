@@ -16,7 +16,6 @@ from django.utils import timezone
 from accounts.models import Workspace
 from connectors.models import Connection
 from monitoring.models.flows import Flow
-from monitoring.models.loading import LoadedFast
 
 
 class WebhookRequest(models.Model):
@@ -43,7 +42,7 @@ class WebhookRequest(models.Model):
         return f"webhook:{self.pk}"
 
 
-class Lease(LoadedFast, models.Model):
+class Lease(models.Model):
     """Fields of a row that workers claim: due time, lease holder and expiry."""
 
     next_attempt_at = models.DateTimeField(default=timezone.now)

@@ -11,10 +11,9 @@ from django.db.models import Q
 from accounts.models import Workspace
 from monitoring.models.events import SourceEvent
 from monitoring.models.flows import Flow
-from monitoring.models.loading import LoadedFast
 
 
-class Customer(LoadedFast, models.Model):
+class Customer(models.Model):
     """The identity map: one person per normalised email, with the source ids and the DotDigital
     contact id they are known by, and the aggregates recomputed from their orders."""
 
@@ -69,7 +68,7 @@ class CustomerKey(models.Model):
         return f"{self.source_system}:{self.source_customer_id}"
 
 
-class Order(LoadedFast, models.Model):
+class Order(models.Model):
     """One order of the workspace, merged from every flow that sees it (joined on its number or
     channel reference): the ERP brings the money, the WMS the dispatch."""
 
