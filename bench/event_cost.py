@@ -82,8 +82,9 @@ LIBRARIES = (
 OURS = re.compile(r"\((monitoring|connectors|config|accounts|api|exceptions_inbox|outbound)/")
 
 
-def find_processes(root: int, timeout: float = 120.0) -> dict[str, int]:
-    """The topmost process of each of the stack's web and workers under `root`."""
+def find_processes(root: int, timeout: float = 300.0) -> dict[str, int]:
+    """The topmost process of each of the stack's web and workers under `root` (they start once
+    the bench has created and migrated its database: a minute or more on a slow machine)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found: dict[str, int] = {}
