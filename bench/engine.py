@@ -41,7 +41,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.procstat import stat_seconds  # noqa: E402  (the checkout on the path first)
+from bench.procstat import cpu_seconds_named, stat_seconds  # noqa: E402  (the checkout first)
 from bench.stack import (  # noqa: E402
     MEASURED,
     MemorySampler,
@@ -80,23 +80,6 @@ def cpu_seconds(pids: list[int]) -> float:
             total += stat_seconds(Path(f"/proc/{pid}"))
             children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
             queue.extend(int(c) for c in children)
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-    return total
-
-
-def cpu_seconds_named(names: tuple[str, ...]) -> float:
-    """CPU time of every process whose command name is one of `names` (the PostgreSQL server's
-    backends, Redis): the rig's share of the two cores, printed beside ours."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if (entry / "comm").read_text().strip() not in names:
-                continue
-            # Own time, and that of children already gone (backends of closed connections).
-            total += stat_seconds(entry, reaped=True)
         except (FileNotFoundError, ProcessLookupError, IndexError):
             continue
     return total

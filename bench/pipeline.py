@@ -22,10 +22,10 @@ asserts nothing about them.
 from __future__ import annotations
 
 import argparse
+import atexit
 import cProfile
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -106,9 +106,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from django.test import Client
 
     from accounts.models import Workspace
-    from bench.engine import cpu_seconds_named
     from bench.flows import bench_flows
-    from bench.procstat import stat_seconds
+    from bench.procstat import cpu_seconds_named, stat_seconds
+    from bench.stack import free_port, start_sandbox
     from connectors.models import Connection
     from eventgen import Generator
     from monitoring.models import SourceEvent
@@ -119,7 +119,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from monitoring.pipeline.staging.run import run_staging
 
     call_command("migrate", verbosity=0)
-    sandbox = start_sandbox(Path(os.environ["SYNCDESK_VAR_DIR"]))
+    port = free_port()
+    atexit.register(start_sandbox(port, Path(os.environ["SYNCDESK_VAR_DIR"]), "fast").terminate)
+    sandbox = f"http://127.0.0.1:{port}"
     workspace = Workspace.objects.create(name="Bench", slug="bench", currency="GBP")
     dd = Connection.objects.create(
         workspace=workspace, kind="dotdigital", name="DotDigital (sandbox)",
@@ -245,31 +247,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for name, phase in phases.items()
         },
     }
-
-
-def start_sandbox(var: Path) -> str:
-    """The DotDigital sandbox (fast profile) in a process of its own, stopped at exit."""
-    import atexit
-
-    import requests
-
-    from bench.stack import free_port
-
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "connectors.dotdigital.sandbox", "--port", str(port), "--db",
-         str(var / "dd.sqlite3"), "--profile", "fast", "--reset"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    atexit.register(process.terminate)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            requests.get(f"{url}/_sandbox/health", timeout=1)
-            return url
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise SystemExit("the sandbox did not start")
 
 
 if __name__ == "__main__":

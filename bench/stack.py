@@ -41,6 +41,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def start_sandbox(
+    port: int, var: Path, profile: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """The DotDigital sandbox on `port` (its state in `var`), answering once this returns."""
+    process = subprocess.Popen(
+        [PY, "-m", "connectors.dotdigital.sandbox", "--port", str(port), "--db",
+         str(var / "dd.sqlite3"), "--profile", profile, "--reset"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    for _ in range(100):
+        try:
+            requests.get(f"http://127.0.0.1:{port}/_sandbox/health", timeout=1)
+            break
+        except requests.RequestException:
+            time.sleep(0.1)
+    return process
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -213,17 +231,7 @@ class Stack:
         env = {**os.environ, "SYNCDESK_VAR_DIR": str(self.tmp)}
         if self.trace:
             env["LOG_LEVEL"] = "DEBUG"
-        self.procs["sandbox"] = subprocess.Popen(
-            [PY, "-m", "connectors.dotdigital.sandbox", "--port", str(sandbox_port), "--db",
-             str(self.tmp / "dd.sqlite3"), "--profile", "realistic", "--reset"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        for _ in range(100):
-            try:
-                requests.get(f"{self.sandbox}/_sandbox/health", timeout=1)
-                break
-            except requests.RequestException:
-                time.sleep(0.1)
+        self.procs["sandbox"] = start_sandbox(sandbox_port, self.tmp, "realistic", env)
         self.profile = requests.get(f"{self.sandbox}/_sandbox/profile", timeout=5).json()
 
         self.run = run = str(int(time.time()))
