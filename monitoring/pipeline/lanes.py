@@ -36,7 +36,7 @@ from monitoring.models import (
 from monitoring.pipeline import wake
 from monitoring.pipeline.claims import free_dead_claims, worker_token
 from monitoring.pipeline.confirm import lane_imports, run_confirmation
-from monitoring.pipeline.deliver import due_operations, send_due
+from monitoring.pipeline.deliver import due_operations, nothing_to_send, send_due
 from monitoring.pipeline.destination import client_for
 from monitoring.pipeline.lane_rules import LANES, REALTIME
 from monitoring.pipeline.plan import plan_batch, ready_events, run_planning
@@ -337,12 +337,25 @@ def _run_loop(
     renewed = started
     idle_since = started
     next_plan = 0.0
+    idle = False
     while time.monotonic() - started < time_budget:
         if renew is not None and time.monotonic() - renewed >= LANE_RENEW_SECONDS:
             renew()
             renewed = time.monotonic()
-        destination.refresh_from_db(fields=["status", "options"])
         t0 = time.monotonic()
+        # An idle round of a lane whose imports a confirmer polls: nothing to plan yet and
+        # nothing due to send is one query, not a claim's dozen.
+        if (
+            idle
+            and confirmer is not None
+            and t0 < next_plan
+            and nothing_to_send(destination_id, lane)
+        ):
+            if time.monotonic() - idle_since >= linger and not has_work_soon(destination_id, lane):
+                break
+            time.sleep(idle_sleep)
+            continue
+        destination.refresh_from_db(fields=["status", "options"])
         planned = 0
         if t0 >= next_plan:  # staging plans as it goes: the runner plans only what is left
             planned = run_planning(lane=lane, destination_id=destination_id, time_budget=5.0)
@@ -371,7 +384,8 @@ def _run_loop(
         counts["confirmed"] += confirmed
         if destination.is_paused:  # queued until a connection test succeeds
             break
-        if planned or sent or confirmed:
+        idle = not (planned or sent or confirmed)
+        if not idle:
             idle_since = time.monotonic()
             continue
         if time.monotonic() - idle_since >= linger and not has_work_soon(destination_id, lane):

@@ -589,3 +589,39 @@ def test_the_staging_task_plans_its_batch_under_the_claim_that_staged_it(
         ("ready", True, "outbox", 1)
     }
     assert claims == [], "planning claimed nothing of its own"
+
+
+def test_an_idle_realtime_runner_looks_with_one_query_a_round_and_sends_what_comes_due(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+):
+    """A runner lingering for a realtime stream's next events asks one cheap question a round (is
+    a write due?) rather than claiming (a dozen statements with its budget, import and singles
+    checks), and sends an order planned meanwhile at its next look."""
+    from statistics import median
+    from types import SimpleNamespace
+
+    from django.test.utils import CaptureQueriesContext
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the lane's imports are polled by a confirmer thread on PostgreSQL only")
+    monkeypatch.setattr(lanes, "send_realtime_now", lambda destination_id: 0)  # the runner sends
+    statements_at_each_round: list[int] = []
+    queries = CaptureQueriesContext(connection)
+
+    def idle_round(seconds: float) -> None:
+        statements_at_each_round.append(len(queries.captured_queries))
+        if len(statements_at_each_round) == 10:  # an order arrives while the runner idles
+            post_new_orders(engine, "I", 1, datetime.now(UTC))
+        time.sleep(seconds)
+
+    monkeypatch.setattr(lanes, "time", SimpleNamespace(monotonic=time.monotonic, sleep=idle_round))
+    with queries:
+        lanes.run_lane(
+            engine.destination.pk, "realtime", time_budget=4.0, linger=4.0, idle_sleep=0.02
+        )
+
+    assert set(SourceEvent.objects.values_list("state", flat=True)) == {"delivered"}
+    at = statements_at_each_round
+    per_round = [b - a for a, b in zip(at, at[1:], strict=False)]
+    assert len(per_round) >= 30
+    assert median(per_round) <= 2, per_round
