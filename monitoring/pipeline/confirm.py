@@ -597,6 +597,9 @@ def _lost(batch: DeliveryBatch, reason: str) -> None:
     record_results([Result(pk, "retry", reason=reason) for pk in ops])
 
 
+FINISH_SLICE = 250  # an import's outcomes recorded a transaction at a time
+
+
 def finish_batch(batch: DeliveryBatch, status: Any) -> None:
     """A finished (or failed) import: each of its operations delivered, retried, skipped or
     failed by its record's fate."""
@@ -642,6 +645,17 @@ def finish_batch(batch: DeliveryBatch, status: Any) -> None:
                         else "dotdigital_rejected",
                     )
                 )
+    # In slices, each its own transaction, the batch's end with the last: a slice's operations and
+    # events are locked for a moment, not while thousands are recorded (planning a newer write of
+    # one of them, in either lane, waited for the whole import's recording). A poller that dies
+    # between slices leaves the batch submitted; the next finishes the operations still sent.
+    results.sort(key=lambda r: r.op_id)
+    *slices, last = [
+        results[i : i + FINISH_SLICE] for i in range(0, len(results), FINISH_SLICE)
+    ] or [[]]
+    for piece in slices:
+        with transaction.atomic():
+            record_results(piece)
     with transaction.atomic():
         DeliveryBatch.objects.filter(pk=batch.pk).update(
             state=DeliveryBatch.State.FAILED
@@ -655,7 +669,7 @@ def finish_batch(batch: DeliveryBatch, status: Any) -> None:
             lease_owner="",
             lease_until=None,
         )
-        record_results(results)
+        record_results(last)
 
 
 # -- the inbox's hooks for delivery's kinds -------------------------------------------------------

@@ -281,3 +281,69 @@ def test_a_realtime_record_does_not_wait_for_the_bulk_lanes_batch_of_its_contact
     assert Operation.objects.get(kind="contact").state == "delivered"
     assert set(engine.records("bo@example.com")) == {"RB1"}
     assert SourceEvent.objects.get().state == "delivered"
+
+
+def test_an_imports_outcomes_are_recorded_a_slice_at_a_time_and_a_poller_lost_between_slices_leaves_the_rest_to_the_next(  # noqa: E501
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+):
+    """A finished import's operations are recorded a few hundred to a transaction, so planning a
+    newer write of one of them waits a moment, not for the whole import. A poller that dies
+    between slices leaves the import submitted with the rest still sent: the next poll finishes
+    those, and nothing is delivered twice."""
+    import time
+
+    from monitoring.pipeline import confirm, deliver
+    from monitoring.pipeline.destination import client_for
+    from monitoring.pipeline.ingest import ingest_events
+    from monitoring.pipeline.plan import run_planning
+    from monitoring.pipeline.staging.run import run_staging
+
+    monkeypatch.setattr(confirm, "FINISH_SLICE", 2)
+    now = datetime.now(UTC).replace(microsecond=0)
+    orders = [
+        order_created(f"SL{i}", f"slice{i}@example.com", "5.00", at=now, customer=f"S{i}")
+        for i in range(5)
+    ]
+    ingest_events(engine.erp, orders, via="backfill", backfill=True)
+    run_staging()
+    run_planning()
+    assert deliver.send_due(engine.destination, "bulk") == 5  # the five new contacts
+    batch = DeliveryBatch.objects.get(lane="bulk", kind="contacts")
+    client = client_for(engine.destination, "bulk")
+
+    slices: list[int] = []
+    record_results = confirm.record_results
+
+    def lost_after_one_slice(results: Any, **kwargs: Any) -> Any:
+        if slices:
+            raise RuntimeError("the poller's worker was killed")
+        slices.append(len(results))
+        return record_results(results, **kwargs)
+
+    monkeypatch.setattr(confirm, "record_results", lost_after_one_slice)
+    for _ in range(100):
+        try:
+            confirm.run_confirmation(client, engine.destination.pk, "bulk")
+        except RuntimeError:
+            break
+        time.sleep(0.05)
+        DeliveryBatch.objects.filter(pk=batch.pk).update(next_attempt_at=datetime.now(UTC))
+    contacts = Operation.objects.filter(batch=batch)
+    assert slices == [2]
+    assert sorted(contacts.values_list("state", flat=True)) == [
+        "delivered", "delivered", "sent", "sent", "sent"
+    ]  # fmt: skip
+    batch.refresh_from_db()
+    assert batch.state == DeliveryBatch.State.SUBMITTED
+
+    monkeypatch.setattr(confirm, "record_results", record_results)
+    DeliveryBatch.objects.filter(pk=batch.pk).update(
+        lease_owner="", lease_until=None, next_attempt_at=datetime.now(UTC)
+    )
+    assert confirm.run_confirmation(client, engine.destination.pk, "bulk") == 1
+    batch.refresh_from_db()
+    assert batch.state == DeliveryBatch.State.FINISHED
+    assert set(contacts.values_list("state", flat=True)) == {"delivered"}
+    assert OperationEvent.objects.filter(operation__batch=batch, outcome="delivered").count() == 5
+    engine.pump()
+    assert set(SourceEvent.objects.values_list("state", flat=True)) == {"delivered"}
