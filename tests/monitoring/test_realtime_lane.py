@@ -490,23 +490,28 @@ def test_the_realtime_lanes_imports_are_seen_finished_while_its_runner_is_busy_s
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite has one writer at a time")
-def test_an_entity_set_aside_past_its_patience_waits_its_turn_for_the_rows(
+def test_an_entity_set_aside_never_holds_up_its_lane_and_no_later_bulk_batch_takes_it_first(
     engine: Engine, another_session: psycopg.Connection[Any]
 ):
-    """A bulk lane that keeps taking the rows (a hot SKU's stock refresh) must not starve it."""
+    """A hot SKU's stock refresh: an out-of-stock snapshot meets a bulk batch holding the level.
+    However long it has waited, it is set aside and the rest of the realtime lane staged at once
+    (no worker waits in the lock's queue); later bulk batches leave the level to it, so it goes
+    as soon as the batch holding the level commits, and the refresh's later delta after it."""
     import threading
 
     from django.db import connections
 
     now = datetime.now(UTC)
-    engine.post("erp", [order_created("SO-HOT", "hot@example.com", "10.00", at=now)])
-    lanes.stage_flow(engine.erp_flow.pk, "realtime")
-    order = Order.objects.get(order_number="SO-HOT")
-    another_session.execute("SELECT 1 FROM monitoring_order WHERE id = %s FOR UPDATE", [order.pk])
-    engine.post("wms", [dispatched("SO-HOT", at=now)])
-    dispatch = SourceEvent.objects.get(event_type="shipment.dispatched")
-    patience = timedelta(seconds=staging.YIELD_PATIENCE_SECONDS + 1)
-    SourceEvent.objects.filter(pk=dispatch.pk).update(received_at=timezone.now() - patience)
+    engine.post("wms", [stock_snapshot("HOT-1", 5, at=now - timedelta(minutes=3), n=1)])
+    lanes.stage_flow(engine.wms_flow.pk, "bulk")
+    level = StockLevel.objects.get(sku="HOT-1")
+    bulk_batch = another_session  # a bulk batch staging the refresh's deltas
+    bulk_batch.execute("SELECT 1 FROM monitoring_stocklevel WHERE id = %s FOR UPDATE", [level.pk])
+    engine.post("wms", [stock_snapshot("HOT-1", 0, at=now - timedelta(minutes=2), n=2)])
+    engine.post("wms", [stock_delta("HOT-1", 3, at=now - timedelta(minutes=1), n=3)])
+    engine.post("wms", [stock_snapshot("COLD-1", 0, at=now - timedelta(minutes=1), n=4)])
+    long_ago = timezone.now() - timedelta(seconds=30)
+    SourceEvent.objects.filter(lane="realtime").update(received_at=long_ago)
 
     def stage() -> None:
         try:
@@ -516,14 +521,25 @@ def test_an_entity_set_aside_past_its_patience_waits_its_turn_for_the_rows(
 
     stager = threading.Thread(target=stage)
     stager.start()
-    stager.join(timeout=1.0)
-    assert stager.is_alive(), "it waits in the lock's queue rather than being set aside again"
-    another_session.rollback()
-    stager.join(timeout=30)
-    assert not stager.is_alive()
-    dispatch.refresh_from_db()
-    assert dispatch.state == SourceEvent.State.READY
-    assert dispatch.attempts == 1
+    stager.join(timeout=5.0)
+    try:
+        assert not stager.is_alive(), "no worker waits in the lock's queue"
+        states = dict(SourceEvent.objects.values_list("source_event_id", "state"))
+        assert states["demo-wms:stock:COLD-1:4"] == SourceEvent.State.READY
+        assert states["demo-wms:stock:HOT-1:2"] == RECEIVED, "set aside"
+
+        bulk_batch.rollback()  # the batch holding the level commits
+        assert staging.run_staging(flow_id=engine.wms_flow.pk, lane="bulk") == 0
+        assert SourceEvent.objects.get(source_event_id="demo-wms:stock:HOT-1:3").state == RECEIVED
+    finally:
+        bulk_batch.rollback()
+        stager.join(timeout=30)
+
+    time.sleep(staging.YIELD_RETRY_SECONDS)
+    assert lanes.stage_flow(engine.wms_flow.pk, "realtime") == 1
+    assert StockLevel.objects.get(sku="HOT-1").saleable == 0
+    assert lanes.stage_flow(engine.wms_flow.pk, "bulk") == 1
+    assert StockLevel.objects.get(sku="HOT-1").saleable == 3, "0, then 3 more"
 
 
 def test_a_realtime_write_waiting_for_a_bulk_import_of_its_record_has_the_import_polled_by_its_lane(

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from accounts.models import Workspace
@@ -142,7 +142,10 @@ def claim_due(flow_id: int | None, lane: str | None, owner: str, limit: int) -> 
         if len(ids) < limit:
             ids += claim_due(flow_id, BULK, owner, limit - len(ids))
         return ids
-    ids = claim_ids(_due(flow_id, lane), limit=limit, owner=owner, lease_seconds=LEASE_SECONDS)
+    due = _due(flow_id, lane)
+    if lane == BULK:
+        due = due.exclude(Exists(_realtime_waiting()))
+    ids = claim_ids(due, limit=limit, owner=owner, lease_seconds=LEASE_SECONDS)
     if ids and lane == REALTIME:
         # One `entity_key IN (…)` per workspace (a flow's batch names one), which reads the
         # `event_entity` index as an OR of a hundred pairs did, at a fraction of the ORM's cost.
@@ -160,6 +163,28 @@ def claim_due(flow_id: int | None, lane: str | None, owner: str, limit: int) -> 
             earlier = _due(flow_id, BULK).filter(same)
             ids += claim_ids(earlier, limit=limit, owner=owner, lease_seconds=LEASE_SECONDS)
     return ids
+
+
+def _realtime_waiting() -> Any:
+    """Realtime events of the outer event's entity waiting to be staged (due, set aside for a
+    moment, or being staged): a bulk batch leaves that entity's events alone meanwhile. A
+    realtime batch that meets a bulk batch's rows sets the entity aside until that batch commits
+    (`_split`); no later bulk batch takes the rows before it, so it is never starved however hot
+    the entity (a SKU's stock refresh), and never waits in the lock's queue holding up the rest
+    of its lane. The realtime batch brings the bulk events along (`claim_due`), stock levels'
+    excepted, which stay for the bulk lane's next batch. A realtime event retrying a failure
+    later (seconds to an hour) does not hold the bulk lane."""
+    soon = timezone.now() + timedelta(seconds=REALTIME_WAITING_SECONDS)
+    return SourceEvent.objects.filter(
+        workspace_id=OuterRef("workspace_id"),
+        entity_key=OuterRef("entity_key"),
+        lane=REALTIME,
+        state=SourceEvent.State.RECEIVED,
+        next_attempt_at__lte=soon,
+    )
+
+
+REALTIME_WAITING_SECONDS = 1.0
 
 
 STAGE_ACTIVE_SECONDS = 15.0  # a staging task that claimed within this long is still at work
@@ -248,14 +273,10 @@ def _claimed_at(events: list[SourceEvent]) -> datetime:
 
 
 # A realtime batch waits this long, at most, for a row another transaction holds (a bulk batch
-# staging the same SKU's stock, say, on a worker at nice 10 that may hold it for a second on two
+# staging the same SKU's stock, say, on a worker at nice 10 that may hold it for seconds on two
 # busy cores); then it stages its entities in two halves, so the rest does not wait.
 YIELD_LOCK_MS = 30
 YIELD_RETRY_SECONDS = 0.1  # an event set aside is due again this soon
-# An entity set aside this long after its first event arrived waits for the rows in the lock's
-# queue, as any batch does: a bulk lane that keeps taking them (a hot SKU's stock refresh, say)
-# would otherwise be let in before it every time.
-YIELD_PATIENCE_SECONDS = 1.0
 
 
 def stage_batch(
@@ -301,10 +322,9 @@ def stage_batch(
 def _split(events: list[SourceEvent], owner: str, hand_over: bool) -> int:
     """A yielding batch met a row another transaction holds: its entities in two halves, in the
     batch's order (the catalogue first), each staged as a batch of its own; an entity alone is
-    set aside, all its events, untried, until it has waited `YIELD_PATIENCE_SECONDS`."""
+    set aside, all its events, untried, until the bulk batch holding its rows has committed (no
+    later one takes them first: `_realtime_waiting`)."""
     entities = list(dict.fromkeys((e.workspace_id, e.entity_key) for e in events))
-    if len(entities) == 1 and _patience_spent(events):
-        return stage_batch([e.pk for e in events], owner, hand_over=hand_over)
     if len(entities) == 1:
         _set_aside([e.pk for e in events])
         return len(events)
@@ -314,13 +334,6 @@ def _split(events: list[SourceEvent], owner: str, hand_over: bool) -> int:
     return stage_batch(ids, owner, yielding=True, hand_over=hand_over) + stage_batch(
         rest, owner, yielding=True, hand_over=hand_over
     )
-
-
-def _patience_spent(events: list[SourceEvent]) -> bool:
-    first = min((e.received_at for e in events if e.received_at), default=None)
-    if first is None:
-        return True
-    return timezone.now() - first > timedelta(seconds=YIELD_PATIENCE_SECONDS)
 
 
 def _lock_timeout(ms: int | None) -> None:
