@@ -641,3 +641,19 @@ def test_an_idle_realtime_runner_looks_with_one_query_a_round_and_sends_what_com
     per_round = [b - a for a, b in zip(at, at[1:], strict=False)]
     assert len(per_round) >= 30
     assert median(per_round) <= 2, per_round
+
+
+def test_a_realtime_event_left_unstaged_for_a_minute_no_longer_holds_its_entitys_bulk_events(
+    engine: Engine,
+):
+    """The bulk lane leaves an entity to a realtime event waiting a moment, not to one that
+    something else keeps from being staged."""
+    now = datetime.now(UTC)
+    engine.post("wms", [stock_snapshot("SLOW-1", 0, at=now - timedelta(minutes=2), n=1)])
+    engine.post("wms", [stock_delta("SLOW-1", 3, at=now - timedelta(minutes=1), n=2)])
+    waiting = SourceEvent.objects.filter(lane="realtime")
+    assert staging.run_staging(flow_id=engine.wms_flow.pk, lane="bulk") == 0, "left to it"
+
+    waiting.update(next_attempt_at=timezone.now() - timedelta(minutes=2))
+    assert staging.run_staging(flow_id=engine.wms_flow.pk, lane="bulk") == 1
+    assert waiting.get().state == RECEIVED

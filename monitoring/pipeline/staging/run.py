@@ -172,19 +172,22 @@ def _realtime_waiting() -> Any:
     (`_split`); no later bulk batch takes the rows before it, so it is never starved however hot
     the entity (a SKU's stock refresh), and never waits in the lock's queue holding up the rest
     of its lane. The realtime batch brings the bulk events along (`claim_due`), stock levels'
-    excepted, which stay for the bulk lane's next batch. A realtime event retrying a failure
-    later (seconds to an hour) does not hold the bulk lane."""
-    soon = timezone.now() + timedelta(seconds=REALTIME_WAITING_SECONDS)
+    excepted, which stay for the bulk lane's next batch. Neither a realtime event retrying a
+    failure later (seconds to an hour) nor one left unstaged for a minute (a lane far behind, or
+    stuck) holds the bulk lane."""
+    now = timezone.now()
     return SourceEvent.objects.filter(
         workspace_id=OuterRef("workspace_id"),
         entity_key=OuterRef("entity_key"),
         lane=REALTIME,
         state=SourceEvent.State.RECEIVED,
-        next_attempt_at__lte=soon,
+        next_attempt_at__lte=now + timedelta(seconds=REALTIME_WAITING_SECONDS),
+        next_attempt_at__gte=now - timedelta(seconds=REALTIME_WAITING_MAX_SECONDS),
     )
 
 
 REALTIME_WAITING_SECONDS = 1.0
+REALTIME_WAITING_MAX_SECONDS = 60.0
 
 
 STAGE_ACTIVE_SECONDS = 15.0  # a staging task that claimed within this long is still at work
