@@ -521,7 +521,7 @@ def test_an_entity_set_aside_never_holds_up_its_lane_and_no_later_bulk_batch_tak
 
     stager = threading.Thread(target=stage)
     stager.start()
-    stager.join(timeout=5.0)
+    stager.join(timeout=15.0)  # two events and a 30 ms lock timeout: well under a second
     try:
         assert not stager.is_alive(), "no worker waits in the lock's queue"
         states = dict(SourceEvent.objects.values_list("source_event_id", "state"))
