@@ -23,7 +23,7 @@ from connectors.sources.base import ItemError, SourceAdapter, WebhookItems, Webh
 from exceptions_inbox.recording import record_occurrence
 from monitoring.models import Flow, SourceEvent, SourceNotification, WebhookRequest
 from monitoring.pipeline.event_schema import MAX_ERRORS_KEPT, utc_time, validate_event
-from monitoring.pipeline.lane_rules import LANES, intake_lane
+from monitoring.pipeline.lane_rules import LANES, intake_lane, quiet_zero_snapshots
 from monitoring.pipeline.normalise import is_credit_document
 from monitoring.pipeline.rows import arrays, insert_rows
 from monitoring.pipeline.wake import wake_fetch, wake_staging
@@ -201,6 +201,7 @@ def ingest_events(
             row.staged_at = now
         rows[key] = row
     if rows:
+        quiet_zero_snapshots(connection.workspace_id, rows.values())
         _store_rows(connection, rows, by_key, intake)
         for lane in LANES:
             wake_staging(

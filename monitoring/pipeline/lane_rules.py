@@ -9,7 +9,11 @@ never moves a backfill there.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+
+from monitoring.models import SourceEvent, StockLevel
+from monitoring.pipeline.normalise import clean_sku
 
 REALTIME = "realtime"
 BULK = "bulk"
@@ -30,8 +34,9 @@ REALTIME_TYPES = frozenset(
 
 def intake_lane(event_type: str, data: Any, *, backfill: bool) -> str:
     """The lane of an event as it arrives. A stock snapshot that says nothing is saleable goes on
-    the realtime lane too ("in stock" mails must stop at once); whether a level comes back from
-    zero needs the level before it, which staging reads."""
+    the realtime lane too ("in stock" mails must stop at once), unless its level is known to be
+    out of stock already (`quiet_zero_snapshots`); whether a level comes back from zero needs the
+    level before it, which staging reads."""
     if backfill:
         return BULK
     if event_type in REALTIME_TYPES:
@@ -41,3 +46,59 @@ def intake_lane(event_type: str, data: Any, *, backfill: bool) -> str:
         if isinstance(quantities, dict) and quantities.get("saleable") == 0:
             return REALTIME
     return BULK
+
+
+STOCK_CHANGED = "stock.changed"
+
+
+def _level_key(data: Any) -> tuple[str, str] | None:
+    if not isinstance(data, dict) or not isinstance(data.get("location"), dict):
+        return None
+    return clean_sku(data.get("sku")), str(data["location"].get("key"))
+
+
+def quiet_zero_snapshots(workspace_id: int, rows: Iterable[SourceEvent]) -> None:
+    """Move to the bulk lane each realtime zero snapshot that cannot take its level out of stock:
+    the level is stored out of stock (or never known, which staging counts as out of stock,
+    `catalogue.crossed_zero`) and no earlier stock event of it waits to be staged, in this
+    request or before it. A stock refresh names every SKU, most of the zeros on levels that were
+    at zero already; on the realtime lane they would be staged ahead of the dispatches behind
+    them, thousands to the stream's few (the staging then moved each to the bulk lane anyway).
+
+    `rows` in the order they came. Waiting events are read before the levels, so a stager
+    committing a restock between the two reads is seen in one or the other. A zero that should
+    have stayed realtime (its waiting restock named under another entity key) loses nothing:
+    staging sees the crossing and plans it on the realtime lane."""
+    rows = list(rows)
+    seen: set[tuple[str, str]] = set()  # levels an earlier event of this request moves
+    zeros: list[tuple[SourceEvent, tuple[str, str]]] = []
+    for row in rows:
+        if row.event_type != STOCK_CHANGED:
+            continue
+        key = _level_key(row.envelope.get("data"))
+        if key is None:
+            continue
+        if row.lane == REALTIME and key not in seen:
+            zeros.append((row, key))
+        seen.add(key)
+    if not zeros:
+        return
+    waiting = set(
+        SourceEvent.objects.filter(
+            workspace_id=workspace_id,
+            entity_key__in={row.entity_key for row, _ in zeros},
+            event_type=STOCK_CHANGED,
+            state__in=(SourceEvent.State.RECEIVED, SourceEvent.State.HELD),
+        ).values_list("entity_key", flat=True)
+    )
+    skus = {sku for _, (sku, _) in zeros}
+    in_stock = {
+        (sku, location)
+        for sku, location, saleable, previous in StockLevel.objects.filter(
+            workspace_id=workspace_id, sku__in=skus
+        ).values_list("sku", "location_key", "saleable", "previous_saleable")
+        if (saleable if saleable is not None else previous or 0) > 0
+    }
+    for row, key in zeros:
+        if row.entity_key not in waiting and key not in in_stock:
+            row.lane = BULK

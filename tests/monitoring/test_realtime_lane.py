@@ -116,6 +116,9 @@ def test_each_lane_is_woken_on_its_own_queue_from_the_webhook(
         wake, "_apply", lambda name, args, **options: sent.append((name, args, options["queue"]))
     )
     now = datetime.now(UTC)
+    StockLevel.objects.create(
+        workspace=engine.workspace, sku="HAT-1/RED", location_key="WH1", saleable=4
+    )
     engine.post("erp", [customer_update(1, at=now)])
     engine.post("erp", [order_created("SO-Q1", "q@example.com", "5.00", at=now)])
     engine.post("wms", [stock_snapshot("HAT-1/RED", 0, at=now, n=1)])
@@ -123,8 +126,67 @@ def test_each_lane_is_woken_on_its_own_queue_from_the_webhook(
     assert (wake.STAGE_EVENTS, (flow, "bulk"), "bulk") in sent
     assert (wake.STAGE_EVENTS, (flow, "realtime"), "realtime") in sent
     assert (wake.STAGE_EVENTS, (wms_flow, "realtime"), "realtime") in sent, (
-        "a snapshot saying nothing is saleable is realtime from the webhook on"
+        "a snapshot taking a level out of stock is realtime from the webhook on"
     )
+
+
+def lanes_by_id() -> dict[str, str]:
+    return dict(SourceEvent.objects.values_list("source_event_id", "lane"))
+
+
+def test_a_zero_stock_snapshot_of_a_level_already_out_of_stock_comes_on_the_bulk_lane(
+    engine: Engine,
+):
+    """A stock refresh names every SKU; its zeros for levels already at zero change nothing a
+    customer sees and stay out of the dispatches' way. A zero that takes a level out of stock
+    is realtime from the webhook on."""
+    now = datetime.now(UTC)
+    engine.post("wms", [stock_snapshot("HAT-1/RED", 5, at=now - timedelta(minutes=4), n=1)])
+    lanes.stage_flow(engine.wms_flow.pk, "bulk")
+    engine.post("wms", [stock_snapshot("HAT-1/RED", 0, at=now - timedelta(minutes=3), n=2)])
+    assert lanes_by_id()["demo-wms:stock:HAT-1/RED:2"] == "realtime", "5 in stock, then none"
+    assert lanes.stage_flow(engine.wms_flow.pk, "realtime") == 1
+
+    engine.post(
+        "wms",
+        [
+            stock_snapshot("HAT-1/RED", 0, at=now - timedelta(minutes=2), n=3),
+            stock_snapshot("NEW-SKU", 0, at=now - timedelta(minutes=2), n=4),
+        ],
+    )
+    lanes_now = lanes_by_id()
+    assert lanes_now["demo-wms:stock:HAT-1/RED:3"] == "bulk", "out of stock already"
+    assert lanes_now["demo-wms:stock:NEW-SKU:4"] == "bulk", "never known: none in stock"
+    assert lanes.stage_flow(engine.wms_flow.pk, "realtime") == 0
+    assert lanes.stage_flow(engine.wms_flow.pk, "bulk") == 2
+    assert StockLevel.objects.get(sku="HAT-1/RED").saleable == 0
+    assert lanes_by_id()["demo-wms:stock:HAT-1/RED:3"] == "bulk", "staging finds no crossing"
+
+
+def test_a_zero_snapshot_behind_a_restock_waiting_to_be_staged_stays_on_the_realtime_lane(
+    engine: Engine,
+):
+    """Out of stock as stored, but a restock waits to be staged (posted before, or earlier in
+    the same request): the zero takes the level out of stock again, in realtime."""
+    now = datetime.now(UTC)
+    engine.post("wms", [stock_snapshot("HAT-1/RED", 0, at=now - timedelta(minutes=5), n=1)])
+    engine.post("wms", [stock_snapshot("CAP-2", 0, at=now - timedelta(minutes=5), n=2)])
+    for lane in ("realtime", "bulk"):
+        lanes.stage_flow(engine.wms_flow.pk, lane)
+    assert set(StockLevel.objects.values_list("saleable", flat=True)) == {0}
+
+    engine.post("wms", [stock_delta("HAT-1/RED", 6, at=now - timedelta(minutes=4), n=3)])
+    engine.post("wms", [stock_snapshot("HAT-1/RED", 0, at=now - timedelta(minutes=3), n=4)])
+    engine.post(
+        "wms",
+        [
+            stock_snapshot("CAP-2", 2, at=now - timedelta(minutes=3), n=5),
+            stock_snapshot("CAP-2", 0, at=now - timedelta(minutes=2), n=6),
+        ],
+    )
+    lanes_now = lanes_by_id()
+    assert lanes_now["demo-wms:stock:HAT-1/RED:4"] == "realtime", "a delta of 6 waits before it"
+    assert lanes_now["demo-wms:stock:CAP-2:6"] == "realtime", "a restock earlier in its request"
 
 
 def test_the_intake_lane_follows_the_event_type_and_never_puts_a_backfill_on_the_realtime_lane():
@@ -503,6 +565,7 @@ def test_an_entity_set_aside_never_holds_up_its_lane_and_no_later_bulk_batch_tak
 
     now = datetime.now(UTC)
     engine.post("wms", [stock_snapshot("HOT-1", 5, at=now - timedelta(minutes=3), n=1)])
+    engine.post("wms", [stock_snapshot("COLD-1", 2, at=now - timedelta(minutes=3), n=0)])
     lanes.stage_flow(engine.wms_flow.pk, "bulk")
     level = StockLevel.objects.get(sku="HOT-1")
     bulk_batch = another_session  # a bulk batch staging the refresh's deltas
@@ -649,9 +712,12 @@ def test_a_realtime_event_left_unstaged_for_a_minute_no_longer_holds_its_entitys
     """The bulk lane leaves an entity to a realtime event waiting a moment, not to one that
     something else keeps from being staged."""
     now = datetime.now(UTC)
+    engine.post("wms", [stock_snapshot("SLOW-1", 4, at=now - timedelta(minutes=3), n=0)])
+    lanes.stage_flow(engine.wms_flow.pk, "bulk")
     engine.post("wms", [stock_snapshot("SLOW-1", 0, at=now - timedelta(minutes=2), n=1)])
     engine.post("wms", [stock_delta("SLOW-1", 3, at=now - timedelta(minutes=1), n=2)])
-    waiting = SourceEvent.objects.filter(lane="realtime")
+    waiting = SourceEvent.objects.filter(source_event_id="demo-wms:stock:SLOW-1:1")
+    assert waiting.get().lane == "realtime", "4 in stock, then none"
     assert staging.run_staging(flow_id=engine.wms_flow.pk, lane="bulk") == 0, "left to it"
 
     waiting.update(next_attempt_at=timezone.now() - timedelta(minutes=2))
