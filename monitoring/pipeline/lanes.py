@@ -100,9 +100,14 @@ def stage_flow(flow_id: int | None = None, lane: str | None = None) -> int:
                 break
             staged += done
     # After letting go: whatever arrived meanwhile (its wake-up may have found the lane taken).
+    # At once if this worker staged, or for the realtime lane if an event is due now: it came
+    # after the last claim, its wake-up found the lane taken, and a second's wait would be all
+    # its latency. Otherwise in a second: what is due waits for a row a bulk batch holds, or is
+    # one a bulk claim leaves to a realtime event, and would only be looked at again and again.
     for due_lane in (lane,) if lane is not None else LANES:
         if staging_due(flow_id, due_lane, within=YIELD_RETRY):
-            wake.stage_now(flow_id, lane=due_lane or REALTIME, countdown=0 if staged else 1)
+            now = staged or (due_lane == REALTIME and staging_due(flow_id, REALTIME))
+            wake.stage_now(flow_id, lane=due_lane or REALTIME, countdown=0 if now else 1)
     return staged
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from monitoring.models import Order, SourceEvent, StockLevel
@@ -723,3 +723,83 @@ def test_a_realtime_event_left_unstaged_for_a_minute_no_longer_holds_its_entitys
     waiting.update(next_attempt_at=timezone.now() - timedelta(minutes=2))
     assert staging.run_staging(flow_id=engine.wms_flow.pk, lane="bulk") == 1
     assert waiting.get().state == RECEIVED
+
+
+def rows_read_by(action: Any) -> int:
+    """Rows of the event table PostgreSQL read (sequentially or fetched through an index) while
+    `action` ran, from this transaction's statistics."""
+    query = (
+        "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
+        " FROM pg_stat_xact_user_tables WHERE relname = 'monitoring_sourceevent'"
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(query)
+        before = cursor.fetchone()[0]
+        action()
+        cursor.execute(query)
+        return int(cursor.fetchone()[0]) - before
+
+
+def delivered_history(count: int) -> None:
+    """`count` delivered events of 500 entities, copies of the first event: months of history."""
+    columns = [
+        f.column for f in SourceEvent._meta.concrete_fields if f.column not in ("id", "state")
+    ]
+    made = {
+        "source_event_id": "source_event_id || '-h' || g",
+        "entity_key": "entity_key || '-h' || (g %% 500)",
+    }
+    picks = ", ".join(made.get(c, c) for c in columns)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO monitoring_sourceevent ({', '.join(columns)}, state)"  # noqa: S608
+            f" SELECT {picks}, 'delivered' FROM monitoring_sourceevent, generate_series(1, %s) g"
+            " WHERE id = (SELECT min(id) FROM monitoring_sourceevent)",
+            [count],
+        )
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's planner and statistics")
+def test_a_bulk_claim_reads_the_realtime_lanes_waiting_entities_once_not_for_each_row_it_claims(
+    engine: Engine,
+):
+    """PostgreSQL plans from statistics taken when almost nothing waited (a quiet evening), and a
+    backlog then arrives within seconds: the claim's work stays in proportion to the rows it
+    claims and the realtime events waiting, whatever the plan makes of the rest."""
+    now = datetime.now(UTC)
+    post_new_orders(engine, "Q", 5, now - timedelta(minutes=10))
+    engine.pump()
+    delivered_history(20_000)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE monitoring_sourceevent")
+    post_backlog(engine, 1500, now - timedelta(minutes=5))
+    engine.post(
+        "erp",
+        [order_created(f"SO-W{n}", f"w{n}@example.com", "5.00", at=now) for n in range(20)],
+    )
+    read = rows_read_by(
+        lambda: staging.claim_due(engine.erp_flow.pk, "bulk", owner="test", limit=100)
+    )
+    assert SourceEvent.objects.filter(lease_owner="test").count() == 100
+    assert read < 1_000, f"{read} rows read: about the 100 claimed and the 20 waiting"
+
+
+def test_a_realtime_event_whose_wake_up_found_its_lane_taken_is_staged_at_once_after(
+    engine: Engine, monkeypatch: Any
+):
+    """The worker at the lane made its last claim just before the event committed, and the
+    event's own wake-up found the lane taken: letting go, the worker wakes the lane at once, not
+    in a second. A bulk lane whose due events it did not claim is looked at in a second."""
+    woken: list[tuple[str, float]] = []
+    now = datetime.now(UTC)
+    engine.post("erp", [order_created("SO-L1", "l@example.com", "5.00", at=now)])
+    post_backlog(engine, 100, now)
+    monkeypatch.setattr(
+        wake, "stage_now", lambda flow_id, *, lane, countdown=0: woken.append((lane, countdown))
+    )
+    monkeypatch.setattr(lanes, "run_staging", lambda **kwargs: 0)  # claimed before the commits
+
+    assert lanes.stage_flow(engine.erp_flow.pk, "realtime") == 0
+    assert woken == [("realtime", 0)]
+    assert lanes.stage_flow(engine.erp_flow.pk, "bulk") == 0
+    assert woken[1:] == [("bulk", 1)]

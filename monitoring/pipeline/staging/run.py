@@ -180,25 +180,27 @@ def _realtime_waiting(flow_id: int | None) -> dict[int, set[str]]:
     Read first, not as a NOT EXISTS beside the claim: how many events wait swings from none to
     tens of thousands within seconds, faster than PostgreSQL's statistics follow, and the
     planner then read every waiting event for each row it claimed (seconds a claim). Here the
-    realtime lane's own index (`event_stage_due`) gives the few, once."""
+    realtime lane's own index (`event_stage_due`) gives the few, once a claim."""
     now = timezone.now()
     flows = Flow.objects.all()
     if flow_id is not None:
         flows = flows.filter(workspace__flows=flow_id)
     waiting: dict[int, set[str]] = {}
-    for workspace_id, entity_key in (
-        SourceEvent.objects.filter(
-            flow_id__in=list(flows.values_list("pk", flat=True)),
-            lane=REALTIME,
-            state=SourceEvent.State.RECEIVED,
-            next_attempt_at__lte=now + timedelta(seconds=REALTIME_WAITING_SECONDS),
-            next_attempt_at__gte=now - timedelta(seconds=REALTIME_WAITING_MAX_SECONDS),
-        )
-        .order_by()
-        .values_list("workspace_id", "entity_key")
-        .distinct()[:REALTIME_WAITING_KEYS]
-    ):
-        waiting.setdefault(workspace_id, set()).add(entity_key)
+    for flow in flows.values_list("pk", flat=True):
+        # A flow at a time, in the index's order: so the plan is a range of it whatever the
+        # statistics say (with the flows as a list, one read every waiting event of them).
+        for workspace_id, entity_key in (
+            SourceEvent.objects.filter(
+                flow_id=flow,
+                lane=REALTIME,
+                state=SourceEvent.State.RECEIVED,
+                next_attempt_at__lte=now + timedelta(seconds=REALTIME_WAITING_SECONDS),
+                next_attempt_at__gte=now - timedelta(seconds=REALTIME_WAITING_MAX_SECONDS),
+            )
+            .order_by("next_attempt_at", "pk")
+            .values_list("workspace_id", "entity_key")[:REALTIME_WAITING_KEYS]
+        ):
+            waiting.setdefault(workspace_id, set()).add(entity_key)
     return waiting
 
 
