@@ -51,6 +51,14 @@ def _no_stray_sessions_at_teardown(django_db_setup, django_db_blocker):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_rate_limit_blocks():
+    """Each test's DotDigital calls start with no 429 behind them in this process."""
+    from connectors.dotdigital.transport import forget_rate_limit_blocks
+
+    forget_rate_limit_blocks()
+
+
+@pytest.fixture(autouse=True)
 def _fast_tests(settings, tmp_path):
     # Test speed-ups, never production behaviour.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -4,15 +4,16 @@
 shared rate budget (`connectors.budget`; waiting up to `max_wait` for room), sends the request on
 the region's endpoint (found by `discover` from account-info on first use), feeds the answer's
 rate headers back to the budget and turns an error answer into its typed error (`errors`). A 429
-blocks the tier for everyone for a few seconds, after which one call probes (`RATE_LIMIT_PROBE`),
-and is waited out when that fits in `max_wait`; a 403 from the wrong
-region rediscovers the endpoint once and tries again. Everything else is raised to the caller.
+blocks the tier for everyone for a second, after which one call probes (`RATE_LIMIT_PROBE`), twice
+as long each time a probe meets another (`RATE_LIMIT_PROBE_MAX` at most), and is waited out when
+that fits in `max_wait`; a 403 from the wrong region rediscovers the endpoint once and tries again. Everything else is raised to the caller.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,10 @@ from .types import AccountInfo
 logger = logging.getLogger(__name__)
 
 DISCOVERY_URL = "https://r1-api.dotdigital.com"
-RATE_LIMIT_PROBE = 3.0  # seconds a tiered 429 blocks its tier before a call probes again
+# Seconds a tiered 429 blocks its tier before a call probes again; doubled while each probe meets
+# another 429 (the window really is spent), up to the most.
+RATE_LIMIT_PROBE = 1.0
+RATE_LIMIT_PROBE_MAX = 4.0
 # Per-minute limits assumed until the first answer's X-RateLimit-* headers give the account's own
 # (dotdigital-api.md 6.1 publishes only "Low/Basic = 35"); enrolments are 20 an hour (6.3).
 DEFAULT_TIERS: dict[str, TierLimit] = {
@@ -68,6 +72,35 @@ class Timeouts:
     single: float = 10.0
     read: float = 30.0
     bulk: float = 121.0
+
+
+# Per account and tier, this process's last block after a 429: (its seconds, its end). Kept for
+# the process, not the client: each claim builds its own.
+_blocks: dict[tuple[str, str], tuple[float, float]] = {}
+_blocks_lock = threading.Lock()
+
+
+def _probe_after(account_key: str, tier: str, now: float) -> float:
+    """Seconds to block `tier` after a 429 at `now`: `RATE_LIMIT_PROBE`, or twice the last block
+    when this 429 answered the probe after it (came within a probe's time of its end), up to
+    `RATE_LIMIT_PROBE_MAX`. A 429 to a call sent before the block began leaves the block as is."""
+    key = (account_key, tier)
+    with _blocks_lock:
+        seconds, until = _blocks.get(key, (0.0, 0.0))
+        if now < until:
+            return until - now
+        if seconds and now <= until + RATE_LIMIT_PROBE:
+            seconds = min(seconds * 2, RATE_LIMIT_PROBE_MAX)
+        else:
+            seconds = RATE_LIMIT_PROBE
+        _blocks[key] = (seconds, now + seconds)
+        return seconds
+
+
+def forget_rate_limit_blocks() -> None:
+    """Start afresh (tests: each has its own clock)."""
+    with _blocks_lock:
+        _blocks.clear()
 
 
 class Transport:
@@ -270,11 +303,12 @@ class Transport:
         if error.code == "ERROR_APIUSAGE_EXCEEDED":
             self.budget.block_all(retry_after)
         else:
-            # The tier waits 3 s, not the whole window the 429 names: then the next
+            # The tier waits a second, not the whole window the 429 names: then the next
             # call probes, and its answer's headers say how much of the window is really left.
-            # A burst of 429s (DotDigital under load, a storm that is over) costs seconds, not
-            # the rest of the minute; a window really spent costs a 429 every 3 s.
-            retry_after = min(retry_after, RATE_LIMIT_PROBE)
+            # A passing 429 (DotDigital under load, a storm that is over) costs a second, not
+            # the rest of the minute; a window really spent costs a 429 every 4 s.
+            probe = _probe_after(self.budget.account_key, tier, self.budget.clock())
+            retry_after = min(retry_after, probe)
             self.budget.block(tier, retry_after)
         error.retry_after = retry_after
         if waited + retry_after > self.max_wait:

@@ -13,7 +13,12 @@ import requests
 
 from connectors.budget import TierLimit
 from connectors.dotdigital import errors
-from connectors.dotdigital.transport import DEFAULT_TIERS, RATE_LIMIT_PROBE, Timeouts
+from connectors.dotdigital.transport import (
+    DEFAULT_TIERS,
+    RATE_LIMIT_PROBE,
+    RATE_LIMIT_PROBE_MAX,
+    Timeouts,
+)
 from connectors.dotdigital.types import ContactWrite
 from tests.connectors.conftest import FakeClock
 
@@ -45,7 +50,7 @@ def test_a_feature_the_account_lacks_is_a_connection_problem(client, sandbox):
     assert isinstance(caught.value, errors.ConnectionProblem)
 
 
-def test_a_429_blocks_the_tier_a_few_seconds_at_a_time_and_probes_until_the_window_resets(
+def test_a_429_blocks_the_tier_a_second_then_longer_while_probes_meet_429s_until_the_window_resets(
     make_client, sandbox
 ):
     sandbox.set_profile(base="fast", tier_limits={"single": 3})
@@ -69,9 +74,12 @@ def test_a_429_blocks_the_tier_a_few_seconds_at_a_time_and_probes_until_the_wind
     ]
     # The window really is spent: each probe meets a 429 until it resets, then the call goes.
     assert statuses[-1] == 201 and set(statuses[:-1]) == {429} and len(statuses) >= 3
-    assert len(statuses) <= 60 / RATE_LIMIT_PROBE + 2
-    assert all(0 < waited <= RATE_LIMIT_PROBE for waited in clock.slept)
-    assert 55 <= sum(clock.slept) <= 60 + RATE_LIMIT_PROBE
+    assert len(statuses) <= 60 / RATE_LIMIT_PROBE_MAX + 4
+    assert all(0 < waited <= RATE_LIMIT_PROBE_MAX for waited in clock.slept)
+    assert clock.slept[:3] == [RATE_LIMIT_PROBE, 2 * RATE_LIMIT_PROBE, RATE_LIMIT_PROBE_MAX], (
+        "a second, then twice as long while each probe meets a 429"
+    )
+    assert 55 <= sum(clock.slept) <= 60 + RATE_LIMIT_PROBE_MAX
 
 
 def test_a_429_without_room_to_wait_says_when_to_retry_and_the_budget_holds_callers_back(
