@@ -6,7 +6,8 @@ the region's endpoint (found by `discover` from account-info on first use), feed
 rate headers back to the budget and turns an error answer into its typed error (`errors`). A 429
 blocks the tier for everyone for a second, after which one call probes (`RATE_LIMIT_PROBE`), twice
 as long each time a probe meets another (`RATE_LIMIT_PROBE_MAX` at most), and is waited out when
-that fits in `max_wait`; a 403 from the wrong region rediscovers the endpoint once and tries again. Everything else is raised to the caller.
+that fits in `max_wait`; a 403 from the wrong region rediscovers the endpoint once and tries
+again. Everything else is raised to the caller.
 """
 
 from __future__ import annotations

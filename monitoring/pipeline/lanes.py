@@ -106,8 +106,8 @@ def stage_flow(flow_id: int | None = None, lane: str | None = None) -> int:
     # one a bulk claim leaves to a realtime event, and would only be looked at again and again.
     for due_lane in (lane,) if lane is not None else LANES:
         if staging_due(flow_id, due_lane, within=YIELD_RETRY):
-            now = staged or (due_lane == REALTIME and staging_due(flow_id, REALTIME))
-            wake.stage_now(flow_id, lane=due_lane or REALTIME, countdown=0 if now else 1)
+            at_once = staged or (due_lane == REALTIME and staging_due(flow_id, REALTIME))
+            wake.stage_now(flow_id, lane=due_lane or REALTIME, countdown=0 if at_once else 1)
     return staged
 
 
