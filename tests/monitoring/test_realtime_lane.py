@@ -134,6 +134,20 @@ def lanes_by_id() -> dict[str, str]:
     return dict(SourceEvent.objects.values_list("source_event_id", "lane"))
 
 
+def post_snapshots(
+    engine: Engine, now: datetime, *snapshots: tuple[str, int, int, int]
+) -> dict[str, str]:
+    """POST stock snapshots (SKU, saleable, minutes ago, n) in one request; every event's lane."""
+    engine.post(
+        "wms",
+        [
+            stock_snapshot(sku, saleable, at=now - timedelta(minutes=ago), n=n)
+            for sku, saleable, ago, n in snapshots
+        ],
+    )
+    return lanes_by_id()
+
+
 def test_a_zero_stock_snapshot_of_a_level_already_out_of_stock_comes_on_the_bulk_lane(
     engine: Engine,
 ):
@@ -147,14 +161,7 @@ def test_a_zero_stock_snapshot_of_a_level_already_out_of_stock_comes_on_the_bulk
     assert lanes_by_id()["demo-wms:stock:HAT-1/RED:2"] == "realtime", "5 in stock, then none"
     assert lanes.stage_flow(engine.wms_flow.pk, "realtime") == 1
 
-    engine.post(
-        "wms",
-        [
-            stock_snapshot("HAT-1/RED", 0, at=now - timedelta(minutes=2), n=3),
-            stock_snapshot("NEW-SKU", 0, at=now - timedelta(minutes=2), n=4),
-        ],
-    )
-    lanes_now = lanes_by_id()
+    lanes_now = post_snapshots(engine, now, ("HAT-1/RED", 0, 2, 3), ("NEW-SKU", 0, 2, 4))
     assert lanes_now["demo-wms:stock:HAT-1/RED:3"] == "bulk", "out of stock already"
     assert lanes_now["demo-wms:stock:NEW-SKU:4"] == "bulk", "never known: none in stock"
     assert lanes.stage_flow(engine.wms_flow.pk, "realtime") == 0
@@ -177,14 +184,7 @@ def test_a_zero_snapshot_behind_a_restock_waiting_to_be_staged_stays_on_the_real
 
     engine.post("wms", [stock_delta("HAT-1/RED", 6, at=now - timedelta(minutes=4), n=3)])
     engine.post("wms", [stock_snapshot("HAT-1/RED", 0, at=now - timedelta(minutes=3), n=4)])
-    engine.post(
-        "wms",
-        [
-            stock_snapshot("CAP-2", 2, at=now - timedelta(minutes=3), n=5),
-            stock_snapshot("CAP-2", 0, at=now - timedelta(minutes=2), n=6),
-        ],
-    )
-    lanes_now = lanes_by_id()
+    lanes_now = post_snapshots(engine, now, ("CAP-2", 2, 3, 5), ("CAP-2", 0, 2, 6))
     assert lanes_now["demo-wms:stock:HAT-1/RED:4"] == "realtime", "a delta of 6 waits before it"
     assert lanes_now["demo-wms:stock:CAP-2:6"] == "realtime", "a restock earlier in its request"
 
