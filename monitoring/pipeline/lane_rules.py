@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from monitoring.models import SourceEvent, StockLevel
-from monitoring.pipeline.normalise import clean_sku
+from monitoring.pipeline.normalise import stock_level_key
 
 REALTIME = "realtime"
 BULK = "bulk"
@@ -51,12 +51,6 @@ def intake_lane(event_type: str, data: Any, *, backfill: bool) -> str:
 STOCK_CHANGED = "stock.changed"
 
 
-def _level_key(data: Any) -> tuple[str, str] | None:
-    if not isinstance(data, dict) or not isinstance(data.get("location"), dict):
-        return None
-    return clean_sku(data.get("sku")), str(data["location"].get("key"))
-
-
 def quiet_zero_snapshots(workspace_id: int, rows: Iterable[SourceEvent]) -> None:
     """Move to the bulk lane each realtime zero snapshot that cannot take its level out of stock:
     the level is stored out of stock (or never known, which staging counts as out of stock,
@@ -76,9 +70,7 @@ def quiet_zero_snapshots(workspace_id: int, rows: Iterable[SourceEvent]) -> None
     for row in rows:
         if row.event_type != STOCK_CHANGED:
             continue
-        key = _level_key(row.envelope.get("data"))
-        if key is None:
-            continue
+        key = stock_level_key(row.envelope["data"])  # validated: sku and location.key
         if row.lane == REALTIME and key not in seen:
             zeros.append((row, key))
         seen.add(key)

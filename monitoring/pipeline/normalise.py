@@ -33,6 +33,11 @@ def clean_sku(raw: str | None) -> str:
     return unicodedata.normalize("NFC", (raw or "").strip())
 
 
+def stock_level_key(data: dict[str, Any]) -> tuple[str, str]:
+    """(SKU, location) of a validated `stock.changed` event's data: the `StockLevel` it moves."""
+    return clean_sku(data.get("sku")), str(data["location"]["key"])
+
+
 def sku_match_key(sku: str, case_sensitive: bool) -> str:
     return sku if case_sensitive else sku.casefold()
 

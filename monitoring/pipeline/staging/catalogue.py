@@ -24,6 +24,7 @@ from monitoring.pipeline.normalise import (
     clean_sku,
     money,
     parse_time,
+    stock_level_key,
 )
 from monitoring.pipeline.staging.batch import STAGE, Batch, Outcome, State, StateCache, save_row
 
@@ -63,7 +64,7 @@ def stage_stock(event: SourceEvent, flow: Flow, batch: Batch) -> None:
     latest snapshot; deltas older than the snapshot drop."""
     data = event.data
     as_of = parse_time(data.get("as_of")) or event.source_version
-    key = (event.workspace_id, clean_sku(data.get("sku")), str(data["location"]["key"]))
+    key = (event.workspace_id, *stock_level_key(data))
     cache = batch.cache
     deltas: list[StockDelta] | None = None
     if cache is None:
@@ -135,7 +136,7 @@ def _warn_no_saleable(event: SourceEvent, flow: Flow, batch: Batch) -> None:
     if flow.pk in batch.warned:
         return
     batch.warned.add(flow.pk)
-    data = event.data
+    sku, location = stock_level_key(event.data)
     record_occurrence(
         workspace=event.workspace,
         kind="source_warning",
@@ -149,8 +150,8 @@ def _warn_no_saleable(event: SourceEvent, flow: Flow, batch: Batch) -> None:
         detail={
             "code": "no_saleable",
             "event_id": event.pk,
-            "sku": clean_sku(data.get("sku")),
-            "location": str(data["location"]["key"]),
+            "sku": sku,
+            "location": location,
         },
     )
 
